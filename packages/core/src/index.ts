@@ -1,0 +1,28 @@
+/** @module @wsgiproxy/core: WSGIProxy for the web-standard Fetch API. */
+export type {
+  AppResponse,
+  Environ,
+  EnvironApp,
+  OutboundRequest,
+  ProxyErrorHook,
+  Transport,
+} from './lib/types.ts'
+export type { WsgiProxyErrorCode, WsgiProxyErrorOptions } from './lib/errors.ts'
+export { ERROR_STATUS, WsgiProxyError } from './lib/errors.ts'
+export type { ToEnvironOptions, ToRequestOptions } from './lib/environ.ts'
+export {
+  environHeaders,
+  environHost,
+  formatAuthority,
+  toEnviron,
+  toRequest,
+} from './lib/environ.ts'
+export { environPath, quotePath, unquotePath } from './lib/url-path.ts'
+export { fromResponse, toResponse } from './lib/response.ts'
+export type { FetchHandler, ToFetchHandlerOptions } from './lib/fetch-handler.ts'
+export { fromFetchHandler, toFetchHandler } from './lib/fetch-handler.ts'
+export { errorResponse, problemResponse } from './lib/problem.ts'
+export type { FetchTransportOptions } from './lib/fetch-transport.ts'
+export { fetchTransport } from './lib/fetch-transport.ts'
+export type { ExactProxyOptions, ProxyTimeouts } from './lib/exact-proxy.ts'
+export { DEFAULT_TIMEOUTS, exactProxy } from './lib/exact-proxy.ts'

@@ -1,0 +1,42 @@
+/**
+ * A web ReadableStream over an async iterable, pulled on demand (backpressure) and cancelled by
+ * calling the iterator's `return()`. A ReadableStream is passed through as it is.
+ */
+export function toReadableStream(body: AsyncIterable<Uint8Array>): ReadableStream<Uint8Array> {
+  if (body instanceof ReadableStream) return body as ReadableStream<Uint8Array>
+  let iterator: AsyncIterator<Uint8Array> | undefined
+  return new ReadableStream<Uint8Array>(
+    {
+      async pull(controller) {
+        iterator ??= body[Symbol.asyncIterator]()
+        const result = await iterator.next()
+        if (result.done) controller.close()
+        else controller.enqueue(result.value)
+      },
+      async cancel(reason) {
+        await iterator?.return?.(reason)
+      },
+    },
+    { highWaterMark: 0 },
+  )
+}
+
+/** An async iterable of the given chunks. */
+export function bytesBody(...chunks: Uint8Array[]): AsyncIterable<Uint8Array> {
+  return {
+    async *[Symbol.asyncIterator]() {
+      yield* chunks
+    },
+  }
+}
+
+/** Stops an unread body so its source is released (a no-op for `null`). */
+export async function discardBody(body: AsyncIterable<Uint8Array> | null): Promise<void> {
+  if (body === null) return
+  try {
+    if (body instanceof ReadableStream) await body.cancel()
+    else await body[Symbol.asyncIterator]().return?.()
+  } catch {
+    // the body failed while being discarded: nothing left to release
+  }
+}

@@ -1,0 +1,223 @@
+import * as z from 'zod'
+import { WsgiProxyError } from './errors.ts'
+import { parseOptions } from './_options.ts'
+import { toReadableStream } from './_streams.ts'
+import type { Environ } from './types.ts'
+import { environPath, unquotePath } from './url-path.ts'
+
+/** Options of {@link toEnviron}. */
+export interface ToEnvironOptions {
+  /**
+   * The mount prefix, decoded (`/api`); becomes `SCRIPT_NAME` and is cut from `PATH_INFO`. A
+   * request whose path is not under it is refused with a `NOT_FOUND` error. Default `''`.
+   */
+  scriptName?: string
+  /** The client address for `REMOTE_ADDR`. Default: unset. */
+  remoteAddr?: string
+  /** Aborts when the client goes away. Default: `request.signal`. */
+  signal?: AbortSignal
+  /**
+   * At most this many header fields are accepted; more is refused with a `TOO_MANY_HEADERS`
+   * error (431). Default 100, as Apache httpd's `LimitRequestFields`.
+   */
+  maxHeaders?: number
+}
+
+const toEnvironOptions = z.strictObject({
+  scriptName: z
+    .string()
+    .refine((s) => s === '' || s.startsWith('/'), 'expected "" or a path starting with "/"')
+    .optional(),
+  remoteAddr: z.string().optional(),
+  signal: z
+    .custom<AbortSignal>((v) => v instanceof AbortSignal, 'expected an AbortSignal')
+    .optional(),
+  maxHeaders: z.number().int().min(1).optional(),
+})
+
+/** Options of {@link toRequest}. */
+export interface ToRequestOptions {
+  /** Aborts the request. Default: the environ's `wsgiproxy.signal`. */
+  signal?: AbortSignal
+}
+
+const DEFAULT_MAX_HEADERS = 100
+
+/**
+ * Builds the environ of a Fetch `Request`.
+ *
+ * @param request - the incoming request
+ * @param options - mount prefix, client address, signal, header cap
+ * @returns the environ; its `wsgi.input` streams the request body
+ * @throws WsgiProxyError `NOT_FOUND` when the path is outside `scriptName`, `TOO_MANY_HEADERS`
+ *   when the request has more header fields than `maxHeaders`
+ * @example
+ * const environ = toEnviron(request, { scriptName: '/api', remoteAddr: '203.0.113.7' })
+ * environ.PATH_INFO // '/users/1' for https://example.com/api/users/1
+ */
+export function toEnviron(request: Request, options?: ToEnvironOptions): Environ {
+  return buildEnviron(request, parseToEnvironOptions(options))
+}
+
+/** Validates {@link ToEnvironOptions} once, for adapters that build many environs. */
+export function parseToEnvironOptions(options: ToEnvironOptions | undefined): ToEnvironOptions {
+  return options === undefined ? {} : parseOptions(toEnvironOptions, options, 'toEnviron')
+}
+
+/** {@link toEnviron} with options already validated (the per-request path of adapters). */
+export function buildEnviron(request: Request, opts: ToEnvironOptions): Environ {
+  const url = new URL(request.url)
+  const scheme = url.protocol === 'https:' ? 'https' : 'http'
+  const rawPath = url.pathname
+  const path = unquotePath(rawPath)
+  const scriptName = normalizeScriptName(opts.scriptName ?? '')
+  if (scriptName !== '' && !(path === scriptName || path.startsWith(`${scriptName}/`))) {
+    throw new WsgiProxyError(
+      'NOT_FOUND',
+      `path is outside the mount prefix ${JSON.stringify(scriptName)}`,
+      { expose: true },
+    )
+  }
+  const host = request.headers.get('host') ?? url.host
+  const [serverName, serverPort] = parseHost(host, scheme)
+  const environ: Environ = {
+    REQUEST_METHOD: request.method,
+    SCRIPT_NAME: scriptName,
+    PATH_INFO: path.slice(scriptName.length),
+    QUERY_STRING: url.search.slice(1),
+    SERVER_NAME: serverName,
+    SERVER_PORT: serverPort,
+    SERVER_PROTOCOL: 'HTTP/1.1',
+    'wsgi.url_scheme': scheme,
+    'wsgi.input': request.body,
+    'wsgiproxy.raw_path': rawPath,
+    'wsgiproxy.signal': opts.signal ?? request.signal,
+  }
+  if (opts.remoteAddr !== undefined) environ.REMOTE_ADDR = opts.remoteAddr
+  const maxHeaders = opts.maxHeaders ?? DEFAULT_MAX_HEADERS
+  let count = 0
+  for (const [name, value] of request.headers) {
+    if (++count > maxHeaders) {
+      throw new WsgiProxyError(
+        'TOO_MANY_HEADERS',
+        `the request has more than ${maxHeaders} header fields`,
+        { expose: true },
+      )
+    }
+    // Names with "_" would collide with "-" names once mapped; nginx and Apache drop them too.
+    if (name.includes('_')) continue
+    const key = environKey(name)
+    const previous = environ[key]
+    environ[key] = typeof previous === 'string' ? `${previous}, ${value}` : value
+  }
+  return environ
+}
+
+/**
+ * Builds a Fetch `Request` from an environ: URL from the scheme, `HTTP_HOST` (or
+ * `SERVER_NAME:SERVER_PORT`), the path (see `environPath`) and `QUERY_STRING`; headers from
+ * `HTTP_*`, `CONTENT_TYPE` and `CONTENT_LENGTH`; the body from `wsgi.input` (never for `GET` and
+ * `HEAD`, which a `Request` cannot carry).
+ *
+ * @param environ - the environ to convert
+ * @param options - an abort signal
+ * @returns the request
+ * @throws WsgiProxyError `BAD_REQUEST` when the environ does not make a valid request
+ */
+export function toRequest(environ: Environ, options?: ToRequestOptions): Request {
+  const url = `${environ['wsgi.url_scheme']}://${environHost(environ)}${environPath(environ) || '/'}${
+    environ.QUERY_STRING ? `?${environ.QUERY_STRING}` : ''
+  }`
+  const method = environ.REQUEST_METHOD
+  const input = environ['wsgi.input']
+  const withBody = input !== null && method !== 'GET' && method !== 'HEAD'
+  const signal = options?.signal ?? environ['wsgiproxy.signal']
+  const init: RequestInit & { duplex?: 'half' } = { method, headers: environHeaders(environ) }
+  if (withBody) {
+    init.body = toReadableStream(input)
+    // A streamed body needs half duplex (https://fetch.spec.whatwg.org/#dom-requestinit-duplex).
+    init.duplex = 'half'
+  }
+  if (signal) init.signal = signal
+  try {
+    return new Request(url, init)
+  } catch (error) {
+    throw new WsgiProxyError('BAD_REQUEST', `the environ does not make a valid request`, {
+      cause: error,
+    })
+  }
+}
+
+/**
+ * The header lines an environ describes, in environ order: `HTTP_*` keys (lower-case, `_` to
+ * `-`), then `content-type` and `content-length`.
+ */
+export function environHeaders(environ: Environ): Array<[string, string]> {
+  const headers: Array<[string, string]> = []
+  for (const key in environ) {
+    if (key.startsWith('HTTP_')) {
+      const value = environ[key]
+      if (typeof value === 'string') headers.push([headerName(key), value])
+    }
+  }
+  if (typeof environ.CONTENT_TYPE === 'string') headers.push(['content-type', environ.CONTENT_TYPE])
+  if (typeof environ.CONTENT_LENGTH === 'string') {
+    headers.push(['content-length', environ.CONTENT_LENGTH])
+  }
+  return headers
+}
+
+/** `HTTP_HOST`, or `SERVER_NAME[:SERVER_PORT]` (the port left out when it is the scheme's default). */
+export function environHost(environ: Environ): string {
+  const host = environ.HTTP_HOST
+  if (typeof host === 'string' && host !== '') return host
+  return formatAuthority(environ.SERVER_NAME, environ.SERVER_PORT, environ['wsgi.url_scheme'])
+}
+
+/**
+ * `name[:port]` with IPv6 literals in brackets and the scheme's default port left out.
+ *
+ * @param name - a host name or a bare IP address
+ * @param port - a decimal port
+ * @param scheme - `http` or `https`, for the default port
+ * @returns the authority
+ */
+export function formatAuthority(name: string, port: string, scheme: string): string {
+  const host = name.includes(':') && !name.startsWith('[') ? `[${name}]` : name
+  return port === '' || port === DEFAULT_PORTS[scheme] ? host : `${host}:${port}`
+}
+
+const DEFAULT_PORTS: Record<string, string> = { http: '80', https: '443' }
+
+function parseHost(host: string, scheme: 'http' | 'https'): [string, string] {
+  let name = host
+  let port = ''
+  if (host.startsWith('[')) {
+    const end = host.indexOf(']')
+    if (end > 0) {
+      name = host.slice(1, end)
+      if (host[end + 1] === ':') port = host.slice(end + 2)
+    }
+  } else {
+    const colon = host.lastIndexOf(':')
+    if (colon >= 0) {
+      name = host.slice(0, colon)
+      port = host.slice(colon + 1)
+    }
+  }
+  return [name, port || (DEFAULT_PORTS[scheme] ?? '80')]
+}
+
+function normalizeScriptName(scriptName: string): string {
+  return scriptName.endsWith('/') ? scriptName.replace(/\/+$/, '') : scriptName
+}
+
+function environKey(name: string): string {
+  if (name === 'content-type') return 'CONTENT_TYPE'
+  if (name === 'content-length') return 'CONTENT_LENGTH'
+  return `HTTP_${name.toUpperCase().replaceAll('-', '_')}`
+}
+
+function headerName(key: string): string {
+  return key.slice(5).toLowerCase().replaceAll('_', '-')
+}

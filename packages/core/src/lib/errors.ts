@@ -1,0 +1,64 @@
+/**
+ * Stable error codes, each with the HTTP status a request path answers with
+ * (DESIGN.md §8: upstream unreachable 502, timeouts 504, client gone 499).
+ */
+export const ERROR_STATUS = {
+  INVALID_OPTIONS: 500,
+  APP_ERROR: 500,
+  HOST_OVERRIDE_UNSUPPORTED: 500,
+  BAD_REQUEST: 400,
+  NOT_FOUND: 404,
+  TOO_MANY_HEADERS: 431,
+  CLIENT_ABORTED: 499,
+  UNSUPPORTED_SCHEME: 502,
+  UPSTREAM_UNREACHABLE: 502,
+  UPSTREAM_RESET: 502,
+  UPSTREAM_INVALID_RESPONSE: 502,
+  UPSTREAM_CONNECT_TIMEOUT: 504,
+  UPSTREAM_HEADERS_TIMEOUT: 504,
+  UPSTREAM_BODY_TIMEOUT: 504,
+} as const
+
+/** A stable machine-readable error code; callers branch on it. */
+export type WsgiProxyErrorCode = keyof typeof ERROR_STATUS
+
+/** Options of {@link WsgiProxyError}. */
+export interface WsgiProxyErrorOptions {
+  /** The underlying error, kept as `cause`. */
+  cause?: unknown
+  /**
+   * Whether the message is safe to show to clients in a problem+json `detail`. Default `false`:
+   * messages that may name internal addresses are replaced by a generic detail.
+   */
+  expose?: boolean
+}
+
+/**
+ * The one base error of wsgiproxy, with a stable `code` and the HTTP `status` it maps to.
+ *
+ * @example
+ * try { createThing(opts) } catch (e) {
+ *   if (e instanceof WsgiProxyError && e.code === 'INVALID_OPTIONS') console.error(e.message)
+ * }
+ */
+export class WsgiProxyError extends Error {
+  override name: string = 'WsgiProxyError'
+  /** Stable code; see {@link ERROR_STATUS}. */
+  readonly code: WsgiProxyErrorCode
+  /** The HTTP status a request path answers with. */
+  readonly status: number
+  /** Whether `message` may be shown to clients. */
+  readonly expose: boolean
+
+  /**
+   * @param code - stable error code
+   * @param message - lower-case, saying what was expected and what was got
+   * @param options - cause and exposure
+   */
+  constructor(code: WsgiProxyErrorCode, message: string, options: WsgiProxyErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause })
+    this.code = code
+    this.status = ERROR_STATUS[code]
+    this.expose = options.expose ?? false
+  }
+}

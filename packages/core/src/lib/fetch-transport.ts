@@ -1,0 +1,175 @@
+import * as z from 'zod'
+import { WsgiProxyError } from './errors.ts'
+import { fn, parseOptions } from './_options.ts'
+import { toReadableStream } from './_streams.ts'
+import type { AppResponse, OutboundRequest, Transport } from './types.ts'
+
+/** Options of {@link fetchTransport}. */
+export interface FetchTransportOptions {
+  /** The fetch implementation to call. Default: the runtime's global `fetch`. */
+  fetch?: typeof fetch
+}
+
+const fetchTransportOptions = z.strictObject({
+  fetch: fn<typeof fetch>().optional(),
+})
+
+// Content codings every runtime's fetch decodes (gzip, deflate, br): a response in one of them
+// arrives decoded, so its Content-Encoding and Content-Length no longer describe the body.
+// https://fetch.spec.whatwg.org/#http-network-fetch (step "codings"), undici #2514.
+const DECODED_CODINGS: ReadonlySet<string> = new Set(['gzip', 'x-gzip', 'deflate', 'br'])
+
+/**
+ * A {@link Transport} on the runtime's `fetch`: redirects passed through (`redirect: 'manual'`),
+ * bodies streamed (`duplex: 'half'`), the client's abort and timeouts through the signal.
+ *
+ * What `fetch` cannot do, and how this transport handles it (DESIGN.md §5, §8):
+ * - it cannot send a `Host` other than the URL's authority on Node and Deno: such a request
+ *   fails with `HOST_OVERRIDE_UNSUPPORTED` instead of silently sending another Host; use
+ *   `undiciTransport()` from `@wsgiproxy/node` for that;
+ * - it decodes gzip, deflate and br bodies: `Accept-Encoding` is narrowed to those codings and a
+ *   decoded response loses `Content-Encoding` and `Content-Length` (kept for `HEAD` and `304`);
+ * - a `GET` or `HEAD` request cannot carry a body: the body is dropped;
+ * - the connect timeout is the runtime's (10 s on Node); the exact proxy's headers timeout
+ *   covers connecting too.
+ *
+ * @param options - the fetch implementation
+ * @returns the transport
+ */
+export function fetchTransport(options?: FetchTransportOptions): Transport {
+  const opts = parseOptions(fetchTransportOptions, options, 'fetchTransport')
+  const fetchImpl = opts.fetch ?? ((input, init) => globalThis.fetch(input, init))
+  return async (outbound: OutboundRequest): Promise<AppResponse> => {
+    const { url, method, body, signal } = outbound
+    const headers = new Headers()
+    const withBody = body !== null && method !== 'GET' && method !== 'HEAD'
+    for (const [name, value] of outbound.headers) {
+      const lower = name.toLowerCase()
+      if (lower === 'host') {
+        if (!sameAuthority(value, url)) {
+          throw new WsgiProxyError(
+            'HOST_OVERRIDE_UNSUPPORTED',
+            `fetchTransport cannot send Host ${JSON.stringify(value)} to ${url.host}: runtime fetch ` +
+              `always sends the URL's host. Use undiciTransport() from @wsgiproxy/node, or make ` +
+              `HTTP_HOST match SERVER_NAME:SERVER_PORT`,
+          )
+        }
+        continue
+      }
+      if (lower === 'content-length' && !withBody) continue
+      try {
+        headers.append(name, value)
+      } catch (error) {
+        throw new WsgiProxyError('BAD_REQUEST', `request header ${name} has an invalid value`, {
+          cause: error,
+          expose: true,
+        })
+      }
+    }
+    narrowAcceptEncoding(headers)
+    const init: RequestInit & { duplex?: 'half' } = {
+      method,
+      headers,
+      redirect: 'manual',
+      signal,
+    }
+    if (withBody) {
+      init.body = toReadableStream(body)
+      // https://fetch.spec.whatwg.org/#dom-requestinit-duplex: required for a streamed body.
+      init.duplex = 'half'
+    }
+    let response: Response
+    try {
+      response = await fetchImpl(url, init)
+    } catch (error) {
+      throw fetchError(error, signal, url)
+    }
+    if (response.type === 'opaqueredirect' || response.status === 0) {
+      throw new WsgiProxyError(
+        'UPSTREAM_INVALID_RESPONSE',
+        `the runtime's fetch hid the upstream redirect from ${url.origin}`,
+      )
+    }
+    const decoded =
+      response.body !== null &&
+      method !== 'HEAD' &&
+      response.status !== 304 &&
+      isDecodedByFetch(response.headers.get('content-encoding'))
+    const responseHeaders: Array<[string, string]> = []
+    for (const line of response.headers) {
+      if (decoded && (line[0] === 'content-encoding' || line[0] === 'content-length')) continue
+      responseHeaders.push(line)
+    }
+    const result: AppResponse = {
+      status: response.status,
+      headers: responseHeaders,
+      body: response.body,
+    }
+    if (response.statusText) result.statusText = response.statusText
+    return result
+  }
+}
+
+function sameAuthority(host: string, url: URL): boolean {
+  try {
+    return new URL(`${url.protocol}//${host}`).host === url.host
+  } catch {
+    return false
+  }
+}
+
+function isDecodedByFetch(contentEncoding: string | null): boolean {
+  if (contentEncoding === null) return false
+  const codings = contentEncoding
+    .split(',')
+    .map((c) => c.trim().toLowerCase())
+    .filter((c) => c !== '')
+  return codings.length > 0 && codings.every((c) => DECODED_CODINGS.has(c))
+}
+
+function narrowAcceptEncoding(headers: Headers): void {
+  const accept = headers.get('accept-encoding')
+  if (accept === null) return
+  const kept = accept.split(',').filter((part) => {
+    const coding = part.split(';')[0]?.trim().toLowerCase() ?? ''
+    return coding === 'identity' || DECODED_CODINGS.has(coding)
+  })
+  if (kept.length > 0) headers.set('accept-encoding', kept.map((p) => p.trim()).join(', '))
+  else headers.set('accept-encoding', 'identity')
+}
+
+const UNREACHABLE_CODES: ReadonlySet<string> = new Set([
+  'ECONNREFUSED',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'EADDRNOTAVAIL',
+])
+
+function fetchError(error: unknown, signal: AbortSignal, url: URL): WsgiProxyError {
+  if (signal.aborted && signal.reason instanceof WsgiProxyError) return signal.reason
+  if (error instanceof WsgiProxyError) return error
+  const cause = (error as { cause?: { code?: unknown; message?: unknown } } | undefined)?.cause
+  const code = typeof cause?.code === 'string' ? cause.code : ''
+  const detail = typeof cause?.message === 'string' ? cause.message : String(error)
+  if (code === 'UND_ERR_REQ_CONTENT_LENGTH_MISMATCH') {
+    return new WsgiProxyError('BAD_REQUEST', 'the request body does not match its Content-Length', {
+      cause: error,
+      expose: true,
+    })
+  }
+  if (code === 'UND_ERR_CONNECT_TIMEOUT') {
+    return new WsgiProxyError('UPSTREAM_CONNECT_TIMEOUT', `connecting to ${url.origin} timed out`, {
+      cause: error,
+    })
+  }
+  if (UNREACHABLE_CODES.has(code)) {
+    return new WsgiProxyError('UPSTREAM_UNREACHABLE', `cannot reach ${url.origin}: ${detail}`, {
+      cause: error,
+    })
+  }
+  return new WsgiProxyError('UPSTREAM_RESET', `request to ${url.origin} failed: ${detail}`, {
+    cause: error,
+  })
+}

@@ -1,0 +1,82 @@
+import type { WsgiProxyErrorCode } from './errors.ts'
+import { WsgiProxyError } from './errors.ts'
+import { bytesBody } from './_streams.ts'
+import type { AppResponse } from './types.ts'
+
+const TITLES: Record<number, string> = {
+  400: 'Bad Request',
+  404: 'Not Found',
+  413: 'Content Too Large',
+  431: 'Request Header Fields Too Large',
+  499: 'Client Closed Request',
+  500: 'Internal Server Error',
+  502: 'Bad Gateway',
+  503: 'Service Unavailable',
+  504: 'Gateway Timeout',
+}
+
+const GENERIC_DETAIL: Record<number, string> = {
+  400: 'the request is malformed',
+  404: 'no application is mounted at this path',
+  431: 'the request has too many header fields',
+  499: 'the client closed the request',
+  500: 'the proxy could not handle the request',
+  502: 'the upstream server could not be reached or sent an invalid response',
+  504: 'the upstream server did not answer in time',
+}
+
+const encoder = new TextEncoder()
+
+/**
+ * An RFC 9457 `application/problem+json` response.
+ *
+ * @param status - the HTTP status
+ * @param detail - a human-readable explanation safe to show the client
+ * @param code - the stable wsgiproxy error code, sent as the `code` member
+ * @returns the response record
+ */
+export function problemResponse(
+  status: number,
+  detail: string,
+  code?: WsgiProxyErrorCode,
+): AppResponse {
+  const title = TITLES[status] ?? 'Error'
+  const body = encoder.encode(
+    JSON.stringify({ type: 'about:blank', title, status, detail, ...(code ? { code } : {}) }),
+  )
+  return {
+    status,
+    statusText: title,
+    headers: [
+      ['content-type', 'application/problem+json'],
+      ['content-length', String(body.byteLength)],
+      ['cache-control', 'no-store'],
+    ],
+    body: bytesBody(body),
+  }
+}
+
+/**
+ * The problem response for an error: its status, and its message only when the error says it is
+ * safe to show (or `exposeErrors` is on); otherwise a generic detail that reveals nothing
+ * internal (DESIGN.md §8).
+ *
+ * @param error - any thrown value; non-wsgiproxy errors become 500
+ * @param exposeErrors - show every error message (for development)
+ * @returns the response record
+ */
+export function errorResponse(error: unknown, exposeErrors = false): AppResponse {
+  const known = error instanceof WsgiProxyError ? error : undefined
+  const status = known?.status ?? 500
+  const exposed = exposeErrors || known?.expose === true
+  const message = error instanceof Error ? describe(error) : String(error)
+  const detail = exposed
+    ? message
+    : (GENERIC_DETAIL[status] ?? 'the request could not be completed')
+  return problemResponse(status, detail, known?.code ?? 'APP_ERROR')
+}
+
+function describe(error: Error): string {
+  const cause = error.cause instanceof Error ? `: ${error.cause.message}` : ''
+  return error.message + cause
+}

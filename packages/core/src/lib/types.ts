@@ -1,0 +1,91 @@
+import type { WsgiProxyError } from './errors.ts'
+
+/**
+ * The environ record: one runtime-neutral description of a request, as close to PEP 3333 as a
+ * Fetch world allows. Every wsgiproxy component reads and writes it.
+ *
+ * - `SCRIPT_NAME` and `PATH_INFO` are percent-decoded; the path as received stays in
+ *   `wsgiproxy.raw_path` so that `%2F` and other information decoding loses can be restored.
+ * - `QUERY_STRING` is raw (not decoded), without the `?`.
+ * - `HTTP_*` keys hold every other request header: upper-case, `-` mapped to `_`, repeats joined
+ *   with `, `. Header names that contain `_` are dropped when an environ is built.
+ */
+export interface Environ {
+  /** The request method as the runtime normalized it (`GET`, `POST`, ... upper-case). */
+  REQUEST_METHOD: string
+  /** The mount prefix: `''` or starting with `/`, no trailing `/`, percent-decoded. */
+  SCRIPT_NAME: string
+  /** The rest of the path: `''` or starting with `/`, percent-decoded. */
+  PATH_INFO: string
+  /** The raw query string without `?`, not decoded. */
+  QUERY_STRING: string
+  /** The request's `Content-Type` header, when present. */
+  CONTENT_TYPE?: string
+  /** The request's `Content-Length` header, when present. */
+  CONTENT_LENGTH?: string
+  /** Where the request was sent / where to connect: a host name or a bare IP address (no brackets). */
+  SERVER_NAME: string
+  /** The port as a decimal string. */
+  SERVER_PORT: string
+  /** `HTTP/1.1` unless known otherwise. */
+  SERVER_PROTOCOL: string
+  /** The client address, as the adapter or the trust walk determined it. */
+  REMOTE_ADDR?: string
+  /** The URL scheme the client used. */
+  'wsgi.url_scheme': 'http' | 'https'
+  /** The request body, streamed; `null` when the request has none. */
+  'wsgi.input': AsyncIterable<Uint8Array> | null
+  /** The path as received (percent-encoded), used to restore what decoding loses. */
+  'wsgiproxy.raw_path'?: string
+  /** Aborts when the client goes away; forwarded requests are cancelled with it. */
+  'wsgiproxy.signal'?: AbortSignal
+  /** Every other request header. */
+  [key: `HTTP_${string}`]: string | undefined
+  /** Extension keys: `REMOTE_USER`, `wsgiproxy.*`, decoded forwarded keys. */
+  [key: string]: unknown
+}
+
+/** What an {@link EnvironApp} answers: status, headers in order with repeats, streamed body. */
+export interface AppResponse {
+  /** Any integer 100–999 the upstream sent; adapters map what their runtime cannot represent. */
+  status: number
+  /** The reason phrase, kept where the runtime allows. */
+  statusText?: string
+  /** Header lines in order; repeated names (several `Set-Cookie`) stay separate. */
+  headers: Array<[string, string]>
+  /** The body, streamed; `null` for none. */
+  body: AsyncIterable<Uint8Array> | null
+}
+
+/** The WSGI application of this world: environ in, status + headers + body out. */
+export type EnvironApp = (environ: Environ) => AppResponse | Promise<AppResponse>
+
+/** One request as a {@link Transport} sends it. */
+export interface OutboundRequest {
+  /** Where to connect (scheme, host, port) and the request target (path and query). */
+  url: URL
+  /** The request method. */
+  method: string
+  /** Header lines to send; may include `host` (the exact proxy sends the client's Host). */
+  headers: Array<[string, string]>
+  /** The request body, streamed; `null` for none. */
+  body: AsyncIterable<Uint8Array> | null
+  /** Aborts the request: client gone or a timeout (the reason is a `WsgiProxyError`). */
+  signal: AbortSignal
+}
+
+/**
+ * Sends one {@link OutboundRequest} and resolves with the upstream response once its headers
+ * arrive. Rejects with a `WsgiProxyError` when the request cannot be completed.
+ */
+export type Transport = (outbound: OutboundRequest) => Promise<AppResponse>
+
+/**
+ * Called when forwarding fails. Return a response to send instead of the default problem+json
+ * one. Also called, for logging only, when the upstream body fails after the headers were sent.
+ * The error is a `WsgiProxyError` (see its `code` and `status`).
+ */
+export type ProxyErrorHook = (
+  error: WsgiProxyError,
+  environ: Environ,
+) => AppResponse | void | Promise<AppResponse | void>

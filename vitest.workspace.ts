@@ -1,0 +1,9 @@
+import { defineConfig } from 'vitest/config'
+
+// Vitest 4 ignores a bare workspace file, so this is the real config; run it with
+// `vitest run --config vitest.workspace.ts` (the root `vitest.config.ts` is not used).
+export default defineConfig({
+  test: {
+    projects: ['packages/*', 'apps/*'],
+  },
+})
