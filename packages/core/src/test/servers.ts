@@ -48,9 +48,14 @@ function socketsOf(server: Server): Set<Socket> {
 
 /** A node:http upstream on 127.0.0.1 port 0. */
 export async function startUpstream(
-  handler: (req: IncomingMessage, res: ServerResponse) => void,
+  handler: (req: IncomingMessage, res: ServerResponse) => void | Promise<void>,
 ): Promise<Running> {
-  const server = createServer(handler)
+  // A handler that fails (the proxy aborted the request it was reading) just drops the socket.
+  const server = createServer((req, res) => {
+    Promise.resolve()
+      .then(() => handler(req, res))
+      .catch(() => res.destroy())
+  })
   const sockets = socketsOf(server)
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
   return track(server, sockets)
