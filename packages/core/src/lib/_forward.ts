@@ -15,7 +15,8 @@ export interface ForwardSettings {
 
 /** The default error hook: log failures with status ≥ 500; a client that went away is not an error. */
 export function logProxyError(error: WsgiProxyError): void {
-  if (error.status >= 500) console.error('wsgiproxy:', error)
+  if (error.status >= 500 && error.code !== 'METHOD_NOT_SUPPORTED')
+    console.error('wsgiproxy:', error)
 }
 
 /**
@@ -146,7 +147,11 @@ function watchBody(
                 cause: error,
               })
           controller.abort(problem)
-          void Promise.resolve(settings.onError(problem, environ)).catch(() => {})
+          try {
+            void Promise.resolve(settings.onError(problem, environ)).catch(() => {})
+          } catch {
+            // the hook's failure must not replace the body error
+          }
           throw problem
         } finally {
           clearTimeout(timer)

@@ -14,6 +14,9 @@ const HOP_BY_HOP: ReadonlySet<string> = new Set([
   'http2-settings',
 ])
 
+// Connection may not name these away: the request would lose its Host or its framing.
+const PROTECTED: ReadonlySet<string> = new Set(['host', 'content-length', 'content-type'])
+
 /**
  * Removes hop-by-hop headers and every header the `Connection` header names.
  *
@@ -29,7 +32,10 @@ export function stripHopByHop(
   for (const [name, value] of headers) {
     if (name.length === 10 && name.toLowerCase() === 'connection') {
       nominated ??= new Set()
-      for (const token of value.split(',')) nominated.add(token.trim().toLowerCase())
+      for (const token of value.split(',')) {
+        const nominee = token.trim().toLowerCase()
+        if (!PROTECTED.has(nominee)) nominated.add(nominee)
+      }
     }
   }
   const out: Array<[string, string]> = []

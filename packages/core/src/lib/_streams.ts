@@ -13,8 +13,10 @@ export function toReadableStream(body: AsyncIterable<Uint8Array>): ReadableStrea
         if (result.done) controller.close()
         else controller.enqueue(result.value)
       },
-      async cancel(reason) {
-        await iterator?.return?.(reason)
+      cancel(reason) {
+        // Not awaited: an async-generator source settles a pending read before `return()`.
+        iterator ??= body[Symbol.asyncIterator]()
+        void Promise.resolve(iterator.return?.(reason)).catch(() => {})
       },
     },
     { highWaterMark: 0 },

@@ -23,6 +23,14 @@ export interface ToEnvironOptions {
   maxHeaders?: number
 }
 
+// RFC 9110 §7.2 / RFC 3986 §3.2.2: host [ ":" port ], restricted to the names URLs accept:
+// an IPv6 literal in brackets, or letters, digits, "-", ".", "_", "~" (names and IPv4).
+const HOST_HEADER = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~]+)(?::[0-9]{0,5})?$/
+const SERVER_NAME = /^(?:[0-9A-Fa-f:.]+|[A-Za-z0-9\-._~]+)$/
+// A "." or ".." segment in the decoded path can only come from %2F next to dots (the URL parser
+// removes literal and %2E ones); once quoted afresh it would climb out of a mount prefix.
+const DOT_SEGMENT = /(?:^|\/)\.{1,2}(?:\/|$)/
+
 const toEnvironOptions = z.strictObject({
   scriptName: z
     .string()
@@ -41,6 +49,12 @@ export interface ToRequestOptions {
   signal?: AbortSignal
 }
 
+const toRequestOptions = z.strictObject({
+  signal: z
+    .custom<AbortSignal>((v) => v instanceof AbortSignal, 'expected an AbortSignal')
+    .optional(),
+})
+
 const DEFAULT_MAX_HEADERS = 100
 
 /**
@@ -50,7 +64,8 @@ const DEFAULT_MAX_HEADERS = 100
  * @param options - mount prefix, client address, signal, header cap
  * @returns the environ; its `wsgi.input` streams the request body
  * @throws WsgiProxyError `NOT_FOUND` when the path is outside `scriptName`, `TOO_MANY_HEADERS`
- *   when the request has more header fields than `maxHeaders`
+ *   when the request has more header fields than `maxHeaders`, `BAD_REQUEST` when the Host header
+ *   is not a valid `host[:port]` or the decoded path has a `.` or `..` segment (from `%2F`)
  * @example
  * const environ = toEnviron(request, { scriptName: '/api', remoteAddr: '203.0.113.7' })
  * environ.PATH_INFO // '/users/1' for https://example.com/api/users/1
@@ -70,6 +85,11 @@ export function buildEnviron(request: Request, opts: ToEnvironOptions): Environ 
   const scheme = url.protocol === 'https:' ? 'https' : 'http'
   const rawPath = url.pathname
   const path = unquotePath(rawPath)
+  if (path !== rawPath && DOT_SEGMENT.test(path)) {
+    throw new WsgiProxyError('BAD_REQUEST', 'the path has an encoded "." or ".." segment', {
+      expose: true,
+    })
+  }
   const scriptName = normalizeScriptName(opts.scriptName ?? '')
   if (scriptName !== '' && !(path === scriptName || path.startsWith(`${scriptName}/`))) {
     throw new WsgiProxyError(
@@ -80,6 +100,11 @@ export function buildEnviron(request: Request, opts: ToEnvironOptions): Environ 
   }
   const host = request.headers.get('host') ?? url.host
   const [serverName, serverPort] = parseHost(host, scheme)
+  if (!isValidHost(host) || !isValidPort(serverPort)) {
+    throw new WsgiProxyError('BAD_REQUEST', 'the Host header is not a valid host[:port]', {
+      expose: true,
+    })
+  }
   const environ: Environ = {
     REQUEST_METHOD: request.method,
     SCRIPT_NAME: scriptName,
@@ -125,13 +150,20 @@ export function buildEnviron(request: Request, opts: ToEnvironOptions): Environ 
  * @throws WsgiProxyError `BAD_REQUEST` when the environ does not make a valid request
  */
 export function toRequest(environ: Environ, options?: ToRequestOptions): Request {
-  const url = `${environ['wsgi.url_scheme']}://${environHost(environ)}${environPath(environ) || '/'}${
+  const opts = options === undefined ? {} : parseOptions(toRequestOptions, options, 'toRequest')
+  const host = environHost(environ)
+  if (!isValidHost(host)) {
+    throw new WsgiProxyError('BAD_REQUEST', `HTTP_HOST is not a valid host[:port]`, {
+      expose: true,
+    })
+  }
+  const url = `${environ['wsgi.url_scheme']}://${host}${environPath(environ) || '/'}${
     environ.QUERY_STRING ? `?${environ.QUERY_STRING}` : ''
   }`
   const method = environ.REQUEST_METHOD
   const input = environ['wsgi.input']
   const withBody = input !== null && method !== 'GET' && method !== 'HEAD'
-  const signal = options?.signal ?? environ['wsgiproxy.signal']
+  const signal = opts.signal ?? environ['wsgiproxy.signal']
   const init: RequestInit & { duplex?: 'half' } = { method, headers: environHeaders(environ) }
   if (withBody) {
     init.body = toReadableStream(input)
@@ -188,6 +220,20 @@ export function formatAuthority(name: string, port: string, scheme: string): str
 }
 
 const DEFAULT_PORTS: Record<string, string> = { http: '80', https: '443' }
+
+/** Whether a `Host` value is `host[:port]` with a host name, IPv4 address or bracketed IPv6. */
+export function isValidHost(host: string): boolean {
+  return HOST_HEADER.test(host)
+}
+
+/** Whether `SERVER_NAME` and `SERVER_PORT` name a place to connect to. */
+export function isValidServer(name: string, port: string): boolean {
+  return SERVER_NAME.test(name) && isValidPort(port) && port !== ''
+}
+
+function isValidPort(port: string): boolean {
+  return port === '' || (/^[0-9]{1,5}$/.test(port) && Number(port) <= 65535)
+}
 
 function parseHost(host: string, scheme: 'http' | 'https'): [string, string] {
   let name = host

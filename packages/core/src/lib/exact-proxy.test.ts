@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest'
 import type { AppResponse, Environ, OutboundRequest, Transport } from '../index.ts'
-import { WsgiProxyError, exactProxy, toEnviron } from '../index.ts'
+import { WsgiProxyError, exactProxy, toEnviron, toResponse } from '../index.ts'
 import { describeForwarding } from '../test/forwarding-suite.ts'
 import { closeAll, send, startFetchFront, startUpstream } from '../test/servers.ts'
 
@@ -103,14 +103,77 @@ describe('exactProxy', () => {
     expect(codes).toEqual(['UPSTREAM_UNREACHABLE'])
   })
 
-  it('answers 502 when SERVER_NAME is not a host name', async () => {
-    const app = exactProxy({ onError: () => {} })
-    const res = await app({
-      ...environOf('http://h/'),
-      SERVER_NAME: 'bad host/',
-      SERVER_PORT: '80',
-    })
+  it.each([
+    ['bad host/', '80'],
+    ['example.com/admin?', '80'],
+    ['h', '99999'],
+    ['h', ''],
+    ['user@h', '80'],
+  ])('answers 502 INVALID_UPSTREAM for SERVER_NAME %j and SERVER_PORT %j', async (name, port) => {
+    const { transport, sent } = recordingTransport()
+    const codes: string[] = []
+    const app = exactProxy({ transport, onError: (e) => void codes.push(e.code) })
+    const res = await app({ ...environOf('http://h/'), SERVER_NAME: name, SERVER_PORT: port })
     expect(res.status).toBe(502)
+    expect(codes).toEqual(['INVALID_UPSTREAM'])
+    expect(sent).toHaveLength(0)
+  })
+
+  it('keeps the Host when the client names it in Connection', async () => {
+    const { transport, sent } = recordingTransport()
+    const app = exactProxy({ transport })
+    await app({
+      ...environOf('http://h/'),
+      HTTP_HOST: 'public.example',
+      HTTP_CONNECTION: 'host, content-length, x-drop',
+      HTTP_X_DROP: '1',
+    })
+    expect(sent[0]?.headers.filter(([name]) => name === 'host')).toEqual([
+      ['host', 'public.example'],
+    ])
+    expect(sent[0]?.headers.some(([name]) => name === 'x-drop')).toBe(false)
+  })
+
+  it('never lets PATH_INFO without a leading "/" change the upstream authority', async () => {
+    const { transport, sent } = recordingTransport()
+    const app = exactProxy({ transport })
+    const env: Environ = {
+      ...environOf('http://h/'),
+      SERVER_NAME: 'backend.internal',
+      SERVER_PORT: '80',
+    }
+    delete env['wsgiproxy.raw_path']
+    await app({ ...env, SCRIPT_NAME: '', PATH_INFO: '@evil.test/x' })
+    expect(sent[0]?.url.hostname).toBe('backend.internal')
+    expect(sent[0]?.url.pathname).toBe('/@evil.test/x')
+  })
+
+  it('answers 501 to TRACE on the fetch transport without logging an error', async () => {
+    const upstream = await startUpstream((_req, res) => res.end('never'))
+    const codes: string[] = []
+    const app = exactProxy({ onError: (e) => void codes.push(e.code) })
+    const res = await app({ ...environOf(`${upstream.origin}/`), REQUEST_METHOD: 'TRACE' })
+    expect(res.status).toBe(501)
+    expect(codes).toEqual(['METHOD_NOT_SUPPORTED'])
+  })
+
+  it('answers 502 naming the Node transport when fetch refuses a blocked port', async () => {
+    const errors: WsgiProxyError[] = []
+    const app = exactProxy({ onError: (e) => void errors.push(e) })
+    const res = await app({ ...environOf('http://127.0.0.1:6000/'), HTTP_HOST: '127.0.0.1:6000' })
+    expect(res.status).toBe(502)
+    expect(errors[0]?.message).toContain('undiciTransport()')
+  })
+
+  it('aborts the upstream when the Fetch response body is cancelled before any read', async () => {
+    let signal: AbortSignal | undefined
+    const transport: Transport = async (outbound) => {
+      signal = outbound.signal
+      return { status: 200, headers: [], body: new Response('unread').body }
+    }
+    const res = toResponse(await exactProxy({ transport })(environOf('http://h/')))
+    await res.body?.cancel()
+    expect(signal?.aborted).toBe(true)
   })
 
   it('reports that the fetch transport cannot send another Host, naming the Node transport', async () => {

@@ -1,5 +1,5 @@
 import * as z from 'zod'
-import { environHeaders, formatAuthority } from './environ.ts'
+import { environHeaders, formatAuthority, isValidServer } from './environ.ts'
 import { WsgiProxyError } from './errors.ts'
 import { fetchTransport } from './fetch-transport.ts'
 import type { ForwardSettings } from './_forward.ts'
@@ -89,21 +89,25 @@ export function exactProxy(options?: ExactProxyOptions): EnvironApp {
       )
       return failure(error, environ, settings)
     }
-    const authority = formatAuthority(environ.SERVER_NAME, environ.SERVER_PORT, scheme)
-    const query = environ.QUERY_STRING ? `?${environ.QUERY_STRING}` : ''
-    let url: URL
-    try {
-      url = new URL(`${scheme}://${authority}${environPath(environ) || '/'}${query}`)
-    } catch (cause) {
+    const { SERVER_NAME: name, SERVER_PORT: port } = environ
+    const authority = formatAuthority(name, port, scheme)
+    let url: URL | undefined
+    if (isValidServer(name, port)) {
+      const query = environ.QUERY_STRING ? `?${environ.QUERY_STRING}` : ''
+      url = URL.parse(`${scheme}://${authority}${environPath(environ) || '/'}${query}`) ?? undefined
+    }
+    if (url === undefined) {
       const error = new WsgiProxyError(
-        'UPSTREAM_UNREACHABLE',
+        'INVALID_UPSTREAM',
         `SERVER_NAME and SERVER_PORT do not name an upstream (${JSON.stringify(authority)})`,
-        { cause },
       )
       return failure(error, environ, settings)
     }
-    const headers = stripHopByHop(environHeaders(environ), 'request')
-    if (typeof environ.HTTP_HOST !== 'string') headers.unshift(['host', authority])
+    const headers = stripHopByHop(environHeaders(environ), 'request').filter(
+      ([header]) => header !== 'host',
+    )
+    const host = environ.HTTP_HOST
+    headers.unshift(['host', typeof host === 'string' && host !== '' ? host : authority])
     const method = environ.REQUEST_METHOD
     return forward({ url, method, headers, body: environ['wsgi.input'] }, environ, settings)
   }

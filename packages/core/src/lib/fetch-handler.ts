@@ -77,22 +77,21 @@ export function toFetchHandler(
   }
 
   return async (request, context) => {
-    let response: AppResponse
     try {
       const remoteAddr = getRemoteAddr(request, context)
       const environ = buildEnviron(
         request,
         remoteAddr === undefined ? environOptions : { ...environOptions, remoteAddr },
       )
-      response = await app(environ)
+      let response = await app(environ)
+      if (request.method === 'HEAD' && response?.body) {
+        void discardBody(response.body)
+        response = { ...response, body: null }
+      }
+      return toResponse(response)
     } catch (error) {
       return fail(error, request)
     }
-    if (request.method === 'HEAD' && response.body !== null) {
-      void discardBody(response.body)
-      response = { ...response, body: null }
-    }
-    return toResponse(response)
   }
 }
 

@@ -17,6 +17,9 @@ const fetchTransportOptions = z.strictObject({
 // Content codings every runtime's fetch decodes (gzip, deflate, br): a response in one of them
 // arrives decoded, so its Content-Encoding and Content-Length no longer describe the body.
 // https://fetch.spec.whatwg.org/#http-network-fetch (step "codings"), undici #2514.
+// https://fetch.spec.whatwg.org/#forbidden-method
+const FORBIDDEN_METHODS: ReadonlySet<string> = new Set(['CONNECT', 'TRACE', 'TRACK'])
+
 const DECODED_CODINGS: ReadonlySet<string> = new Set(['gzip', 'x-gzip', 'deflate', 'br'])
 
 /**
@@ -41,6 +44,13 @@ export function fetchTransport(options?: FetchTransportOptions): Transport {
   const fetchImpl = opts.fetch ?? ((input, init) => globalThis.fetch(input, init))
   return async (outbound: OutboundRequest): Promise<AppResponse> => {
     const { url, method, body, signal } = outbound
+    if (FORBIDDEN_METHODS.has(method.toUpperCase())) {
+      throw new WsgiProxyError(
+        'METHOD_NOT_SUPPORTED',
+        `fetch cannot send ${method} requests (https://fetch.spec.whatwg.org/#forbidden-method)`,
+        { expose: true },
+      )
+    }
     const headers = new Headers()
     const withBody = body !== null && method !== 'GET' && method !== 'HEAD'
     for (const [name, value] of outbound.headers) {
@@ -158,6 +168,22 @@ function fetchError(error: unknown, signal: AbortSignal, url: URL): WsgiProxyErr
       cause: error,
       expose: true,
     })
+  }
+  if (code === 'UND_ERR_HEADERS_TIMEOUT') {
+    return new WsgiProxyError(
+      'UPSTREAM_HEADERS_TIMEOUT',
+      `no response headers from ${url.origin}`,
+      {
+        cause: error,
+      },
+    )
+  }
+  if (detail === 'bad port') {
+    return new WsgiProxyError(
+      'UPSTREAM_UNREACHABLE',
+      `fetch refuses to connect to port ${url.port} (https://fetch.spec.whatwg.org/#bad-port); use undiciTransport() from @wsgiproxy/node`,
+      { cause: error },
+    )
   }
   if (code === 'UND_ERR_CONNECT_TIMEOUT') {
     return new WsgiProxyError('UPSTREAM_CONNECT_TIMEOUT', `connecting to ${url.origin} timed out`, {

@@ -10,6 +10,7 @@ const TITLES: Record<number, string> = {
   431: 'Request Header Fields Too Large',
   499: 'Client Closed Request',
   500: 'Internal Server Error',
+  501: 'Not Implemented',
   502: 'Bad Gateway',
   503: 'Service Unavailable',
   504: 'Gateway Timeout',
@@ -21,6 +22,7 @@ const GENERIC_DETAIL: Record<number, string> = {
   431: 'the request has too many header fields',
   499: 'the client closed the request',
   500: 'the proxy could not handle the request',
+  501: 'the request method is not supported',
   502: 'the upstream server could not be reached or sent an invalid response',
   504: 'the upstream server did not answer in time',
 }

@@ -10,12 +10,18 @@ const NULL_BODY_STATUS: ReadonlySet<number> = new Set([101, 103, 204, 205, 304])
  * (several `Set-Cookie` lines); the reason phrase is kept when it is a valid one.
  *
  * A `Response` can only hold statuses 200–599: any other status, and header lines a `Response`
- * refuses, become a 502 problem response (and the body is released).
+ * refuses, become a 502 problem response (and the body is released). Never throws: something
+ * that is not a response record, or a body already locked, gives a 500 problem response.
  *
  * @param response - the app's response
  * @returns the Fetch response
  */
 export function toResponse(response: AppResponse): Response {
+  if (!isAppResponse(response)) {
+    return toResponse(
+      problemResponse(500, 'the application did not answer a response record', 'APP_ERROR'),
+    )
+  }
   const { status, body } = response
   if (!Number.isInteger(status) || status < 200 || status > 599) {
     void discardBody(body)
@@ -47,8 +53,29 @@ export function toResponse(response: AppResponse): Response {
     return new Response(stream, init)
   } catch {
     // The reason phrase is not a valid one; the status alone is enough.
-    return new Response(stream, { status, headers })
   }
+  try {
+    return new Response(stream, { status, headers })
+  } catch {
+    // The body stream is locked or already read.
+    void discardBody(body)
+    return toResponse(
+      problemResponse(500, 'the application answered a body that cannot be read', 'APP_ERROR'),
+    )
+  }
+}
+
+function isAppResponse(value: unknown): value is AppResponse {
+  if (typeof value !== 'object' || value === null) return false
+  const record = value as Partial<AppResponse>
+  const body = record.body as unknown
+  return (
+    typeof record.status === 'number' &&
+    Array.isArray(record.headers) &&
+    (body === null ||
+      (typeof body === 'object' &&
+        typeof (body as AsyncIterable<Uint8Array>)[Symbol.asyncIterator] === 'function'))
+  )
 }
 
 /**

@@ -8,7 +8,8 @@ const SAFE_BYTES: boolean[] = Array.from({ length: 256 }, (_, byte) =>
 const HEX = '0123456789ABCDEF'
 const PERCENT_RUN = /(?:%[0-9A-Fa-f]{2})+/g
 const encoder = new TextEncoder()
-const decoder = new TextDecoder('utf-8')
+// ignoreBOM: a leading U+FEFF is data in a path, not a byte-order mark to drop.
+const decoder = new TextDecoder('utf-8', { ignoreBOM: true })
 
 /**
  * Percent-encodes a decoded path for a request target: UTF-8 bytes, everything outside RFC 3986
@@ -55,16 +56,21 @@ export function unquotePath(raw: string): string {
  * `%2F` in the rest of the path; one that rewrites the path gets it quoted afresh.
  *
  * @param environ - the environ whose path to build
- * @returns the percent-encoded path, `''` when both keys are empty
+ * @returns the percent-encoded path, `''` when both keys are empty, else starting with `/`
  */
 export function environPath(environ: Environ): string {
   const script = environ.SCRIPT_NAME
   const info = environ.PATH_INFO
   const raw = environ['wsgiproxy.raw_path']
-  if (typeof raw !== 'string' || raw === '') return quotePath(script) + quotePath(info)
-  if (unquotePath(raw) === script + info) return raw
-  const found = splitRaw(raw, script, info)
-  return (found.script ?? quotePath(script)) + (found.info ?? quotePath(info))
+  let path: string
+  if (typeof raw !== 'string' || raw === '') path = quotePath(script) + quotePath(info)
+  else if (unquotePath(raw) === script + info) path = raw
+  else {
+    const found = splitRaw(raw, script, info)
+    path = (found.script ?? quotePath(script)) + (found.info ?? quotePath(info))
+  }
+  // A path that does not start with "/" would become part of the authority (`@evil.test/x`).
+  return path === '' || path.startsWith('/') ? path : `/${path}`
 }
 
 function splitRaw(

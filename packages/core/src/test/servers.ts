@@ -48,7 +48,7 @@ function socketsOf(server: Server): Set<Socket> {
 
 /** A node:http upstream on 127.0.0.1 port 0. */
 export async function startUpstream(
-  handler: (req: IncomingMessage, res: ServerResponse) => void | Promise<void>,
+  handler: (req: IncomingMessage, res: ServerResponse) => unknown,
 ): Promise<Running> {
   // A handler that fails (the proxy aborted the request it was reading) just drops the socket.
   const server = createServer((req, res) => {
