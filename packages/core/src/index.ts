@@ -26,3 +26,18 @@ export type { FetchTransportOptions } from './lib/fetch-transport.ts'
 export { fetchTransport } from './lib/fetch-transport.ts'
 export type { ExactProxyOptions, ProxyTimeouts } from './lib/exact-proxy.ts'
 export { DEFAULT_TIMEOUTS, exactProxy } from './lib/exact-proxy.ts'
+export type { ProxyAppOptions } from './lib/proxy-app.ts'
+export { createProxyApp } from './lib/proxy-app.ts'
+export type { ProxyMiddlewareOptions } from './lib/proxy-middleware.ts'
+export { proxyMiddleware } from './lib/proxy-middleware.ts'
+export { isProtocolHeader, PROTOCOL_HEADERS, PROTOCOL_VERSION } from './lib/protocol.ts'
+export type { ExtraKeyKind, PickleCodec } from './lib/header-codec.ts'
+export {
+  decodeExtraKeys,
+  encodeExtraKeys,
+  encodeExtraValue,
+  MAX_ENCODED_VALUE_LENGTH,
+  MAX_PROTOCOL_HEADERS,
+} from './lib/header-codec.ts'
+export type { TrustPreset } from './lib/trust.ts'
+export { clientAddress, compileTrust, TRUST_PRESETS } from './lib/trust.ts'

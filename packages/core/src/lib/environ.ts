@@ -235,7 +235,8 @@ function isValidPort(port: string): boolean {
   return port === '' || (/^[0-9]{1,5}$/.test(port) && Number(port) <= 65535)
 }
 
-function parseHost(host: string, scheme: 'http' | 'https'): [string, string] {
+/** Splits `host[:port]` (IPv6 in brackets) into a bare name and a port (the scheme's default when absent). */
+export function parseHost(host: string, scheme: string): [string, string] {
   let name = host
   let port = ''
   if (host.startsWith('[')) {

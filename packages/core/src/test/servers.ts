@@ -90,6 +90,8 @@ export interface ClientRequest {
   body?: Buffer | string | Iterable<Buffer | string>
   /** Wait for `100 Continue` before writing the body. */
   expectContinue?: boolean
+  /** Connect from this local address (any of 127.0.0.0/8 works on Linux). */
+  localAddress?: string
 }
 
 /** A real HTTP/1.1 client request (node:http, no agent reuse). */
@@ -100,6 +102,7 @@ export function send(origin: string, options: ClientRequest = {}): Promise<Clien
       method: options.method ?? 'GET',
       headers: options.headers ?? {},
       agent: false,
+      ...(options.localAddress === undefined ? {} : { localAddress: options.localAddress }),
     })
     req.on('error', reject)
     req.on('response', (res) => {
@@ -193,4 +196,25 @@ export async function sendRaw(
       if (endAfterWrite) socket.end()
     })
   })
+}
+
+/** An environ app that answers its environ as JSON (streams and signals left out). */
+export function echoEnviron(environ: Record<string, unknown>): {
+  status: number
+  headers: Array<[string, string]>
+  body: AsyncIterable<Uint8Array>
+} {
+  const visible: Record<string, unknown> = {}
+  for (const [key, value] of Object.entries(environ)) {
+    if (key === 'wsgi.input' || key === 'wsgiproxy.signal') continue
+    visible[key] = value
+  }
+  const bytes = new TextEncoder().encode(JSON.stringify(visible))
+  return {
+    status: 200,
+    headers: [['content-type', 'application/json']],
+    body: (async function* () {
+      yield bytes
+    })(),
+  }
 }

@@ -1,0 +1,390 @@
+import { afterEach, describe, expect, it } from 'vitest'
+import type { AppResponse, Environ, EnvironApp, OutboundRequest, Transport } from '../index.ts'
+import { createProxyApp, proxyMiddleware, toEnviron } from '../index.ts'
+import { rewriteLocation } from './_location.ts'
+import type { Running } from '../test/servers.ts'
+import { closeAll, echoEnviron, send, startFetchFront, startUpstream } from '../test/servers.ts'
+
+const EXTRA = {
+  str: {
+    REMOTE_USER: 'alice',
+    'x.empty': '',
+    'x.b64': 'b64abc',
+    'x.padded': '  padded  ',
+    'x.newline': 'a\nb',
+    'x.nul': '\u0000',
+    'x.latin1': 'é',
+    'x.long': 'x'.repeat(3 * 1024),
+  },
+  unicode: {
+    'u.ascii': 'plain ASCII',
+    'u.empty': '',
+    'u.b64': 'b64abc',
+    'u.padded': '  padded  ',
+    'u.newline': 'a\nb',
+    'u.nul': '\u0000',
+    'u.accent': 'é',
+    'u.japanese': '日本',
+    'u.emoji': '😀🎉',
+    'u.long': 'y'.repeat(3 * 1024),
+  },
+  json: {
+    'j.nested': { a: [1, { b: 'c', d: null }], e: true, f: '日本', g: 1.5 },
+    'j.string': 'b64',
+    'j.list': [],
+  },
+} as const
+
+function withExtraKeys(app: EnvironApp): EnvironApp {
+  return (environ) => app({ ...environ, ...EXTRA.str, ...EXTRA.unicode, ...EXTRA.json })
+}
+
+/** Front on 127.0.0.1 mounted at /front → backend trusting only 127.0.0.1. */
+async function startPair(
+  frontOptions: Partial<Parameters<typeof createProxyApp>[0]> = {},
+  backendApp: EnvironApp = echoEnviron as EnvironApp,
+): Promise<{ front: Running; backend: Running }> {
+  const backend = await startFetchFront(proxyMiddleware(backendApp, { trustIps: ['127.0.0.1'] }))
+  const proxy = createProxyApp({
+    href: `${backend.origin}/myapp?x=1`,
+    stringKeys: Object.keys(EXTRA.str),
+    unicodeKeys: Object.keys(EXTRA.unicode),
+    jsonKeys: Object.keys(EXTRA.json),
+    onError: () => {},
+    ...frontOptions,
+  })
+  const front = await startFetchFront(withExtraKeys(proxy), { scriptName: '/front' })
+  return { front, backend }
+}
+
+function json(body: Buffer): Record<string, unknown> {
+  return JSON.parse(body.toString()) as Record<string, unknown>
+}
+
+describe('createProxyApp and proxyMiddleware end to end', () => {
+  afterEach(closeAll)
+
+  it('restores the request as the client made it, with every extra key exact', async () => {
+    const { front } = await startPair()
+    const res = await send(front.origin, {
+      path: '/front/article/1?a=b',
+      localAddress: '127.0.0.2',
+      headers: { 'x-custom': 'kept' },
+    })
+    expect(res.status).toBe(200)
+    const seen = json(res.body)
+    expect(seen).toMatchObject({
+      REQUEST_METHOD: 'GET',
+      SCRIPT_NAME: '/front',
+      PATH_INFO: '/article/1',
+      QUERY_STRING: 'a=b&x=1',
+      HTTP_HOST: `127.0.0.1:${front.port}`,
+      SERVER_NAME: '127.0.0.1',
+      SERVER_PORT: String(front.port),
+      'wsgi.url_scheme': 'http',
+      REMOTE_ADDR: '127.0.0.2',
+      HTTP_X_CUSTOM: 'kept',
+    })
+    for (const [key, value] of Object.entries({ ...EXTRA.str, ...EXTRA.unicode, ...EXTRA.json })) {
+      expect({ key, value: seen[key] }).toEqual({ key, value })
+    }
+    expect(
+      Object.keys(seen).filter((k) => /^HTTP_(X_FORWARDED|X_TRAVERSAL|X_WSGIPROXY)/.test(k)),
+    ).toEqual([])
+  })
+
+  it('sends only the href query when the request has none, and "/" for the mount root', async () => {
+    const { front } = await startPair()
+    const seen = json((await send(front.origin, { path: '/front' })).body)
+    expect(seen).toMatchObject({ SCRIPT_NAME: '/front', PATH_INFO: '', QUERY_STRING: 'x=1' })
+  })
+
+  it('keeps %2F and non-ASCII segments of the path through both hops', async () => {
+    const { front } = await startPair()
+    const seen = json((await send(front.origin, { path: '/front/a%2Fb/%C3%A9t%C3%A9' })).body)
+    expect(seen).toMatchObject({ SCRIPT_NAME: '/front', PATH_INFO: '/a/b/été' })
+    expect(seen['wsgiproxy.raw_path']).toBe('/front/a%2Fb/%C3%A9t%C3%A9')
+  })
+
+  it('streams request bodies to the backend', async () => {
+    let received = ''
+    const { front } = await startPair({}, async (environ) => {
+      for await (const chunk of environ['wsgi.input'] ?? [])
+        received += Buffer.from(chunk).toString()
+      return { status: 204, headers: [], body: null }
+    })
+    const res = await send(front.origin, {
+      method: 'POST',
+      path: '/front/upload',
+      body: ['a', 'b', 'c'],
+    })
+    expect(res.status).toBe(204)
+    expect(received).toBe('abc')
+  })
+
+  it('deletes the protocol headers a client sends to the front', async () => {
+    const { front } = await startPair({ stringKeys: [], unicodeKeys: [], jsonKeys: [] })
+    const res = await send(front.origin, {
+      path: '/front/x',
+      localAddress: '127.0.0.2',
+      headers: {
+        'x-forwarded-for': '6.6.6.6',
+        'x-forwarded-server': 'evil.example',
+        'x-forwarded-scheme': 'https',
+        'x-forwarded-script-name': '/evil',
+        'x-traversal-path': '/evil',
+        'x-wsgiproxy-str-0': 'REMOTE_USER root',
+        'x-wsgiproxy-version': '0.1',
+        forwarded: 'for=6.6.6.6',
+      },
+    })
+    expect(res.status).toBe(200)
+    const seen = json(res.body)
+    expect(seen).toMatchObject({
+      REMOTE_ADDR: '127.0.0.2',
+      HTTP_HOST: `127.0.0.1:${front.port}`,
+      'wsgi.url_scheme': 'http',
+      SCRIPT_NAME: '/front',
+      PATH_INFO: '/x',
+    })
+    expect(seen['REMOTE_USER']).toBeUndefined()
+    expect(seen['HTTP_FORWARDED']).toBeUndefined()
+  })
+
+  it('lets a client reaching the backend directly inject nothing', async () => {
+    const { backend } = await startPair()
+    const res = await send(backend.origin, {
+      path: '/myapp/page',
+      localAddress: '127.0.0.3',
+      headers: {
+        'x-forwarded-for': '6.6.6.6',
+        'x-forwarded-server': 'evil.example',
+        'x-forwarded-scheme': 'https',
+        'x-forwarded-script-name': '/evil',
+        'x-traversal-path': '/myapp',
+        'x-wsgiproxy-str-0': 'REMOTE_USER root',
+        'x-wsgiproxy-json-0': 'j.admin true',
+        'x-wsgiproxy-version': '0.2',
+        X_Forwarded_For: '6.6.6.6',
+        forwarded: 'for=6.6.6.6;proto=https',
+      },
+    })
+    expect(res.status).toBe(200)
+    const seen = json(res.body)
+    expect(seen).toMatchObject({
+      REMOTE_ADDR: '127.0.0.3',
+      HTTP_HOST: `127.0.0.1:${backend.port}`,
+      'wsgi.url_scheme': 'http',
+      SCRIPT_NAME: '',
+      PATH_INFO: '/myapp/page',
+    })
+    expect(seen['REMOTE_USER']).toBeUndefined()
+    expect(seen['j.admin']).toBeUndefined()
+    expect(Object.keys(seen).filter((k) => /FORWARDED|TRAVERSAL|WSGIPROXY/.test(k))).toEqual([])
+  })
+
+  it('rewrites redirects that point at the backend to the public URL', async () => {
+    const locations: Record<string, string> = {}
+    const backend = await startUpstream((req, res) => {
+      res.writeHead(302, { location: locations[req.url ?? ''] ?? '/' })
+      res.end()
+    })
+    const proxy = createProxyApp({ href: `${backend.origin}/myapp`, onError: () => {} })
+    const front = await startFetchFront(proxy, { scriptName: '/front' })
+    const cases: Array<[string, string]> = [
+      [`${backend.origin}/myapp/login?next=%2F#top`, `${front.origin}/front/login?next=%2F#top`],
+      [`${backend.origin}/myapp`, `${front.origin}/front`],
+      ['/myapp/login', '/front/login'],
+      ['edit', 'edit'],
+      ['../list', '../list'],
+      ['https://other.example/myapp/x', 'https://other.example/myapp/x'],
+      [`${backend.origin}/elsewhere`, `${backend.origin}/elsewhere`],
+      ['/myapplication', '/myapplication'],
+    ]
+    for (const [index, [location]] of cases.entries()) locations[`/myapp/case/${index}`] = location
+    for (const [index, [location, expected]] of cases.entries()) {
+      const res = await send(front.origin, { path: `/front/case/${index}` })
+      expect({ location, got: res.headers.location }).toEqual({ location, got: expected })
+    }
+  })
+
+  it('leaves redirects alone with rewriteLocation: false', async () => {
+    const backend = await startUpstream((_req, res) => {
+      res.writeHead(301, { location: '/myapp/moved' })
+      res.end()
+    })
+    const proxy = createProxyApp({ href: `${backend.origin}/myapp`, rewriteLocation: false })
+    const front = await startFetchFront(proxy, { scriptName: '/front' })
+    expect((await send(front.origin, { path: '/front/x' })).headers.location).toBe('/myapp/moved')
+  })
+})
+
+function recording(): { transport: Transport; sent: OutboundRequest[] } {
+  const sent: OutboundRequest[] = []
+  return {
+    sent,
+    transport: async (outbound): Promise<AppResponse> => {
+      sent.push(outbound)
+      return { status: 200, headers: [], body: null }
+    },
+  }
+}
+
+function headerMap(outbound: OutboundRequest | undefined): Record<string, string> {
+  return Object.fromEntries(outbound?.headers ?? [])
+}
+
+describe('createProxyApp', () => {
+  it('sends the href Host, the protocol headers and the joined query', async () => {
+    const { transport, sent } = recording()
+    const app = createProxyApp({ href: 'http://10.0.0.5:8080/myapp?some=querystring', transport })
+    const environ: Environ = {
+      ...toEnviron(
+        new Request('https://public.example/front/article/1?a=b', {
+          headers: { host: 'public.example' },
+        }),
+        {
+          scriptName: '/front',
+          remoteAddr: '203.0.113.9',
+        },
+      ),
+    }
+    await app(environ)
+    expect(sent[0]?.url.href).toBe('http://10.0.0.5:8080/myapp/article/1?a=b&some=querystring')
+    expect(headerMap(sent[0])).toEqual({
+      host: '10.0.0.5:8080',
+      'x-forwarded-for': '203.0.113.9',
+      'x-forwarded-server': 'public.example',
+      'x-forwarded-scheme': 'https',
+      'x-forwarded-script-name': '/front',
+      'x-traversal-path': '/myapp',
+      'x-traversal-query-string': 'some=querystring',
+      'x-wsgiproxy-version': '0.2',
+    })
+  })
+
+  it('emits an RFC 7239 Forwarded header with quoted IPv6 and host:port', async () => {
+    const { transport, sent } = recording()
+    const app = createProxyApp({ href: 'http://backend:8080/', transport, forwarded: true })
+    await app(
+      toEnviron(
+        new Request('http://public.example:8443/x', { headers: { host: 'public.example:8443' } }),
+        {
+          remoteAddr: '2001:db8::7',
+        },
+      ),
+    )
+    expect(headerMap(sent[0])['forwarded']).toBe(
+      'for="[2001:db8::7]";host="public.example:8443";proto=http',
+    )
+    await app(
+      toEnviron(new Request('http://public.example/x', { headers: { host: 'public.example' } })),
+    )
+    expect(headerMap(sent[1])['forwarded']).toBe('for=unknown;host=public.example;proto=http')
+  })
+
+  it('numbers extra-key headers from 0 per kind and skips absent keys', async () => {
+    const { transport, sent } = recording()
+    const app = createProxyApp({
+      href: 'http://backend/',
+      transport,
+      stringKeys: ['REMOTE_USER', 'absent', 'x.s'],
+      jsonKeys: ['x.j'],
+    })
+    await app({
+      ...toEnviron(new Request('http://h/')),
+      REMOTE_USER: 'bob',
+      'x.s': 's',
+      'x.j': [1],
+    })
+    const lines = (sent[0]?.headers ?? []).filter(
+      ([name]) => name.startsWith('x-wsgiproxy-') && name !== 'x-wsgiproxy-version',
+    )
+    expect(lines).toEqual([
+      ['x-wsgiproxy-str-0', 'REMOTE_USER bob'],
+      ['x-wsgiproxy-str-1', 'x.s s'],
+      ['x-wsgiproxy-json-0', 'x.j [1]'],
+    ])
+  })
+
+  it('refuses bad options at construction with a clear message', () => {
+    expect(() => createProxyApp({ href: 'ftp://h/' })).toThrow(/href must use http or https/)
+    expect(() => createProxyApp({ href: 'not a url' })).toThrow(/href is not a URL/)
+    expect(() => createProxyApp({ href: 'http://u:p@h/' })).toThrow(/credentials/)
+    expect(() => createProxyApp({ href: 'http://h/', pickleKeys: ['x'] })).toThrow(/pickleCodec/)
+    expect(() => createProxyApp({ href: 'http://h/', stringKeys: ['wsgi.input'] })).toThrow(
+      expect.objectContaining({ code: 'INVALID_OPTIONS' }),
+    )
+    expect(() => createProxyApp({ href: 'http://h/', stringKeys: ['__proto__'] })).toThrow(
+      expect.objectContaining({ code: 'INVALID_OPTIONS' }),
+    )
+  })
+
+  it('forwards pickle keys through the given codec and a receiver decodes them', async () => {
+    const codec = {
+      stringify: (v: unknown) => JSON.stringify(v),
+      parse: (t: string) => JSON.parse(t) as unknown,
+    }
+    const { transport, sent } = recording()
+    const app = createProxyApp({
+      href: 'http://backend/',
+      transport,
+      pickleKeys: ['x.p'],
+      pickleCodec: codec,
+    })
+    await app({ ...toEnviron(new Request('http://h/')), 'x.p': { deep: ['v'] } })
+    const forwarded = new Request('http://backend/', { headers: sent[0]?.headers ?? [] })
+    let seen: Environ | undefined
+    const receiver = proxyMiddleware(
+      (environ) => {
+        seen = environ
+        return { status: 204, headers: [], body: null }
+      },
+      { trustIps: ['127.0.0.1'], pickleCodec: codec },
+    )
+    await receiver(toEnviron(forwarded, { remoteAddr: '127.0.0.1' }))
+    expect(seen?.['x.p']).toEqual({ deep: ['v'] })
+    const withoutCodec = proxyMiddleware(
+      (environ) => {
+        seen = environ
+        return { status: 204, headers: [], body: null }
+      },
+      { trustIps: ['127.0.0.1'] },
+    )
+    await withoutCodec(toEnviron(forwarded, { remoteAddr: '127.0.0.1' }))
+    expect(seen?.['x.p']).toBeUndefined()
+    expect(Object.keys(seen ?? {}).some((key) => key.startsWith('HTTP_X_WSGIPROXY'))).toBe(false)
+  })
+})
+
+describe('rewriteLocation', () => {
+  const mapping = {
+    backendOrigin: 'http://10.0.0.5:8080',
+    backendPath: '/myapp',
+    publicOrigin: 'https://public.example',
+    publicPath: '/front',
+  }
+  it.each([
+    ['http://10.0.0.5:8080/myapp/a?b=1', 'https://public.example/front/a?b=1'],
+    ['http://10.0.0.5:8080/myapp', 'https://public.example/front'],
+    ['//10.0.0.5:8080/myapp/a', 'https://public.example/front/a'],
+    ['/myapp/a', '/front/a'],
+    ['/myapp', '/front'],
+    ['/other', '/other'],
+    ['/myappx', '/myappx'],
+    ['a/b', 'a/b'],
+    ['?page=2', '?page=2'],
+    ['http://10.0.0.5:9090/myapp/a', 'http://10.0.0.5:9090/myapp/a'],
+    ['https://10.0.0.5:8080/myapp/a', 'https://10.0.0.5:8080/myapp/a'],
+    ['mailto:x@example.com', 'mailto:x@example.com'],
+    ['http://[', 'http://['],
+  ])('maps %j to %j', (value, expected) => {
+    expect(rewriteLocation(value, mapping)).toBe(expected)
+  })
+
+  it('maps a backend at the root under the public script name', () => {
+    const root = { ...mapping, backendPath: '', publicPath: '' }
+    expect(rewriteLocation('http://10.0.0.5:8080/a', root)).toBe('https://public.example/a')
+    expect(rewriteLocation('/a', { ...root, publicPath: '/front' })).toBe('/front/a')
+  })
+})

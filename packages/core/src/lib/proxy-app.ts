@@ -1,0 +1,253 @@
+import * as z from 'zod'
+import { environHeaders, environHost, formatAuthority } from './environ.ts'
+import { WsgiProxyError } from './errors.ts'
+import { DEFAULT_TIMEOUTS } from './exact-proxy.ts'
+import type { ProxyTimeouts } from './exact-proxy.ts'
+import { fetchTransport } from './fetch-transport.ts'
+import type { ForwardSettings } from './_forward.ts'
+import { failure, forward, logProxyError } from './_forward.ts'
+import type { PickleCodec } from './header-codec.ts'
+import { assertExtraKey, encodeExtraKeys } from './header-codec.ts'
+import { stripHopByHop } from './_hop-by-hop.ts'
+import { rewriteLocation } from './_location.ts'
+import { duration, fn, parseOptions } from './_options.ts'
+import { isProtocolHeader, PROTOCOL_HEADERS, PROTOCOL_VERSION } from './protocol.ts'
+import type { AppResponse, Environ, EnvironApp, ProxyErrorHook, Transport } from './types.ts'
+import { environPath } from './url-path.ts'
+
+/** Options of {@link createProxyApp}. */
+export interface ProxyAppOptions {
+  /**
+   * Where to forward: scheme, host, port, optional path and query
+   * (`http://127.0.0.1:8080/myapp?some=querystring`). Required.
+   */
+  href: string | URL
+  /** Environ keys sent as byte strings (`X-WSGIProxy-Str-N`), when present. Default none. */
+  stringKeys?: readonly string[]
+  /** Environ keys sent as text, UTF-8 (`X-WSGIProxy-Unicode-N`). Default none. */
+  unicodeKeys?: readonly string[]
+  /** Environ keys sent as JSON (`X-WSGIProxy-Json-N`). Default none. */
+  jsonKeys?: readonly string[]
+  /** Environ keys sent through `pickleCodec` (`X-WSGIProxy-Pickle-N`); needs `pickleCodec`. */
+  pickleKeys?: readonly string[]
+  /** Serializes `pickleKeys` values (for example devalue's `stringify` / `parse`). */
+  pickleCodec?: PickleCodec
+  /** Also send an RFC 7239 `Forwarded` header. Default `false`. */
+  forwarded?: boolean
+  /**
+   * Rewrite `Location` / `Content-Location` that point at the backend to the public URL (script
+   * name and href path swapped). Default `true`.
+   */
+  rewriteLocation?: boolean
+  /** Sends the request. Default `fetchTransport()` (the proxy app sends the href's Host). */
+  transport?: Transport
+  /** Timeouts; see {@link ProxyTimeouts}. */
+  timeouts?: ProxyTimeouts
+  /** Show error messages (which may name internal addresses) in problem bodies. Default `false`. */
+  exposeErrors?: boolean
+  /** Called on every failure; may return the response to send. Default: log status ≥ 500. */
+  onError?: ProxyErrorHook
+}
+
+const keyList = z.array(z.string()).optional()
+const proxyAppOptions = z.strictObject({
+  href: z.union([z.string(), z.instanceof(URL)]),
+  stringKeys: keyList,
+  unicodeKeys: keyList,
+  jsonKeys: keyList,
+  pickleKeys: keyList,
+  pickleCodec: z
+    .object({ stringify: fn<PickleCodec['stringify']>(), parse: fn<PickleCodec['parse']>() })
+    .optional(),
+  forwarded: z.boolean().optional(),
+  rewriteLocation: z.boolean().optional(),
+  transport: fn<Transport>().optional(),
+  timeouts: z.strictObject({ headers: duration.optional(), body: duration.optional() }).optional(),
+  exposeErrors: z.boolean().optional(),
+  onError: fn<ProxyErrorHook>().optional(),
+})
+
+/**
+ * The WSGIProxyApp: forwards every request to `href`, telling the backend how the client made
+ * it. Request `/article/1?a=b` to href `http://127.0.0.1:8080/myapp?x=1` goes to
+ * `/myapp/article/1?a=b&x=1` with `Host: 127.0.0.1:8080` and the protocol headers of
+ * DESIGN.md §6: every `X-Forwarded-*`, `Forwarded`, `X-Traversal-*`, `X-WSGIProxy-*`, `Signature`
+ * and `Signature-Input` header the client sent is deleted first, then `X-Forwarded-For`,
+ * `-Server`, `-Scheme`, `-Script-Name`, `X-Traversal-Path`, `X-Traversal-Query-String`,
+ * `X-WSGIProxy-Version` and one `X-WSGIProxy-{Str,Unicode,Json,Pickle}-N` per configured key
+ * present in the environ are set. A backend running `proxyMiddleware` restores the request.
+ *
+ * @param options - the href, keys to forward, transport, timeouts, error handling
+ * @returns the environ app
+ * @throws WsgiProxyError `INVALID_OPTIONS` for a bad href, key or option combination
+ * @example
+ * const app = createProxyApp({ href: 'http://127.0.0.1:8080/myapp', stringKeys: ['REMOTE_USER'] })
+ * export default { fetch: toFetchHandler(app, { scriptName: '/front' }) }
+ */
+export function createProxyApp(options: ProxyAppOptions): EnvironApp {
+  const opts = parseOptions(proxyAppOptions, options, 'createProxyApp')
+  const href = parseHref(opts.href)
+  const keys = {
+    str: checkKeys(opts.stringKeys, 'stringKeys'),
+    unicode: checkKeys(opts.unicodeKeys, 'unicodeKeys'),
+    json: checkKeys(opts.jsonKeys, 'jsonKeys'),
+    pickle: checkKeys(opts.pickleKeys, 'pickleKeys'),
+  }
+  if (keys.pickle.length > 0 && opts.pickleCodec === undefined) {
+    throw new WsgiProxyError(
+      'INVALID_OPTIONS',
+      'invalid options: createProxyApp.pickleKeys needs createProxyApp.pickleCodec ' +
+        '(an object with stringify and parse, for example devalue): JavaScript has no pickle',
+      { expose: true },
+    )
+  }
+  const pickleCodec = opts.pickleCodec
+  const hasExtraKeys =
+    keys.str.length + keys.unicode.length + keys.json.length + keys.pickle.length > 0
+  const settings: ForwardSettings = {
+    transport: opts.transport ?? fetchTransport(),
+    headersTimeout: opts.timeouts?.headers ?? DEFAULT_TIMEOUTS.headers,
+    bodyTimeout: opts.timeouts?.body ?? DEFAULT_TIMEOUTS.body,
+    exposeErrors: opts.exposeErrors ?? false,
+    onError: opts.onError ?? logProxyError,
+  }
+  const emitForwarded = opts.forwarded ?? false
+  const rewrite = opts.rewriteLocation ?? true
+
+  return async (environ) => {
+    const headers: Array<[string, string]> = [['host', href.host]]
+    for (const line of stripHopByHop(environHeaders(environ), 'request')) {
+      const name = line[0]
+      if (name !== 'host' && !isProtocolHeader(name)) headers.push(line)
+    }
+    const scheme = environ['wsgi.url_scheme']
+    const publicHost = environHost(environ)
+    const scriptName = environPath({ ...pathKeys(environ), PATH_INFO: '' })
+    const remoteAddr = environ.REMOTE_ADDR
+    if (typeof remoteAddr === 'string' && remoteAddr !== '') {
+      headers.push([PROTOCOL_HEADERS.forwardedFor, remoteAddr])
+    }
+    headers.push([PROTOCOL_HEADERS.forwardedServer, publicHost])
+    headers.push([PROTOCOL_HEADERS.forwardedScheme, scheme])
+    if (scriptName !== '') headers.push([PROTOCOL_HEADERS.forwardedScriptName, scriptName])
+    if (href.path !== '') headers.push([PROTOCOL_HEADERS.traversalPath, href.path])
+    if (href.query !== '') headers.push([PROTOCOL_HEADERS.traversalQueryString, href.query])
+    headers.push([PROTOCOL_HEADERS.version, PROTOCOL_VERSION])
+    if (emitForwarded) {
+      headers.push([PROTOCOL_HEADERS.forwarded, forwardedValue(remoteAddr, publicHost, scheme)])
+    }
+    if (hasExtraKeys) {
+      try {
+        headers.push(...encodeExtraKeys(environ, keys, pickleCodec))
+      } catch (error) {
+        return failure(asProxyError(error), environ, settings)
+      }
+    }
+
+    const pathInfo = environPath({ ...pathKeys(environ), SCRIPT_NAME: '' })
+    const query = [environ.QUERY_STRING, href.query].filter((part) => part !== '').join('&')
+    const url = new URL(`${href.origin}${href.path}${pathInfo}${query === '' ? '' : `?${query}`}`)
+
+    const response = await forward(
+      { url, method: environ.REQUEST_METHOD, headers, body: environ['wsgi.input'] },
+      environ,
+      settings,
+    )
+    if (!rewrite) return response
+    return rewriteLocations(response, {
+      backendOrigin: href.origin,
+      backendPath: href.path,
+      publicOrigin: `${scheme}://${publicHost}`,
+      publicPath: scriptName,
+    })
+  }
+}
+
+interface Href {
+  origin: string
+  host: string
+  path: string
+  query: string
+}
+
+function parseHref(value: string | URL): Href {
+  const url = URL.parse(String(value))
+  const problem =
+    url === null
+      ? 'is not a URL'
+      : url.protocol !== 'http:' && url.protocol !== 'https:'
+        ? `must use http or https (got ${JSON.stringify(url.protocol.slice(0, -1))})`
+        : url.username !== '' || url.password !== ''
+          ? 'must not contain credentials'
+          : url.hash !== ''
+            ? 'must not contain a fragment'
+            : undefined
+  if (url === null || problem !== undefined) {
+    throw new WsgiProxyError('INVALID_OPTIONS', `invalid options: createProxyApp.href ${problem}`, {
+      expose: true,
+    })
+  }
+  const scheme = url.protocol.slice(0, -1)
+  const port = url.port || (scheme === 'https' ? '443' : '80')
+  // Like the original, the Host sent to the backend always names the port.
+  const host = formatAuthority(url.hostname.replace(/^\[|\]$/g, ''), port, '')
+  return {
+    origin: url.origin,
+    host,
+    path: url.pathname.replace(/\/+$/, ''),
+    query: url.search.slice(1),
+  }
+}
+
+function checkKeys(keys: readonly string[] | undefined, option: string): string[] {
+  for (const key of keys ?? []) assertExtraKey(key, `createProxyApp.${option}`)
+  return [...(keys ?? [])]
+}
+
+function pathKeys(environ: Environ): Environ {
+  return {
+    SCRIPT_NAME: environ.SCRIPT_NAME,
+    PATH_INFO: environ.PATH_INFO,
+    'wsgiproxy.raw_path': environ['wsgiproxy.raw_path'],
+  } as Environ
+}
+
+// RFC 7239 §4: node and host values that are not tokens (IPv6, host:port) are quoted strings.
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/
+
+function forwardedValue(remoteAddr: string | undefined, host: string, scheme: string): string {
+  const node =
+    remoteAddr === undefined || remoteAddr === ''
+      ? 'unknown'
+      : remoteAddr.includes(':')
+        ? `[${remoteAddr}]`
+        : remoteAddr
+  const pairs = [`for=${quoteIfNeeded(node)}`, `host=${quoteIfNeeded(host)}`, `proto=${scheme}`]
+  return pairs.join(';')
+}
+
+function quoteIfNeeded(value: string): string {
+  return TOKEN.test(value) ? value : `"${value.replace(/["\\]/g, '\\$&')}"`
+}
+
+function rewriteLocations(
+  response: AppResponse,
+  mapping: Parameters<typeof rewriteLocation>[1],
+): AppResponse {
+  let changed = false
+  const headers = response.headers.map((line): [string, string] => {
+    const name = line[0].toLowerCase()
+    if (name !== 'location' && name !== 'content-location') return line
+    const value = rewriteLocation(line[1], mapping)
+    if (value === line[1]) return line
+    changed = true
+    return [line[0], value]
+  })
+  return changed ? { ...response, headers } : response
+}
+
+function asProxyError(error: unknown): WsgiProxyError {
+  return error instanceof WsgiProxyError
+    ? error
+    : new WsgiProxyError('APP_ERROR', 'the extra keys could not be encoded', { cause: error })
+}

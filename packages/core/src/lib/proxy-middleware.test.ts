@@ -1,0 +1,245 @@
+import { describe, expect, it } from 'vitest'
+import * as z from 'zod'
+import type { AppResponse, Environ, ProxyMiddlewareOptions, WsgiProxyError } from '../index.ts'
+import { proxyMiddleware, toEnviron } from '../index.ts'
+
+interface Run {
+  status: number
+  environ: Environ | undefined
+  body: string
+}
+
+async function run(
+  headers: Record<string, string>,
+  options: ProxyMiddlewareOptions = { trustIps: ['loopback'] },
+  { url = 'http://backend:8080/myapp/article/1?q=1', peer = '127.0.0.1' } = {},
+): Promise<Run> {
+  let seen: Environ | undefined
+  const app = proxyMiddleware((environ) => {
+    seen = environ
+    return { status: 200, headers: [], body: null }
+  }, options)
+  const response: AppResponse = await app(
+    toEnviron(new Request(url, { headers: { host: new URL(url).host, ...headers } }), {
+      remoteAddr: peer,
+    }),
+  )
+  let body = ''
+  for await (const chunk of response.body ?? []) body += new TextDecoder().decode(chunk)
+  return { status: response.status, environ: seen, body }
+}
+
+const FORWARDED = {
+  'x-forwarded-for': '203.0.113.9',
+  'x-forwarded-server': 'public.example',
+  'x-forwarded-scheme': 'https',
+  'x-forwarded-script-name': '/front',
+  'x-traversal-path': '/myapp',
+  'x-traversal-query-string': 'q=1',
+  'x-wsgiproxy-version': '0.2',
+}
+
+describe('proxyMiddleware', () => {
+  it('restores host, scheme, client address, script name and path from a trusted front', async () => {
+    const { status, environ } = await run(FORWARDED)
+    expect(status).toBe(200)
+    expect(environ).toMatchObject({
+      HTTP_HOST: 'public.example',
+      SERVER_NAME: 'public.example',
+      SERVER_PORT: '443',
+      'wsgi.url_scheme': 'https',
+      REMOTE_ADDR: '203.0.113.9',
+      SCRIPT_NAME: '/front',
+      PATH_INFO: '/article/1',
+      QUERY_STRING: 'q=1',
+    })
+    expect(
+      Object.keys(environ ?? {}).filter((k) => /FORWARDED|TRAVERSAL|WSGIPROXY/.test(k)),
+    ).toEqual([])
+  })
+
+  it('strips every protocol header and decodes nothing when trust is not configured', async () => {
+    const { environ } = await run(
+      {
+        ...FORWARDED,
+        'x-wsgiproxy-str-0': 'REMOTE_USER root',
+        signature: 'x',
+        'signature-input': 'y',
+        forwarded: 'for=1.2.3.4',
+      },
+      {},
+    )
+    expect(environ).toMatchObject({
+      HTTP_HOST: 'backend:8080',
+      REMOTE_ADDR: '127.0.0.1',
+      SCRIPT_NAME: '',
+      PATH_INFO: '/myapp/article/1',
+    })
+    expect(environ?.['REMOTE_USER']).toBeUndefined()
+    expect(
+      Object.keys(environ ?? {}).filter((k) => /FORWARDED|TRAVERSAL|WSGIPROXY|SIGNATURE/.test(k)),
+    ).toEqual([])
+  })
+
+  it('trusts nobody outside trustIps', async () => {
+    const { environ } = await run(FORWARDED, { trustIps: ['10.0.0.0/8'] }, { peer: '192.0.2.1' })
+    expect(environ).toMatchObject({
+      REMOTE_ADDR: '192.0.2.1',
+      'wsgi.url_scheme': 'http',
+      SCRIPT_NAME: '',
+    })
+  })
+
+  it('walks X-Forwarded-For from the peer through trusted hops only', async () => {
+    const { environ } = await run(
+      { 'x-forwarded-for': '6.6.6.6, 198.51.100.1, 10.0.0.2' },
+      { trustIps: ['loopback', '10.0.0.0/8'] },
+    )
+    expect(environ?.REMOTE_ADDR).toBe('198.51.100.1')
+  })
+
+  it('treats a traversal path equal to the whole path as an empty PATH_INFO', async () => {
+    const { environ } = await run({ 'x-traversal-path': '/myapp/' }, undefined, {
+      url: 'http://b/myapp',
+    })
+    expect(environ?.PATH_INFO).toBe('')
+  })
+
+  it.each([
+    [{ 'x-traversal-path': '/other' }, 'X-Traversal-Path'],
+    [{ 'x-traversal-path': '/my' }, 'X-Traversal-Path'],
+    [{ 'x-forwarded-script-name': 'front' }, 'X-Forwarded-Script-Name'],
+    [{ 'x-forwarded-scheme': 'ftp' }, 'X-Forwarded-Scheme'],
+    [{ 'x-forwarded-server': 'evil.example/path?' }, 'X-Forwarded-Server'],
+    [{ 'x-wsgiproxy-version': '0.1' }, 'X-WSGIProxy-Version'],
+    [{ 'x-wsgiproxy-str-0': 'REMOTE_USER b64!!!' }, 'X-WSGIProxy-Str-0'],
+    [{ 'x-wsgiproxy-unicode-0': 'k b64ww==' }, 'X-WSGIProxy-Unicode-0'],
+    [{ 'x-wsgiproxy-json-0': 'k {"__proto__":{"x":1}}' }, 'X-WSGIProxy-Json-0'],
+    [{ 'x-wsgiproxy-json-0': 'k {nope' }, 'X-WSGIProxy-Json-0'],
+    [{ 'x-wsgiproxy-str-0': 'wsgi.input x' }, 'X-WSGIProxy-Str-0'],
+    [{ 'x-wsgiproxy-str-0': 'novalue' }, 'X-WSGIProxy-Str-0'],
+  ])('answers 400 naming the header for %j, without calling the app', async (headers, named) => {
+    const rejected: WsgiProxyError[] = []
+    const result = await run(headers, {
+      trustIps: ['loopback'],
+      onReject: (e) => void rejected.push(e),
+    })
+    expect(result.status).toBe(400)
+    expect(result.environ).toBeUndefined()
+    expect(JSON.parse(result.body)).toMatchObject({ status: 400 })
+    expect(result.body.toLowerCase()).toContain(named.toLowerCase())
+    expect(rejected).toHaveLength(1)
+  })
+
+  it('answers 431 to more protocol headers than the cap', async () => {
+    const headers: Record<string, string> = {}
+    for (let i = 0; i < 65; i++) headers[`x-wsgiproxy-str-${i}`] = `k${i} v`
+    const result = await run(headers, { trustIps: ['loopback'] })
+    expect(result.status).toBe(431)
+  })
+
+  it('validates JSON keys with their zod schema', async () => {
+    const jsonSchemas = { 'x.roles': z.array(z.enum(['admin', 'user'])) }
+    const ok = await run(
+      { 'x-wsgiproxy-json-0': 'x.roles ["user"]' },
+      { trustIps: ['loopback'], jsonSchemas },
+    )
+    expect(ok.environ?.['x.roles']).toEqual(['user'])
+    const bad = await run(
+      { 'x-wsgiproxy-json-0': 'x.roles ["root"]' },
+      { trustIps: ['loopback'], jsonSchemas },
+    )
+    expect(bad.status).toBe(400)
+  })
+
+  describe('configured values (as the original middleware)', () => {
+    it('forces SCRIPT_NAME with prefix', async () => {
+      const { environ } = await run({}, { prefix: '/bar/' }, { url: 'http://b/foo' })
+      expect(environ).toMatchObject({ SCRIPT_NAME: '/bar', PATH_INFO: '/foo' })
+    })
+
+    it('moves popPrefix from PATH_INFO to SCRIPT_NAME', async () => {
+      expect(
+        (await run({}, { popPrefix: '/bar' }, { url: 'http://b/bar/foo' })).environ,
+      ).toMatchObject({
+        SCRIPT_NAME: '/bar',
+        PATH_INFO: '/foo',
+      })
+      expect((await run({}, { popPrefix: '/bar' }, { url: 'http://b/bar' })).environ).toMatchObject(
+        {
+          SCRIPT_NAME: '/bar',
+          PATH_INFO: '',
+        },
+      )
+    })
+
+    it('answers 400 when the path does not start with popPrefix', async () => {
+      expect((await run({}, { popPrefix: '/bar' }, { url: 'http://b/barn' })).status).toBe(400)
+    })
+
+    it('keeps %2F in the rest of the path after popPrefix', async () => {
+      const { environ } = await run({}, { popPrefix: '/bar' }, { url: 'http://b/bar/a%2Fb' })
+      expect(environ).toMatchObject({
+        SCRIPT_NAME: '/bar',
+        PATH_INFO: '/a/b',
+        'wsgiproxy.raw_path': '/bar/a%2Fb',
+      })
+    })
+
+    it('forces scheme, host with port, domain and port', async () => {
+      expect((await run({}, { scheme: 'https' })).environ?.['wsgi.url_scheme']).toBe('https')
+      expect((await run({}, { host: 'example.com:8443' })).environ).toMatchObject({
+        HTTP_HOST: 'example.com:8443',
+        SERVER_NAME: 'example.com',
+        SERVER_PORT: '8443',
+      })
+      expect((await run({}, { domain: 'example.com' })).environ).toMatchObject({
+        HTTP_HOST: 'example.com:8080',
+        SERVER_NAME: 'example.com',
+        SERVER_PORT: '8080',
+      })
+      expect((await run({}, { port: 9000 })).environ).toMatchObject({
+        HTTP_HOST: 'backend:9000',
+        SERVER_NAME: 'backend',
+        SERVER_PORT: '9000',
+      })
+      expect((await run({}, { domain: 'example.com', port: '81' })).environ).toMatchObject({
+        HTTP_HOST: 'example.com:81',
+        SERVER_NAME: 'example.com',
+        SERVER_PORT: '81',
+      })
+    })
+
+    it('applies configured values after the forwarded ones', async () => {
+      const { environ } = await run(FORWARDED, {
+        trustIps: ['loopback'],
+        scheme: 'http',
+        popPrefix: '/article',
+      })
+      expect(environ).toMatchObject({
+        'wsgi.url_scheme': 'http',
+        SCRIPT_NAME: '/front/article',
+        PATH_INFO: '/1',
+      })
+    })
+
+    it.each([
+      [{ prefix: '/a', popPrefix: '/b' }, /prefix and proxyMiddleware\.popPrefix/],
+      [{ host: 'a:1', domain: 'b' }, /host and proxyMiddleware\.domain/],
+      [{ host: 'a:1', port: 2 }, /host and proxyMiddleware\.port/],
+      [{ host: 'example.com' }, /host must be host:port/],
+      [{ domain: 'example.com:80' }, /domain must be a host name without port/],
+      [{ port: 70000 }, /port must be 0–65535/],
+      [{ prefix: 'bar' }, /prefix must start with "\/"/],
+      [{ trustIps: ['10.0.0.0/33'] }, /10\.0\.0\.0\/33/],
+      [{ scheme: 'ftp' }, /scheme/],
+    ] as Array<[ProxyMiddlewareOptions, RegExp]>)(
+      'throws at construction for %j',
+      (options, message) => {
+        expect(() =>
+          proxyMiddleware(() => ({ status: 200, headers: [], body: null }), options),
+        ).toThrow(message)
+      },
+    )
+  })
+})

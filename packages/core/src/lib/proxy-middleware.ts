@@ -1,0 +1,300 @@
+import * as z from 'zod'
+import { isValidHost, parseHost } from './environ.ts'
+import { WsgiProxyError } from './errors.ts'
+import type { PickleCodec } from './header-codec.ts'
+import { decodeExtraKeys } from './header-codec.ts'
+import { fn, parseOptions } from './_options.ts'
+import { errorResponse } from './problem.ts'
+import { isProtocolEnvironKey, PROTOCOL_VERSION } from './protocol.ts'
+import { clientAddress, compileTrust } from './trust.ts'
+import type { Environ, EnvironApp } from './types.ts'
+import { environPath, unquotePath } from './url-path.ts'
+
+/** Options of {@link proxyMiddleware}. Trust is off by default: nothing is restored. */
+export interface ProxyMiddlewareOptions {
+  /**
+   * Peers whose protocol headers are believed: addresses, CIDR ranges (IPv4, IPv6, IPv4-mapped)
+   * and the presets `loopback`, `linklocal`, `uniquelocal`. `X-Forwarded-For` is walked right to
+   * left from the peer, believing each entry only when the hop that added it is trusted. Default:
+   * none (every request is untrusted and has its protocol headers stripped).
+   */
+  trustIps?: readonly string[]
+  /** Force `SCRIPT_NAME` to this value (`/bar`), leaving `PATH_INFO` as it is. */
+  prefix?: string
+  /** Move this prefix from the front of `PATH_INFO` to the end of `SCRIPT_NAME`; 400 when a request does not start with it. */
+  popPrefix?: string
+  /** Force `wsgi.url_scheme`. */
+  scheme?: 'http' | 'https'
+  /** Force `HTTP_HOST`, `SERVER_NAME` and `SERVER_PORT`; must include a port (`example.com:443`). */
+  host?: string
+  /** Force the host name: `HTTP_HOST` becomes `<domain>:<SERVER_PORT>` and `SERVER_NAME` the domain. */
+  domain?: string
+  /** Force `SERVER_PORT` (and the port of `HTTP_HOST`). */
+  port?: number | string
+  /** Zod schemas per JSON key: decoded values are validated (400 when they do not match). */
+  jsonSchemas?: Readonly<Record<string, z.ZodType>>
+  /** Decodes `X-WSGIProxy-Pickle-*` on trusted requests; without it they are stripped undecoded. */
+  pickleCodec?: PickleCodec
+  /** Called with the reason when a trusted request is refused (400 / 431). Default: nothing. */
+  onReject?: (error: WsgiProxyError, environ: Environ) => void
+}
+
+const middlewareOptions = z.strictObject({
+  trustIps: z.array(z.string()).optional(),
+  prefix: z.string().optional(),
+  popPrefix: z.string().optional(),
+  scheme: z.enum(['http', 'https']).optional(),
+  host: z.string().optional(),
+  domain: z.string().optional(),
+  port: z.union([z.number(), z.string()]).optional(),
+  jsonSchemas: z
+    .record(
+      z.string(),
+      z.custom<z.ZodType>((v) => v instanceof z.ZodType),
+    )
+    .optional(),
+  pickleCodec: z
+    .object({ stringify: fn<PickleCodec['stringify']>(), parse: fn<PickleCodec['parse']>() })
+    .optional(),
+  onReject: fn<NonNullable<ProxyMiddlewareOptions['onReject']>>().optional(),
+})
+
+/**
+ * The WSGIProxyMiddleware: on the backend, restores the request as the client made it from the
+ * headers a trusted front proxy set (DESIGN.md §6): `X-Forwarded-Server` → `HTTP_HOST`,
+ * `SERVER_NAME`, `SERVER_PORT`; `X-Forwarded-Scheme` → `wsgi.url_scheme`; `X-Forwarded-For` →
+ * `REMOTE_ADDR`; `X-Traversal-Path` removed from the front of `PATH_INFO`;
+ * `X-Forwarded-Script-Name` prepended to `SCRIPT_NAME`; extra keys decoded. Then `prefix` /
+ * `popPrefix`, `scheme`, `host`, `domain` and `port` are applied. An untrusted request has every
+ * protocol header stripped and nothing decoded, so a client can never set `REMOTE_USER`, the
+ * client address, the scheme or the host.
+ *
+ * @param app - the app to call with the restored environ
+ * @param options - trust and forced values
+ * @returns the wrapped environ app
+ * @throws WsgiProxyError `INVALID_OPTIONS` for conflicting options (`prefix` with `popPrefix`,
+ *   `host` with `domain` or `port`), a `host` without a port, or a bad trust entry
+ * @example
+ * const app = proxyMiddleware(myEnvironApp, { trustIps: ['loopback'] })
+ */
+export function proxyMiddleware(app: EnvironApp, options?: ProxyMiddlewareOptions): EnvironApp {
+  const opts = parseOptions(middlewareOptions, options, 'proxyMiddleware')
+  conflict(opts.prefix, 'prefix', opts.popPrefix, 'popPrefix')
+  conflict(opts.host, 'host', opts.domain, 'domain')
+  conflict(opts.host, 'host', opts.port, 'port')
+  const forced = resolveForced(opts)
+  const isTrusted = compileTrust(opts.trustIps ?? [])
+  const trustConfigured = (opts.trustIps ?? []).length > 0
+  const decodeOptions = {
+    ...(opts.jsonSchemas === undefined ? {} : { jsonSchemas: opts.jsonSchemas }),
+    ...(opts.pickleCodec === undefined ? {} : { pickleCodec: opts.pickleCodec }),
+  }
+
+  return (environ) => {
+    const peer = environ.REMOTE_ADDR
+    const trusted = trustConfigured && typeof peer === 'string' && isTrusted(peer)
+    const restored: Environ = { ...environ }
+    for (const key in restored) if (isProtocolEnvironKey(key)) delete restored[key]
+    try {
+      if (trusted) restore(restored, environ, peer, isTrusted, decodeOptions)
+      applyForced(restored, forced)
+    } catch (error) {
+      const problem =
+        error instanceof WsgiProxyError
+          ? error
+          : new WsgiProxyError('BAD_REQUEST', 'the forwarded request is malformed', {
+              cause: error,
+              expose: true,
+            })
+      try {
+        opts.onReject?.(problem, environ)
+      } catch {
+        // a failing hook must not change the answer
+      }
+      return errorResponse(problem)
+    }
+    return app(restored)
+  }
+}
+
+interface Forced {
+  prefix?: string
+  popPrefix?: string
+  scheme?: 'http' | 'https'
+  host?: string
+  domain?: string
+  port?: string
+}
+
+function restore(
+  restored: Environ,
+  original: Environ,
+  peer: string,
+  isTrusted: (address: string) => boolean,
+  decodeOptions: Parameters<typeof decodeExtraKeys>[1],
+): void {
+  const header = (name: string): string | undefined => {
+    const value = original[`HTTP_${name}`]
+    return typeof value === 'string' ? value : undefined
+  }
+  const version = header('X_WSGIPROXY_VERSION')
+  if (version !== undefined && version !== PROTOCOL_VERSION) {
+    throw badRequest(`X-WSGIProxy-Version must be ${PROTOCOL_VERSION}`)
+  }
+
+  const scheme = header('X_FORWARDED_SCHEME')
+  if (scheme !== undefined) {
+    const lower = scheme.toLowerCase()
+    if (lower !== 'http' && lower !== 'https') {
+      throw badRequest('X-Forwarded-Scheme must be http or https')
+    }
+    restored['wsgi.url_scheme'] = lower as 'http' | 'https'
+  }
+
+  const server = header('X_FORWARDED_SERVER')
+  if (server !== undefined) {
+    if (!isValidHost(server)) throw badRequest('X-Forwarded-Server must be a host[:port]')
+    setHost(restored, server)
+  }
+
+  const forwardedFor = header('X_FORWARDED_FOR')
+  if (forwardedFor !== undefined) {
+    restored.REMOTE_ADDR = clientAddress(peer, forwardedFor, isTrusted)
+  }
+
+  const traversal = header('X_TRAVERSAL_PATH')
+  if (traversal !== undefined) {
+    const path = unquotePath(traversal).replace(/\/+$/, '')
+    const info = restored.PATH_INFO
+    if (path === info) restored.PATH_INFO = ''
+    else if (info.startsWith(`${path}/`)) restored.PATH_INFO = info.slice(path.length)
+    else throw badRequest('the path does not start with X-Traversal-Path')
+  }
+
+  const scriptHeader = header('X_FORWARDED_SCRIPT_NAME')
+  if (scriptHeader !== undefined) {
+    const rawScript = scriptHeader.replace(/\/+$/, '')
+    const added = unquotePath(rawScript)
+    if (!added.startsWith('/')) throw badRequest('X-Forwarded-Script-Name must start with /')
+    // Keep the encoded form the front sent, so %2F in the script name survives.
+    const rest = environPath(restored)
+    restored.SCRIPT_NAME = added + restored.SCRIPT_NAME
+    restored['wsgiproxy.raw_path'] = rawScript + rest
+  } else if (traversal !== undefined) {
+    restored['wsgiproxy.raw_path'] = environPath(restored)
+  }
+
+  const extra = decodeExtraKeys(original, decodeOptions)
+  for (const key of Object.keys(extra)) restored[key] = extra[key]
+}
+
+function applyForced(environ: Environ, forced: Forced): void {
+  if (forced.prefix !== undefined) {
+    environ.SCRIPT_NAME = forced.prefix
+  } else if (forced.popPrefix !== undefined) {
+    const pop = forced.popPrefix
+    const info = environ.PATH_INFO
+    if (info === pop) {
+      environ.PATH_INFO = ''
+    } else if (info.startsWith(`${pop}/`)) {
+      environ.PATH_INFO = info.slice(pop.length)
+    } else {
+      throw new WsgiProxyError(
+        'BAD_REQUEST',
+        `the path does not start with ${JSON.stringify(pop)}`,
+        {
+          expose: true,
+        },
+      )
+    }
+    environ.SCRIPT_NAME += pop
+  }
+  if (forced.scheme !== undefined) environ['wsgi.url_scheme'] = forced.scheme
+  if (forced.host !== undefined) setHost(environ, forced.host)
+  if (forced.port !== undefined) {
+    environ.SERVER_PORT = forced.port
+    if (forced.domain === undefined) {
+      const [name] = parseHost(hostOf(environ), environ['wsgi.url_scheme'])
+      environ.HTTP_HOST = `${bracket(name)}:${forced.port}`
+    }
+  }
+  if (forced.domain !== undefined) {
+    environ.SERVER_NAME = forced.domain
+    environ.HTTP_HOST = `${bracket(forced.domain)}:${environ.SERVER_PORT}`
+  }
+}
+
+function setHost(environ: Environ, host: string): void {
+  const [name, port] = parseHost(host, environ['wsgi.url_scheme'])
+  environ.HTTP_HOST = host
+  environ.SERVER_NAME = name
+  environ.SERVER_PORT = port
+}
+
+function hostOf(environ: Environ): string {
+  const host = environ.HTTP_HOST
+  return typeof host === 'string' && host !== '' ? host : bracket(environ.SERVER_NAME)
+}
+
+function bracket(name: string): string {
+  return name.includes(':') ? `[${name}]` : name
+}
+
+function resolveForced(
+  opts: Omit<ProxyMiddlewareOptions, 'port'> & { port?: number | string },
+): Forced {
+  const forced: Forced = {}
+  if (opts.prefix !== undefined) forced.prefix = forcedPath(opts.prefix, 'prefix')
+  if (opts.popPrefix !== undefined) forced.popPrefix = forcedPath(opts.popPrefix, 'popPrefix')
+  if (opts.scheme !== undefined) forced.scheme = opts.scheme
+  if (opts.host !== undefined) {
+    if (!isValidHost(opts.host) || !hasPort(opts.host)) {
+      throw invalid(
+        `proxyMiddleware.host must be host:port, port included (got ${JSON.stringify(opts.host)}); use domain to force only the name`,
+      )
+    }
+    forced.host = opts.host
+  }
+  if (opts.domain !== undefined) {
+    if (!isValidHost(opts.domain) || hasPort(opts.domain)) {
+      throw invalid(
+        `proxyMiddleware.domain must be a host name without port (got ${JSON.stringify(opts.domain)})`,
+      )
+    }
+    forced.domain = opts.domain
+  }
+  if (opts.port !== undefined) {
+    const port = String(opts.port)
+    if (!/^[0-9]{1,5}$/.test(port) || Number(port) > 65535) {
+      throw invalid(`proxyMiddleware.port must be 0–65535 (got ${JSON.stringify(opts.port)})`)
+    }
+    forced.port = port
+  }
+  return forced
+}
+
+function forcedPath(value: string, option: string): string {
+  const trimmed = value.replace(/\/+$/, '')
+  if (trimmed !== '' && !trimmed.startsWith('/')) {
+    throw invalid(`proxyMiddleware.${option} must start with "/" (got ${JSON.stringify(value)})`)
+  }
+  return trimmed
+}
+
+function hasPort(host: string): boolean {
+  return host.startsWith('[') ? host.includes(']:') : host.includes(':')
+}
+
+function conflict(a: unknown, aName: string, b: unknown, bName: string): void {
+  if (a !== undefined && b !== undefined) {
+    throw invalid(`proxyMiddleware.${aName} and proxyMiddleware.${bName} cannot be given together`)
+  }
+}
+
+function invalid(message: string): WsgiProxyError {
+  return new WsgiProxyError('INVALID_OPTIONS', `invalid options: ${message}`, { expose: true })
+}
+
+function badRequest(message: string): WsgiProxyError {
+  return new WsgiProxyError('BAD_REQUEST', message, { expose: true })
+}
