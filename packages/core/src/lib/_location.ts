@@ -14,7 +14,10 @@ export interface LocationMapping {
  * Maps a `Location` / `Content-Location` value that points at the backend to the public URL:
  * `http://backend/myapp/x?q` becomes `https://public/front/x?q`, and a path-absolute `/myapp/x`
  * becomes `/front/x`. Relative references (`edit`, `../list`) resolve the same against both
- * URLs and stay as they are, and so does anything on another host or outside the href's path.
+ * URLs and stay as they are, and so does anything on another host or outside the href's path. A
+ * path-absolute value already under the public path is left alone (a backend running
+ * `proxyMiddleware` answers public paths), and a result that would start with `//` is made
+ * absolute on the public origin so it can never name another host.
  *
  * @param value - the header value from the backend
  * @param mapping - backend and public locations
@@ -27,11 +30,21 @@ export function rewriteLocation(value: string, mapping: LocationMapping): string
   const target = URL.parse(value, `${backendOrigin}/`)
   if (target === null || target.origin !== backendOrigin) return value
   const path = target.pathname
+  // A backend that restores SCRIPT_NAME (proxyMiddleware) already answers public paths.
+  if (
+    !absolute &&
+    publicPath !== '' &&
+    (path === publicPath || path.startsWith(`${publicPath}/`))
+  ) {
+    return value
+  }
   let rest: string
   if (backendPath === '') rest = path
   else if (path === backendPath) rest = ''
   else if (path.startsWith(`${backendPath}/`)) rest = path.slice(backendPath.length)
   else return value
   const mapped = `${publicPath}${rest}` || '/'
-  return `${absolute ? publicOrigin : ''}${mapped}${target.search}${target.hash}`
+  // `//evil.example` or `/\evil.example` would name another host: anchor it to the public origin.
+  const anchored = absolute || mapped.startsWith('//') || mapped.startsWith('/\\')
+  return `${anchored ? publicOrigin : ''}${mapped}${target.search}${target.hash}`
 }

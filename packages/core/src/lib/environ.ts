@@ -85,7 +85,7 @@ export function buildEnviron(request: Request, opts: ToEnvironOptions): Environ 
   const scheme = url.protocol === 'https:' ? 'https' : 'http'
   const rawPath = url.pathname
   const path = unquotePath(rawPath)
-  if (path !== rawPath && DOT_SEGMENT.test(path)) {
+  if (path !== rawPath && hasDotSegment(path)) {
     throw new WsgiProxyError('BAD_REQUEST', 'the path has an encoded "." or ".." segment', {
       expose: true,
     })
@@ -223,7 +223,15 @@ const DEFAULT_PORTS: Record<string, string> = { http: '80', https: '443' }
 
 /** Whether a `Host` value is `host[:port]` with a host name, IPv4 address or bracketed IPv6. */
 export function isValidHost(host: string): boolean {
-  return HOST_HEADER.test(host)
+  if (!HOST_HEADER.test(host)) return false
+  const colon = host.lastIndexOf(':')
+  if (colon < 0 || host.endsWith(']')) return true
+  return isValidPort(host.slice(colon + 1))
+}
+
+/** Whether a decoded path has a `.` or `..` segment (which a URL parser would resolve). */
+export function hasDotSegment(path: string): boolean {
+  return DOT_SEGMENT.test(path)
 }
 
 /** Whether `SERVER_NAME` and `SERVER_PORT` name a place to connect to. */

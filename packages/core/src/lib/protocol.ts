@@ -26,7 +26,8 @@ export const PROTOCOL_HEADERS: {
 
 /**
  * Whether a header (lower-case name) belongs to the protocol: `X-Forwarded-*`, `Forwarded`,
- * `X-Traversal-*`, `X-WSGIProxy-*`, `Signature`, `Signature-Input`. The front proxy deletes every
+ * `X-Traversal-*`, `X-WSGIProxy-*`, `Signature`, `Signature-Input`, and the legacy
+ * `X-Script-Name` / `X-Scheme`. The front proxy deletes every
  * such header the client sent before setting its own; the receiving middleware strips them all.
  */
 export function isProtocolHeader(name: string): boolean {
@@ -36,9 +37,13 @@ export function isProtocolHeader(name: string): boolean {
     name.startsWith('x-wsgiproxy-') ||
     name === 'forwarded' ||
     name === 'signature' ||
-    name === 'signature-input'
+    name === 'signature-input' ||
+    LEGACY_HEADERS.has(name)
   )
 }
+
+// Names the original WSGIProxy 0.1 middleware and common ProxyFix-style code read.
+const LEGACY_HEADERS: ReadonlySet<string> = new Set(['x-script-name', 'x-scheme'])
 
 /** Whether an environ key carries a protocol header (`HTTP_X_FORWARDED_FOR`, ...). */
 export function isProtocolEnvironKey(key: string): boolean {
@@ -48,6 +53,8 @@ export function isProtocolEnvironKey(key: string): boolean {
     key.startsWith('HTTP_X_WSGIPROXY_') ||
     key === 'HTTP_FORWARDED' ||
     key === 'HTTP_SIGNATURE' ||
-    key === 'HTTP_SIGNATURE_INPUT'
+    key === 'HTTP_SIGNATURE_INPUT' ||
+    key === 'HTTP_X_SCRIPT_NAME' ||
+    key === 'HTTP_X_SCHEME'
   )
 }

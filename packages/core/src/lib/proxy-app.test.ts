@@ -307,6 +307,35 @@ describe('createProxyApp', () => {
     ])
   })
 
+  it('refuses a PATH_INFO with a dot segment instead of resolving it outside the href path', async () => {
+    const { transport, sent } = recording()
+    const app = createProxyApp({ href: 'http://backend/myapp', transport, onError: () => {} })
+    const res = await app({ ...toEnviron(new Request('http://h/')), PATH_INFO: '/../admin' })
+    expect(res.status).toBe(400)
+    expect(sent).toHaveLength(0)
+  })
+
+  it('sends only the href query when the environ has no QUERY_STRING', async () => {
+    const { transport, sent } = recording()
+    const app = createProxyApp({ href: 'http://backend/?x=1', transport })
+    const environ: Environ = toEnviron(new Request('http://h/p'))
+    delete (environ as Partial<Environ>).QUERY_STRING
+    await app(environ)
+    expect(sent[0]?.url.search).toBe('?x=1')
+  })
+
+  it('deletes the legacy X-Script-Name a client sends', async () => {
+    const { transport, sent } = recording()
+    const app = createProxyApp({ href: 'http://backend/', transport })
+    await app(
+      toEnviron(
+        new Request('http://h/', { headers: { 'x-script-name': '/evil', 'x-scheme': 'https' } }),
+      ),
+    )
+    expect(headerMap(sent[0])['x-script-name']).toBeUndefined()
+    expect(headerMap(sent[0])['x-scheme']).toBeUndefined()
+  })
+
   it('refuses bad options at construction with a clear message', () => {
     expect(() => createProxyApp({ href: 'ftp://h/' })).toThrow(/href must use http or https/)
     expect(() => createProxyApp({ href: 'not a url' })).toThrow(/href is not a URL/)
@@ -380,6 +409,23 @@ describe('rewriteLocation', () => {
     ['http://[', 'http://['],
   ])('maps %j to %j', (value, expected) => {
     expect(rewriteLocation(value, mapping)).toBe(expected)
+  })
+
+  it('never produces a protocol-relative URL that names another host', () => {
+    const atRoot = { ...mapping, publicPath: '' }
+    expect(rewriteLocation('/myapp//evil.com/', atRoot)).toBe('https://public.example//evil.com/')
+    const backendRoot = { ...mapping, backendPath: '', publicPath: '' }
+    for (const value of ['/.//evil.com/x', '/%2e//evil.com', '/foo/..//evil.com']) {
+      expect(rewriteLocation(value, backendRoot).startsWith('https://public.example/')).toBe(true)
+    }
+  })
+
+  it('leaves path-absolute values already under the public path alone', () => {
+    const backendRoot = { ...mapping, backendPath: '' }
+    expect(rewriteLocation('/front/login', backendRoot)).toBe('/front/login')
+    expect(rewriteLocation('/login', backendRoot)).toBe('/front/login')
+    const nested = { ...mapping, publicPath: '/myapp/v2' }
+    expect(rewriteLocation('/myapp/v2/login', nested)).toBe('/myapp/v2/login')
   })
 
   it('maps a backend at the root under the public script name', () => {

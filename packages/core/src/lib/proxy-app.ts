@@ -1,5 +1,5 @@
 import * as z from 'zod'
-import { environHeaders, environHost, formatAuthority } from './environ.ts'
+import { environHeaders, environHost, formatAuthority, hasDotSegment } from './environ.ts'
 import { WsgiProxyError } from './errors.ts'
 import { DEFAULT_TIMEOUTS } from './exact-proxy.ts'
 import type { ProxyTimeouts } from './exact-proxy.ts'
@@ -115,6 +115,13 @@ export function createProxyApp(options: ProxyAppOptions): EnvironApp {
   const rewrite = opts.rewriteLocation ?? true
 
   return async (environ) => {
+    if (hasDotSegment(environ.PATH_INFO)) {
+      // It would resolve outside the href's path on the backend.
+      const error = new WsgiProxyError('BAD_REQUEST', 'PATH_INFO has a "." or ".." segment', {
+        expose: true,
+      })
+      return failure(error, environ, settings)
+    }
     const headers: Array<[string, string]> = [['host', href.host]]
     for (const line of stripHopByHop(environHeaders(environ), 'request')) {
       const name = line[0]
@@ -145,7 +152,7 @@ export function createProxyApp(options: ProxyAppOptions): EnvironApp {
     }
 
     const pathInfo = environPath({ ...pathKeys(environ), SCRIPT_NAME: '' })
-    const query = [environ.QUERY_STRING, href.query].filter((part) => part !== '').join('&')
+    const query = [environ.QUERY_STRING ?? '', href.query].filter((part) => part !== '').join('&')
     const url = new URL(`${href.origin}${href.path}${pathInfo}${query === '' ? '' : `?${query}`}`)
 
     const response = await forward(

@@ -243,3 +243,67 @@ describe('proxyMiddleware', () => {
     )
   })
 })
+
+describe('proxyMiddleware edge cases', () => {
+  function restoreWith(
+    environ: Partial<Environ>,
+    headers: Record<string, string>,
+    options: ProxyMiddlewareOptions = { trustIps: ['loopback'] },
+  ) {
+    let seen: Environ | undefined
+    const app = proxyMiddleware((env) => {
+      seen = env
+      return { status: 200, headers: [], body: null }
+    }, options)
+    const base = toEnviron(
+      new Request('http://b/myapp/x', { headers: { host: 'b', ...headers } }),
+      {
+        remoteAddr: '127.0.0.1',
+      },
+    )
+    return Promise.resolve(app({ ...base, ...environ })).then((response) => ({ response, seen }))
+  }
+
+  it('replaces the traversal path when this app is itself mounted at or below it', async () => {
+    const headers = { 'x-traversal-path': '/myapp', 'x-forwarded-script-name': '/front' }
+    const atMount = await restoreWith({ SCRIPT_NAME: '/myapp', PATH_INFO: '/x' }, headers)
+    expect(atMount.seen).toMatchObject({ SCRIPT_NAME: '/front', PATH_INFO: '/x' })
+    const below = await restoreWith({ SCRIPT_NAME: '/myapp/sub', PATH_INFO: '/x' }, headers)
+    expect(below.seen).toMatchObject({ SCRIPT_NAME: '/front/sub', PATH_INFO: '/x' })
+  })
+
+  it.each(['/fr?x=1', '//evil.com', '/front, /x', 'front', '/a b'])(
+    'answers 400 to X-Forwarded-Script-Name %j',
+    async (value) => {
+      const { response } = await restoreWith({}, { 'x-forwarded-script-name': value })
+      expect(response.status).toBe(400)
+    },
+  )
+
+  it.each(['pub.example:99999', 'pub.example:-1', 'a b'])(
+    'answers 400 to X-Forwarded-Server %j',
+    async (value) => {
+      const { response } = await restoreWith({}, { 'x-forwarded-server': value })
+      expect(response.status).toBe(400)
+    },
+  )
+
+  it('strips the legacy X-Script-Name and X-Scheme headers', async () => {
+    const { seen } = await restoreWith({}, { 'x-script-name': '/evil', 'x-scheme': 'https' }, {})
+    expect(seen?.['HTTP_X_SCRIPT_NAME']).toBeUndefined()
+    expect(seen?.['HTTP_X_SCHEME']).toBeUndefined()
+  })
+
+  it('keeps the configured prefix out of the popPrefix error', async () => {
+    const result = await run({}, { popPrefix: '/secret-mount' }, { url: 'http://b/other' })
+    expect(result.status).toBe(400)
+    expect(result.body).not.toContain('secret-mount')
+  })
+
+  it('brackets an IPv6 domain once', async () => {
+    expect((await run({}, { domain: '[::1]' })).environ).toMatchObject({
+      HTTP_HOST: '[::1]:8080',
+      SERVER_NAME: '::1',
+    })
+  })
+})

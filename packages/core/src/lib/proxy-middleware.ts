@@ -163,29 +163,49 @@ function restore(
   }
 
   const traversal = header('X_TRAVERSAL_PATH')
-  if (traversal !== undefined) {
-    const path = unquotePath(traversal).replace(/\/+$/, '')
-    const info = restored.PATH_INFO
-    if (path === info) restored.PATH_INFO = ''
-    else if (info.startsWith(`${path}/`)) restored.PATH_INFO = info.slice(path.length)
-    else throw badRequest('the path does not start with X-Traversal-Path')
-  }
-
   const scriptHeader = header('X_FORWARDED_SCRIPT_NAME')
-  if (scriptHeader !== undefined) {
-    const rawScript = scriptHeader.replace(/\/+$/, '')
-    const added = unquotePath(rawScript)
-    if (!added.startsWith('/')) throw badRequest('X-Forwarded-Script-Name must start with /')
-    // Keep the encoded form the front sent, so %2F in the script name survives.
-    const rest = environPath(restored)
-    restored.SCRIPT_NAME = added + restored.SCRIPT_NAME
+  if (traversal !== undefined || scriptHeader !== undefined) {
+    const rawScript =
+      scriptHeader === undefined ? '' : forwardedPath(scriptHeader, 'X-Forwarded-Script-Name')
+    const path =
+      traversal === undefined ? '' : unquotePath(forwardedPath(traversal, 'X-Traversal-Path'))
+    const script = restored.SCRIPT_NAME
+    const info = restored.PATH_INFO
+    // The traversal path (the href's path) is replaced by the front's script name; it may reach
+    // into SCRIPT_NAME when this app is itself mounted below it (Plack's ReverseProxyPath).
+    let [restScript, restInfo] = [script, info]
+    if (path !== '') {
+      const full = script + info
+      if (full !== path && !full.startsWith(`${path}/`)) {
+        throw badRequest('the path does not start with X-Traversal-Path')
+      }
+      if (script.length >= path.length) restScript = script.slice(path.length)
+      else [restScript, restInfo] = ['', info.slice(path.length - script.length)]
+    }
+    // Keep the encoded forms, so %2F in the script name and the path survives.
+    const rest = environPath({
+      ...restored,
+      SCRIPT_NAME: restScript,
+      PATH_INFO: restInfo,
+    })
+    restored.SCRIPT_NAME = unquotePath(rawScript) + restScript
+    restored.PATH_INFO = restInfo
     restored['wsgiproxy.raw_path'] = rawScript + rest
-  } else if (traversal !== undefined) {
-    restored['wsgiproxy.raw_path'] = environPath(restored)
   }
 
   const extra = decodeExtraKeys(original, decodeOptions)
   for (const key of Object.keys(extra)) restored[key] = extra[key]
+}
+
+// A path header: "/"-separated non-empty segments of RFC 3986 pchar (no "?", "#", spaces, "//").
+const FORWARDED_PATH = /^(?:\/[A-Za-z0-9\-._~!$&'()*+,;=:@%]+)+$/
+
+function forwardedPath(value: string, name: string): string {
+  const trimmed = value.replace(/\/+$/, '')
+  if (trimmed !== '' && !FORWARDED_PATH.test(trimmed)) {
+    throw badRequest(`${name} must be a path starting with /`)
+  }
+  return trimmed
 }
 
 function applyForced(environ: Environ, forced: Forced): void {
@@ -199,13 +219,7 @@ function applyForced(environ: Environ, forced: Forced): void {
     } else if (info.startsWith(`${pop}/`)) {
       environ.PATH_INFO = info.slice(pop.length)
     } else {
-      throw new WsgiProxyError(
-        'BAD_REQUEST',
-        `the path does not start with ${JSON.stringify(pop)}`,
-        {
-          expose: true,
-        },
-      )
+      throw badRequest('the path is outside the configured prefix')
     }
     environ.SCRIPT_NAME += pop
   }
@@ -261,7 +275,7 @@ function resolveForced(
         `proxyMiddleware.domain must be a host name without port (got ${JSON.stringify(opts.domain)})`,
       )
     }
-    forced.domain = opts.domain
+    forced.domain = opts.domain.replace(/^\[(.*)\]$/, '$1')
   }
   if (opts.port !== undefined) {
     const port = String(opts.port)
