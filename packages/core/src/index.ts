@@ -41,3 +41,8 @@ export {
 } from './lib/header-codec.ts'
 export type { TrustPreset } from './lib/trust.ts'
 export { clientAddress, compileTrust, TRUST_PRESETS } from './lib/trust.ts'
+export type { ReplayCheck, ReplayStore, SigningKey } from './lib/types.ts'
+export type { ParseKeyFileOptions } from './lib/key-file.ts'
+export { formatKeyFile, MIN_SECRET_BYTES, parseKeyFile } from './lib/key-file.ts'
+export type { MemoryReplayStoreOptions } from './lib/replay-store.ts'
+export { MemoryReplayStore } from './lib/replay-store.ts'

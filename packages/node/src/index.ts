@@ -1,5 +1,3 @@
-/** @module @wsgiproxy/node: wsgiproxy on Node (undici transport, node:http fast path, spawner). */
-
-// The Node entry is filled by the transport, listener and spawner work (see README "Status").
-// oxlint-disable-next-line unicorn/require-module-specifiers -- an empty entry until its API lands
-export {}
+/** @module @wsgiproxy/node: wsgiproxy on Node (key files now; transport, listener and spawner next). */
+export type { KeyFileWatcher, LoadKeyFileOptions, WatchKeyFileOptions } from './lib/key-file.ts'
+export { loadKeyFile, watchKeyFile } from './lib/key-file.ts'

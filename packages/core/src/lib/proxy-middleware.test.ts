@@ -244,26 +244,23 @@ describe('proxyMiddleware', () => {
   })
 })
 
-describe('proxyMiddleware edge cases', () => {
-  function restoreWith(
-    environ: Partial<Environ>,
-    headers: Record<string, string>,
-    options: ProxyMiddlewareOptions = { trustIps: ['loopback'] },
-  ) {
-    let seen: Environ | undefined
-    const app = proxyMiddleware((env) => {
-      seen = env
-      return { status: 200, headers: [], body: null }
-    }, options)
-    const base = toEnviron(
-      new Request('http://b/myapp/x', { headers: { host: 'b', ...headers } }),
-      {
-        remoteAddr: '127.0.0.1',
-      },
-    )
-    return Promise.resolve(app({ ...base, ...environ })).then((response) => ({ response, seen }))
-  }
+function restoreWith(
+  environ: Partial<Environ>,
+  headers: Record<string, string>,
+  options: ProxyMiddlewareOptions = { trustIps: ['loopback'] },
+) {
+  let seen: Environ | undefined
+  const app = proxyMiddleware((env) => {
+    seen = env
+    return { status: 200, headers: [], body: null }
+  }, options)
+  const base = toEnviron(new Request('http://b/myapp/x', { headers: { host: 'b', ...headers } }), {
+    remoteAddr: '127.0.0.1',
+  })
+  return Promise.resolve(app({ ...base, ...environ })).then((response) => ({ response, seen }))
+}
 
+describe('proxyMiddleware edge cases', () => {
   it('replaces the traversal path when this app is itself mounted at or below it', async () => {
     const headers = { 'x-traversal-path': '/myapp', 'x-forwarded-script-name': '/front' }
     const atMount = await restoreWith({ SCRIPT_NAME: '/myapp', PATH_INFO: '/x' }, headers)

@@ -47,8 +47,9 @@ export function toResponse(response: AppResponse): Response {
     if (NULL_BODY_STATUS.has(status)) void discardBody(body)
     else stream = toReadableStream(body)
   }
-  const init: ResponseInit = { status, headers }
-  if (response.statusText) init.statusText = response.statusText
+  const init: ResponseInit = response.statusText
+    ? { status, headers, statusText: response.statusText }
+    : { status, headers }
   try {
     return new Response(stream, init)
   } catch {

@@ -89,3 +89,23 @@ export type ProxyErrorHook = (
   error: WsgiProxyError,
   environ: Environ,
 ) => AppResponse | void | Promise<AppResponse | void>
+
+/** One HMAC key: a public key id and at least 32 secret bytes (DESIGN.md §7). */
+export interface SigningKey {
+  /** The key id sent in `keyid`; public, never derived from the secret. */
+  id: string
+  /** The secret bytes. */
+  secret: Uint8Array
+}
+
+/** What a replay store answers for a nonce: first seen, seen before, or no room to record it. */
+export type ReplayCheck = 'fresh' | 'replay' | 'full'
+
+/**
+ * Remembers signature nonces for their validity window. Several replicas may share one store
+ * (Redis `SET key 1 NX PX ttl`, for example) so a request cannot be replayed to another replica.
+ */
+export interface ReplayStore {
+  /** Records `key` for `ttlMs` unless it is already there; `full` when it cannot record it. */
+  checkAndSet(key: string, ttlMs: number): Promise<ReplayCheck>
+}
