@@ -29,7 +29,7 @@ export { DEFAULT_TIMEOUTS, exactProxy } from './lib/exact-proxy.ts'
 export type { ProxyAppOptions } from './lib/proxy-app.ts'
 export { createProxyApp } from './lib/proxy-app.ts'
 export type { ProxyMiddlewareOptions } from './lib/proxy-middleware.ts'
-export { proxyMiddleware } from './lib/proxy-middleware.ts'
+export { proxyMiddleware, SignatureRejectedError } from './lib/proxy-middleware.ts'
 export { isProtocolHeader, PROTOCOL_HEADERS, PROTOCOL_VERSION } from './lib/protocol.ts'
 export type { ExtraKeyKind, PickleCodec } from './lib/header-codec.ts'
 export {
@@ -46,3 +46,18 @@ export type { ParseKeyFileOptions } from './lib/key-file.ts'
 export { formatKeyFile, MIN_SECRET_BYTES, parseKeyFile } from './lib/key-file.ts'
 export type { MemoryReplayStoreOptions } from './lib/replay-store.ts'
 export { MemoryReplayStore } from './lib/replay-store.ts'
+export type {
+  KeySource,
+  RejectReason,
+  SignableRequest,
+  SignedRequest,
+  Signer,
+  SignerOptions,
+  Verifier,
+  VerifierOptions,
+  VerifyOutcome,
+} from './lib/signing.ts'
+export { createSigner, createVerifier, SIGNATURE_TAG } from './lib/signing.ts'
+export type { MessageView, SignatureParameters } from './lib/signature.ts'
+export { signatureBase } from './lib/signature.ts'
+export { signRequest, verifyRequest } from './lib/request-signing.ts'

@@ -5,6 +5,7 @@ import type { AppResponse } from './types.ts'
 
 const TITLES: Record<number, string> = {
   400: 'Bad Request',
+  401: 'Unauthorized',
   404: 'Not Found',
   413: 'Content Too Large',
   431: 'Request Header Fields Too Large',
@@ -18,6 +19,9 @@ const TITLES: Record<number, string> = {
 
 const GENERIC_DETAIL: Record<number, string> = {
   400: 'the request is malformed',
+  401: 'the request signature is missing, invalid, expired or replayed',
+  413: 'the request body is too large',
+  503: 'the service is temporarily unavailable',
   404: 'no application is mounted at this path',
   431: 'the request has too many header fields',
   499: 'the client closed the request',

@@ -13,6 +13,8 @@ import { rewriteLocation } from './_location.ts'
 import { duration, fn, parseOptions } from './_options.ts'
 import { isProtocolHeader, PROTOCOL_HEADERS, PROTOCOL_VERSION } from './protocol.ts'
 import type { AppResponse, Environ, EnvironApp, ProxyErrorHook, Transport } from './types.ts'
+import type { Signer } from './signing.ts'
+import { MAX_COVERED_COMPONENTS } from './signing.ts'
 import { environPath } from './url-path.ts'
 
 /** Options of {@link createProxyApp}. */
@@ -39,6 +41,11 @@ export interface ProxyAppOptions {
    * name and href path swapped). Default `true`.
    */
   rewriteLocation?: boolean
+  /**
+   * Signs every forwarded request (RFC 9421 HMAC, see `createSigner`) after all headers are set,
+   * on the URL the transport connects to. Default: unsigned.
+   */
+  signer?: Signer
   /** Sends the request. Default `fetchTransport()` (the proxy app sends the href's Host). */
   transport?: Transport
   /** Timeouts; see {@link ProxyTimeouts}. */
@@ -60,6 +67,12 @@ const proxyAppOptions = z.strictObject({
     .object({ stringify: fn<PickleCodec['stringify']>(), parse: fn<PickleCodec['parse']>() })
     .optional(),
   forwarded: z.boolean().optional(),
+  signer: z
+    .custom<Signer>(
+      (v) => typeof (v as Partial<Signer> | null)?.sign === 'function',
+      'expected a signer from createSigner()',
+    )
+    .optional(),
   rewriteLocation: z.boolean().optional(),
   transport: fn<Transport>().optional(),
   timeouts: z.strictObject({ headers: duration.optional(), body: duration.optional() }).optional(),
@@ -112,6 +125,17 @@ export function createProxyApp(options: ProxyAppOptions): EnvironApp {
     onError: opts.onError ?? logProxyError,
   }
   const emitForwarded = opts.forwarded ?? false
+  const signer = opts.signer
+  const extraCount = keys.str.length + keys.unicode.length + keys.json.length + keys.pickle.length
+  // 4 derived components, up to 3 content fields and 8 protocol headers are signed besides the keys.
+  const maxSignedKeys = MAX_COVERED_COMPONENTS - 15
+  if (signer !== undefined && extraCount > maxSignedKeys) {
+    throw new WsgiProxyError(
+      'INVALID_OPTIONS',
+      `invalid options: a signed createProxyApp forwards at most ${maxSignedKeys} extra keys (got ${extraCount}); send related values as one jsonKeys entry`,
+      { expose: true },
+    )
+  }
   const rewrite = opts.rewriteLocation ?? true
 
   return async (environ) => {
@@ -155,11 +179,16 @@ export function createProxyApp(options: ProxyAppOptions): EnvironApp {
     const query = [environ.QUERY_STRING ?? '', href.query].filter((part) => part !== '').join('&')
     const url = new URL(`${href.origin}${href.path}${pathInfo}${query === '' ? '' : `?${query}`}`)
 
-    const response = await forward(
-      { url, method: environ.REQUEST_METHOD, headers, body: environ['wsgi.input'] },
-      environ,
-      settings,
-    )
+    const method = environ.REQUEST_METHOD
+    let outbound = { headers, body: environ['wsgi.input'] }
+    if (signer !== undefined) {
+      try {
+        outbound = await signer.sign({ method, url, ...outbound })
+      } catch (error) {
+        return failure(asProxyError(error), environ, settings)
+      }
+    }
+    const response = await forward({ url, method, ...outbound }, environ, settings)
     if (!rewrite) return response
     return rewriteLocations(response, {
       backendOrigin: href.origin,
@@ -256,5 +285,5 @@ function rewriteLocations(
 function asProxyError(error: unknown): WsgiProxyError {
   return error instanceof WsgiProxyError
     ? error
-    : new WsgiProxyError('APP_ERROR', 'the extra keys could not be encoded', { cause: error })
+    : new WsgiProxyError('APP_ERROR', 'the request could not be prepared', { cause: error })
 }

@@ -7,11 +7,23 @@ import { fn, parseOptions } from './_options.ts'
 import { errorResponse } from './problem.ts'
 import { isProtocolEnvironKey, PROTOCOL_VERSION } from './protocol.ts'
 import { clientAddress, compileTrust } from './trust.ts'
-import type { Environ, EnvironApp } from './types.ts'
+import type { RejectReason, Verifier, VerifyOutcome } from './signing.ts'
+import type { AppResponse, Environ, EnvironApp } from './types.ts'
 import { environPath, unquotePath } from './url-path.ts'
 
 /** Options of {@link proxyMiddleware}. Trust is off by default: nothing is restored. */
 export interface ProxyMiddlewareOptions {
+  /**
+   * Checks the front's RFC 9421 signature (see `createVerifier`). A request with a valid
+   * signature is trusted (with `trustIps` too, see `mode`), and protocol headers it does not cover
+   * are deleted before anything is decoded; an invalid one is refused (401, 400, 413, 431, 503)
+   * without calling the app. Default: none.
+   */
+  verifier?: Verifier
+  /** With both `verifier` and `trustIps`: require both (`all`, the default) or either (`any`). */
+  mode?: 'all' | 'any'
+  /** Refuse requests without a `wsgiproxy` signature with 401 instead of treating them as untrusted. Default `false`. */
+  requireSignature?: boolean
   /**
    * Peers whose protocol headers are believed: addresses, CIDR ranges (IPv4, IPv6, IPv4-mapped)
    * and the presets `loopback`, `linklocal`, `uniquelocal`. `X-Forwarded-For` is walked right to
@@ -35,11 +47,22 @@ export interface ProxyMiddlewareOptions {
   jsonSchemas?: Readonly<Record<string, z.ZodType>>
   /** Decodes `X-WSGIProxy-Pickle-*` on trusted requests; without it they are stripped undecoded. */
   pickleCodec?: PickleCodec
-  /** Called with the reason when a trusted request is refused (400 / 431). Default: nothing. */
+  /**
+   * Called when a request is refused (bad signature, malformed forwarded data), with the precise
+   * reason (a `SignatureRejectedError` carries `reason`). Default: nothing.
+   */
   onReject?: (error: WsgiProxyError, environ: Environ) => void
 }
 
 const middlewareOptions = z.strictObject({
+  verifier: z
+    .custom<Verifier>(
+      (v) => typeof (v as Partial<Verifier> | null)?.verify === 'function',
+      'expected a verifier from createVerifier()',
+    )
+    .optional(),
+  mode: z.enum(['all', 'any']).optional(),
+  requireSignature: z.boolean().optional(),
   trustIps: z.array(z.string()).optional(),
   prefix: z.string().optional(),
   popPrefix: z.string().optional(),
@@ -90,13 +113,68 @@ export function proxyMiddleware(app: EnvironApp, options?: ProxyMiddlewareOption
     ...(opts.pickleCodec === undefined ? {} : { pickleCodec: opts.pickleCodec }),
   }
 
-  return (environ) => {
-    const peer = environ.REMOTE_ADDR
-    const trusted = trustConfigured && typeof peer === 'string' && isTrusted(peer)
+  const { verifier, onReject } = opts
+  const requireSignature = opts.requireSignature ?? false
+  const mode = opts.mode ?? 'all'
+
+  const refuse = (error: WsgiProxyError, environ: Environ): AppResponse => {
+    try {
+      onReject?.(error, environ)
+    } catch {
+      // a failing hook must not change the answer
+    }
+    return refusal(error)
+  }
+
+  return async (environ) => {
+    const peer = typeof environ.REMOTE_ADDR === 'string' ? environ.REMOTE_ADDR : ''
+    const ipTrusted = trustConfigured && peer !== '' && isTrusted(peer)
+    let outcome: VerifyOutcome | undefined
+    if (verifier !== undefined) {
+      outcome = await verifier.verify(environ)
+      if (outcome.status === 'invalid') {
+        return refuse(
+          new SignatureRejectedError(outcome.httpStatus, outcome.reason, outcome.message),
+          environ,
+        )
+      }
+      if (outcome.status === 'absent' && requireSignature) {
+        const error = new SignatureRejectedError(
+          401,
+          'malformed',
+          'the request has no wsgiproxy signature',
+        )
+        return refuse(error, environ)
+      }
+    }
+    const signed = outcome?.status === 'valid' ? outcome : undefined
+    const trusted =
+      verifier === undefined
+        ? ipTrusted
+        : !trustConfigured
+          ? signed !== undefined
+          : mode === 'any'
+            ? signed !== undefined || ipTrusted
+            : signed !== undefined && ipTrusted
+
     const restored: Environ = { ...environ }
     for (const key in restored) if (isProtocolEnvironKey(key)) delete restored[key]
+    // The verifier read the body to check its digest: the app gets the buffered bytes.
+    if (signed?.body !== undefined) restored['wsgi.input'] = signed.body
     try {
-      if (trusted) restore(restored, environ, peer, isTrusted, decodeOptions)
+      if (trusted) {
+        let source = environ
+        // On a signed request: X-Forwarded-For is the front's assertion (its right-most entry),
+        // and a protocol header the signature does not cover is never believed.
+        let clientOf = (forwardedFor: string): string =>
+          clientAddress(peer, forwardedFor, isTrusted)
+        if (signed !== undefined) {
+          source = withoutUncovered(environ, signed.covered)
+          clientOf = (forwardedFor) =>
+            clientAddress(peer, forwardedFor.split(',').at(-1) ?? '', () => true)
+        }
+        restore(restored, source, clientOf, decodeOptions)
+      }
       applyForced(restored, forced)
     } catch (error) {
       const problem =
@@ -106,15 +184,64 @@ export function proxyMiddleware(app: EnvironApp, options?: ProxyMiddlewareOption
               cause: error,
               expose: true,
             })
-      try {
-        opts.onReject?.(problem, environ)
-      } catch {
-        // a failing hook must not change the answer
-      }
-      return errorResponse(problem)
+      return refuse(problem, environ)
     }
     return app(restored)
   }
+}
+
+const REJECTION_CODES = {
+  400: 'BAD_REQUEST',
+  401: 'SIGNATURE_INVALID',
+  413: 'BODY_TOO_LARGE',
+  431: 'HEADER_TOO_LARGE',
+  503: 'REPLAY_STORE_FULL',
+} as const
+
+/**
+ * A refused signature: `status` is what the client got, `reason` (for logs and `onReject` only,
+ * never sent to the client, RFC 9421 §8.3) says why.
+ */
+export class SignatureRejectedError extends WsgiProxyError {
+  override name: string = 'SignatureRejectedError'
+  /** Why the signature was refused. */
+  readonly reason: RejectReason
+
+  /**
+   * @param status - the status the client gets
+   * @param reason - the reason code
+   * @param message - the precise explanation
+   */
+  constructor(status: 400 | 401 | 413 | 431 | 503, reason: RejectReason, message: string) {
+    super(REJECTION_CODES[status], `signature rejected (${reason}): ${message}`)
+    this.reason = reason
+  }
+}
+
+function refusal(error: WsgiProxyError): AppResponse {
+  if (error instanceof SignatureRejectedError) {
+    // The precise reason never reaches the client: a generic problem per status.
+    const response = errorResponse(new WsgiProxyError(error.code, 'signature rejected'))
+    if (error.status === 401) {
+      response.headers.push(['www-authenticate', 'Signature realm="wsgiproxy"'])
+    }
+    if (error.status === 503) response.headers.push(['retry-after', '1'])
+    return response
+  }
+  return errorResponse(error)
+}
+
+function withoutUncovered(environ: Environ, covered: ReadonlySet<string>): Environ {
+  const source: Environ = { ...environ }
+  for (const key in source) {
+    if (
+      isProtocolEnvironKey(key) &&
+      !covered.has(key.slice(5).toLowerCase().replaceAll('_', '-'))
+    ) {
+      delete source[key]
+    }
+  }
+  return source
 }
 
 interface Forced {
@@ -129,8 +256,7 @@ interface Forced {
 function restore(
   restored: Environ,
   original: Environ,
-  peer: string,
-  isTrusted: (address: string) => boolean,
+  clientOf: (forwardedFor: string) => string,
   decodeOptions: Parameters<typeof decodeExtraKeys>[1],
 ): void {
   const header = (name: string): string | undefined => {
@@ -159,7 +285,7 @@ function restore(
 
   const forwardedFor = header('X_FORWARDED_FOR')
   if (forwardedFor !== undefined) {
-    restored.REMOTE_ADDR = clientAddress(peer, forwardedFor, isTrusted)
+    restored.REMOTE_ADDR = clientOf(forwardedFor)
   }
 
   const traversal = header('X_TRAVERSAL_PATH')
