@@ -1,6 +1,6 @@
 import * as fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
-import type { Environ, ToEnvironOptions, ToRequestOptions } from '@wsgiproxy/core'
+import type { ToEnvironOptions, ToRequestOptions } from '@wsgiproxy/core'
 import {
   WsgiProxyError,
   environHeaders,
@@ -9,6 +9,7 @@ import {
   toRequest,
   unquotePath,
 } from '@wsgiproxy/core'
+import { makeEnviron } from '../test/environ-fixture.ts'
 
 const encoder = new TextEncoder()
 const decoder = new TextDecoder()
@@ -33,22 +34,6 @@ function chunked(...chunks: string[]): AsyncIterable<Uint8Array> {
     async *[Symbol.asyncIterator]() {
       for (const chunk of chunks) yield encoder.encode(chunk)
     },
-  }
-}
-
-/** A minimal environ for toRequest, with overrides. */
-function environ(overrides: Partial<Environ> = {}): Environ {
-  return {
-    REQUEST_METHOD: 'GET',
-    SCRIPT_NAME: '',
-    PATH_INFO: '/',
-    QUERY_STRING: '',
-    SERVER_NAME: 'example.com',
-    SERVER_PORT: '80',
-    SERVER_PROTOCOL: 'HTTP/1.1',
-    'wsgi.url_scheme': 'http',
-    'wsgi.input': null,
-    ...overrides,
   }
 }
 
@@ -259,7 +244,7 @@ describe('toEnviron', () => {
 describe('toRequest', () => {
   it('builds the URL from the scheme, HTTP_HOST, path and query', () => {
     const request = toRequest(
-      environ({
+      makeEnviron({
         'wsgi.url_scheme': 'https',
         HTTP_HOST: 'example.com:8443',
         SCRIPT_NAME: '/api',
@@ -281,24 +266,24 @@ describe('toRequest', () => {
     'uses SERVER_NAME and SERVER_PORT without HTTP_HOST (%s %s %s)',
     (scheme, name, port, url) => {
       const request = toRequest(
-        environ({ 'wsgi.url_scheme': scheme, SERVER_NAME: name, SERVER_PORT: port }),
+        makeEnviron({ 'wsgi.url_scheme': scheme, SERVER_NAME: name, SERVER_PORT: port }),
       )
       expect(request.url).toBe(url)
     },
   )
 
   it('quotes a decoded path that has no raw path', () => {
-    const request = toRequest(environ({ SCRIPT_NAME: '/a b', PATH_INFO: '/ü/100%/x?' }))
+    const request = toRequest(makeEnviron({ SCRIPT_NAME: '/a b', PATH_INFO: '/ü/100%/x?' }))
     expect(new URL(request.url).pathname).toBe('/a%20b/%C3%BC/100%25/x%3F')
   })
 
   it('uses "/" when SCRIPT_NAME and PATH_INFO are empty', () => {
-    expect(toRequest(environ({ PATH_INFO: '' })).url).toBe('http://example.com/')
+    expect(toRequest(makeEnviron({ PATH_INFO: '' })).url).toBe('http://example.com/')
   })
 
   it('sends HTTP_* keys, CONTENT_TYPE and CONTENT_LENGTH as headers', () => {
     const request = toRequest(
-      environ({
+      makeEnviron({
         REQUEST_METHOD: 'POST',
         HTTP_X_CUSTOM_THING: 'v',
         HTTP_ACCEPT: 'a, b',
@@ -317,13 +302,13 @@ describe('toRequest', () => {
 
   it('streams an async-iterable wsgi.input as the body', async () => {
     const request = toRequest(
-      environ({ REQUEST_METHOD: 'POST', 'wsgi.input': chunked('he', 'll', 'o') }),
+      makeEnviron({ REQUEST_METHOD: 'POST', 'wsgi.input': chunked('he', 'll', 'o') }),
     )
     expect(await request.text()).toBe('hello')
   })
 
   it.each(['GET', 'HEAD'])('sends no body for %s even when wsgi.input is set', (method) => {
-    const request = toRequest(environ({ REQUEST_METHOD: method, 'wsgi.input': chunked('x') }))
+    const request = toRequest(makeEnviron({ REQUEST_METHOD: method, 'wsgi.input': chunked('x') }))
     expect(request.method).toBe(method)
     expect(request.body).toBeNull()
   })
@@ -331,7 +316,7 @@ describe('toRequest', () => {
   it('follows wsgiproxy.signal, or the signal option when given', () => {
     const fromEnviron = new AbortController()
     const fromOption = new AbortController()
-    const env = environ({ 'wsgiproxy.signal': fromEnviron.signal })
+    const env = makeEnviron({ 'wsgiproxy.signal': fromEnviron.signal })
     const first = toRequest(env)
     const second = toRequest(env, { signal: fromOption.signal })
     fromOption.abort()
@@ -346,14 +331,14 @@ describe('toRequest', () => {
     ['an invalid header value', { HTTP_X_A: 'a\r\nb' }],
     ['an invalid host', { HTTP_HOST: 'exa mple.com' }],
   ])('throws BAD_REQUEST for %s', (_, overrides) => {
-    const error = thrown(() => toRequest(environ(overrides)))
+    const error = thrown(() => toRequest(makeEnviron(overrides)))
     expect(error).toBeInstanceOf(WsgiProxyError)
     expect(error).toMatchObject({ code: 'BAD_REQUEST', status: 400 })
   })
 
   it('throws INVALID_OPTIONS naming signal when it is not an AbortSignal', () => {
     const options = { signal: 'abort' } as unknown as ToRequestOptions
-    const error = thrown(() => toRequest(environ(), options))
+    const error = thrown(() => toRequest(makeEnviron(), options))
     expect(error).toBeInstanceOf(WsgiProxyError)
     expect(error).toMatchObject({ code: 'INVALID_OPTIONS' })
     expect((error as Error).message).toContain('signal')
@@ -534,7 +519,7 @@ function roundTripRequest() {
 
 describe('environHeaders', () => {
   it('lists HTTP_* keys as lower-case names with "-", then content-type and content-length', () => {
-    const env = environ({
+    const env = makeEnviron({
       CONTENT_LENGTH: '2',
       HTTP_X_FORWARDED_FOR: '192.0.2.1',
       CONTENT_TYPE: 'application/json',
@@ -549,12 +534,12 @@ describe('environHeaders', () => {
   })
 
   it('skips HTTP_* keys that hold no string', () => {
-    const env = environ({ HTTP_X_A: undefined, HTTP_X_B: 'b' })
+    const env = makeEnviron({ HTTP_X_A: undefined, HTTP_X_B: 'b' })
     expect(environHeaders(env)).toEqual([['x-b', 'b']])
   })
 
   it('lists no header for an environ without header keys', () => {
-    expect(environHeaders(environ())).toEqual([])
+    expect(environHeaders(makeEnviron())).toEqual([])
   })
 })
 

@@ -14,22 +14,8 @@ import {
   MAX_PROTOCOL_HEADERS,
 } from './header-codec.ts'
 import type { Environ } from './types.ts'
-
-/** An environ with the required keys and the given extra ones. */
-function makeEnviron(extra: Record<string, unknown> = {}): Environ {
-  return {
-    REQUEST_METHOD: 'GET',
-    SCRIPT_NAME: '',
-    PATH_INFO: '/',
-    QUERY_STRING: '',
-    SERVER_NAME: 'example.com',
-    SERVER_PORT: '80',
-    SERVER_PROTOCOL: 'HTTP/1.1',
-    'wsgi.url_scheme': 'http',
-    'wsgi.input': null,
-    ...extra,
-  }
-}
+import { makeEnviron } from '../test/environ-fixture.ts'
+import { thrownProxyError } from '../test/errors.ts'
 
 /** The environ a receiver builds from header lines: `x-wsgiproxy-str-0` -> `HTTP_X_WSGIPROXY_STR_0`. */
 function receivedEnviron(lines: Array<[string, string]>): Environ {
@@ -56,14 +42,8 @@ function decodeError(
   extra: Record<string, unknown>,
   options?: Parameters<typeof decodeExtraKeys>[1],
 ): WsgiProxyError {
-  let caught: unknown
-  try {
-    decodeExtraKeys(makeEnviron(extra), options)
-  } catch (error) {
-    caught = error
-  }
-  expect(caught).toBeInstanceOf(WsgiProxyError)
-  return caught as WsgiProxyError
+  // `extra` may hold what no Environ allows (a non-string HTTP_* value), to test the rejection.
+  return thrownProxyError(() => decodeExtraKeys(makeEnviron(extra as Partial<Environ>), options))
 }
 
 // Well-formed strings only: a lone surrogate has no UTF-8 form, so it cannot round-trip.

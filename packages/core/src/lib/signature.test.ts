@@ -11,12 +11,8 @@ import {
   signBase,
   verifyBase,
 } from './signature.ts'
-
-// RFC 9421 Appendix B.1.5: the shared secret "test-shared-secret" (64 bytes).
-const RFC_SECRET = Uint8Array.from(
-  atob('uzvJfB4u3N0Jy4T7NZ75MDVcr8zSTInedJtkgcu46YW4XByzNJjxBdtjUkdJPBtbmHhIDi6pcl8jsasjlTMtDQ=='),
-  (c) => c.charCodeAt(0),
-)
+import { thrownProxyError } from '../test/errors.ts'
+import { fromBase64, RFC_SECRET } from '../test/rfc9421.ts'
 
 // RFC 9421 Appendix B.2: the test-request message.
 const TEST_REQUEST = {
@@ -91,21 +87,6 @@ function toBase64(bytes: Uint8Array): string {
   return btoa(String.fromCharCode(...bytes))
 }
 
-function fromBase64(text: string): Uint8Array {
-  return Uint8Array.from(atob(text), (c) => c.charCodeAt(0))
-}
-
-function baseError(run: () => unknown): WsgiProxyError {
-  let caught: unknown
-  try {
-    run()
-  } catch (error) {
-    caught = error
-  }
-  expect(caught).toBeInstanceOf(WsgiProxyError)
-  return caught as WsgiProxyError
-}
-
 describe('RFC 9421 Appendix B.2.5 (hmac-sha256)', () => {
   it('builds the signature base byte for byte from the test request', () => {
     expect(signatureBase(testRequestView(), B25_COMPONENTS, B25_PARAMETERS)).toBe(B25_BASE)
@@ -147,7 +128,7 @@ describe('RFC 9421 Appendix B.2.5 (hmac-sha256)', () => {
   })
 
   it('refuses to build the base when the covered Date field is missing', () => {
-    const error = baseError(() =>
+    const error = thrownProxyError(() =>
       signatureBase(
         testRequestView((h) => delete h.date),
         B25_COMPONENTS,
@@ -262,7 +243,7 @@ describe('signatureBase', () => {
 
   it('refuses non-ASCII, CR, LF and NUL in any component value (RFC 9421 §2.5 step 4)', () => {
     for (const value of ['caf\u00e9', 'a\r\n"@method": GET', 'a\nb', 'a\u0000b', '\u20ac']) {
-      const error = baseError(() => signatureBase(view({ 'x-a': value }), ['x-a'], []))
+      const error = thrownProxyError(() => signatureBase(view({ 'x-a': value }), ['x-a'], []))
       expect(error.code).toBe('INVALID_SIGNATURE_BASE')
       expect(error.status).toBe(400)
       expect(error.message).not.toContain(value)

@@ -16,11 +16,9 @@ import {
 import type { Signer, SignerOptions, Verifier, VerifierOptions, VerifyOutcome } from './signing.ts'
 import { createSigner, createVerifier, MAX_COVERED_COMPONENTS } from './signing.ts'
 import type { Environ, ReplayCheck, ReplayStore, SigningKey } from './types.ts'
+import { thrownProxyError } from '../test/errors.ts'
+import { RFC_SECRET } from '../test/rfc9421.ts'
 
-// RFC 9421 Appendix B.1.5: the shared secret "test-shared-secret" (64 bytes).
-const RFC_SECRET = fromBase64(
-  'uzvJfB4u3N0Jy4T7NZ75MDVcr8zSTInedJtkgcu46YW4XByzNJjxBdtjUkdJPBtbmHhIDi6pcl8jsasjlTMtDQ==',
-)
 const KEY: SigningKey = { id: 'test-shared-secret', secret: RFC_SECRET }
 const OTHER_KEY: SigningKey = { id: 'k-other', secret: new Uint8Array(32).fill(7) }
 // signing.md §4.8: created of the self-generated vector; tests run with a frozen clock.
@@ -154,23 +152,8 @@ function invalid(httpStatus: number, reason: string): Record<string, unknown> {
   return { status: 'invalid', httpStatus, reason }
 }
 
-function fromBase64(text: string): Uint8Array {
-  return Uint8Array.from(atob(text), (c) => c.charCodeAt(0))
-}
-
 function toBase64(bytes: Uint8Array): string {
   return Buffer.from(bytes).toString('base64')
-}
-
-function thrown(run: () => unknown): WsgiProxyError {
-  let caught: unknown
-  try {
-    run()
-  } catch (error) {
-    caught = error
-  }
-  expect(caught).toBeInstanceOf(WsgiProxyError)
-  return caught as WsgiProxyError
 }
 
 async function rejected(promise: Promise<unknown>): Promise<WsgiProxyError> {
@@ -472,7 +455,7 @@ describe('createSigner', () => {
         [{ id: 'k', secret: 'not bytes' }],
         () => [],
       ]) {
-        const error = thrown(() => createSigner({ keys: keys as SigningKey[] }))
+        const error = thrownProxyError(() => createSigner({ keys: keys as SigningKey[] }))
         expect(error.code).toBe('INVALID_OPTIONS')
         expect(error.expose).toBe(true)
         expect(() => createVerifier({ keys: keys as SigningKey[] })).toThrow(WsgiProxyError)

@@ -2,20 +2,11 @@ import * as fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
 import type { Environ } from '@wsgiproxy/core'
 import { environPath, quotePath, unquotePath } from '@wsgiproxy/core'
+import { makeEnviron } from '../test/environ-fixture.ts'
 
 /** An environ with only the path keys set (and the raw path when given). */
 function pathEnviron(scriptName: string, pathInfo: string, rawPath?: string): Environ {
-  const environ: Environ = {
-    REQUEST_METHOD: 'GET',
-    SCRIPT_NAME: scriptName,
-    PATH_INFO: pathInfo,
-    QUERY_STRING: '',
-    SERVER_NAME: 'example.com',
-    SERVER_PORT: '80',
-    SERVER_PROTOCOL: 'HTTP/1.1',
-    'wsgi.url_scheme': 'http',
-    'wsgi.input': null,
-  }
+  const environ = makeEnviron({ SCRIPT_NAME: scriptName, PATH_INFO: pathInfo })
   if (rawPath !== undefined) environ['wsgiproxy.raw_path'] = rawPath
   return environ
 }
