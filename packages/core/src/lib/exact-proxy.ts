@@ -1,60 +1,17 @@
-import * as z from 'zod'
 import { environHeaders, formatAuthority, isValidServer } from './environ.ts'
 import { WsgiProxyError } from './errors.ts'
-import { fetchTransport } from './fetch-transport.ts'
-import type { ForwardSettings } from './_forward.ts'
-import { failure, forward, logProxyError } from './_forward.ts'
+import type { ForwardOptions } from './forward-options.ts'
+import { forwardOptionsSchema, forwardSettings } from './forward-options.ts'
+import { failure, forward } from './_forward.ts'
 import { stripHopByHop } from './_hop-by-hop.ts'
-import { duration, fn, parseOptions } from './_options.ts'
-import type { EnvironApp, ProxyErrorHook, Transport } from './types.ts'
+import { parseOptions } from './_options.ts'
+import type { EnvironApp } from './types.ts'
 import { environPath } from './url-path.ts'
 
-/** Timeouts of a forwarded request, in milliseconds; `false` turns one off. */
-export interface ProxyTimeouts {
-  /**
-   * From sending the request until the response headers arrive (connecting included). A miss
-   * gives 504. Default 60000, as nginx's `proxy_read_timeout`.
-   */
-  headers?: number | false
-  /**
-   * The longest pause between two chunks of the response body. A miss ends the response early
-   * (its status is already sent). Default 60000; turn it off for long-lived streams.
-   */
-  body?: number | false
-}
+/** Options of {@link exactProxy}: see {@link ForwardOptions}. */
+export interface ExactProxyOptions extends ForwardOptions {}
 
-/** Options of {@link exactProxy}. */
-export interface ExactProxyOptions {
-  /** Sends the request. Default `fetchTransport()`; on Node, `undiciTransport()` sends any Host. */
-  transport?: Transport
-  /** Timeouts; see {@link ProxyTimeouts}. */
-  timeouts?: ProxyTimeouts
-  /**
-   * Show error messages (which may name internal addresses) in problem+json bodies. Default
-   * `false`: bodies carry a generic detail (DESIGN.md §8).
-   */
-  exposeErrors?: boolean
-  /** Called on every failure; may return the response to send. Default: log status ≥ 500. */
-  onError?: ProxyErrorHook
-}
-
-/** Default timeouts of the forwarding apps, in milliseconds. */
-export const DEFAULT_TIMEOUTS: { readonly headers: 60_000; readonly body: 60_000 } = {
-  headers: 60_000,
-  body: 60_000,
-} as const
-
-const timeoutsSchema = z.strictObject({
-  headers: duration.optional(),
-  body: duration.optional(),
-})
-
-const exactProxyOptions = z.strictObject({
-  transport: fn<Transport>().optional(),
-  timeouts: timeoutsSchema.optional(),
-  exposeErrors: z.boolean().optional(),
-  onError: fn<ProxyErrorHook>().optional(),
-})
+const exactProxyOptions = forwardOptionsSchema()
 
 /**
  * The exact proxy (WSGIProxy's `proxy_exact_request`): sends the request an environ describes to
@@ -72,13 +29,7 @@ const exactProxyOptions = z.strictObject({
  */
 export function exactProxy(options?: ExactProxyOptions): EnvironApp {
   const opts = parseOptions(exactProxyOptions, options, 'exactProxy')
-  const settings: ForwardSettings = {
-    transport: opts.transport ?? fetchTransport(),
-    headersTimeout: opts.timeouts?.headers ?? DEFAULT_TIMEOUTS.headers,
-    bodyTimeout: opts.timeouts?.body ?? DEFAULT_TIMEOUTS.body,
-    exposeErrors: opts.exposeErrors ?? false,
-    onError: opts.onError ?? logProxyError,
-  }
+  const settings = forwardSettings(opts)
   return (environ) => {
     const scheme = environ['wsgi.url_scheme'] as unknown
     if (scheme !== 'http' && scheme !== 'https') {

@@ -1,24 +1,22 @@
 import * as z from 'zod'
 import { environHeaders, environHost, formatAuthority, hasDotSegment } from './environ.ts'
 import { WsgiProxyError } from './errors.ts'
-import { DEFAULT_TIMEOUTS } from './exact-proxy.ts'
-import type { ProxyTimeouts } from './exact-proxy.ts'
-import { fetchTransport } from './fetch-transport.ts'
-import type { ForwardSettings } from './_forward.ts'
-import { failure, forward, logProxyError } from './_forward.ts'
+import type { ForwardOptions } from './forward-options.ts'
+import { forwardOptionsSchema, forwardSettings } from './forward-options.ts'
+import { failure, forward } from './_forward.ts'
 import type { PickleCodec } from './header-codec.ts'
 import { assertExtraKey, encodeExtraKeys } from './header-codec.ts'
 import { stripHopByHop } from './_hop-by-hop.ts'
 import { rewriteLocation } from './_location.ts'
-import { duration, fn, parseOptions } from './_options.ts'
+import { fn, parseOptions } from './_options.ts'
 import { isProtocolHeader, PROTOCOL_HEADERS, PROTOCOL_VERSION } from './protocol.ts'
-import type { AppResponse, Environ, EnvironApp, ProxyErrorHook, Transport } from './types.ts'
+import type { AppResponse, Environ, EnvironApp } from './types.ts'
 import type { Signer } from './signing.ts'
 import { MAX_COVERED_COMPONENTS } from './signing.ts'
 import { environPath } from './url-path.ts'
 
 /** Options of {@link createProxyApp}. */
-export interface ProxyAppOptions {
+export interface ProxyAppOptions extends ForwardOptions {
   /**
    * Where to forward: scheme, host, port, optional path and query
    * (`http://127.0.0.1:8080/myapp?some=querystring`). Required.
@@ -46,18 +44,10 @@ export interface ProxyAppOptions {
    * on the URL the transport connects to. Default: unsigned.
    */
   signer?: Signer
-  /** Sends the request. Default `fetchTransport()` (the proxy app sends the href's Host). */
-  transport?: Transport
-  /** Timeouts; see {@link ProxyTimeouts}. */
-  timeouts?: ProxyTimeouts
-  /** Show error messages (which may name internal addresses) in problem bodies. Default `false`. */
-  exposeErrors?: boolean
-  /** Called on every failure; may return the response to send. Default: log status ≥ 500. */
-  onError?: ProxyErrorHook
 }
 
 const keyList = z.array(z.string()).optional()
-const proxyAppOptions = z.strictObject({
+const proxyAppOptions = forwardOptionsSchema({
   href: z.union([z.string(), z.instanceof(URL)]),
   stringKeys: keyList,
   unicodeKeys: keyList,
@@ -74,10 +64,6 @@ const proxyAppOptions = z.strictObject({
     )
     .optional(),
   rewriteLocation: z.boolean().optional(),
-  transport: fn<Transport>().optional(),
-  timeouts: z.strictObject({ headers: duration.optional(), body: duration.optional() }).optional(),
-  exposeErrors: z.boolean().optional(),
-  onError: fn<ProxyErrorHook>().optional(),
 })
 
 /**
@@ -117,13 +103,7 @@ export function createProxyApp(options: ProxyAppOptions): EnvironApp {
   const pickleCodec = opts.pickleCodec
   const hasExtraKeys =
     keys.str.length + keys.unicode.length + keys.json.length + keys.pickle.length > 0
-  const settings: ForwardSettings = {
-    transport: opts.transport ?? fetchTransport(),
-    headersTimeout: opts.timeouts?.headers ?? DEFAULT_TIMEOUTS.headers,
-    bodyTimeout: opts.timeouts?.body ?? DEFAULT_TIMEOUTS.body,
-    exposeErrors: opts.exposeErrors ?? false,
-    onError: opts.onError ?? logProxyError,
-  }
+  const settings = forwardSettings(opts)
   const emitForwarded = opts.forwarded ?? false
   const signer = opts.signer
   const extraCount = keys.str.length + keys.unicode.length + keys.json.length + keys.pickle.length
