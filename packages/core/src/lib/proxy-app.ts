@@ -1,5 +1,5 @@
 import * as z from 'zod'
-import { environHeaders, environHost, formatAuthority, hasDotSegment } from './environ.ts'
+import { environHeaders, environHost, hasDotSegment } from './environ.ts'
 import { WsgiProxyError } from './errors.ts'
 import type { ForwardOptions } from './forward-options.ts'
 import { forwardOptionsSchema, forwardSettings } from './forward-options.ts'
@@ -203,13 +203,10 @@ function parseHref(value: string | URL): Href {
       expose: true,
     })
   }
-  const scheme = url.protocol.slice(0, -1)
-  const port = url.port || (scheme === 'https' ? '443' : '80')
-  // Like the original, the Host sent to the backend always names the port.
-  const host = formatAuthority(url.hostname.replace(/^\[|\]$/g, ''), port, '')
   return {
     origin: url.origin,
-    host,
+    // The URL's authority, as the transport connects and the signer signs `@authority`.
+    host: url.host,
     path: url.pathname.replace(/\/+$/, ''),
     query: url.search.slice(1),
   }

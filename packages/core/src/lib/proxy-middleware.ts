@@ -22,7 +22,11 @@ export interface ProxyMiddlewareOptions {
   verifier?: Verifier
   /** With both `verifier` and `trustIps`: require both (`all`, the default) or either (`any`). */
   mode?: 'all' | 'any'
-  /** Refuse requests without a `wsgiproxy` signature with 401 instead of treating them as untrusted. Default `false`. */
+  /**
+   * Refuse with 401 every request that is not trusted (no valid `wsgiproxy` signature, or with
+   * `trustIps` in mode `all` a peer outside them) instead of serving it untrusted. Needs
+   * `verifier`. Default `false`.
+   */
   requireSignature?: boolean
   /**
    * Peers whose protocol headers are believed: addresses, CIDR ranges (IPv4, IPv6, IPv4-mapped)
@@ -115,6 +119,9 @@ export function proxyMiddleware(app: EnvironApp, options?: ProxyMiddlewareOption
 
   const { verifier, onReject } = opts
   const requireSignature = opts.requireSignature ?? false
+  if (requireSignature && verifier === undefined) {
+    throw invalid('proxyMiddleware.requireSignature needs proxyMiddleware.verifier')
+  }
   const mode = opts.mode ?? 'all'
 
   const refuse = (error: WsgiProxyError, environ: Environ): AppResponse => {
@@ -157,6 +164,15 @@ export function proxyMiddleware(app: EnvironApp, options?: ProxyMiddlewareOption
             ? signed !== undefined || ipTrusted
             : signed !== undefined && ipTrusted
 
+    if (requireSignature && !trusted) {
+      // Signed but from a peer outside trustIps (mode 'all'): required trust is missing.
+      const error = new SignatureRejectedError(
+        401,
+        'malformed',
+        'the signed request is not trusted',
+      )
+      return refuse(error, environ)
+    }
     const restored: Environ = { ...environ }
     for (const key in restored) if (isProtocolEnvironKey(key)) delete restored[key]
     // The verifier read the body to check its digest: the app gets the buffered bytes.

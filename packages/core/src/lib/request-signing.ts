@@ -1,4 +1,5 @@
 import { toEnviron } from './environ.ts'
+import { toReadableStream } from './_streams.ts'
 import type { Signer, Verifier, VerifyOutcome } from './signing.ts'
 import type { Environ } from './types.ts'
 
@@ -25,9 +26,9 @@ export async function signRequest(request: Request, signer: Signer): Promise<Req
     signal: request.signal,
   }
   if (signed.body !== null && request.method !== 'GET' && request.method !== 'HEAD') {
-    const chunks: Uint8Array[] = []
-    for await (const chunk of signed.body) chunks.push(chunk)
-    init.body = new Blob(chunks as BlobPart[])
+    init.body = toReadableStream(signed.body)
+    // https://fetch.spec.whatwg.org/#dom-requestinit-duplex: required for a streamed body.
+    init.duplex = 'half'
   }
   return new Request(url, init)
 }

@@ -423,3 +423,55 @@ describe('createProxyApp with a signer', () => {
     ).not.toThrow()
   })
 })
+
+describe('signed forwarding hardening', () => {
+  it('refuses a Content-Type added on the way when body digests are on', async () => {
+    const front = recordingFront({ bodyDigest: true })
+    // Bytes get no Content-Type, so the front signs none.
+    const body = new TextEncoder().encode('a=1')
+    await clientRequest(front.app, '/front/upload', { method: 'POST', body })
+    expect(front.sent[0]?.headers.some(([n]) => n === 'content-type')).toBe(false)
+    const b = backend({ verifier: createVerifier({ keys: [NEW], bodyDigest: true }) })
+    const result = await b.call(
+      await received(front.sent[0], (h) => [
+        ...h,
+        ['content-type', 'application/x-www-form-urlencoded'],
+      ]),
+    )
+    expect(result.status).toBe(401)
+    expect((b.rejected[0] as SignatureRejectedError).reason).toBe('coverage')
+  })
+
+  it('sends the Host it signs, so a Host-preserving transport verifies too', async () => {
+    const sent: OutboundRequest[] = []
+    const app = createProxyApp({
+      href: 'https://backend.internal/',
+      signer: createSigner({ keys: [NEW] }),
+      transport: async (outbound) => {
+        sent.push(outbound)
+        return { status: 200, headers: [], body: null }
+      },
+    })
+    await clientRequest(app, '/front/x')
+    const host = sent[0]?.headers.find(([n]) => n === 'host')?.[1]
+    expect(host).toBe(sent[0]?.url.host)
+    // The backend behind TLS termination sees plain http and the Host as sent.
+    const environ = await received(sent[0], (h) => h, '10.0.0.5', `http://${host}/x`)
+    expect((await backend().call(environ)).status).toBe(200)
+  })
+
+  it('refuses requireSignature without a verifier at construction', () => {
+    expect(() =>
+      proxyMiddleware(() => ({ status: 200, headers: [], body: null }), { requireSignature: true }),
+    ).toThrow(/requireSignature needs proxyMiddleware\.verifier/)
+  })
+
+  it('answers 401 to a signed request from outside trustIps when the signature is required', async () => {
+    const front = recordingFront()
+    await clientRequest(front.app)
+    const b = backend({ trustIps: ['127.0.0.1'], requireSignature: true })
+    const result = await b.call(await received(front.sent[0]))
+    expect(result.status).toBe(401)
+    expect(b.calls).toBe(0)
+  })
+})

@@ -920,7 +920,7 @@ describe('createVerifier', () => {
       expect(await v.verify(environ)).toMatchObject(invalid(401, 'replay'))
     })
 
-    it('records keyid + NUL + nonce for maxAge + 2 x skew', async () => {
+    it('records keyid + NUL + nonce until the signature can no longer pass the time checks', async () => {
       const calls: Array<[string, number]> = []
       const store: ReplayStore = {
         async checkAndSet(key, ttlMs) {
@@ -932,7 +932,17 @@ describe('createVerifier', () => {
       expect(
         (await verifier({ replayStore: store, clockSkew: 10_000 }).verify(environ)).status,
       ).toBe('valid')
-      expect(calls).toEqual([['test-shared-secret\u0000dGVzdC1ub25jZS0wMDAx', 80_000]])
+      // Verified at `created`: acceptable through created + maxAge + skew = +70 s, so kept 71 s.
+      expect(calls).toEqual([['test-shared-secret\u0000dGVzdC1ub25jZS0wMDAx', 71_000]])
+    })
+
+    it('refuses a replay at the very end of the window when the verifier clock lags', async () => {
+      let now = (T - 30) * 1000
+      const v = createVerifier({ keys: [KEY], clock: () => now })
+      const environ = await signedEnviron(signer(), basicRequest())
+      expect((await v.verify(environ)).status).toBe('valid')
+      now = (T + 90) * 1000 + 500
+      expect((await v.verify(environ)).status).toBe('invalid')
     })
 
     it('uses a MemoryReplayStore by default', async () => {

@@ -366,7 +366,6 @@ export function createVerifier(options: VerifierOptions): Verifier {
   const skew = opts.clockSkew ?? DEFAULT_CLOCK_SKEW
   const maxAgeSeconds = maxAge / 1000
   const skewSeconds = skew / 1000
-  const replayTtl = maxAge + 2 * skew
   const clock = opts.clock ?? Date.now
   const store = opts.replayStore ?? new MemoryReplayStore({ clock })
   const maxBodyBytes = digestCap(opts.bodyDigest)
@@ -521,6 +520,18 @@ export function createVerifier(options: VerifierOptions): Verifier {
         'a body digest is required but the signature does not cover content-digest',
       )
     }
+    // RFC 9530 §6.3: a digest protects the bytes, not how they are read; with digests on, the
+    // content headers present must be signed too.
+    if (maxBodyBytes !== undefined) {
+      for (const [name, value] of [
+        ['content-type', environ.CONTENT_TYPE],
+        ['content-encoding', environ.HTTP_CONTENT_ENCODING],
+      ] as const) {
+        if (value !== undefined && !covered.has(name)) {
+          return reject(401, 'coverage', `the signature does not cover the ${name} the request has`)
+        }
+      }
+    }
 
     // 6. Time window, in seconds, bounds inclusive (signing.md §2.4 step 6).
     const now = Math.floor(clock() / 1000)
@@ -559,7 +570,11 @@ export function createVerifier(options: VerifierOptions): Verifier {
       )
     }
 
-    // 9. Replay, only after the MAC verified so forged requests cannot burn or fill nonces.
+    // 9. Replay, only after the MAC verified so forged requests cannot burn or fill nonces. The
+    // nonce is kept until the last instant the time checks would still accept the signature
+    // (at most maxAge + 2 x skew), so a replay can never outlive its nonce.
+    const lastAccepted = Math.floor(Math.min(created + maxAgeSeconds, expires) + skewSeconds)
+    const replayTtl = Math.max(1, (lastAccepted + 1) * 1000 - clock())
     let check: ReplayCheck
     try {
       check = await store.checkAndSet(`${keyid}\u0000${nonce}`, replayTtl)

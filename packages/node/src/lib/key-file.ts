@@ -9,9 +9,10 @@ import type { SigningKey } from '@wsgiproxy/core'
 /** Options of {@link loadKeyFile} and {@link watchKeyFile}. */
 export interface LoadKeyFileOptions {
   /**
-   * Accept a key file that group or others may access (`mode & 0o077`). Default `false`: such a
-   * file is refused with a message saying to run `chmod 600`, since anyone who can read the key
-   * can forge trusted requests. Not checked on Windows, where POSIX modes mean nothing.
+   * Accept a key file that group or others may access (`mode & 0o077`), or that another user
+   * (not root) owns. Default `false`: such a file is refused with a message saying to run
+   * `chmod 600` / `chown`, since anyone who can read or rewrite the key can forge trusted
+   * requests. Not checked on Windows, where POSIX modes mean nothing.
    */
   allowInsecurePermissions?: boolean
   /**
@@ -331,6 +332,15 @@ async function readKeyFileBytes(path: string, allowInsecure: boolean): Promise<U
         path,
         `group or others may access it (mode ${mode}); run \`chmod 600 ${path}\` ` +
           '(or pass allowInsecurePermissions: true)',
+      )
+    }
+    // As OpenSSH's StrictModes: a key file another user owns could be rewritten by them.
+    const uid = process.getuid?.()
+    if (uid !== undefined && info.uid !== uid && info.uid !== 0 && !allowInsecure) {
+      throw fileError(
+        path,
+        `it is owned by uid ${info.uid}, not by this process (uid ${uid}) or root; ` +
+          `run \`chown ${uid} ${path}\` (or pass allowInsecurePermissions: true)`,
       )
     }
     if (info.size > MAX_KEY_FILE_BYTES) {

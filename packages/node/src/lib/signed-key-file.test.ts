@@ -104,3 +104,14 @@ describe('a front and a backend sharing a key file', () => {
     await expect(loadKeyFile(path)).rejects.toThrow(/chmod 600/)
   })
 })
+
+describe('key file ownership', () => {
+  it('refuses a key file another user owns, unless told otherwise', async () => {
+    const path = await keyFile([FIRST])
+    const { chown } = await import('node:fs/promises')
+    // The tests run as root (as CI does), so the file can be given to "nobody".
+    await chown(path, 65534, 65534)
+    await expect(loadKeyFile(path)).rejects.toThrow(/owned by uid 65534/)
+    await expect(loadKeyFile(path, { allowInsecurePermissions: true })).resolves.toHaveLength(1)
+  })
+})
