@@ -17,6 +17,7 @@ export {
   toEnviron,
   toRequest,
 } from './lib/environ.ts'
+export { environFromParts, type EnvironParts } from './lib/environ.ts'
 export { environPath, quotePath, unquotePath } from './lib/url-path.ts'
 export { fromResponse, toResponse } from './lib/response.ts'
 export type { FetchHandler, ToFetchHandlerOptions } from './lib/fetch-handler.ts'

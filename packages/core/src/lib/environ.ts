@@ -81,8 +81,78 @@ export function parseToEnvironOptions(options: ToEnvironOptions | undefined): To
 
 /** {@link toEnviron} with options already validated (the per-request path of adapters). */
 export function buildEnviron(request: Request, opts: ToEnvironOptions): Environ {
-  const url = new URL(request.url)
-  const scheme = url.protocol === 'https:' ? 'https' : 'http'
+  const parts: EnvironParts = {
+    method: request.method,
+    target: request.url,
+    headers: request.headers,
+    scheme: request.url.startsWith('https:') ? 'https' : 'http',
+    input: request.body,
+    signal: opts.signal ?? request.signal,
+  }
+  if (opts.remoteAddr !== undefined) parts.remoteAddr = opts.remoteAddr
+  return partsToEnviron(parts, opts)
+}
+
+/** A request as a server parsed it, for {@link environFromParts}. */
+export interface EnvironParts {
+  /** The request method, as received (`GET`, `POST`, ...). */
+  method: string
+  /**
+   * The request target as received: origin-form (`/p?q`) or absolute-form (`http://h/p?q`).
+   * It is parsed as a WHATWG URL, exactly as a Fetch `Request` URL is, so dot segments and `\`
+   * are handled alike on every path.
+   */
+  target: string
+  /** Header lines; names in any case, repeats as separate lines (or already joined). */
+  headers: Iterable<readonly [string, string]>
+  /** The scheme the client used. */
+  scheme: 'http' | 'https'
+  /** The request body, or `null` when the request has none. */
+  input: AsyncIterable<Uint8Array> | null
+  /** Aborts when the client goes away. */
+  signal: AbortSignal
+  /** The client address for `REMOTE_ADDR`. Default: unset. */
+  remoteAddr?: string
+}
+
+const checkedOptions = new WeakSet<ToEnvironOptions>()
+
+/**
+ * Builds an environ from a request a server already parsed (the `node:http` fast path), with the
+ * same validation and mapping as {@link toEnviron}. `remoteAddr` and `signal` come from `parts`;
+ * `options` gives the mount prefix and the header cap, and is validated the first time it is seen
+ * (pass the same object for every request).
+ *
+ * @param parts - method, request target, header lines, scheme, body, signal, client address
+ * @param options - mount prefix and header cap
+ * @returns the environ
+ * @throws WsgiProxyError as {@link toEnviron}; also `BAD_REQUEST` when the target is not a valid
+ *   URL or there is no Host to be found
+ * @example
+ * const environ = environFromParts(
+ *   { method: 'GET', target: '/api/x?y=1', headers: [['Host', 'example.com']], scheme: 'http',
+ *     input: null, signal: AbortSignal.timeout(30_000) },
+ *   { scriptName: '/api' },
+ * )
+ */
+export function environFromParts(parts: EnvironParts, options: ToEnvironOptions = {}): Environ {
+  if (!checkedOptions.has(options)) {
+    parseToEnvironOptions(options)
+    checkedOptions.add(options)
+  }
+  return partsToEnviron(parts, options)
+}
+
+function partsToEnviron(parts: EnvironParts, opts: ToEnvironOptions): Environ {
+  const { target, scheme } = parts
+  // Origin-form is appended to an authority rather than resolved against one, so `//x/y` stays a
+  // path (as in the URL a Fetch adapter builds), never a network-path reference.
+  const url = URL.parse(target.startsWith('/') ? `${scheme}://placeholder${target}` : target)
+  if (url === null) {
+    throw new WsgiProxyError('BAD_REQUEST', 'the request target is not a valid URL', {
+      expose: true,
+    })
+  }
   const rawPath = url.pathname
   const path = unquotePath(rawPath)
   if (path !== rawPath && hasDotSegment(path)) {
@@ -98,42 +168,50 @@ export function buildEnviron(request: Request, opts: ToEnvironOptions): Environ 
       { expose: true },
     )
   }
-  const host = request.headers.get('host') ?? url.host
+  const environ: Environ = {
+    REQUEST_METHOD: parts.method,
+    SCRIPT_NAME: scriptName,
+    PATH_INFO: path.slice(scriptName.length),
+    QUERY_STRING: url.search.slice(1),
+    SERVER_NAME: '',
+    SERVER_PORT: '',
+    SERVER_PROTOCOL: 'HTTP/1.1',
+    'wsgi.url_scheme': scheme,
+    'wsgi.input': parts.input,
+    'wsgiproxy.raw_path': rawPath,
+    'wsgiproxy.signal': parts.signal,
+  }
+  if (parts.remoteAddr !== undefined) environ.REMOTE_ADDR = parts.remoteAddr
+  // Every line is read before any check, so the checks answer in the same order however many
+  // lines there are.
+  let count = 0
+  for (const [rawName, value] of parts.headers) {
+    count++
+    const name = rawName.toLowerCase()
+    // Names with "_" would collide with "-" names once mapped; nginx and Apache drop them too.
+    if (name.includes('_')) continue
+    const key = environKey(name)
+    const previous = environ[key]
+    environ[key] = typeof previous === 'string' ? `${previous}, ${value}` : value
+  }
+  // The Host header wins over an absolute-form authority, as it does in the URL Fetch adapters
+  // build; without either, the empty host is refused below.
+  const host = environ.HTTP_HOST ?? (target.startsWith('/') ? '' : url.host)
   const [serverName, serverPort] = parseHost(host, scheme)
   if (!isValidHost(host) || !isValidPort(serverPort)) {
     throw new WsgiProxyError('BAD_REQUEST', 'the Host header is not a valid host[:port]', {
       expose: true,
     })
   }
-  const environ: Environ = {
-    REQUEST_METHOD: request.method,
-    SCRIPT_NAME: scriptName,
-    PATH_INFO: path.slice(scriptName.length),
-    QUERY_STRING: url.search.slice(1),
-    SERVER_NAME: serverName,
-    SERVER_PORT: serverPort,
-    SERVER_PROTOCOL: 'HTTP/1.1',
-    'wsgi.url_scheme': scheme,
-    'wsgi.input': request.body,
-    'wsgiproxy.raw_path': rawPath,
-    'wsgiproxy.signal': opts.signal ?? request.signal,
-  }
-  if (opts.remoteAddr !== undefined) environ.REMOTE_ADDR = opts.remoteAddr
+  environ.SERVER_NAME = serverName
+  environ.SERVER_PORT = serverPort
   const maxHeaders = opts.maxHeaders ?? DEFAULT_MAX_HEADERS
-  let count = 0
-  for (const [name, value] of request.headers) {
-    if (++count > maxHeaders) {
-      throw new WsgiProxyError(
-        'TOO_MANY_HEADERS',
-        `the request has more than ${maxHeaders} header fields`,
-        { expose: true },
-      )
-    }
-    // Names with "_" would collide with "-" names once mapped; nginx and Apache drop them too.
-    if (name.includes('_')) continue
-    const key = environKey(name)
-    const previous = environ[key]
-    environ[key] = typeof previous === 'string' ? `${previous}, ${value}` : value
+  if (count > maxHeaders) {
+    throw new WsgiProxyError(
+      'TOO_MANY_HEADERS',
+      `the request has more than ${maxHeaders} header fields`,
+      { expose: true },
+    )
   }
   return environ
 }

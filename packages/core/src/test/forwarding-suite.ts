@@ -86,7 +86,10 @@ export function describeForwarding(label: string, startProxy: StartProxy): void 
         body: ['one,', 'two,', 'three'],
       })
       expect(res.status).toBe(200)
-      expect(seen).toEqual({ length: undefined, body: 'one,two,three' })
+      expect(seen['body']).toBe('one,two,three')
+      // An intermediary may re-frame: chunked again, or a Content-Length that is exactly right
+      // (undici measures a body that has fully arrived before it sends).
+      expect([undefined, '13']).toContain(seen['length'])
     })
 
     it('answers Expect: 100-continue and does not forward Expect', async () => {

@@ -15,6 +15,12 @@ export interface Running {
 
 const running = new Set<Running>()
 
+/** Registers a server started elsewhere so `closeAll` closes it too. */
+export function register(handle: Running): Running {
+  running.add(handle)
+  return handle
+}
+
 /** Closes every server the helpers started (call in afterEach). */
 export async function closeAll(): Promise<void> {
   const all = [...running]

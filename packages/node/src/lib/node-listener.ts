@@ -1,0 +1,313 @@
+import { STATUS_CODES } from 'node:http'
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import { environFromParts, errorResponse, problemResponse, WsgiProxyError } from '@wsgiproxy/core'
+import type { AppResponse, EnvironApp, ToEnvironOptions } from '@wsgiproxy/core'
+
+/** Options of {@link toNodeListener}. */
+export interface NodeListenerOptions {
+  /** The mount prefix that becomes `SCRIPT_NAME`. Default `''`. */
+  scriptName?: string
+  /**
+   * Header lines accepted per request (repeats count one each); more gives 431. Default 100, as
+   * Apache httpd's `LimitRequestFields`.
+   */
+  maxHeaders?: number
+  /** Show error messages in problem bodies (development only: they may name internal addresses). Default `false`. */
+  exposeErrors?: boolean
+  /**
+   * Called when the app throws or the request cannot be turned into an environ. Return a response
+   * to send instead of the default problem response. If it throws, a fixed 500 is sent.
+   * Default: log errors with status ≥ 500 to `console.error`.
+   */
+  onError?: (
+    error: unknown,
+    req: IncomingMessage,
+  ) => AppResponse | void | Promise<AppResponse | void>
+}
+
+// Responses that never carry a body (RFC 9110 §15.3.5, §15.4.5).
+const NO_BODY_STATUS: ReadonlySet<number> = new Set([204, 304])
+
+const FIXED_500_TEXT = new TextEncoder().encode('Internal Server Error')
+const FIXED_500: Readonly<AppResponse> = {
+  status: 500,
+  headers: [
+    ['content-type', 'text/plain; charset=utf-8'],
+    ['content-length', String(FIXED_500_TEXT.byteLength)],
+  ],
+  // A new iterator per response: the record is shared.
+  body: {
+    async *[Symbol.asyncIterator]() {
+      yield FIXED_500_TEXT
+    },
+  },
+}
+
+/**
+ * Serves an {@link EnvironApp} on `node:http` with no `Request`/`Response` objects on the way: the
+ * environ is built straight from the `IncomingMessage` (with the same validation and mapping as
+ * `toEnviron`) and the `AppResponse` is written straight to the `ServerResponse`, with
+ * backpressure. The listener never throws: failures become problem+json responses.
+ *
+ * - `REMOTE_ADDR` is the socket's peer address; `wsgi.url_scheme` is `https` on a TLS socket.
+ * - `wsgi.input` is the `IncomingMessage` itself when the request has a body, else `null`.
+ * - `wsgiproxy.signal` aborts when the response closes before it finished (the client left).
+ * - Statuses 200–999 pass through; a 1xx final status or a head Node refuses becomes 502.
+ * - A body that fails mid-stream cuts the connection, so the client never sees a clean end.
+ *
+ * @param app - the environ app to serve
+ * @param options - mount prefix, header cap, error handling
+ * @returns a `request` listener for `http.createServer` or `https.createServer`
+ * @example
+ * import { createServer } from 'node:http'
+ * createServer(toNodeListener(exactProxy({ transport: undiciTransport() }))).listen(8080)
+ */
+export function toNodeListener(
+  app: EnvironApp,
+  options?: NodeListenerOptions,
+): (req: IncomingMessage, res: ServerResponse) => void {
+  const opts = checkOptions(options)
+  // One frozen object for every request: core validates it once, the first time it sees it.
+  const environOptions: ToEnvironOptions = Object.freeze({
+    ...(opts.scriptName === undefined ? {} : { scriptName: opts.scriptName }),
+    ...(opts.maxHeaders === undefined ? {} : { maxHeaders: opts.maxHeaders }),
+  })
+  const exposeErrors = opts.exposeErrors ?? false
+  const onError = opts.onError ?? logError
+
+  async function fail(error: unknown, req: IncomingMessage): Promise<AppResponse> {
+    try {
+      return (await onError(error, req)) ?? errorResponse(error, exposeErrors)
+    } catch {
+      return FIXED_500
+    }
+  }
+
+  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const controller = new AbortController()
+    res.once('close', () => {
+      if (!res.writableFinished) {
+        controller.abort(new WsgiProxyError('CLIENT_ABORTED', 'the client closed the connection'))
+      }
+    })
+    // A client that leaves mid-upload makes `req` fail with "aborted"; whoever reads the body
+    // sees that error, and nothing else may crash on it.
+    req.on('error', noop)
+    let response: AppResponse
+    try {
+      const environ = environFromParts(
+        {
+          method: req.method ?? 'GET',
+          target: req.url ?? '/',
+          headers: headerLines(req.rawHeaders),
+          scheme: (req.socket as { encrypted?: boolean }).encrypted === true ? 'https' : 'http',
+          input: hasBody(req) ? (req as AsyncIterable<Uint8Array>) : null,
+          signal: controller.signal,
+          ...(req.socket.remoteAddress === undefined
+            ? {}
+            : { remoteAddr: req.socket.remoteAddress }),
+        },
+        environOptions,
+      )
+      response = await app(environ)
+    } catch (error) {
+      response = await fail(error, req)
+    }
+    await writeResponse(req, res, response, controller.signal)
+  }
+
+  return (req, res) => {
+    handle(req, res).catch(() => {
+      // Not reached (writeResponse does not throw); a last guard so the process keeps serving.
+      res.destroy()
+    })
+  }
+}
+
+async function writeResponse(
+  req: IncomingMessage,
+  res: ServerResponse,
+  response: AppResponse,
+  signal: AbortSignal,
+): Promise<void> {
+  if (!isAppResponse(response)) {
+    response = problemResponse(500, 'the application did not answer a response record', 'APP_ERROR')
+  }
+  let { body } = response
+  const { status } = response
+  if (!Number.isInteger(status) || status < 200 || status > 999) {
+    release(body)
+    return writeResponse(
+      req,
+      res,
+      problemResponse(
+        502,
+        `the upstream answered with status ${status}, which cannot be sent as a final response`,
+        'UPSTREAM_INVALID_RESPONSE',
+      ),
+      signal,
+    )
+  }
+  if (!writeHead(res, response)) {
+    release(body)
+    return writeResponse(
+      req,
+      res,
+      problemResponse(502, 'the upstream sent an invalid header line', 'UPSTREAM_INVALID_RESPONSE'),
+      signal,
+    )
+  }
+  if (req.method === 'HEAD' || NO_BODY_STATUS.has(status) || signal.aborted) {
+    release(body)
+    body = null
+  }
+  if (body === null) {
+    res.end()
+    return
+  }
+  const aborted = new Promise<void>((resolve) => {
+    if (signal.aborted) resolve()
+    else signal.addEventListener('abort', () => resolve(), { once: true })
+  })
+  try {
+    const iterator = body[Symbol.asyncIterator]()
+    for (;;) {
+      const next = signal.aborted ? undefined : await Promise.race([iterator.next(), aborted])
+      if (next === undefined) {
+        // The client left: stop the source. Not awaited, since an async generator runs
+        // `return()` only once its pending `next()` settles.
+        Promise.resolve(iterator.return?.()).catch(noop)
+        return
+      }
+      if (next.done) break
+      if (next.value.byteLength > 0 && !res.write(next.value)) await drained(res, signal)
+    }
+  } catch {
+    // Headers are sent: the only honest signal left is a cut connection, never a clean end.
+    res.destroy()
+    return
+  }
+  res.end()
+}
+
+/** Writes the status line and headers; `false` when Node refuses them. */
+function writeHead(res: ServerResponse, response: AppResponse): boolean {
+  const { status, statusText } = response
+  const flat: string[] = []
+  for (const [name, value] of response.headers) flat.push(name, value)
+  // Always an explicit reason: a refused one stays in `res.statusMessage` otherwise.
+  const fallback = STATUS_CODES[status] ?? ''
+  for (const reason of statusText && statusText !== fallback
+    ? [statusText, fallback]
+    : [fallback]) {
+    try {
+      // A flat array keeps repeated names as separate lines (several Set-Cookie).
+      res.writeHead(status, reason, flat)
+      return true
+    } catch {
+      // An invalid reason phrase falls back to the standard one; anything else is refused.
+    }
+  }
+  return false
+}
+
+function drained(res: ServerResponse, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) {
+      resolve()
+      return
+    }
+    const done = (): void => {
+      res.off('drain', done)
+      res.off('close', done)
+      resolve()
+    }
+    res.on('drain', done)
+    res.on('close', done)
+  })
+}
+
+// RFC 9112 §6.3: a request has a body when it has Transfer-Encoding or a non-zero Content-Length.
+function hasBody(req: IncomingMessage): boolean {
+  const length = req.headers['content-length']
+  return req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0')
+}
+
+function headerLines(raw: string[]): Array<[string, string]> {
+  const lines: Array<[string, string]> = []
+  for (let i = 0; i + 1 < raw.length; i += 2) lines.push([raw[i] ?? '', raw[i + 1] ?? ''])
+  return lines
+}
+
+function release(body: AsyncIterable<Uint8Array> | null): void {
+  if (body === null) return
+  try {
+    Promise.resolve(body[Symbol.asyncIterator]().return?.()).catch(noop)
+  } catch {
+    // the body failed while being released: nothing left to release
+  }
+}
+
+function isAppResponse(value: unknown): value is AppResponse {
+  if (typeof value !== 'object' || value === null) return false
+  const record = value as Partial<AppResponse>
+  const body = record.body as unknown
+  return (
+    typeof record.status === 'number' &&
+    Array.isArray(record.headers) &&
+    (body === null ||
+      (typeof body === 'object' &&
+        typeof (body as AsyncIterable<Uint8Array>)[Symbol.asyncIterator] === 'function'))
+  )
+}
+
+function logError(error: unknown): void {
+  const status = (error as Partial<WsgiProxyError> | undefined)?.status ?? 500
+  if (status >= 500) console.error('wsgiproxy:', error)
+}
+
+function noop(): void {}
+
+function invalidOptions(message: string): WsgiProxyError {
+  return new WsgiProxyError('INVALID_OPTIONS', `invalid options: ${message}`, { expose: true })
+}
+
+const LISTENER_KEYS = ['scriptName', 'maxHeaders', 'exposeErrors', 'onError']
+
+// @wsgiproxy/node does not depend on zod, so the options are checked by hand, with the same
+// message shape as core's option errors.
+function checkOptions(options: unknown): NodeListenerOptions {
+  const what = 'toNodeListener'
+  if (options === undefined) return {}
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) {
+    throw invalidOptions(`${what}: expected an object`)
+  }
+  const record = options as Record<string, unknown>
+  for (const key of Object.keys(record)) {
+    if (!LISTENER_KEYS.includes(key)) throw invalidOptions(`${what}: unknown option "${key}"`)
+  }
+  const { scriptName, maxHeaders, exposeErrors, onError } = record
+  if (
+    scriptName !== undefined &&
+    (typeof scriptName !== 'string' || !/^(?:$|\/)/.test(scriptName))
+  ) {
+    throw invalidOptions(
+      `${what}.scriptName: expected "" or a path starting with "/" (got ${JSON.stringify(scriptName)})`,
+    )
+  }
+  if (
+    maxHeaders !== undefined &&
+    (typeof maxHeaders !== 'number' || !Number.isInteger(maxHeaders) || maxHeaders < 1)
+  ) {
+    throw invalidOptions(
+      `${what}.maxHeaders: expected a whole number ≥ 1 (got ${String(maxHeaders)})`,
+    )
+  }
+  if (exposeErrors !== undefined && typeof exposeErrors !== 'boolean') {
+    throw invalidOptions(`${what}.exposeErrors: expected a boolean (got ${typeof exposeErrors})`)
+  }
+  if (onError !== undefined && typeof onError !== 'function') {
+    throw invalidOptions(`${what}.onError: expected a function (got ${typeof onError})`)
+  }
+  return record as NodeListenerOptions
+}

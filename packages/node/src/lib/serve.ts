@@ -1,0 +1,107 @@
+import { createServer } from 'node:http'
+import type { Server } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { WsgiProxyError } from '@wsgiproxy/core'
+import type { EnvironApp } from '@wsgiproxy/core'
+import { toNodeListener } from './node-listener.ts'
+import type { NodeListenerOptions } from './node-listener.ts'
+
+/** Options of {@link serve}. */
+export interface ServeOptions extends NodeListenerOptions {
+  /** The port to listen on; `0` picks a free one. Default `0`. */
+  port?: number
+  /** The address to listen on. Default `127.0.0.1`: loopback only, so nothing is exposed by accident. */
+  hostname?: string
+  /**
+   * On `close()`, how long in-flight requests may run before their connections are cut, in
+   * milliseconds. Default `10_000`.
+   */
+  closeTimeout?: number
+}
+
+/** A running server from {@link serve}. */
+export interface Served {
+  /** The `node:http` server. */
+  server: Server
+  /** The port it listens on. */
+  port: number
+  /** `http://hostname:port`. */
+  url: string
+  /**
+   * Stops accepting connections, closes idle keep-alive connections at once, waits for in-flight
+   * requests to finish and cuts those still running after `closeTimeout`. Resolves once every
+   * connection is closed; calling it again gives the same promise.
+   */
+  close(): Promise<void>
+  /** The same as `close()`, for `await using`. */
+  [Symbol.asyncDispose](): Promise<void>
+}
+
+const MAX_TIMER_MS = 2_147_483_647
+
+/**
+ * Serves an {@link EnvironApp} on `node:http` through {@link toNodeListener}.
+ *
+ * @param app - the environ app to serve
+ * @param options - where to listen, how long to drain on close, and the listener's options
+ * @returns the running server once it listens
+ * @throws WsgiProxyError `INVALID_OPTIONS` for bad options; the `listen` error (`EADDRINUSE`, ...)
+ * @example
+ * await using served = await serve(exactProxy({ transport: undiciTransport() }), { port: 8080 })
+ * console.log(`listening on ${served.url}`)
+ */
+export async function serve(app: EnvironApp, options: ServeOptions = {}): Promise<Served> {
+  const { port = 0, hostname = '127.0.0.1', closeTimeout = 10_000, ...listenerOptions } = options
+  if (!Number.isInteger(port) || port < 0 || port > 65535) {
+    throw invalidOptions(`serve.port: expected 0–65535 (got ${String(port)})`)
+  }
+  if (typeof hostname !== 'string' || hostname === '') {
+    throw invalidOptions(
+      `serve.hostname: expected a host name or address (got ${String(hostname)})`,
+    )
+  }
+  if (!Number.isInteger(closeTimeout) || closeTimeout < 0 || closeTimeout > MAX_TIMER_MS) {
+    throw invalidOptions(
+      `serve.closeTimeout: expected whole milliseconds from 0 to ${MAX_TIMER_MS} (got ${String(closeTimeout)})`,
+    )
+  }
+  const server = createServer(toNodeListener(app, listenerOptions))
+  let closing: Promise<void> | undefined
+  // A connection that finishes its last request while the server closes is idle: close it then.
+  server.on('request', (_req, res) => {
+    res.once('close', () => {
+      if (closing) setImmediate(() => server.closeIdleConnections())
+    })
+  })
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject)
+    server.listen(port, hostname, () => {
+      server.off('error', reject)
+      resolve()
+    })
+  })
+  const bound = (server.address() as AddressInfo).port
+  const host = hostname.includes(':') ? `[${hostname}]` : hostname
+  const close = (): Promise<void> => {
+    closing ??= new Promise<void>((resolve) => {
+      const timer = setTimeout(() => server.closeAllConnections(), closeTimeout)
+      server.close(() => {
+        clearTimeout(timer)
+        resolve()
+      })
+      server.closeIdleConnections()
+    })
+    return closing
+  }
+  return {
+    server,
+    port: bound,
+    url: `http://${host}:${bound}`,
+    close,
+    [Symbol.asyncDispose]: close,
+  }
+}
+
+function invalidOptions(message: string): WsgiProxyError {
+  return new WsgiProxyError('INVALID_OPTIONS', `invalid options: ${message}`, { expose: true })
+}

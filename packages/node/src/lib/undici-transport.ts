@@ -1,0 +1,219 @@
+import { STATUS_CODES } from 'node:http'
+import type { Readable } from 'node:stream'
+import type { AppResponse, OutboundRequest, Transport } from '@wsgiproxy/core'
+import { WsgiProxyError } from '@wsgiproxy/core'
+import type { Dispatcher } from 'undici'
+import { Agent } from 'undici'
+
+/** Options of {@link undiciTransport}. */
+export interface UndiciTransportOptions {
+  /** Connect timeout in milliseconds; a miss gives 504 `UPSTREAM_CONNECT_TIMEOUT`. Default 10000. */
+  connectTimeout?: number
+  /** Send every request over this unix socket instead of TCP (the URL still gives Host and path). */
+  socketPath?: string
+  /**
+   * Idle keep-alive sockets are closed after this many milliseconds. Default 4000, below the
+   * 5 s keep-alive of a Node server, so a request is never sent on a socket the server is closing.
+   */
+  keepAliveTimeout?: number
+  /** The most sockets per upstream origin. Default: unlimited. */
+  connections?: number
+  /**
+   * Use this undici Dispatcher (`Agent`, `Pool`, ...) instead of an own `Agent`; the other options
+   * then do not apply and `close()` leaves it open.
+   */
+  dispatcher?: Dispatcher
+}
+
+/** A {@link Transport} with a pool of keep-alive sockets to close. */
+export interface UndiciTransport extends Transport {
+  /** Closes the pooled sockets, waiting for in-flight requests. */
+  close(): Promise<void>
+}
+
+const DEFAULT_CONNECT_TIMEOUT = 10_000
+const DEFAULT_KEEP_ALIVE_TIMEOUT = 4_000
+
+// Errors that mean nothing answered at the address (DNS, routing, no listener, no unix socket).
+const UNREACHABLE_CODES: ReadonlySet<string> = new Set([
+  'ECONNREFUSED',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'EADDRNOTAVAIL',
+  'ENOENT',
+  'EACCES',
+])
+
+/**
+ * A {@link Transport} on undici's keep-alive pool for Node: sends `Host` exactly as given (which
+ * runtime `fetch` cannot), passes bodies through without decoding them, streams both ways, never
+ * follows redirects, and can reach a unix-socket upstream. Headers and body-idle timeouts are the
+ * forwarding app's (through the signal); undici's own are turned off so errors keep one taxonomy.
+ *
+ * @param options - connect timeout, unix socket, keep-alive, or an own dispatcher
+ * @returns the transport, with `close()` for its pool
+ * @example
+ * const transport = undiciTransport({ connectTimeout: 2_000 })
+ * const app = exactProxy({ transport })
+ * // on shutdown
+ * await transport.close()
+ */
+export function undiciTransport(options: UndiciTransportOptions = {}): UndiciTransport {
+  validateOptions(options)
+  const own = options.dispatcher === undefined
+  const dispatcher = options.dispatcher ?? createAgent(options)
+  let closing: Promise<void> | undefined
+
+  const transport = async (outbound: OutboundRequest): Promise<AppResponse> => {
+    const { url, method, signal } = outbound
+    let response: Dispatcher.ResponseData
+    try {
+      response = await dispatcher.request({
+        origin: url.origin,
+        path: url.pathname + url.search,
+        method: method as Dispatcher.HttpMethod,
+        // A flat [name, value, ...] list keeps repeated headers and a Host that is not the
+        // connect address.
+        headers: outbound.headers.flat(),
+        // undici streams any async iterable and checks it against Content-Length.
+        body: outbound.body as Readable | null,
+        signal,
+        responseHeaders: 'raw',
+        // The forwarding app runs the headers and body-idle timers through `signal`.
+        headersTimeout: 0,
+        bodyTimeout: 0,
+      })
+    } catch (error) {
+      throw toProxyError(error, signal, url)
+    }
+    const { statusCode: status, body } = response
+    // With `responseHeaders: 'raw'` undici gives the flat raw list, typed as an object.
+    const raw = response.headers as unknown as string[]
+    const headers: Array<[string, string]> = []
+    for (let i = 0; i + 1 < raw.length; i += 2)
+      headers.push([raw[i] as string, raw[i + 1] as string])
+    const empty = method === 'HEAD' || status === 204 || status === 304
+    // Nothing will read the empty stream: discard it (undici has already pooled the socket).
+    if (empty) void body.dump().catch(() => {})
+    const result: AppResponse = { status, headers, body: empty ? null : body }
+    const statusText = response.statusText || STATUS_CODES[status]
+    if (statusText) result.statusText = statusText
+    return result
+  }
+
+  return Object.assign(transport, {
+    close(): Promise<void> {
+      if (!own) return Promise.resolve()
+      closing ??= dispatcher.close()
+      return closing
+    },
+  })
+}
+
+function createAgent(options: UndiciTransportOptions): Agent {
+  const keepAliveTimeout = options.keepAliveTimeout ?? DEFAULT_KEEP_ALIVE_TIMEOUT
+  const connect: { timeout: number; socketPath?: string } = {
+    timeout: options.connectTimeout ?? DEFAULT_CONNECT_TIMEOUT,
+  }
+  if (options.socketPath !== undefined) connect.socketPath = options.socketPath
+  return new Agent({
+    connect,
+    keepAliveTimeout,
+    // A server's `Keep-Alive: timeout=` hint may shorten the idle time, never lengthen it.
+    keepAliveMaxTimeout: keepAliveTimeout,
+    connections: options.connections ?? null,
+  })
+}
+
+function invalid(message: string): WsgiProxyError {
+  return new WsgiProxyError('INVALID_OPTIONS', `undiciTransport: ${message}`, { expose: true })
+}
+
+function validateOptions(options: UndiciTransportOptions): void {
+  if (typeof options !== 'object' || options === null) {
+    throw invalid(`options must be an object (got ${String(options)})`)
+  }
+  const known = ['connectTimeout', 'socketPath', 'keepAliveTimeout', 'connections', 'dispatcher']
+  for (const key of Object.keys(options)) {
+    if (!known.includes(key)) throw invalid(`unknown option ${JSON.stringify(key)}`)
+  }
+  const positive = (name: 'connectTimeout' | 'keepAliveTimeout' | 'connections'): void => {
+    const value = options[name]
+    if (value !== undefined && !(Number.isSafeInteger(value) && value > 0)) {
+      throw invalid(`${name} must be a positive integer (got ${JSON.stringify(value)})`)
+    }
+  }
+  positive('connectTimeout')
+  positive('keepAliveTimeout')
+  positive('connections')
+  const { socketPath, dispatcher } = options
+  if (socketPath !== undefined && (typeof socketPath !== 'string' || socketPath === '')) {
+    throw invalid(`socketPath must be a non-empty string (got ${JSON.stringify(socketPath)})`)
+  }
+  if (dispatcher !== undefined) {
+    if (typeof (dispatcher as { request?: unknown } | null)?.request !== 'function') {
+      throw invalid('dispatcher must be an undici Dispatcher (Agent, Pool, ...)')
+    }
+    const others = Object.keys(options).filter(
+      (key) => key !== 'dispatcher' && options[key as keyof UndiciTransportOptions] !== undefined,
+    )
+    if (others.length > 0) {
+      throw invalid(
+        `dispatcher cannot be combined with ${others.join(', ')} (configure the dispatcher instead)`,
+      )
+    }
+  }
+}
+
+function errorCode(error: unknown): string {
+  const code = (error as { code?: unknown } | null)?.code
+  if (typeof code === 'string') return code
+  const causeCode = (error as { cause?: { code?: unknown } } | null)?.cause?.code
+  return typeof causeCode === 'string' ? causeCode : ''
+}
+
+function toProxyError(error: unknown, signal: AbortSignal, url: URL): WsgiProxyError {
+  if (signal.aborted) {
+    return signal.reason instanceof WsgiProxyError
+      ? signal.reason
+      : new WsgiProxyError('CLIENT_ABORTED', 'the request was aborted', { cause: error })
+  }
+  if (error instanceof WsgiProxyError) return error
+  const code = errorCode(error)
+  const detail = error instanceof Error ? error.message : String(error)
+  const options = { cause: error }
+  if (code === 'UND_ERR_REQ_CONTENT_LENGTH_MISMATCH') {
+    return new WsgiProxyError('BAD_REQUEST', 'the request body does not match its Content-Length', {
+      ...options,
+      expose: true,
+    })
+  }
+  if (code === 'UND_ERR_INVALID_ARG') {
+    return new WsgiProxyError('BAD_REQUEST', `the request cannot be sent: ${detail}`, options)
+  }
+  if (code === 'UND_ERR_CONNECT_TIMEOUT') {
+    return new WsgiProxyError(
+      'UPSTREAM_CONNECT_TIMEOUT',
+      `connecting to ${url.origin} timed out`,
+      options,
+    )
+  }
+  if (UNREACHABLE_CODES.has(code)) {
+    return new WsgiProxyError(
+      'UPSTREAM_UNREACHABLE',
+      `cannot reach ${url.origin}: ${detail}`,
+      options,
+    )
+  }
+  // undici's HTTPParserError has an `HPE_*` code only for some llhttp errors.
+  if (code.startsWith('HPE_') || (error instanceof Error && error.name === 'HTTPParserError')) {
+    return new WsgiProxyError(
+      'UPSTREAM_INVALID_RESPONSE',
+      `${url.origin} sent an invalid response: ${detail}`,
+      options,
+    )
+  }
+  return new WsgiProxyError('UPSTREAM_RESET', `request to ${url.origin} failed: ${detail}`, options)
+}
