@@ -448,3 +448,67 @@ function endless(stuck: boolean, onReturn: () => void): AsyncIterable<Uint8Array
     },
   }
 }
+
+function framingApp(environ: Environ): AppResponse {
+  switch (environ.PATH_INFO) {
+    case '/te-then-bad':
+      return text(200, 'never', [
+        ['transfer-encoding', 'chunked'],
+        ['x-bad', 'a\u0100b'],
+      ])
+    case '/te-gzip':
+      return text(200, 'hello', [['transfer-encoding', 'gzip']])
+    case '/te-and-length':
+      return text(200, 'hello', [
+        ['transfer-encoding', 'chunked'],
+        ['content-length', '5'],
+      ])
+    case '/bad-entry':
+      return { status: 200, headers: [null] as unknown as Array<[string, string]>, body: null }
+    default:
+      return text(200, 'ok')
+  }
+}
+
+describe('toNodeListener response framing', () => {
+  it('answers a cleanly framed 502 when a header is invalid, and the connection stays usable', async () => {
+    const { port } = await listen(framingApp)
+    const raw = await sendRaw(port, [
+      'GET /te-then-bad HTTP/1.1\r\nhost: a\r\n\r\nGET /ok HTTP/1.1\r\nhost: a\r\n\r\n',
+    ])
+    const [first, second] = raw.split(/(?=HTTP\/1\.1 \d{3})/)
+    expect(first).toMatch(/^HTTP\/1\.1 502/)
+    expect(first?.toLowerCase()).not.toContain('transfer-encoding')
+    // The problem body follows the head directly, as its Content-Length says (no chunk sizes).
+    expect(first).toContain('\r\n\r\n{"type"')
+    expect(second).toMatch(/^HTTP\/1\.1 200/)
+    expect(second).toContain('\r\nok\r\n')
+  })
+
+  it('frames the body itself whatever Transfer-Encoding the app sets', async () => {
+    const { port } = await listen(framingApp)
+    for (const path of ['/te-gzip', '/te-and-length']) {
+      const raw = await sendRaw(port, [`GET ${path} HTTP/1.1\r\nhost: a\r\n\r\n`])
+      const head = raw.slice(0, raw.indexOf('\r\n\r\n')).toLowerCase()
+      expect(head).not.toContain('gzip')
+      expect(head.includes('transfer-encoding') && head.includes('content-length')).toBe(false)
+      expect(raw).toContain('hello')
+    }
+  })
+
+  it("cuts the connection when the body is longer than the app's Content-Length", async () => {
+    const { port } = await listen(() => text(200, 'hello', [['content-length', '2']]))
+    const raw = await sendRaw(port, [
+      'GET / HTTP/1.1\r\nhost: a\r\n\r\nGET / HTTP/1.1\r\nhost: a\r\n\r\n',
+    ])
+    // Node refuses the write before anything is sent: the connection is cut, never desynced.
+    expect(raw).not.toContain('llo')
+    expect((raw.match(/HTTP\/1\.1 200/g) ?? []).length).toBeLessThanOrEqual(1)
+  })
+
+  it('answers 502 to a malformed header entry instead of dropping the connection', async () => {
+    const { origin } = await listen(framingApp)
+    const res = await send(origin, { path: '/bad-entry' })
+    expect(res.status).toBe(502)
+  })
+})

@@ -1,4 +1,4 @@
-import { STATUS_CODES } from 'node:http'
+import { STATUS_CODES, validateHeaderName, validateHeaderValue } from 'node:http'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { environFromParts, errorResponse, problemResponse, WsgiProxyError } from '@wsgiproxy/core'
 import type { AppResponse, EnvironApp, ToEnvironOptions } from '@wsgiproxy/core'
@@ -148,7 +148,12 @@ async function writeResponse(
       signal,
     )
   }
-  if (!writeHead(res, response)) {
+  const head = writeHead(res, response)
+  if (head === 'destroyed') {
+    release(body)
+    return
+  }
+  if (!head) {
     release(body)
     return writeResponse(
       req,
@@ -161,18 +166,27 @@ async function writeResponse(
     release(body)
     body = null
   }
+  // A body longer or shorter than the app's Content-Length throws instead of desyncing the
+  // connection (https://nodejs.org/api/http.html#responsestrictcontentlength).
+  res.strictContentLength = true
   if (body === null) {
-    res.end()
+    endOrDestroy(res)
     return
   }
-  const aborted = new Promise<void>((resolve) => {
-    if (signal.aborted) resolve()
-    else signal.addEventListener('abort', () => resolve(), { once: true })
-  })
+  // One abort callback, re-pointed at each pending read: racing every read against one
+  // long-lived promise would keep a reaction per chunk alive until the response ends.
+  let wake: (() => void) | undefined
+  const onAbort = (): void => wake?.()
+  signal.addEventListener('abort', onAbort, { once: true })
+  const iterator = body[Symbol.asyncIterator]()
   try {
-    const iterator = body[Symbol.asyncIterator]()
     for (;;) {
-      const next = signal.aborted ? undefined : await Promise.race([iterator.next(), aborted])
+      const next = signal.aborted
+        ? undefined
+        : await new Promise<IteratorResult<Uint8Array> | undefined>((resolve, reject) => {
+            wake = () => resolve(undefined)
+            iterator.next().then(resolve, reject)
+          })
       if (next === undefined) {
         // The client left: stop the source. Not awaited, since an async generator runs
         // `return()` only once its pending `next()` settles.
@@ -184,31 +198,64 @@ async function writeResponse(
     }
   } catch {
     // Headers are sent: the only honest signal left is a cut connection, never a clean end.
+    Promise.resolve(iterator.return?.()).catch(noop)
     res.destroy()
     return
+  } finally {
+    wake = undefined
+    signal.removeEventListener('abort', onAbort)
   }
-  res.end()
+  endOrDestroy(res)
 }
 
-/** Writes the status line and headers; `false` when Node refuses them. */
-function writeHead(res: ServerResponse, response: AppResponse): boolean {
+function endOrDestroy(res: ServerResponse): void {
+  try {
+    res.end()
+  } catch {
+    // A body shorter than its Content-Length (strictContentLength): cut, never a clean end.
+    res.destroy()
+  }
+}
+
+// RFC 9112 §4: reason-phrase = 1*( HTAB / SP / VCHAR / obs-text )
+const REASON_PHRASE = /^[\t\x20-\x7e\x80-\xff]+$/
+
+/**
+ * Writes the status line and headers; `false` when a header line is invalid, checked before
+ * anything is written, because Node applies framing headers as it goes and a failed `writeHead`
+ * would leave a half-framed response behind.
+ */
+function writeHead(res: ServerResponse, response: AppResponse): boolean | 'destroyed' {
   const { status, statusText } = response
   const flat: string[] = []
-  for (const [name, value] of response.headers) flat.push(name, value)
-  // Always an explicit reason: a refused one stays in `res.statusMessage` otherwise.
-  const fallback = STATUS_CODES[status] ?? ''
-  for (const reason of statusText && statusText !== fallback
-    ? [statusText, fallback]
-    : [fallback]) {
+  for (const line of response.headers as unknown[]) {
+    if (!Array.isArray(line)) return false
+    const [name, value] = line as unknown[]
+    if (typeof name !== 'string' || typeof value !== 'string') return false
+    // Node frames the body itself (RFC 9112 §6.1): an app's Transfer-Encoding would be sent
+    // beside Node's own framing, or leave the body unframed on a keep-alive connection.
+    if (name.length === 17 && name.toLowerCase() === 'transfer-encoding') continue
     try {
-      // A flat array keeps repeated names as separate lines (several Set-Cookie).
-      res.writeHead(status, reason, flat)
-      return true
+      validateHeaderName(name)
+      validateHeaderValue(name, value)
     } catch {
-      // An invalid reason phrase falls back to the standard one; anything else is refused.
+      return false
     }
+    // A flat array keeps repeated names as separate lines (several Set-Cookie).
+    flat.push(name, value)
   }
-  return false
+  const reason =
+    statusText !== undefined && REASON_PHRASE.test(statusText)
+      ? statusText
+      : (STATUS_CODES[status] ?? '')
+  try {
+    res.writeHead(status, reason, flat)
+  } catch {
+    // Checked above, so not expected; the response state cannot be trusted any more.
+    res.destroy()
+    return 'destroyed'
+  }
+  return true
 }
 
 function drained(res: ServerResponse, signal: AbortSignal): Promise<void> {
