@@ -19,7 +19,7 @@ export {
 } from './lib/environ.ts'
 export { environFromParts, type EnvironParts } from './lib/environ.ts'
 export { environPath, quotePath, unquotePath } from './lib/url-path.ts'
-export { fromResponse, toResponse } from './lib/response.ts'
+export { fromResponse, isAppResponse, toResponse } from './lib/response.ts'
 export type { FetchHandler, ToFetchHandlerOptions } from './lib/fetch-handler.ts'
 export { fromFetchHandler, toFetchHandler } from './lib/fetch-handler.ts'
 export { errorResponse, problemResponse } from './lib/problem.ts'

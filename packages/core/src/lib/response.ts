@@ -66,7 +66,14 @@ export function toResponse(response: AppResponse): Response {
   }
 }
 
-function isAppResponse(value: unknown): value is AppResponse {
+/**
+ * Whether a value is a usable {@link AppResponse}: a numeric status, a header list and a body that
+ * is `null` or async-iterable. Adapters check an app's answer with it before writing it.
+ *
+ * @param value - what an app answered
+ * @returns `true` for a response record
+ */
+export function isAppResponse(value: unknown): value is AppResponse {
   if (typeof value !== 'object' || value === null) return false
   const record = value as Partial<AppResponse>
   const body = record.body as unknown

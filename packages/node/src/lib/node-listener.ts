@@ -1,6 +1,12 @@
 import { STATUS_CODES, validateHeaderName, validateHeaderValue } from 'node:http'
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import { environFromParts, errorResponse, problemResponse, WsgiProxyError } from '@wsgiproxy/core'
+import {
+  environFromParts,
+  errorResponse,
+  isAppResponse,
+  problemResponse,
+  WsgiProxyError,
+} from '@wsgiproxy/core'
 import type { AppResponse, EnvironApp, ToEnvironOptions } from '@wsgiproxy/core'
 
 /** Options of {@link toNodeListener}. */
@@ -293,19 +299,6 @@ function release(body: AsyncIterable<Uint8Array> | null): void {
   } catch {
     // the body failed while being released: nothing left to release
   }
-}
-
-function isAppResponse(value: unknown): value is AppResponse {
-  if (typeof value !== 'object' || value === null) return false
-  const record = value as Partial<AppResponse>
-  const body = record.body as unknown
-  return (
-    typeof record.status === 'number' &&
-    Array.isArray(record.headers) &&
-    (body === null ||
-      (typeof body === 'object' &&
-        typeof (body as AsyncIterable<Uint8Array>)[Symbol.asyncIterator] === 'function'))
-  )
 }
 
 function logError(error: unknown): void {
