@@ -45,6 +45,7 @@ export {
 export type { TrustPreset } from './lib/trust.ts'
 export { clientAddress, compileTrust, TRUST_PRESETS } from './lib/trust.ts'
 export type { ReplayCheck, ReplayStore, SigningKey } from './lib/types.ts'
+export type { UpgradableApp, UpgradeTarget } from './lib/types.ts'
 export type { ParseKeyFileOptions } from './lib/key-file.ts'
 export { formatKeyFile, MIN_SECRET_BYTES, parseKeyFile } from './lib/key-file.ts'
 export type { MemoryReplayStoreOptions } from './lib/replay-store.ts'

@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest'
 import type { AppResponse, Environ, OutboundRequest, Transport } from '../index.ts'
-import { WsgiProxyError, exactProxy, toEnviron, toResponse } from '../index.ts'
+import { WsgiProxyError, exactProxy, fetchTransport, toEnviron, toResponse } from '../index.ts'
 import { describeForwarding } from '../test/forwarding-suite.ts'
 import { closeAll, send, startFetchFront, startUpstream } from '../test/servers.ts'
 
@@ -90,8 +90,19 @@ describe('exactProxy', () => {
   })
 
   it('answers 502 when the host does not resolve', async () => {
+    // Resolving a name would query the machine's DNS server, and tests reach only loopback: the
+    // runtime's failure for an unknown name is reproduced instead (Node: TypeError with a cause
+    // whose code is ENOTFOUND).
+    const notFound = Object.assign(new Error('getaddrinfo ENOTFOUND nonexistent.invalid'), {
+      code: 'ENOTFOUND',
+    })
+    const transport = fetchTransport({
+      fetch: async () => {
+        throw new TypeError('fetch failed', { cause: notFound })
+      },
+    })
     const codes: string[] = []
-    const app = exactProxy({ onError: (e) => void codes.push(e.code) })
+    const app = exactProxy({ transport, onError: (e) => void codes.push(e.code) })
     const res = await app({
       ...environOf('http://nonexistent.invalid/'),
       SERVER_NAME: 'nonexistent.invalid',

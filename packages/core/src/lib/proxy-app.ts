@@ -10,7 +10,7 @@ import { stripHopByHop } from './_hop-by-hop.ts'
 import { rewriteLocation } from './_location.ts'
 import { fn, parseOptions } from './_options.ts'
 import { isProtocolHeader, PROTOCOL_HEADERS, PROTOCOL_VERSION } from './protocol.ts'
-import type { AppResponse, Environ, EnvironApp } from './types.ts'
+import type { AppResponse, Environ, UpgradableApp, UpgradeTarget } from './types.ts'
 import type { Signer } from './signing.ts'
 import { MAX_COVERED_COMPONENTS } from './signing.ts'
 import { environPath } from './url-path.ts'
@@ -77,13 +77,14 @@ const proxyAppOptions = forwardOptionsSchema({
  * present in the environ are set. A backend running `proxyMiddleware` restores the request.
  *
  * @param options - the href, keys to forward, transport, timeouts, error handling
- * @returns the environ app
+ * @returns the environ app; its `prepareUpgrade` builds the upstream request of an Upgrade
+ *   (WebSocket) request the same way, for `@wsgiproxy/node`'s upgrade listener
  * @throws WsgiProxyError `INVALID_OPTIONS` for a bad href, key or option combination
  * @example
  * const app = createProxyApp({ href: 'http://127.0.0.1:8080/myapp', stringKeys: ['REMOTE_USER'] })
  * export default { fetch: toFetchHandler(app, { scriptName: '/front' }) }
  */
-export function createProxyApp(options: ProxyAppOptions): EnvironApp {
+export function createProxyApp(options: ProxyAppOptions): UpgradableApp {
   const opts = parseOptions(proxyAppOptions, options, 'createProxyApp')
   const href = parseHref(opts.href)
   const keys = {
@@ -118,19 +119,26 @@ export function createProxyApp(options: ProxyAppOptions): EnvironApp {
   }
   const rewrite = opts.rewriteLocation ?? true
 
-  return async (environ) => {
+  type Prepared =
+    | { response: AppResponse }
+    | { url: URL; method: string; headers: Array<[string, string]>; body: Outbound['body'] }
+
+  // Builds the outbound url and headers (protocol headers, extra keys, signature): one path for
+  // a normal request and an Upgrade request, which keeps `Upgrade` and sends `Connection: upgrade`.
+  async function prepare(environ: Environ, upgrade: string | undefined): Promise<Prepared> {
     if (hasDotSegment(environ.PATH_INFO)) {
       // It would resolve outside the href's path on the backend.
       const error = new WsgiProxyError('BAD_REQUEST', 'PATH_INFO has a "." or ".." segment', {
         expose: true,
       })
-      return failure(error, environ, settings)
+      return { response: await failure(error, environ, settings) }
     }
     const headers: Array<[string, string]> = [['host', href.host]]
     for (const line of stripHopByHop(environHeaders(environ), 'request')) {
       const name = line[0]
       if (name !== 'host' && !isProtocolHeader(name)) headers.push(line)
     }
+    if (upgrade !== undefined) headers.push(['connection', 'upgrade'], ['upgrade', upgrade])
     const scheme = environ['wsgi.url_scheme']
     const publicHost = environHost(environ)
     const scriptName = environPath({ ...pathKeys(environ), PATH_INFO: '' })
@@ -151,7 +159,7 @@ export function createProxyApp(options: ProxyAppOptions): EnvironApp {
       try {
         headers.push(...encodeExtraKeys(environ, keys, pickleCodec))
       } catch (error) {
-        return failure(asProxyError(error), environ, settings)
+        return { response: await failure(asProxyError(error), environ, settings) }
       }
     }
 
@@ -160,23 +168,54 @@ export function createProxyApp(options: ProxyAppOptions): EnvironApp {
     const url = new URL(`${href.origin}${href.path}${pathInfo}${query === '' ? '' : `?${query}`}`)
 
     const method = environ.REQUEST_METHOD
-    let outbound = { headers, body: environ['wsgi.input'] }
+    let outbound: Outbound = { headers, body: upgrade === undefined ? environ['wsgi.input'] : null }
     if (signer !== undefined) {
       try {
         outbound = await signer.sign({ method, url, ...outbound })
       } catch (error) {
-        return failure(asProxyError(error), environ, settings)
+        return { response: await failure(asProxyError(error), environ, settings) }
       }
     }
-    const response = await forward({ url, method, ...outbound }, environ, settings)
+    return { url, method, ...outbound }
+  }
+
+  const app = async (environ: Environ): Promise<AppResponse> => {
+    const prepared = await prepare(environ, undefined)
+    if ('response' in prepared) return prepared.response
+    const response = await forward(prepared, environ, settings)
     if (!rewrite) return response
+    const publicHost = environHost(environ)
     return rewriteLocations(response, {
       backendOrigin: href.origin,
       backendPath: href.path,
-      publicOrigin: `${scheme}://${publicHost}`,
-      publicPath: scriptName,
+      publicOrigin: `${environ['wsgi.url_scheme']}://${publicHost}`,
+      publicPath: environPath({ ...pathKeys(environ), PATH_INFO: '' }),
     })
   }
+
+  const prepareUpgrade = async (environ: Environ): Promise<UpgradeTarget | AppResponse> => {
+    const upgrade = environ.HTTP_UPGRADE
+    if (typeof upgrade !== 'string' || upgrade.trim() === '') {
+      const error = new WsgiProxyError(
+        'BAD_REQUEST',
+        'an upgrade request needs an Upgrade header',
+        {
+          expose: true,
+        },
+      )
+      return failure(error, environ, settings)
+    }
+    const prepared = await prepare(environ, upgrade)
+    if ('response' in prepared) return prepared.response
+    return { url: prepared.url, method: prepared.method, headers: prepared.headers }
+  }
+
+  return Object.assign(app, { prepareUpgrade })
+}
+
+interface Outbound {
+  headers: Array<[string, string]>
+  body: AsyncIterable<Uint8Array> | null
 }
 
 interface Href {

@@ -60,6 +60,26 @@ export interface AppResponse {
 /** The WSGI application of this world: environ in, status + headers + body out. */
 export type EnvironApp = (environ: Environ) => AppResponse | Promise<AppResponse>
 
+/** The request to send upstream for an Upgrade (WebSocket) request; its body is the spliced socket. */
+export interface UpgradeTarget {
+  /** Where to connect (scheme, host, port) and the request target (path and query). */
+  url: URL
+  /** The request method. */
+  method: string
+  /** Header lines to send, `host` included, with `Connection: upgrade` and `Upgrade`. */
+  headers: Array<[string, string]>
+}
+
+/** An {@link EnvironApp} that can also forward Upgrade requests (the proxy app). */
+export interface UpgradableApp extends EnvironApp {
+  /**
+   * Builds the request to send upstream for an Upgrade request (protocol headers and signature
+   * included, `Connection: upgrade` and `Upgrade` kept), or a response to answer instead (e.g. a
+   * 400/401 problem).
+   */
+  prepareUpgrade(environ: Environ): Promise<UpgradeTarget | AppResponse>
+}
+
 /** One request as a {@link Transport} sends it. */
 export interface OutboundRequest {
   /** Where to connect (scheme, host, port) and the request target (path and query). */

@@ -1,10 +1,12 @@
 import { createServer } from 'node:http'
 import type { Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
+import type { Duplex } from 'node:stream'
 import { WsgiProxyError } from '@wsgiproxy/core'
 import type { EnvironApp } from '@wsgiproxy/core'
 import { toNodeListener } from './node-listener.ts'
 import type { NodeListenerOptions } from './node-listener.ts'
+import { toNodeUpgradeListener } from './upgrade.ts'
 
 /** Options of {@link serve}. */
 export interface ServeOptions extends NodeListenerOptions {
@@ -17,6 +19,11 @@ export interface ServeOptions extends NodeListenerOptions {
    * milliseconds. Default `10_000`.
    */
   closeTimeout?: number
+  /**
+   * For Upgrade (WebSocket) requests, how long connecting upstream may take before the client
+   * gets 504, in milliseconds. Default `10_000`.
+   */
+  upgradeConnectTimeout?: number
 }
 
 /** A running server from {@link serve}. */
@@ -40,7 +47,10 @@ export interface Served {
 const MAX_TIMER_MS = 2_147_483_647
 
 /**
- * Serves an {@link EnvironApp} on `node:http` through {@link toNodeListener}.
+ * Serves an {@link EnvironApp} on `node:http` through {@link toNodeListener}. Upgrade (WebSocket)
+ * requests go to {@link toNodeUpgradeListener}: forwarded when the app has `prepareUpgrade` (the
+ * proxy app), else answered 501. Upgraded connections still open after `closeTimeout` are cut on
+ * `close()`.
  *
  * @param app - the environ app to serve
  * @param options - where to listen, how long to drain on close, and the listener's options
@@ -51,7 +61,13 @@ const MAX_TIMER_MS = 2_147_483_647
  * console.log(`listening on ${served.url}`)
  */
 export async function serve(app: EnvironApp, options: ServeOptions = {}): Promise<Served> {
-  const { port = 0, hostname = '127.0.0.1', closeTimeout = 10_000, ...listenerOptions } = options
+  const {
+    port = 0,
+    hostname = '127.0.0.1',
+    closeTimeout = 10_000,
+    upgradeConnectTimeout,
+    ...listenerOptions
+  } = options
   if (!Number.isInteger(port) || port < 0 || port > 65535) {
     throw invalidOptions(`serve.port: expected 0–65535 (got ${String(port)})`)
   }
@@ -66,6 +82,21 @@ export async function serve(app: EnvironApp, options: ServeOptions = {}): Promis
     )
   }
   const server = createServer(toNodeListener(app, listenerOptions))
+  const onUpgrade = toNodeUpgradeListener(app, {
+    ...(listenerOptions.scriptName === undefined ? {} : { scriptName: listenerOptions.scriptName }),
+    ...(listenerOptions.maxHeaders === undefined ? {} : { maxHeaders: listenerOptions.maxHeaders }),
+    ...(listenerOptions.exposeErrors === undefined
+      ? {}
+      : { exposeErrors: listenerOptions.exposeErrors }),
+    ...(upgradeConnectTimeout === undefined ? {} : { connectTimeout: upgradeConnectTimeout }),
+  })
+  // Upgraded connections leave the server's bookkeeping: keep them to cut them on close.
+  const upgraded = new Set<Duplex>()
+  server.on('upgrade', (req, socket: Duplex, head: Buffer) => {
+    upgraded.add(socket)
+    socket.once('close', () => upgraded.delete(socket))
+    onUpgrade(req, socket, head)
+  })
   let closing: Promise<void> | undefined
   // A connection that finishes its last request while the server closes is idle: close it then.
   server.on('request', (_req, res) => {
@@ -84,7 +115,10 @@ export async function serve(app: EnvironApp, options: ServeOptions = {}): Promis
   const host = hostname.includes(':') ? `[${hostname}]` : hostname
   const close = (): Promise<void> => {
     closing ??= new Promise<void>((resolve) => {
-      const timer = setTimeout(() => server.closeAllConnections(), closeTimeout)
+      const timer = setTimeout(() => {
+        server.closeAllConnections()
+        for (const socket of upgraded) socket.destroy()
+      }, closeTimeout)
       server.close(() => {
         clearTimeout(timer)
         resolve()
