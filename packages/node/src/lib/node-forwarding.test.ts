@@ -1,18 +1,13 @@
 // The core forwarding suite replayed over the Node fast path: serve() + undiciTransport().
 import type { EnvironApp } from '@wsgiproxy/core'
-import {
-  createProxyApp,
-  createSigner,
-  createVerifier,
-  exactProxy,
-  proxyMiddleware,
-} from '@wsgiproxy/core'
+import { createProxyApp, createSigner, createVerifier, proxyMiddleware } from '@wsgiproxy/core'
 import { afterEach, describe, expect, it } from 'vitest'
 import { describeForwarding } from '../../../core/src/test/forwarding-suite.ts'
 import type { Running } from '../../../core/src/test/servers.ts'
 import { closeAll, echoEnviron, register, send } from '../../../core/src/test/servers.ts'
 import { serve } from './serve.ts'
 import { undiciTransport } from './undici-transport.ts'
+import { startNodeExactProxy } from '../test/node-proxy.ts'
 
 async function serveRegistered(app: EnvironApp): Promise<Running> {
   const served = await serve(app)
@@ -23,25 +18,7 @@ async function serveRegistered(app: EnvironApp): Promise<Running> {
   })
 }
 
-describeForwarding('node listener, undiciTransport', async (port, options) => {
-  const transport = undiciTransport()
-  const proxy = exactProxy({ ...options, transport })
-  const served = await serveRegistered((environ) =>
-    proxy({
-      ...environ,
-      SERVER_NAME: '127.0.0.1',
-      SERVER_PORT: String(port),
-      HTTP_HOST: `127.0.0.1:${port}`,
-    }),
-  )
-  return register({
-    ...served,
-    close: async () => {
-      await served.close()
-      await transport.close()
-    },
-  })
-})
+describeForwarding('node listener, undiciTransport', startNodeExactProxy)
 
 describe('signed forwarding on the Node path', () => {
   afterEach(closeAll)

@@ -8,6 +8,7 @@ import {
   WsgiProxyError,
 } from '@wsgiproxy/core'
 import type { AppResponse, EnvironApp, ToEnvironOptions } from '@wsgiproxy/core'
+import { headerLines, noop, release } from './_node-util.ts'
 
 /** Options of {@link toNodeListener}. */
 export interface NodeListenerOptions {
@@ -286,27 +287,10 @@ function hasBody(req: IncomingMessage): boolean {
   return req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0')
 }
 
-function headerLines(raw: string[]): Array<[string, string]> {
-  const lines: Array<[string, string]> = []
-  for (let i = 0; i + 1 < raw.length; i += 2) lines.push([raw[i] ?? '', raw[i + 1] ?? ''])
-  return lines
-}
-
-function release(body: AsyncIterable<Uint8Array> | null): void {
-  if (body === null) return
-  try {
-    Promise.resolve(body[Symbol.asyncIterator]().return?.()).catch(noop)
-  } catch {
-    // the body failed while being released: nothing left to release
-  }
-}
-
 function logError(error: unknown): void {
   const status = (error as Partial<WsgiProxyError> | undefined)?.status ?? 500
   if (status >= 500) console.error('wsgiproxy:', error)
 }
-
-function noop(): void {}
 
 function invalidOptions(message: string): WsgiProxyError {
   return new WsgiProxyError('INVALID_OPTIONS', `invalid options: ${message}`, { expose: true })

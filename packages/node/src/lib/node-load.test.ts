@@ -5,37 +5,14 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import { Agent as HttpAgent, createServer, request as httpRequest } from 'node:http'
 import type { AddressInfo, Socket } from 'node:net'
 import type { Writable } from 'node:stream'
-import { exactProxy } from '@wsgiproxy/core'
 import { afterEach, describe, expect, it } from 'vitest'
 import type { Running } from '../../../core/src/test/servers.ts'
 import { closeAll, register, sha256, startUpstream } from '../../../core/src/test/servers.ts'
-import { serve } from './serve.ts'
-import { undiciTransport } from './undici-transport.ts'
+import { startNodeExactProxy } from '../test/node-proxy.ts'
 
 const MiB = 1024 * 1024
 const MB = 1_000_000
-
-/** serve(exactProxy(undiciTransport())) rewriting every request to the upstream on `port`. */
-async function startProxy(port: number): Promise<Running> {
-  const transport = undiciTransport()
-  const proxy = exactProxy({ transport, timeouts: { headers: 30_000, body: 30_000 } })
-  const served = await serve((environ) =>
-    proxy({
-      ...environ,
-      SERVER_NAME: '127.0.0.1',
-      SERVER_PORT: String(port),
-      HTTP_HOST: `127.0.0.1:${port}`,
-    }),
-  )
-  return register({
-    port: served.port,
-    origin: `http://127.0.0.1:${served.port}`,
-    close: async () => {
-      await served.close()
-      await transport.close()
-    },
-  })
-}
+const LOAD_TIMEOUTS = { timeouts: { headers: 30_000, body: 30_000 } }
 
 /** An upstream that counts its open connections and the requests whose 'close' has not fired. */
 async function startCountingUpstream(
@@ -153,7 +130,7 @@ describe('Node fast path under load', () => {
       })
       res.end(body)
     })
-    const front = await startProxy(upstream.port)
+    const front = await startNodeExactProxy(upstream.port, LOAD_TIMEOUTS)
     const agent = new HttpAgent({ keepAlive: true, maxSockets: 100 })
     try {
       const one = (i: number): Promise<{ status: number; body: string }> =>
@@ -199,7 +176,7 @@ describe('Node fast path under load', () => {
         res.writeHead(200, { 'content-type': 'application/octet-stream' })
         res.write(Buffer.alloc(1024, 'x'))
       })
-      const front = await startProxy(upstream.port)
+      const front = await startNodeExactProxy(upstream.port, LOAD_TIMEOUTS)
       const CLIENTS = 200
       const aborted = await Promise.all(
         Array.from(
@@ -270,7 +247,7 @@ describe('Node fast path under load', () => {
         await writeRepeated(res, block, blocks)
         res.end()
       })
-      const front = await startProxy(upstream.port)
+      const front = await startNodeExactProxy(upstream.port, LOAD_TIMEOUTS)
 
       const upload = (blocks: number): Promise<Transfer> =>
         new Promise((resolve, reject) => {

@@ -6,6 +6,7 @@ import type { Duplex } from 'node:stream'
 import { connect as tlsConnect } from 'node:tls'
 import { environFromParts, errorResponse, isAppResponse, WsgiProxyError } from '@wsgiproxy/core'
 import type { AppResponse, EnvironApp, ToEnvironOptions, UpgradableApp } from '@wsgiproxy/core'
+import { headerLines, noop, release } from './_node-util.ts'
 
 /** Options of {@link toNodeUpgradeListener}. */
 export interface NodeUpgradeListenerOptions {
@@ -227,20 +228,3 @@ async function writeAnswer(socket: Duplex, response: AppResponse): Promise<void>
   for (const chunk of chunks) socket.write(chunk)
   socket.end()
 }
-
-function headerLines(raw: string[]): Array<[string, string]> {
-  const lines: Array<[string, string]> = []
-  for (let i = 0; i + 1 < raw.length; i += 2) lines.push([raw[i] ?? '', raw[i + 1] ?? ''])
-  return lines
-}
-
-function release(body: AsyncIterable<Uint8Array> | null): void {
-  if (body === null) return
-  try {
-    Promise.resolve(body[Symbol.asyncIterator]().return?.()).catch(noop)
-  } catch {
-    // nothing left to release
-  }
-}
-
-function noop(): void {}
