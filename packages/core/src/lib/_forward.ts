@@ -1,3 +1,4 @@
+import { clientCloseHook } from './_client-close.ts'
 import { WsgiProxyError } from './errors.ts'
 import { stripHopByHop } from './_hop-by-hop.ts'
 import { discardBody } from './_streams.ts'
@@ -30,12 +31,20 @@ export async function forward(
   settings: ForwardSettings,
 ): Promise<AppResponse> {
   const controller = new AbortController()
-  const clientSignal = environ['wsgiproxy.signal']
   const onClientAbort = (): void =>
     controller.abort(new WsgiProxyError('CLIENT_ABORTED', 'the client closed the request'))
-  if (clientSignal?.aborted) onClientAbort()
-  else clientSignal?.addEventListener('abort', onClientAbort, { once: true })
-  const release = (): void => clientSignal?.removeEventListener('abort', onClientAbort)
+  let release: () => void
+  const hook = clientCloseHook(environ)
+  if (hook !== undefined) {
+    if (hook.closed) onClientAbort()
+    else hook.add(onClientAbort)
+    release = () => hook.delete(onClientAbort)
+  } else {
+    const clientSignal = environ['wsgiproxy.signal']
+    if (clientSignal?.aborted) onClientAbort()
+    else clientSignal?.addEventListener('abort', onClientAbort, { once: true })
+    release = () => clientSignal?.removeEventListener('abort', onClientAbort)
+  }
 
   const { headersTimeout } = settings
   const timer =

@@ -17,6 +17,17 @@ const HOP_BY_HOP: ReadonlySet<string> = new Set([
 // Connection may not name these away: the request would lose its Host or its framing.
 const PROTECTED: ReadonlySet<string> = new Set(['host', 'content-length', 'content-type'])
 
+import type { Environ } from './types.ts'
+
+function nominees(connection: string): Set<string> {
+  const nominated = new Set<string>()
+  for (const token of connection.split(',')) {
+    const nominee = token.trim().toLowerCase()
+    if (!PROTECTED.has(nominee)) nominated.add(nominee)
+  }
+  return nominated
+}
+
 /**
  * Removes hop-by-hop headers and every header the `Connection` header names.
  *
@@ -32,10 +43,7 @@ export function stripHopByHop(
   for (const [name, value] of headers) {
     if (name.length === 10 && name.toLowerCase() === 'connection') {
       nominated ??= new Set()
-      for (const token of value.split(',')) {
-        const nominee = token.trim().toLowerCase()
-        if (!PROTECTED.has(nominee)) nominated.add(nominee)
-      }
+      for (const nominee of nominees(value)) nominated.add(nominee)
     }
   }
   const out: Array<[string, string]> = []
@@ -46,4 +54,38 @@ export function stripHopByHop(
     out.push(line)
   }
   return out
+}
+
+/**
+ * The environ's request headers a proxy forwards, in one pass (this runs on every request): the
+ * `HTTP_*` keys as lower-case names and `CONTENT_TYPE` / `CONTENT_LENGTH`, without hop-by-hop
+ * headers, the headers `Connection` names, `Expect`, `Host`, and those `skip` rejects.
+ *
+ * @param environ - the request
+ * @param first - lines to put first (the `Host` the proxy sends)
+ * @param skip - more lower-case names to drop
+ * @returns a new list of lines
+ */
+export function forwardedRequestHeaders(
+  environ: Environ,
+  first: Array<[string, string]>,
+  skip?: (name: string) => boolean,
+): Array<[string, string]> {
+  const connection = environ.HTTP_CONNECTION
+  const nominated = typeof connection === 'string' ? nominees(connection) : undefined
+  const headers = first
+  for (const key in environ) {
+    if (!key.startsWith('HTTP_')) continue
+    const value = environ[key]
+    if (typeof value !== 'string') continue
+    const name = key.slice(5).toLowerCase().replaceAll('_', '-')
+    if (name === 'host' || name === 'expect' || HOP_BY_HOP.has(name)) continue
+    if (nominated?.has(name) || skip?.(name)) continue
+    headers.push([name, value])
+  }
+  if (typeof environ.CONTENT_TYPE === 'string') headers.push(['content-type', environ.CONTENT_TYPE])
+  if (typeof environ.CONTENT_LENGTH === 'string') {
+    headers.push(['content-length', environ.CONTENT_LENGTH])
+  }
+  return headers
 }

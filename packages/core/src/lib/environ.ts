@@ -109,8 +109,11 @@ export interface EnvironParts {
   scheme: 'http' | 'https'
   /** The request body, or `null` when the request has none. */
   input: AsyncIterable<Uint8Array> | null
-  /** Aborts when the client goes away. */
-  signal: AbortSignal
+  /**
+   * Aborts when the client goes away. Default: unset (a server may then define
+   * `wsgiproxy.signal` itself, for example created on first read).
+   */
+  signal?: AbortSignal
   /** The client address for `REMOTE_ADDR`. Default: unset. */
   remoteAddr?: string
 }
@@ -179,8 +182,8 @@ function partsToEnviron(parts: EnvironParts, opts: ToEnvironOptions): Environ {
     'wsgi.url_scheme': scheme,
     'wsgi.input': parts.input,
     'wsgiproxy.raw_path': rawPath,
-    'wsgiproxy.signal': parts.signal,
   }
+  if (parts.signal !== undefined) environ['wsgiproxy.signal'] = parts.signal
   if (parts.remoteAddr !== undefined) environ.REMOTE_ADDR = parts.remoteAddr
   // Every line is read before any check, so the checks answer in the same order however many
   // lines there are.

@@ -1,9 +1,9 @@
-import { environHeaders, formatAuthority, isValidServer } from './environ.ts'
+import { formatAuthority, isValidServer } from './environ.ts'
 import { WsgiProxyError } from './errors.ts'
 import type { ForwardOptions } from './forward-options.ts'
 import { forwardOptionsSchema, forwardSettings } from './forward-options.ts'
 import { failure, forward } from './_forward.ts'
-import { stripHopByHop } from './_hop-by-hop.ts'
+import { forwardedRequestHeaders } from './_hop-by-hop.ts'
 import { parseOptions } from './_options.ts'
 import type { EnvironApp } from './types.ts'
 import { environPath } from './url-path.ts'
@@ -54,11 +54,10 @@ export function exactProxy(options?: ExactProxyOptions): EnvironApp {
       )
       return failure(error, environ, settings)
     }
-    const headers = stripHopByHop(environHeaders(environ), 'request').filter(
-      ([header]) => header !== 'host',
-    )
     const host = environ.HTTP_HOST
-    headers.unshift(['host', typeof host === 'string' && host !== '' ? host : authority])
+    const headers = forwardedRequestHeaders(environ, [
+      ['host', typeof host === 'string' && host !== '' ? host : authority],
+    ])
     const method = environ.REQUEST_METHOD
     return forward({ url, method, headers, body: environ['wsgi.input'] }, environ, settings)
   }

@@ -1,12 +1,12 @@
 import * as z from 'zod'
-import { environHeaders, environHost, hasDotSegment } from './environ.ts'
+import { environHost, hasDotSegment } from './environ.ts'
 import { WsgiProxyError } from './errors.ts'
 import type { ForwardOptions } from './forward-options.ts'
 import { forwardOptionsSchema, forwardSettings } from './forward-options.ts'
 import { failure, forward } from './_forward.ts'
 import type { PickleCodec } from './header-codec.ts'
 import { assertExtraKey, encodeExtraKeys } from './header-codec.ts'
-import { stripHopByHop } from './_hop-by-hop.ts'
+import { forwardedRequestHeaders } from './_hop-by-hop.ts'
 import { rewriteLocation } from './_location.ts'
 import { fn, parseOptions } from './_options.ts'
 import { isProtocolHeader, PROTOCOL_HEADERS, PROTOCOL_VERSION } from './protocol.ts'
@@ -121,7 +121,14 @@ export function createProxyApp(options: ProxyAppOptions): UpgradableApp {
 
   type Prepared =
     | { response: AppResponse }
-    | { url: URL; method: string; headers: Array<[string, string]>; body: Outbound['body'] }
+    | {
+        url: URL
+        method: string
+        headers: Array<[string, string]>
+        body: Outbound['body']
+        publicHost: string
+        scriptName: string
+      }
 
   // Builds the outbound url and headers (protocol headers, extra keys, signature): one path for
   // a normal request and an Upgrade request, which keeps `Upgrade` and sends `Connection: upgrade`.
@@ -133,15 +140,11 @@ export function createProxyApp(options: ProxyAppOptions): UpgradableApp {
       })
       return { response: await failure(error, environ, settings) }
     }
-    const headers: Array<[string, string]> = [['host', href.host]]
-    for (const line of stripHopByHop(environHeaders(environ), 'request')) {
-      const name = line[0]
-      if (name !== 'host' && !isProtocolHeader(name)) headers.push(line)
-    }
+    const headers = forwardedRequestHeaders(environ, [['host', href.host]], isProtocolHeader)
     if (upgrade !== undefined) headers.push(['connection', 'upgrade'], ['upgrade', upgrade])
     const scheme = environ['wsgi.url_scheme']
     const publicHost = environHost(environ)
-    const scriptName = environPath({ ...pathKeys(environ), PATH_INFO: '' })
+    const { scriptName, pathInfo } = publicPath(environ)
     const remoteAddr = environ.REMOTE_ADDR
     if (typeof remoteAddr === 'string' && remoteAddr !== '') {
       headers.push([PROTOCOL_HEADERS.forwardedFor, remoteAddr])
@@ -163,8 +166,9 @@ export function createProxyApp(options: ProxyAppOptions): UpgradableApp {
       }
     }
 
-    const pathInfo = environPath({ ...pathKeys(environ), SCRIPT_NAME: '' })
-    const query = [environ.QUERY_STRING ?? '', href.query].filter((part) => part !== '').join('&')
+    const ownQuery = environ.QUERY_STRING ?? ''
+    const query =
+      href.query === '' ? ownQuery : ownQuery === '' ? href.query : `${ownQuery}&${href.query}`
     const url = new URL(`${href.origin}${href.path}${pathInfo}${query === '' ? '' : `?${query}`}`)
 
     const method = environ.REQUEST_METHOD
@@ -176,20 +180,20 @@ export function createProxyApp(options: ProxyAppOptions): UpgradableApp {
         return { response: await failure(asProxyError(error), environ, settings) }
       }
     }
-    return { url, method, ...outbound }
+    return { url, method, ...outbound, publicHost, scriptName }
   }
 
   const app = async (environ: Environ): Promise<AppResponse> => {
     const prepared = await prepare(environ, undefined)
     if ('response' in prepared) return prepared.response
-    const response = await forward(prepared, environ, settings)
+    const { url, method, headers, body } = prepared
+    const response = await forward({ url, method, headers, body }, environ, settings)
     if (!rewrite) return response
-    const publicHost = environHost(environ)
     return rewriteLocations(response, {
       backendOrigin: href.origin,
       backendPath: href.path,
-      publicOrigin: `${environ['wsgi.url_scheme']}://${publicHost}`,
-      publicPath: environPath({ ...pathKeys(environ), PATH_INFO: '' }),
+      publicOrigin: `${environ['wsgi.url_scheme']}://${prepared.publicHost}`,
+      publicPath: prepared.scriptName,
     })
   }
 
@@ -262,6 +266,16 @@ function pathKeys(environ: Environ): Environ {
     PATH_INFO: environ.PATH_INFO,
     'wsgiproxy.raw_path': environ['wsgiproxy.raw_path'],
   } as Environ
+}
+
+/** The public script name and the path below it, each as sent (raw where the client sent it). */
+function publicPath(environ: Environ): { scriptName: string; pathInfo: string } {
+  // Served at the root, the whole path is PATH_INFO: one look at the raw path is enough.
+  if (environ.SCRIPT_NAME === '') return { scriptName: '', pathInfo: environPath(environ) }
+  return {
+    scriptName: environPath({ ...pathKeys(environ), PATH_INFO: '' }),
+    pathInfo: environPath({ ...pathKeys(environ), SCRIPT_NAME: '' }),
+  }
 }
 
 // RFC 7239 §4: node and host values that are not tokens (IPv6, host:port) are quoted strings.

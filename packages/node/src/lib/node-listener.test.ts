@@ -351,6 +351,44 @@ describe('toNodeListener', () => {
     },
   )
 
+  it('gives an already aborted signal to an app that first reads it after the client left', async () => {
+    let readLate!: (signal: AbortSignal) => void
+    const late = new Promise<AbortSignal>((resolve) => (readLate = resolve))
+    const { origin } = await listen((environ) => {
+      const body = endless(false, () => readLate(environ['wsgiproxy.signal'] as AbortSignal))
+      return { status: 200, headers: [], body }
+    })
+    await new Promise<void>((resolve, reject) => {
+      const req = httpRequest(`${origin}/`, { agent: false }, (res) => {
+        res.once('data', () => {
+          req.destroy()
+          resolve()
+        })
+      })
+      req.on('error', () => {})
+      setTimeout(() => reject(new Error('no data')), 2_000)
+      req.end()
+    })
+    const signal = await late
+    expect(signal.aborted).toBe(true)
+    expect(signal.reason).toMatchObject({ code: 'CLIENT_ABORTED' })
+  })
+
+  it('lets an app replace wsgiproxy.signal and shows it among the environ keys', async () => {
+    const replacement = new AbortController().signal
+    let seen: { same: boolean; listed: boolean } | undefined
+    const { origin } = await listen((environ) => {
+      environ['wsgiproxy.signal'] = replacement
+      seen = {
+        same: environ['wsgiproxy.signal'] === replacement,
+        listed: Object.keys(environ).includes('wsgiproxy.signal'),
+      }
+      return { status: 204, headers: [], body: null }
+    })
+    expect((await send(origin)).status).toBe(204)
+    expect(seen).toEqual({ same: true, listed: true })
+  })
+
   it('cuts the connection when the body fails mid-stream', async () => {
     const { origin } = await listen(() => ({
       status: 200,

@@ -7,7 +7,7 @@ import {
   problemResponse,
   WsgiProxyError,
 } from '@wsgiproxy/core'
-import type { AppResponse, EnvironApp, ToEnvironOptions } from '@wsgiproxy/core'
+import type { AppResponse, Environ, EnvironApp, ToEnvironOptions } from '@wsgiproxy/core'
 import { headerLines, noop, release } from './_node-util.ts'
 
 /** Options of {@link toNodeListener}. */
@@ -91,11 +91,9 @@ export function toNodeListener(
   }
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const controller = new AbortController()
+    const client = new ClientState()
     res.once('close', () => {
-      if (!res.writableFinished) {
-        controller.abort(new WsgiProxyError('CLIENT_ABORTED', 'the client closed the connection'))
-      }
+      if (!res.writableFinished) client.close()
     })
     // A client that leaves mid-upload makes `req` fail with "aborted"; whoever reads the body
     // sees that error, and nothing else may crash on it.
@@ -109,18 +107,18 @@ export function toNodeListener(
           headers: headerLines(req.rawHeaders),
           scheme: (req.socket as { encrypted?: boolean }).encrypted === true ? 'https' : 'http',
           input: hasBody(req) ? (req as AsyncIterable<Uint8Array>) : null,
-          signal: controller.signal,
           ...(req.socket.remoteAddress === undefined
             ? {}
             : { remoteAddr: req.socket.remoteAddress }),
         },
         environOptions,
       )
+      client.attach(environ)
       response = await app(environ)
     } catch (error) {
       response = await fail(error, req)
     }
-    await writeResponse(req, res, response, controller.signal)
+    await writeResponse(req, res, response, client)
   }
 
   return (req, res) => {
@@ -131,11 +129,80 @@ export function toNodeListener(
   }
 }
 
+// The environ key `forward()` in core reads to learn that the client left, without an
+// AbortSignal listener per request (core's `_client-close.ts` describes it).
+const CLIENT_CLOSE = Symbol.for('wsgiproxy.clientClose')
+
+/**
+ * Whether the client of one request went away before its response finished. `wsgiproxy.signal`
+ * is created only when something reads it: an AbortSignal per request costs about as much as the
+ * rest of the listener's bookkeeping, and the proxy apps learn of a closed client through the
+ * hook instead.
+ */
+class ClientState {
+  closed = false
+  /** Wakes the response writer when the client goes away during a read. */
+  wake: (() => void) | undefined
+  #controller: AbortController | undefined
+  #listeners: Array<() => void> | undefined
+
+  get signal(): AbortSignal {
+    if (this.#controller === undefined) {
+      this.#controller = new AbortController()
+      if (this.closed) this.#controller.abort(clientClosed())
+    }
+    return this.#controller.signal
+  }
+
+  /** Gives the environ its `wsgiproxy.signal` (created on first read) and the close hook. */
+  attach(environ: Environ): void {
+    Object.defineProperty(environ, 'wsgiproxy.signal', {
+      get: () => this.signal,
+      // An app may replace the signal (as `toEnviron`'s environ allows); it is then a plain value.
+      set: (value: unknown) => {
+        Object.defineProperty(environ, 'wsgiproxy.signal', {
+          value,
+          writable: true,
+          enumerable: true,
+          configurable: true,
+        })
+      },
+      enumerable: true,
+      configurable: true,
+    })
+    ;(environ as unknown as Record<symbol, unknown>)[CLIENT_CLOSE] = this
+  }
+
+  add(listener: () => void): void {
+    ;(this.#listeners ??= []).push(listener)
+  }
+
+  delete(listener: () => void): void {
+    const listeners = this.#listeners
+    const index = listeners === undefined ? -1 : listeners.indexOf(listener)
+    if (index >= 0) listeners?.splice(index, 1)
+  }
+
+  close(): void {
+    if (this.closed) return
+    this.closed = true
+    this.#controller?.abort(clientClosed())
+    const listeners = this.#listeners
+    this.#listeners = undefined
+    for (const listener of listeners ?? []) listener()
+    this.wake?.()
+  }
+}
+
+function clientClosed(): WsgiProxyError {
+  return new WsgiProxyError('CLIENT_ABORTED', 'the client closed the connection')
+}
+
 async function writeResponse(
   req: IncomingMessage,
   res: ServerResponse,
   response: AppResponse,
-  signal: AbortSignal,
+  client: ClientState,
 ): Promise<void> {
   if (!isAppResponse(response)) {
     response = problemResponse(500, 'the application did not answer a response record', 'APP_ERROR')
@@ -152,7 +219,7 @@ async function writeResponse(
         `the upstream answered with status ${status}, which cannot be sent as a final response`,
         'UPSTREAM_INVALID_RESPONSE',
       ),
-      signal,
+      client,
     )
   }
   const head = writeHead(res, response)
@@ -166,10 +233,10 @@ async function writeResponse(
       req,
       res,
       problemResponse(502, 'the upstream sent an invalid header line', 'UPSTREAM_INVALID_RESPONSE'),
-      signal,
+      client,
     )
   }
-  if (req.method === 'HEAD' || NO_BODY_STATUS.has(status) || signal.aborted) {
+  if (req.method === 'HEAD' || NO_BODY_STATUS.has(status) || client.closed) {
     release(body)
     body = null
   }
@@ -180,18 +247,15 @@ async function writeResponse(
     endOrDestroy(res)
     return
   }
-  // One abort callback, re-pointed at each pending read: racing every read against one
+  // One wake-up callback, re-pointed at each pending read: racing every read against one
   // long-lived promise would keep a reaction per chunk alive until the response ends.
-  let wake: (() => void) | undefined
-  const onAbort = (): void => wake?.()
-  signal.addEventListener('abort', onAbort, { once: true })
   const iterator = body[Symbol.asyncIterator]()
   try {
     for (;;) {
-      const next = signal.aborted
+      const next = client.closed
         ? undefined
         : await new Promise<IteratorResult<Uint8Array> | undefined>((resolve, reject) => {
-            wake = () => resolve(undefined)
+            client.wake = () => resolve(undefined)
             iterator.next().then(resolve, reject)
           })
       if (next === undefined) {
@@ -201,7 +265,7 @@ async function writeResponse(
         return
       }
       if (next.done) break
-      if (next.value.byteLength > 0 && !res.write(next.value)) await drained(res, signal)
+      if (next.value.byteLength > 0 && !res.write(next.value)) await drained(res, client)
     }
   } catch {
     // Headers are sent: the only honest signal left is a cut connection, never a clean end.
@@ -209,8 +273,7 @@ async function writeResponse(
     res.destroy()
     return
   } finally {
-    wake = undefined
-    signal.removeEventListener('abort', onAbort)
+    client.wake = undefined
   }
   endOrDestroy(res)
 }
@@ -265,9 +328,9 @@ function writeHead(res: ServerResponse, response: AppResponse): boolean | 'destr
   return true
 }
 
-function drained(res: ServerResponse, signal: AbortSignal): Promise<void> {
+function drained(res: ServerResponse, client: ClientState): Promise<void> {
   return new Promise((resolve) => {
-    if (signal.aborted) {
+    if (client.closed) {
       resolve()
       return
     }

@@ -305,6 +305,33 @@ describe('undiciTransport', () => {
     expect(closedAt - abandonedAt).toBeLessThan(1_000)
   })
 
+  it('pauses the upstream while the body is not read (backpressure), then delivers every byte', async () => {
+    const total = 64 * 1024 * 1024
+    let written = 0
+    const upstream = await startUpstream(async (_req, res) => {
+      res.writeHead(200, { 'content-length': String(total) })
+      const block = Buffer.alloc(64 * 1024, 0x62)
+      while (written < total && !res.destroyed) {
+        written += block.length
+        if (!res.write(block)) await new Promise((resolve) => res.once('drain', resolve))
+      }
+      res.end()
+    })
+    const app = exactProxy({ ...quiet, transport: transportFor() })
+    const response = await app(environFor('http://h/', upstream.port))
+    const iterator = (response.body as AsyncIterable<Uint8Array>)[Symbol.asyncIterator]()
+    let received = (await iterator.next()).value?.byteLength ?? 0
+    await new Promise((resolve) => setTimeout(resolve, 300))
+    // Socket buffers on both ends and the transport's 64 KiB queue: far below the 64 MiB.
+    expect(written).toBeLessThan(16 * 1024 * 1024)
+    for (;;) {
+      const next = await iterator.next()
+      if (next.done) break
+      received += next.value.byteLength
+    }
+    expect(received).toBe(total)
+  })
+
   it('answers 400 when the request body does not match its Content-Length', async () => {
     const upstream = await startUpstream((req, res) => {
       req.resume()

@@ -66,41 +66,34 @@ export function undiciTransport(options: UndiciTransportOptions = {}): UndiciTra
   const dispatcher = options.dispatcher ?? createAgent(options)
   let closing: Promise<void> | undefined
 
-  const transport = async (outbound: OutboundRequest): Promise<AppResponse> => {
+  const transport = (outbound: OutboundRequest): Promise<AppResponse> => {
     const { url, method, signal } = outbound
-    let response: Dispatcher.ResponseData
-    try {
-      response = await dispatcher.request({
-        origin: url.origin,
-        path: url.pathname + url.search,
-        method: method as Dispatcher.HttpMethod,
-        // A flat [name, value, ...] list keeps repeated headers and a Host that is not the
-        // connect address.
-        headers: outbound.headers.flat(),
-        // undici streams any async iterable and checks it against Content-Length.
-        body: outbound.body as Readable | null,
-        signal,
-        responseHeaders: 'raw',
-        // The forwarding app runs the headers and body-idle timers through `signal`.
-        headersTimeout: 0,
-        bodyTimeout: 0,
-      })
-    } catch (error) {
-      throw toProxyError(error, signal, url)
-    }
-    const { statusCode: status, body } = response
-    // With `responseHeaders: 'raw'` undici gives the flat raw list, typed as an object.
-    const raw = response.headers as unknown as string[]
-    const headers: Array<[string, string]> = []
-    for (let i = 0; i + 1 < raw.length; i += 2)
-      headers.push([raw[i] as string, raw[i + 1] as string])
-    const empty = method === 'HEAD' || status === 204 || status === 304
-    // Nothing will read the empty stream: discard it (undici has already pooled the socket).
-    if (empty) void body.dump().catch(() => {})
-    const result: AppResponse = { status, headers, body: empty ? null : body }
-    const statusText = response.statusText || STATUS_CODES[status]
-    if (statusText) result.statusText = statusText
-    return result
+    return new Promise((resolve, reject) => {
+      const handler = new ResponseHandler(method, outbound.body, signal, resolve, (error) =>
+        reject(toProxyError(error, signal, url)),
+      )
+      if (handler.settled) return
+      try {
+        dispatcher.dispatch(
+          {
+            origin: url.origin,
+            path: url.pathname + url.search,
+            method: method as Dispatcher.HttpMethod,
+            // A flat [name, value, ...] list keeps repeated headers and a Host that is not the
+            // connect address.
+            headers: outbound.headers.flat(),
+            // undici streams any async iterable and checks it against Content-Length.
+            body: outbound.body as Readable | null,
+            // The forwarding app runs the headers and body-idle timers through `signal`.
+            headersTimeout: 0,
+            bodyTimeout: 0,
+          },
+          handler,
+        )
+      } catch (error) {
+        handler.onError(error as Error)
+      }
+    })
   }
 
   return Object.assign(transport, {
@@ -110,6 +103,182 @@ export function undiciTransport(options: UndiciTransportOptions = {}): UndiciTra
       return closing
     },
   })
+}
+
+// A response body holds at most this many bytes before undici is paused (as a Readable's
+// default highWaterMark for bytes).
+const BODY_HIGH_WATER_MARK = 64 * 1024
+
+type Resume = () => void
+type Pending = {
+  resolve: (result: IteratorResult<Uint8Array>) => void
+  reject: (error: unknown) => void
+}
+
+/**
+ * undici's dispatch handler for one request, and the response body it produces: no Readable, no
+ * AsyncResource, headers read once. The body is an async iterable over a small queue; undici is
+ * paused while the queue holds `BODY_HIGH_WATER_MARK` bytes and resumed as they are read.
+ */
+class ResponseHandler implements Dispatcher.DispatchHandler, AsyncIterable<Uint8Array> {
+  settled = false
+  #method: string
+  #requestBody: unknown
+  #signal: AbortSignal
+  #resolve: (response: AppResponse) => void
+  #reject: (error: unknown) => void
+  #abort: ((reason?: Error) => void) | undefined
+  #resume: Resume | undefined
+  #queue: Uint8Array[] = []
+  #queued = 0
+  #paused = false
+  #ended = false
+  #error: unknown = undefined
+  #pending: Pending | undefined
+  #iterated = false
+  #onAbort = (): void => this.#cancel(this.#signal.reason as Error)
+
+  constructor(
+    method: string,
+    requestBody: unknown,
+    signal: AbortSignal,
+    resolve: (response: AppResponse) => void,
+    reject: (error: unknown) => void,
+  ) {
+    this.#method = method
+    this.#requestBody = requestBody
+    this.#signal = signal
+    this.#resolve = resolve
+    this.#reject = reject
+    if (signal.aborted) {
+      this.settled = true
+      reject(signal.reason)
+    } else {
+      signal.addEventListener('abort', this.#onAbort, { once: true })
+    }
+  }
+
+  onConnect(abort: (reason?: Error) => void): void {
+    if (this.#signal.aborted) abort(this.#signal.reason as Error)
+    else this.#abort = abort
+  }
+
+  onHeaders(status: number, raw: Buffer[], resume: Resume, statusText: string): boolean {
+    // Interim responses (100 Continue, 103 Early Hints) are not forwarded.
+    if (status < 200) return true
+    this.#resume = resume
+    const headers: Array<[string, string]> = []
+    for (let i = 0; i + 1 < raw.length; i += 2) {
+      headers.push([
+        (raw[i] as Buffer).toString('latin1'),
+        (raw[i + 1] as Buffer).toString('latin1'),
+      ])
+    }
+    const method = this.#method
+    const empty = method === 'HEAD' || status === 204 || status === 304
+    const response: AppResponse = { status, headers, body: empty ? null : this }
+    const text = statusText || STATUS_CODES[status]
+    if (text) response.statusText = text
+    this.settled = true
+    this.#resolve(response)
+    return true
+  }
+
+  onData(chunk: Buffer): boolean {
+    if (this.#ended) return true
+    const pending = this.#pending
+    if (pending !== undefined && this.#queued === 0) {
+      this.#pending = undefined
+      pending.resolve({ done: false, value: chunk })
+      return true
+    }
+    this.#queue.push(chunk)
+    this.#queued += chunk.byteLength
+    if (this.#queued < BODY_HIGH_WATER_MARK) return true
+    this.#paused = true
+    return false
+  }
+
+  onComplete(): void {
+    this.#finish(undefined)
+  }
+
+  onError(error: Error): void {
+    if (!this.settled) {
+      this.settled = true
+      this.#signal.removeEventListener('abort', this.#onAbort)
+      // As undici's own request(): a request body that will not be sent is destroyed.
+      const body = this.#requestBody as { destroy?: (error?: Error) => void } | null
+      if (typeof body?.destroy === 'function') {
+        ;(body as { on?: (event: string, fn: () => void) => void }).on?.('error', () => {})
+        body.destroy(error)
+      }
+      this.#reject(error)
+      return
+    }
+    this.#finish(error)
+  }
+
+  #finish(error: unknown): void {
+    if (this.#ended) return
+    this.#ended = true
+    this.#error = error
+    this.#signal.removeEventListener('abort', this.#onAbort)
+    const pending = this.#pending
+    if (pending === undefined || this.#queued > 0) return
+    this.#pending = undefined
+    if (error === undefined) pending.resolve({ done: true, value: undefined })
+    else pending.reject(error)
+  }
+
+  #cancel(reason: Error): void {
+    const abort = this.#abort
+    this.#abort = undefined
+    if (abort !== undefined) abort(reason)
+  }
+
+  [Symbol.asyncIterator](): AsyncIterator<Uint8Array> {
+    if (this.#iterated) throw new TypeError('the response body can be read only once')
+    this.#iterated = true
+    return {
+      next: () => this.#next(),
+      return: () => {
+        this.#queue = []
+        this.#queued = 0
+        const pending = this.#pending
+        this.#pending = undefined
+        pending?.resolve({ done: true, value: undefined })
+        if (!this.#ended) {
+          this.#ended = true
+          this.#signal.removeEventListener('abort', this.#onAbort)
+          this.#cancel(new WsgiProxyError('CLIENT_ABORTED', 'the response body was abandoned'))
+        }
+        return Promise.resolve({ done: true, value: undefined })
+      },
+    }
+  }
+
+  #next(): Promise<IteratorResult<Uint8Array>> {
+    const chunk = this.#queue.shift()
+    if (chunk !== undefined) {
+      this.#queued -= chunk.byteLength
+      if (this.#paused && this.#queued < BODY_HIGH_WATER_MARK) {
+        this.#paused = false
+        this.#resume?.()
+      }
+      return Promise.resolve({ done: false, value: chunk })
+    }
+    if (this.#ended) {
+      return this.#error === undefined
+        ? Promise.resolve({ done: true, value: undefined })
+        : Promise.reject(this.#error)
+    }
+    if (this.#pending !== undefined)
+      return Promise.reject(new TypeError('a read is already pending'))
+    return new Promise((resolve, reject) => {
+      this.#pending = { resolve, reject }
+    })
+  }
 }
 
 function createAgent(options: UndiciTransportOptions): Agent {
