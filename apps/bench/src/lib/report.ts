@@ -1,0 +1,265 @@
+// Pure summaries of a benchmark run: medians, ratios to the peers, the issue's targets and the
+// Markdown tables printed at the end.
+
+/** A workload of the run. */
+export interface Workload {
+  id: string
+  label: string
+  /** `load`: requests/s at fixed concurrency; `download`: one large body, MiB/s. */
+  kind: 'load' | 'download'
+}
+
+/** One measurement of one server on one workload. */
+export interface Sample {
+  /** Requests/s (load) or MiB/s (download). */
+  rate: number
+  p50Ms: number
+  p99Ms: number
+  requests: number
+  errors: number
+  badStatus: number
+  /** Proxy process CPU time per request in microseconds. */
+  cpuMicrosPerRequest: number
+  /** Proxy process peak RSS during this measurement, in MB (10^6 bytes). */
+  peakRssMB: number
+}
+
+/** All samples of one server on one workload, and their summary. */
+export interface Cell {
+  server: string
+  workload: string
+  samples: Sample[]
+}
+
+/** Medians (and the range of the rate) over a cell's samples. */
+export interface CellSummary {
+  rate: number
+  rateMin: number
+  rateMax: number
+  p50Ms: number
+  p99Ms: number
+  cpuMicrosPerRequest: number
+  peakRssMB: number
+  errors: number
+  badStatus: number
+}
+
+/** The median of a non-empty list (mean of the middle two for an even count); NaN when empty. */
+export function median(values: readonly number[]): number {
+  if (values.length === 0) return Number.NaN
+  const sorted = values.toSorted((a, b) => a - b)
+  const mid = sorted.length >> 1
+  return sorted.length % 2 === 1
+    ? (sorted[mid] as number)
+    : ((sorted[mid - 1] as number) + (sorted[mid] as number)) / 2
+}
+
+/** Summarizes a cell: medians of rate, latency and CPU, the highest peak RSS, summed errors. */
+export function summarize(samples: readonly Sample[]): CellSummary {
+  const rates = samples.map((s) => s.rate)
+  return {
+    rate: median(rates),
+    rateMin: Math.min(...rates),
+    rateMax: Math.max(...rates),
+    p50Ms: median(samples.map((s) => s.p50Ms)),
+    p99Ms: median(samples.map((s) => s.p99Ms)),
+    cpuMicrosPerRequest: median(samples.map((s) => s.cpuMicrosPerRequest)),
+    peakRssMB: Math.max(...samples.map((s) => s.peakRssMB)),
+    errors: samples.reduce((sum, s) => sum + s.errors, 0),
+    badStatus: samples.reduce((sum, s) => sum + s.badStatus, 0),
+  }
+}
+
+/** A target of issue 5 checked against one run. */
+export interface TargetCheck {
+  description: string
+  /** The measured value (a ratio, or MB for memory). */
+  value: number
+  /** The bound it must meet. */
+  bound: number
+  /** `min`: value ≥ bound; `max`: value ≤ bound. */
+  direction: 'min' | 'max'
+  met: boolean
+}
+
+/** Summaries indexed by server then workload. */
+export type Summaries = Record<string, Record<string, CellSummary>>
+
+/** Indexes cells by server and workload, summarized. */
+export function summarizeCells(cells: readonly Cell[]): Summaries {
+  const out: Summaries = {}
+  for (const cell of cells) {
+    if (cell.samples.length === 0) continue
+    out[cell.server] ??= {}
+    ;(out[cell.server] as Record<string, CellSummary>)[cell.workload] = summarize(cell.samples)
+  }
+  return out
+}
+
+/** `a / b` of the median rates of two servers on a workload; NaN when either is missing. */
+export function rateRatio(summaries: Summaries, a: string, b: string, workload: string): number {
+  const x = summaries[a]?.[workload]?.rate
+  const y = summaries[b]?.[workload]?.rate
+  return x === undefined || y === undefined || y === 0 ? Number.NaN : x / y
+}
+
+function check(
+  description: string,
+  value: number,
+  bound: number,
+  direction: 'min' | 'max',
+): TargetCheck {
+  const met = direction === 'min' ? value >= bound : value <= bound
+  return { description, value, bound, direction, met: Number.isFinite(value) && met }
+}
+
+/** The server ids the targets refer to. */
+export const OURS = { node: 'wsgiproxy-node', fetch: 'wsgiproxy-fetch' } as const
+
+/** Checks the targets of issue 5 that the measured servers and workloads allow. */
+export function checkTargets(summaries: Summaries): TargetCheck[] {
+  const checks: TargetCheck[] = []
+  const node = OURS.node
+  const has = (server: string, workload: string): boolean =>
+    summaries[server]?.[workload] !== undefined
+  for (const w of ['get-1k-32', 'get-1k-128']) {
+    if (has(node, w) && has('http-proxy', w)) {
+      checks.push(
+        check(
+          `node path / http-proxy, ${w}`,
+          rateRatio(summaries, node, 'http-proxy', w),
+          1.25,
+          'min',
+        ),
+      )
+    }
+  }
+  if (has(node, 'echo-64k') && has('http-proxy', 'echo-64k')) {
+    checks.push(
+      check(
+        'node path / http-proxy, echo-64k',
+        rateRatio(summaries, node, 'http-proxy', 'echo-64k'),
+        1.0,
+        'min',
+      ),
+    )
+  }
+  const dl = 'download'
+  for (const peer of ['undici-stream', 'undici-request']) {
+    if (has(node, dl) && has(peer, dl)) {
+      checks.push(
+        check(
+          `node path / ${peer}, ${dl} MiB/s`,
+          rateRatio(summaries, node, peer, dl),
+          0.95,
+          'min',
+        ),
+      )
+    }
+  }
+  const rss = summaries[node]?.[dl]?.peakRssMB
+  if (rss !== undefined) checks.push(check(`node path peak RSS, ${dl} (MB)`, rss, 120, 'max'))
+  for (const w of ['get-1k-32', 'get-1k-128', 'echo-64k']) {
+    const ours = summaries[node]?.[w]?.p99Ms
+    const theirs = summaries['http-proxy']?.[w]?.p99Ms
+    if (ours !== undefined && theirs !== undefined) {
+      checks.push(check(`node path p99 / http-proxy p99, ${w}`, ours / theirs, 1.0, 'max'))
+    }
+  }
+  for (const w of ['get-1k-32', 'get-1k-128']) {
+    if (has(OURS.fetch, w) && has('hono-proxy', w)) {
+      checks.push(
+        check(
+          `fetch path / hono proxy helper, ${w}`,
+          rateRatio(summaries, OURS.fetch, 'hono-proxy', w),
+          1.5,
+          'min',
+        ),
+      )
+    }
+  }
+  return checks
+}
+
+const unit = (w: Workload): string => (w.kind === 'download' ? 'MiB/s' : 'req/s')
+
+const fmt = (value: number, digits = 0): string =>
+  Number.isFinite(value) ? value.toFixed(digits) : '–'
+
+/** Everything the Markdown report needs. */
+export interface ReportInput {
+  title: string
+  /** Lines printed under the title (machine, versions, settings). */
+  context: readonly string[]
+  servers: readonly { id: string; label: string }[]
+  workloads: readonly Workload[]
+  summaries: Summaries
+  targets: readonly TargetCheck[]
+}
+
+/** Renders the run as Markdown: rates, latency, CPU and memory, ratios, targets. */
+export function renderMarkdown(input: ReportInput): string {
+  const { servers, workloads, summaries } = input
+  const lines: string[] = [`## ${input.title}`, '', ...input.context.map((c) => `- ${c}`), '']
+  const head = (cols: readonly string[]): void => {
+    lines.push(
+      `| ${cols.join(' | ')} |`,
+      `|${cols.map((_, i) => (i === 0 ? '---' : '---:')).join('|')}|`,
+    )
+  }
+
+  lines.push('### Throughput (median, min–max)', '')
+  head(['proxy', ...workloads.map((w) => `${w.label} (${unit(w)})`)])
+  for (const s of servers) {
+    const row = workloads.map((w) => {
+      const c = summaries[s.id]?.[w.id]
+      if (c === undefined) return '–'
+      const errors = c.errors + c.badStatus > 0 ? ` ⚠ ${c.errors + c.badStatus} errors` : ''
+      return `${fmt(c.rate)} (${fmt(c.rateMin)}–${fmt(c.rateMax)})${errors}`
+    })
+    lines.push(`| ${s.label} | ${row.join(' | ')} |`)
+  }
+
+  const loads = workloads.filter((w) => w.kind === 'load')
+  lines.push('', '### Latency p50 / p99 (ms, medians) and proxy CPU per request (µs)', '')
+  head(['proxy', ...loads.map((w) => w.label)])
+  for (const s of servers) {
+    const row = loads.map((w) => {
+      const c = summaries[s.id]?.[w.id]
+      return c === undefined
+        ? '–'
+        : `${fmt(c.p50Ms, 2)} / ${fmt(c.p99Ms, 2)}, ${fmt(c.cpuMicrosPerRequest)} µs`
+    })
+    lines.push(`| ${s.label} | ${row.join(' | ')} |`)
+  }
+
+  lines.push('', '### Proxy peak RSS (MB)', '')
+  head(['proxy', ...workloads.map((w) => w.label)])
+  for (const s of servers) {
+    const row = workloads.map((w) => fmt(summaries[s.id]?.[w.id]?.peakRssMB ?? Number.NaN))
+    lines.push(`| ${s.label} | ${row.join(' | ')} |`)
+  }
+
+  for (const ours of [OURS.node, OURS.fetch]) {
+    const label = servers.find((s) => s.id === ours)?.label
+    if (label === undefined) continue
+    lines.push('', `### Ratios: ${label} / peer (median throughput)`, '')
+    head(['peer', ...workloads.map((w) => w.label)])
+    for (const s of servers) {
+      if (s.id === ours) continue
+      const row = workloads.map((w) => fmt(rateRatio(summaries, ours, s.id, w.id), 2))
+      lines.push(`| ${s.label} | ${row.join(' | ')} |`)
+    }
+  }
+
+  if (input.targets.length > 0) {
+    lines.push('', '### Targets', '')
+    for (const t of input.targets) {
+      const op = t.direction === 'min' ? '≥' : '≤'
+      lines.push(
+        `- ${t.met ? 'met' : 'MISSED'}: ${t.description} = ${fmt(t.value, 2)} (${op} ${t.bound})`,
+      )
+    }
+  }
+  return `${lines.join('\n')}\n`
+}

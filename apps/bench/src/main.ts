@@ -1,0 +1,159 @@
+// `pnpm bench`: this project against its peers in one run on one machine (DESIGN.md §10).
+// Markdown to stdout, JSON to --out (default results/bench-<time>.json), progress to stderr.
+import { mkdirSync, writeFileSync } from 'node:fs'
+import { cpus, release, type } from 'node:os'
+import { dirname, resolve } from 'node:path'
+import { parseArgs } from 'node:util'
+import { detectLoadTool, loadToolVersion } from './lib/load.ts'
+import type { LoadTool } from './lib/load.ts'
+import { checkTargets, renderMarkdown, summarizeCells } from './lib/report.ts'
+import { runBenchmark, WORKLOADS } from './lib/run.ts'
+import type { RunSettings } from './lib/run.ts'
+import { SERVERS } from './lib/servers.ts'
+
+const USAGE = `usage: node dist/main.js [--quick | --smoke] [options]
+
+  --quick              one round, 2 s per load, fewer servers (under 90 s)
+  --smoke              200 requests per load with autocannon, 8 MiB download: checks the plumbing
+  --reps N             rounds (default 3)
+  --duration S         seconds per load measurement (default 5)
+  --warmup S           seconds of warm-up per server and workload (default 2)
+  --download-mib N     size of the download workload (default 256)
+  --servers a,b        server ids (default all): ${SERVERS.map((s) => s.id).join(', ')}
+  --workloads a,b      workload ids (default all): ${WORKLOADS.map((w) => w.id).join(', ')}
+  --load wrk|autocannon  load generator (default wrk when installed)
+  --out FILE           where to write the JSON results
+`
+
+function fail(message: string): never {
+  console.error(`bench: ${message}\n\n${USAGE}`)
+  process.exit(1)
+}
+
+const { values } = parseArgs({
+  options: {
+    quick: { type: 'boolean', default: false },
+    smoke: { type: 'boolean', default: false },
+    reps: { type: 'string' },
+    duration: { type: 'string' },
+    warmup: { type: 'string' },
+    'download-mib': { type: 'string' },
+    servers: { type: 'string' },
+    workloads: { type: 'string' },
+    load: { type: 'string' },
+    out: { type: 'string' },
+    help: { type: 'boolean', default: false },
+  },
+  strict: true,
+})
+if (values.help) {
+  console.log(USAGE)
+  process.exit(0)
+}
+
+function positive(name: string, raw: string | undefined, fallback: number): number {
+  if (raw === undefined) return fallback
+  const value = Number(raw)
+  if (!Number.isFinite(value) || value < 0)
+    fail(`--${name} must be a non-negative number (got "${raw}")`)
+  return value
+}
+
+function list(
+  name: string,
+  raw: string | undefined,
+  known: readonly string[],
+  fallback: readonly string[],
+) {
+  if (raw === undefined) return fallback
+  const ids = raw.split(',').filter((id) => id !== '')
+  const unknown = ids.filter((id) => !known.includes(id))
+  if (unknown.length > 0)
+    fail(`--${name}: unknown ${unknown.join(', ')} (known: ${known.join(', ')})`)
+  return ids
+}
+
+const mode = values.smoke ? 'smoke' : values.quick ? 'quick' : 'full'
+const load: LoadTool =
+  values.load === undefined
+    ? mode === 'smoke'
+      ? 'autocannon'
+      : detectLoadTool()
+    : values.load === 'wrk' || values.load === 'autocannon'
+      ? values.load
+      : fail(`--load must be wrk or autocannon (got "${values.load}")`)
+
+const allServers = SERVERS.map((s) => s.id)
+// Quick runs leave out the two variants that only explain the others (global fetch, Pool.request).
+const quickServers = allServers.filter(
+  (id) => id !== 'wsgiproxy-fetch-global' && id !== 'undici-request',
+)
+const serverIds = list(
+  'servers',
+  values.servers,
+  allServers,
+  mode === 'quick' ? quickServers : allServers,
+)
+const workloadIds = list(
+  'workloads',
+  values.workloads,
+  WORKLOADS.map((w) => w.id),
+  WORKLOADS.map((w) => w.id),
+)
+
+const defaults = {
+  full: { reps: 3, duration: 5, warmup: 2, mib: 256 },
+  quick: { reps: 1, duration: 2, warmup: 1, mib: 256 },
+  smoke: { reps: 1, duration: 1, warmup: 0, mib: 8 },
+}[mode]
+const settings: RunSettings = {
+  load,
+  reps: Math.max(1, Math.round(positive('reps', values.reps, defaults.reps))),
+  duration: positive('duration', values.duration, defaults.duration),
+  warmup: positive('warmup', values.warmup, defaults.warmup),
+  downloadBytes: Math.round(
+    positive('download-mib', values['download-mib'], defaults.mib) * 1048576,
+  ),
+  ...(mode === 'smoke' ? { amount: 200 } : {}),
+}
+
+const started = new Date()
+const cells = await runBenchmark(serverIds, workloadIds, settings, (line) => console.error(line))
+const summaries = summarizeCells(cells)
+const targets = checkTargets(summaries)
+const cpu = cpus()
+const mib = settings.downloadBytes / 1048576
+const context = [
+  `date: ${started.toISOString()}`,
+  `machine: ${cpu.length} × ${cpu[0]?.model.trim() ?? 'unknown CPU'}, ${type()} ${release()}, Node ${process.version}`,
+  `load: ${loadToolVersion(load)}, one thread, loopback; upstream and every proxy in separate processes`,
+  `mode: ${mode}; ${settings.reps} round(s) of ${settings.amount === undefined ? `${settings.duration} s` : `${settings.amount} requests`} per load after ${settings.warmup} s warm-up, order rotated each round; download: ${mib} MiB once per round`,
+]
+const workloads = WORKLOADS.filter((w) => workloadIds.includes(w.id)).map((w) =>
+  w.kind === 'download' ? { ...w, label: `${mib} MiB download` } : w,
+)
+const servers = SERVERS.filter((s) => serverIds.includes(s.id)).map(({ id, label }) => ({
+  id,
+  label,
+}))
+process.stdout.write(
+  renderMarkdown({
+    title: `wsgiproxy benchmark (${mode})`,
+    context,
+    servers,
+    workloads,
+    summaries,
+    targets,
+  }),
+)
+
+const out = resolve(
+  values.out ??
+    `results/bench-${started.toISOString().replaceAll(':', '-').replace(/\..*/, '')}.json`,
+)
+mkdirSync(dirname(out), { recursive: true })
+writeFileSync(
+  out,
+  `${JSON.stringify({ mode, started: started.toISOString(), context, settings, servers, workloads, cells, summaries, targets }, null, 2)}\n`,
+)
+console.error(`results written to ${out}`)
