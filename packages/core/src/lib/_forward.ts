@@ -1,3 +1,4 @@
+import { Cancellation, LazyOutbound, subscribesToCancel } from './_cancel.ts'
 import { clientCloseHook } from './_client-close.ts'
 import { WsgiProxyError } from './errors.ts'
 import { stripHopByHop } from './_hop-by-hop.ts'
@@ -30,7 +31,7 @@ export async function forward(
   environ: Environ,
   settings: ForwardSettings,
 ): Promise<AppResponse> {
-  const controller = new AbortController()
+  const controller = new Cancellation()
   const onClientAbort = (): void =>
     controller.abort(new WsgiProxyError('CLIENT_ABORTED', 'the client closed the request'))
   let release: () => void
@@ -61,18 +62,23 @@ export async function forward(
 
   let response: AppResponse
   try {
-    response = await settings.transport({ ...outbound, signal: controller.signal })
+    // A transport that subscribes to the cancellation never needs a signal (see _cancel.ts).
+    response = await settings.transport(
+      subscribesToCancel(settings.transport)
+        ? new LazyOutbound(outbound, controller)
+        : { ...outbound, signal: controller.signal },
+    )
   } catch (error) {
     clearTimeout(timer)
     release()
-    return failure(toProxyError(error, controller.signal, outbound.url), environ, settings)
+    return failure(toProxyError(error, controller, outbound.url), environ, settings)
   }
   clearTimeout(timer)
-  if (controller.signal.aborted) {
+  if (controller.aborted) {
     // The transport answered although the request was cancelled meanwhile.
     release()
     void discardBody(response.body)
-    return failure(toProxyError(undefined, controller.signal, outbound.url), environ, settings)
+    return failure(toProxyError(undefined, controller, outbound.url), environ, settings)
   }
   const headers = stripHopByHop(response.headers, 'response')
   if (response.body === null) {
@@ -99,8 +105,8 @@ export async function failure(
   }
 }
 
-function toProxyError(error: unknown, signal: AbortSignal, url: URL): WsgiProxyError {
-  if (signal.aborted && signal.reason instanceof WsgiProxyError) return signal.reason
+function toProxyError(error: unknown, cancel: Cancellation, url: URL): WsgiProxyError {
+  if (cancel.aborted && cancel.reason instanceof WsgiProxyError) return cancel.reason
   if (error instanceof WsgiProxyError) return error
   const message = error instanceof Error ? error.message : String(error)
   return new WsgiProxyError('UPSTREAM_UNREACHABLE', `request to ${url.origin} failed: ${message}`, {
@@ -115,7 +121,7 @@ function toProxyError(error: unknown, signal: AbortSignal, url: URL): WsgiProxyE
  */
 function watchBody(
   body: AsyncIterable<Uint8Array>,
-  controller: AbortController,
+  controller: Cancellation,
   url: URL,
   settings: ForwardSettings,
   environ: Environ,
@@ -150,8 +156,8 @@ function watchBody(
           return result
         } catch (error) {
           finish()
-          const problem = controller.signal.aborted
-            ? toProxyError(error, controller.signal, url)
+          const problem = controller.aborted
+            ? toProxyError(error, controller, url)
             : new WsgiProxyError('UPSTREAM_RESET', `the response body from ${url.origin} failed`, {
                 cause: error,
               })

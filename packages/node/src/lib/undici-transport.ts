@@ -67,10 +67,11 @@ export function undiciTransport(options: UndiciTransportOptions = {}): UndiciTra
   let closing: Promise<void> | undefined
 
   const transport = (outbound: OutboundRequest): Promise<AppResponse> => {
-    const { url, method, signal } = outbound
+    const { url, method } = outbound
+    const cancel = cancelOf(outbound)
     return new Promise((resolve, reject) => {
-      const handler = new ResponseHandler(method, outbound.body, signal, resolve, (error) =>
-        reject(toProxyError(error, signal, url)),
+      const handler = new ResponseHandler(method, outbound.body, cancel, resolve, (error) =>
+        reject(toProxyError(error, cancel, url)),
       )
       if (handler.settled) return
       try {
@@ -84,7 +85,7 @@ export function undiciTransport(options: UndiciTransportOptions = {}): UndiciTra
             headers: outbound.headers.flat(),
             // undici streams any async iterable and checks it against Content-Length.
             body: outbound.body as Readable | null,
-            // The forwarding app runs the headers and body-idle timers through `signal`.
+            // The forwarding app runs the headers and body-idle timers through the signal.
             headersTimeout: 0,
             bodyTimeout: 0,
           },
@@ -96,6 +97,8 @@ export function undiciTransport(options: UndiciTransportOptions = {}): UndiciTra
     })
   }
 
+  // Tells core's forward() to hand over its cancellation instead of creating a signal.
+  Object.defineProperty(transport, CANCEL, { value: true })
   return Object.assign(transport, {
     close(): Promise<void> {
       if (!own) return Promise.resolve()
@@ -103,6 +106,35 @@ export function undiciTransport(options: UndiciTransportOptions = {}): UndiciTra
       return closing
     },
   })
+}
+
+// This transport is marked with this key, so core's `forward()` puts its request's cancellation
+// under it beside a `signal` created only when read (an AbortController per request is a
+// measurable cost); any other caller gives just the signal (core's `_cancel.ts` describes it).
+const CANCEL = Symbol.for('wsgiproxy.cancel')
+
+/** What the handler needs of a cancellation: core's object, or an AbortSignal seen the same way. */
+interface Cancel {
+  readonly aborted: boolean
+  readonly reason: unknown
+  add(listener: () => void): void
+  delete(listener: () => void): void
+}
+
+function cancelOf(outbound: OutboundRequest): Cancel {
+  const hook = (outbound as unknown as Record<symbol, Cancel | undefined>)[CANCEL]
+  if (typeof hook?.add === 'function' && typeof hook.delete === 'function') return hook
+  const { signal } = outbound
+  return {
+    get aborted() {
+      return signal.aborted
+    },
+    get reason() {
+      return signal.reason as unknown
+    },
+    add: (listener) => signal.addEventListener('abort', listener, { once: true }),
+    delete: (listener) => signal.removeEventListener('abort', listener),
+  }
 }
 
 // A response body holds at most this many bytes before undici is paused (as a Readable's
@@ -124,7 +156,7 @@ class ResponseHandler implements Dispatcher.DispatchHandler, AsyncIterable<Uint8
   settled = false
   #method: string
   #requestBody: unknown
-  #signal: AbortSignal
+  #cancel: Cancel
   #resolve: (response: AppResponse) => void
   #reject: (error: unknown) => void
   #abort: ((reason?: Error) => void) | undefined
@@ -136,30 +168,30 @@ class ResponseHandler implements Dispatcher.DispatchHandler, AsyncIterable<Uint8
   #error: unknown = undefined
   #pending: Pending | undefined
   #iterated = false
-  #onAbort = (): void => this.#cancel(this.#signal.reason as Error)
+  #onAbort = (): void => this.#abortRequest(this.#cancel.reason as Error)
 
   constructor(
     method: string,
     requestBody: unknown,
-    signal: AbortSignal,
+    cancel: Cancel,
     resolve: (response: AppResponse) => void,
     reject: (error: unknown) => void,
   ) {
     this.#method = method
     this.#requestBody = requestBody
-    this.#signal = signal
+    this.#cancel = cancel
     this.#resolve = resolve
     this.#reject = reject
-    if (signal.aborted) {
+    if (cancel.aborted) {
       this.settled = true
-      reject(signal.reason)
+      reject(cancel.reason)
     } else {
-      signal.addEventListener('abort', this.#onAbort, { once: true })
+      cancel.add(this.#onAbort)
     }
   }
 
   onConnect(abort: (reason?: Error) => void): void {
-    if (this.#signal.aborted) abort(this.#signal.reason as Error)
+    if (this.#cancel.aborted) abort(this.#cancel.reason as Error)
     else this.#abort = abort
   }
 
@@ -206,7 +238,7 @@ class ResponseHandler implements Dispatcher.DispatchHandler, AsyncIterable<Uint8
   onError(error: Error): void {
     if (!this.settled) {
       this.settled = true
-      this.#signal.removeEventListener('abort', this.#onAbort)
+      this.#cancel.delete(this.#onAbort)
       // As undici's own request(): a request body that will not be sent is destroyed.
       const body = this.#requestBody as { destroy?: (error?: Error) => void } | null
       if (typeof body?.destroy === 'function') {
@@ -223,7 +255,7 @@ class ResponseHandler implements Dispatcher.DispatchHandler, AsyncIterable<Uint8
     if (this.#ended) return
     this.#ended = true
     this.#error = error
-    this.#signal.removeEventListener('abort', this.#onAbort)
+    this.#cancel.delete(this.#onAbort)
     const pending = this.#pending
     if (pending === undefined || this.#queued > 0) return
     this.#pending = undefined
@@ -231,7 +263,7 @@ class ResponseHandler implements Dispatcher.DispatchHandler, AsyncIterable<Uint8
     else pending.reject(error)
   }
 
-  #cancel(reason: Error): void {
+  #abortRequest(reason: Error): void {
     const abort = this.#abort
     this.#abort = undefined
     if (abort !== undefined) abort(reason)
@@ -250,8 +282,10 @@ class ResponseHandler implements Dispatcher.DispatchHandler, AsyncIterable<Uint8
         pending?.resolve({ done: true, value: undefined })
         if (!this.#ended) {
           this.#ended = true
-          this.#signal.removeEventListener('abort', this.#onAbort)
-          this.#cancel(new WsgiProxyError('CLIENT_ABORTED', 'the response body was abandoned'))
+          this.#cancel.delete(this.#onAbort)
+          this.#abortRequest(
+            new WsgiProxyError('CLIENT_ABORTED', 'the response body was abandoned'),
+          )
         }
         return Promise.resolve({ done: true, value: undefined })
       },
@@ -343,10 +377,10 @@ function errorCode(error: unknown): string {
   return typeof causeCode === 'string' ? causeCode : ''
 }
 
-function toProxyError(error: unknown, signal: AbortSignal, url: URL): WsgiProxyError {
-  if (signal.aborted) {
-    return signal.reason instanceof WsgiProxyError
-      ? signal.reason
+function toProxyError(error: unknown, cancel: Cancel, url: URL): WsgiProxyError {
+  if (cancel.aborted) {
+    return cancel.reason instanceof WsgiProxyError
+      ? cancel.reason
       : new WsgiProxyError('CLIENT_ABORTED', 'the request was aborted', { cause: error })
   }
   if (error instanceof WsgiProxyError) return error
