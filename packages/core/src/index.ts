@@ -13,6 +13,7 @@ export type { ToEnvironOptions, ToRequestOptions } from './lib/environ.ts'
 export {
   environHeaders,
   environHost,
+  environUrl,
   formatAuthority,
   toEnviron,
   toRequest,
@@ -32,8 +33,16 @@ export type { ExactProxyOptions } from './lib/exact-proxy.ts'
 export { exactProxy } from './lib/exact-proxy.ts'
 export type { ProxyAppOptions } from './lib/proxy-app.ts'
 export { createProxyApp } from './lib/proxy-app.ts'
-export type { ProxyMiddlewareOptions } from './lib/proxy-middleware.ts'
-export { proxyMiddleware, SignatureRejectedError } from './lib/proxy-middleware.ts'
+export type {
+  EnvironRestorer,
+  ProxyMiddlewareOptions,
+  RestoreResult,
+} from './lib/proxy-middleware.ts'
+export {
+  createEnvironRestorer,
+  proxyMiddleware,
+  SignatureRejectedError,
+} from './lib/proxy-middleware.ts'
 export { isProtocolHeader, PROTOCOL_HEADERS, PROTOCOL_VERSION } from './lib/protocol.ts'
 export type { ExtraKeyKind, PickleCodec } from './lib/header-codec.ts'
 export {
