@@ -10,7 +10,8 @@ import { routePath } from 'hono/route'
  *
  * Segments are counted on the raw path, which Hono's router also splits without decoding `%2F`:
  * a literal, a `:param` and a mid-route `*` cover one segment, an absent optional parameter none,
- * and a `:param{regex}` as many as its matched value spans.
+ * and a `:param{regex}` as many as its matched value spans. A route that cannot be found in the
+ * URL path (an app with a custom `getPath`) throws rather than give a wrong split.
  */
 export function routePrefix(c: Context): string {
   const route = routePath(c)
@@ -30,6 +31,8 @@ export function routePrefix(c: Context): string {
   let end = 1
   for (const label of labels) {
     if (!label.startsWith(':')) {
+      // A literal that is not in the URL path: the app routes on another path (a custom getPath).
+      if (label !== '*' && decode(segments[end] ?? '') !== label) throw notFound(route)
       end++
       continue
     }
@@ -66,9 +69,13 @@ function spanEnd(segments: string[], from: number, value: string, route: string)
     if (decoded === value) return end
     if (decoded.length > value.length) break
   }
-  throw new WsgiProxyError(
+  throw notFound(route)
+}
+
+function notFound(route: string): WsgiProxyError {
+  return new WsgiProxyError(
     'APP_ERROR',
-    `mount() cannot find the path segments of a parameter of ${JSON.stringify(route)}`,
+    `mount() cannot find the route ${JSON.stringify(route)} in the request path; routes on a path other than the URL's (a custom getPath) cannot be mounted`,
   )
 }
 

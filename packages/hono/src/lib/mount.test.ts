@@ -264,6 +264,20 @@ describe('mount', () => {
       expect(String(errors[0])).toContain('mount() needs a route whose wildcard follows "/"')
     })
 
+    it('answers 500 rather than a wrong split when the app routes on another path', async () => {
+      const { app, environs } = recording()
+      const errors: unknown[] = []
+      // Host-based routing: the routed path is "/<host><path>", not the URL path.
+      const hono = new Hono({
+        getPath: (request) => `/${new URL(request.url).hostname}${new URL(request.url).pathname}`,
+      })
+      hono.all('/tenant.example/api/*', mount(app, { onError: (error) => void errors.push(error) }))
+      const response = await hono.request('http://tenant.example/api/x')
+      expect(response.status).toBe(500)
+      expect(environs).toEqual([])
+      expect(String(errors[0])).toContain('a custom getPath')
+    })
+
     it('answers 400 to an encoded ".." segment that would climb out of the mount', async () => {
       const { app, environs } = recording()
       const response = await routes(app).request('/api/..%2Fsecret')
