@@ -18,6 +18,7 @@ const v1 = new Hono().all('/legacy/*', mount(hello))
 app.route('/v1', v1) // GET /v1/legacy/x → "/v1/legacy | /x"`
 
 function mountSnippet(): Hono {
+  // oxlint-disable-next-line unicorn/consistent-function-scoping -- kept as the README has it
   const hello: EnvironApp = (environ) => ({
     status: 200,
     headers: [['content-type', 'text/plain']],
