@@ -13,6 +13,7 @@ export type { ToEnvironOptions, ToRequestOptions } from './lib/environ.ts'
 export {
   environHeaders,
   environHost,
+  environUrl,
   formatAuthority,
   toEnviron,
   toRequest,
@@ -22,6 +23,7 @@ export { environPath, quotePath, unquotePath } from './lib/url-path.ts'
 export { fromResponse, isAppResponse, toResponse } from './lib/response.ts'
 export type { FetchHandler, ToFetchHandlerOptions } from './lib/fetch-handler.ts'
 export { fromFetchHandler, toFetchHandler } from './lib/fetch-handler.ts'
+export { findRemoteAddr } from './lib/peer-address.ts'
 export { errorResponse, problemResponse } from './lib/problem.ts'
 export type { FetchTransportOptions } from './lib/fetch-transport.ts'
 export { fetchTransport } from './lib/fetch-transport.ts'
@@ -31,8 +33,16 @@ export type { ExactProxyOptions } from './lib/exact-proxy.ts'
 export { exactProxy } from './lib/exact-proxy.ts'
 export type { ProxyAppOptions } from './lib/proxy-app.ts'
 export { createProxyApp } from './lib/proxy-app.ts'
-export type { ProxyMiddlewareOptions } from './lib/proxy-middleware.ts'
-export { proxyMiddleware, SignatureRejectedError } from './lib/proxy-middleware.ts'
+export type {
+  EnvironRestorer,
+  ProxyMiddlewareOptions,
+  RestoreResult,
+} from './lib/proxy-middleware.ts'
+export {
+  createEnvironRestorer,
+  proxyMiddleware,
+  SignatureRejectedError,
+} from './lib/proxy-middleware.ts'
 export { isProtocolHeader, PROTOCOL_HEADERS, PROTOCOL_VERSION } from './lib/protocol.ts'
 export type { ExtraKeyKind, PickleCodec } from './lib/header-codec.ts'
 export {

@@ -4,6 +4,7 @@ import type { ToEnvironOptions, ToRequestOptions } from '@wsgiproxy/core'
 import {
   WsgiProxyError,
   environHeaders,
+  environUrl,
   formatAuthority,
   toEnviron,
   toRequest,
@@ -540,6 +541,32 @@ describe('environHeaders', () => {
 
   it('lists no header for an environ without header keys', () => {
     expect(environHeaders(makeEnviron())).toEqual([])
+  })
+})
+
+describe('environUrl', () => {
+  it('gives back the URL of the request the environ was built from, %2F and all', () => {
+    const href = 'https://example.com:8443/a%2Fb/caf%C3%A9?x=1&y=%20'
+    expect(environUrl(toEnviron(new Request(href))).href).toBe(href)
+  })
+
+  it('uses SERVER_NAME and SERVER_PORT without HTTP_HOST, and "/" for an empty path', () => {
+    const env = makeEnviron({ SERVER_NAME: '::1', SERVER_PORT: '8080', PATH_INFO: '' })
+    delete env.HTTP_HOST
+    expect(environUrl(env).href).toBe('http://[::1]:8080/')
+  })
+
+  it('follows SCRIPT_NAME and PATH_INFO moved by a middleware', () => {
+    const env = toEnviron(new Request('http://example.com/myapp/x%2Fy'))
+    expect(environUrl({ ...env, SCRIPT_NAME: '/front', PATH_INFO: '/x/y' }).pathname).toBe(
+      '/front/x%2Fy',
+    )
+  })
+
+  it('throws BAD_REQUEST when the host is not a valid host[:port]', () => {
+    const error = thrown(() => environUrl(makeEnviron({ HTTP_HOST: 'a b' })))
+    expect(error).toBeInstanceOf(WsgiProxyError)
+    expect(error).toMatchObject({ code: 'BAD_REQUEST' })
   })
 })
 

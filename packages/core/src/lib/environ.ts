@@ -232,15 +232,7 @@ function partsToEnviron(parts: EnvironParts, opts: ToEnvironOptions): Environ {
  */
 export function toRequest(environ: Environ, options?: ToRequestOptions): Request {
   const opts = options === undefined ? {} : parseOptions(toRequestOptions, options, 'toRequest')
-  const host = environHost(environ)
-  if (!isValidHost(host)) {
-    throw new WsgiProxyError('BAD_REQUEST', `HTTP_HOST is not a valid host[:port]`, {
-      expose: true,
-    })
-  }
-  const url = `${environ['wsgi.url_scheme']}://${host}${environPath(environ) || '/'}${
-    environ.QUERY_STRING ? `?${environ.QUERY_STRING}` : ''
-  }`
+  const url = environUrl(environ)
   const method = environ.REQUEST_METHOD
   const input = environ['wsgi.input']
   const withBody = input !== null && method !== 'GET' && method !== 'HEAD'
@@ -259,6 +251,39 @@ export function toRequest(environ: Environ, options?: ToRequestOptions): Request
       cause: error,
     })
   }
+}
+
+/**
+ * The URL an environ describes: `wsgi.url_scheme`, `HTTP_HOST` (or `SERVER_NAME:SERVER_PORT`),
+ * the percent-encoded path (see `environPath`; `/` when empty) and `QUERY_STRING`. On an environ
+ * restored by `proxyMiddleware` or `createEnvironRestorer` it is the URL the client asked the
+ * front proxy for.
+ *
+ * @param environ - the environ
+ * @returns a new URL
+ * @throws WsgiProxyError `BAD_REQUEST` when the host is not a valid `host[:port]` or the parts do
+ *   not make a URL
+ * @example
+ * environUrl(toEnviron(new Request('https://example.com/a%2Fb?q=1'))).href
+ * // 'https://example.com/a%2Fb?q=1'
+ */
+export function environUrl(environ: Environ): URL {
+  const host = environHost(environ)
+  if (!isValidHost(host)) {
+    throw new WsgiProxyError('BAD_REQUEST', `HTTP_HOST is not a valid host[:port]`, {
+      expose: true,
+    })
+  }
+  const query = environ.QUERY_STRING ? `?${environ.QUERY_STRING}` : ''
+  const url = URL.parse(
+    `${environ['wsgi.url_scheme']}://${host}${environPath(environ) || '/'}${query}`,
+  )
+  if (url === null) {
+    throw new WsgiProxyError('BAD_REQUEST', 'the environ does not make a valid URL', {
+      expose: true,
+    })
+  }
+  return url
 }
 
 /**

@@ -1,6 +1,12 @@
 import { describe, expect, it, vi } from 'vitest'
 import type { AppResponse, Environ, EnvironApp, ToFetchHandlerOptions } from '@wsgiproxy/core'
-import { WsgiProxyError, fromFetchHandler, toEnviron, toFetchHandler } from '@wsgiproxy/core'
+import {
+  WsgiProxyError,
+  findRemoteAddr,
+  fromFetchHandler,
+  toEnviron,
+  toFetchHandler,
+} from '@wsgiproxy/core'
 import { readText, settle, trackedBody } from '../test/bodies.ts'
 
 /** An app that records the environs it gets and answers 200 with a text body. */
@@ -264,6 +270,43 @@ describe('toFetchHandler', () => {
     expect(environs).toHaveLength(0)
   })
 
+  it('asks a scriptName function for the mount prefix of each request', async () => {
+    const { app, environs } = recordingApp()
+    const calls: Array<[string, unknown]> = []
+    const handler = toFetchHandler(app, {
+      scriptName: (request, context) => {
+        calls.push([request.url, context])
+        // decoded, as SCRIPT_NAME is
+        return new URL(request.url).pathname.startsWith('/users/7') ? '/users/7' : '/a/b'
+      },
+    })
+    await handler(new Request('http://example.com/users/7/x'), 'ctx')
+    await handler(new Request('http://example.com/a%2Fb/c%2Fd'))
+    expect(calls).toEqual([
+      ['http://example.com/users/7/x', 'ctx'],
+      ['http://example.com/a%2Fb/c%2Fd', undefined],
+    ])
+    expect(environs.map((e) => [e.SCRIPT_NAME, e.PATH_INFO])).toEqual([
+      ['/users/7', '/x'],
+      ['/a/b', '/c/d'],
+    ])
+  })
+
+  it.each([
+    ['a path without a leading "/"', 'api'],
+    ['a value that is not a string', 42],
+  ])('answers 500 when the scriptName function answers %s', async (_, answer) => {
+    const { app, environs } = recordingApp()
+    const { onError, errors } = quietErrors()
+    const scriptName = (() => answer) as () => string
+    const response = await toFetchHandler(app, { scriptName, onError })(
+      new Request('http://example.com/api/x'),
+    )
+    expect(response.status).toBe(500)
+    expect(environs).toHaveLength(0)
+    expect(String(errors[0])).toContain('toFetchHandler.scriptName must answer')
+  })
+
   it('answers 431 problem+json above maxHeaders without calling the app', async () => {
     const { app, environs } = recordingApp()
     const { onError } = quietErrors()
@@ -344,6 +387,20 @@ describe('toFetchHandler', () => {
     expect(error).toBeInstanceOf(WsgiProxyError)
     expect(error).toMatchObject({ code: 'INVALID_OPTIONS' })
     expect((error as Error).message).toContain(name)
+  })
+})
+
+describe('findRemoteAddr', () => {
+  it('finds the address in each runtime shape and answers undefined for anything else', () => {
+    const request = new Request('http://example.com/')
+    const bun = { requestIP: (r: Request) => (r === request ? { address: '192.0.2.3' } : null) }
+    expect(findRemoteAddr(request, { incoming: { socket: { remoteAddress: '192.0.2.1' } } })).toBe(
+      '192.0.2.1',
+    )
+    expect(findRemoteAddr(request, { remoteAddr: { hostname: '192.0.2.2' } })).toBe('192.0.2.2')
+    expect(findRemoteAddr(request, bun)).toBe('192.0.2.3')
+    expect(findRemoteAddr(request, undefined)).toBeUndefined()
+    expect(findRemoteAddr(request, { incoming: {} })).toBeUndefined()
   })
 })
 

@@ -1,8 +1,8 @@
 import * as z from 'zod'
 import { buildEnviron, parseToEnvironOptions, toRequest } from './environ.ts'
-import type { WsgiProxyError } from './errors.ts'
+import { WsgiProxyError } from './errors.ts'
 import { fn, parseOptions } from './_options.ts'
-import { findRemoteAddr } from './_peer-address.ts'
+import { findRemoteAddr } from './peer-address.ts'
 import { discardBody } from './_streams.ts'
 import { errorResponse } from './problem.ts'
 import { fromResponse, toResponse } from './response.ts'
@@ -13,8 +13,12 @@ export type FetchHandler = (request: Request, context?: unknown) => Response | P
 
 /** Options of {@link toFetchHandler}. */
 export interface ToFetchHandlerOptions {
-  /** The mount prefix that becomes `SCRIPT_NAME`. Default `''`. */
-  scriptName?: string
+  /**
+   * The mount prefix that becomes `SCRIPT_NAME`, or a function that finds it per request (given
+   * the handler's two arguments; a framework adapter derives it from the matched route). A
+   * request outside it is answered 404. Default `''`.
+   */
+  scriptName?: string | ((request: Request, context: unknown) => string)
   /**
    * Finds the client address; overrides the lookup by the runtime's second argument
    * (`@hono/node-server`, Bun, Deno). Default: found by shape.
@@ -33,7 +37,9 @@ export interface ToFetchHandlerOptions {
 }
 
 const toFetchHandlerOptions = z.strictObject({
-  scriptName: z.string().optional(),
+  scriptName: z
+    .union([z.string(), fn<(request: Request, context: unknown) => string>()])
+    .optional(),
   getRemoteAddr: fn<NonNullable<ToFetchHandlerOptions['getRemoteAddr']>>().optional(),
   maxHeaders: z.number().int().min(1).optional(),
   exposeErrors: z.boolean().optional(),
@@ -56,8 +62,9 @@ export function toFetchHandler(
   options?: ToFetchHandlerOptions,
 ): (request: Request, context?: unknown) => Promise<Response> {
   const opts = parseOptions(toFetchHandlerOptions, options, 'toFetchHandler')
+  const { scriptName } = opts
   const environOptions = parseToEnvironOptions({
-    ...(opts.scriptName === undefined ? {} : { scriptName: opts.scriptName }),
+    ...(typeof scriptName === 'string' ? { scriptName } : {}),
     ...(opts.maxHeaders === undefined ? {} : { maxHeaders: opts.maxHeaders }),
   })
   const getRemoteAddr = opts.getRemoteAddr ?? findRemoteAddr
@@ -79,10 +86,12 @@ export function toFetchHandler(
   return async (request, context) => {
     try {
       const remoteAddr = getRemoteAddr(request, context)
-      const environ = buildEnviron(
-        request,
-        remoteAddr === undefined ? environOptions : { ...environOptions, remoteAddr },
-      )
+      let perRequest = environOptions
+      if (typeof scriptName === 'function') {
+        perRequest = { ...perRequest, scriptName: checkScriptName(scriptName(request, context)) }
+      }
+      if (remoteAddr !== undefined) perRequest = { ...perRequest, remoteAddr }
+      const environ = buildEnviron(request, perRequest)
       let response = await app(environ)
       if (request.method === 'HEAD' && response?.body) {
         void discardBody(response.body)
@@ -110,6 +119,16 @@ export function fromFetchHandler(
   handler: (request: Request, context: { environ: Environ }) => Response | Promise<Response>,
 ): EnvironApp {
   return async (environ) => fromResponse(await handler(toRequest(environ), { environ }))
+}
+
+function checkScriptName(scriptName: unknown): string {
+  if (typeof scriptName === 'string' && (scriptName === '' || scriptName.startsWith('/'))) {
+    return scriptName
+  }
+  throw new WsgiProxyError(
+    'APP_ERROR',
+    `toFetchHandler.scriptName must answer "" or a path starting with "/" (got ${JSON.stringify(scriptName)})`,
+  )
 }
 
 function logError(error: unknown): void {

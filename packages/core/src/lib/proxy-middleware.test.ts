@@ -1,7 +1,13 @@
 import { describe, expect, it } from 'vitest'
 import * as z from 'zod'
 import type { AppResponse, Environ, ProxyMiddlewareOptions, WsgiProxyError } from '../index.ts'
-import { proxyMiddleware, toEnviron } from '../index.ts'
+import {
+  createEnvironRestorer,
+  createVerifier,
+  MemoryReplayStore,
+  proxyMiddleware,
+  toEnviron,
+} from '../index.ts'
 
 interface Run {
   status: number
@@ -302,5 +308,67 @@ describe('proxyMiddleware edge cases', () => {
       HTTP_HOST: '[::1]:8080',
       SERVER_NAME: '::1',
     })
+  })
+})
+
+/** The environ a backend on 127.0.0.1 builds for `/myapp/article/1?q=1` with these headers. */
+function request(headers: Record<string, string>): Environ {
+  return toEnviron(
+    new Request('http://backend:8080/myapp/article/1?q=1', {
+      headers: { host: 'backend:8080', ...headers },
+    }),
+    { remoteAddr: '127.0.0.1' },
+  )
+}
+
+describe('createEnvironRestorer', () => {
+  it('answers the environ proxyMiddleware would pass its app', async () => {
+    const options: ProxyMiddlewareOptions = { trustIps: ['loopback'], popPrefix: '/article' }
+    const result = await createEnvironRestorer(options)(request(FORWARDED))
+    const { environ: expected } = await run(FORWARDED, options)
+    expect(result.ok).toBe(true)
+    if (!result.ok) return
+    const { 'wsgi.input': _input, 'wsgiproxy.signal': _signal, ...restored } = result.environ
+    const { 'wsgi.input': _i, 'wsgiproxy.signal': _s, ...wanted } = expected ?? {}
+    expect(restored).toEqual(wanted)
+    expect(restored).toMatchObject({ SCRIPT_NAME: '/front/article', PATH_INFO: '/1' })
+  })
+
+  it('strips the protocol headers of an untrusted peer and restores nothing', async () => {
+    const result = await createEnvironRestorer({ trustIps: ['10.0.0.0/8'] })(request(FORWARDED))
+    expect(result.ok && result.environ).toMatchObject({
+      REMOTE_ADDR: '127.0.0.1',
+      HTTP_HOST: 'backend:8080',
+      SCRIPT_NAME: '',
+      PATH_INFO: '/myapp/article/1',
+    })
+    expect(result.ok && result.environ['HTTP_X_FORWARDED_FOR']).toBeUndefined()
+  })
+
+  it('answers the refusal instead of an environ, without throwing', async () => {
+    const reasons: string[] = []
+    const restore = createEnvironRestorer({
+      verifier: createVerifier({
+        keys: [{ id: 'k', secret: new Uint8Array(32).fill(7) }],
+        replayStore: new MemoryReplayStore(),
+      }),
+      requireSignature: true,
+      onReject: (error) => void reasons.push(error.code),
+    })
+    const result = await restore(request(FORWARDED))
+    expect(result.ok).toBe(false)
+    if (result.ok) return
+    expect(result.response.status).toBe(401)
+    expect(result.response.headers).toContainEqual([
+      'www-authenticate',
+      'Signature realm="wsgiproxy"',
+    ])
+    expect(reasons).toEqual(['SIGNATURE_INVALID'])
+  })
+
+  it('names itself in option errors', () => {
+    expect(() => createEnvironRestorer({ prefix: '/a', popPrefix: '/b' })).toThrow(
+      'createEnvironRestorer.prefix and createEnvironRestorer.popPrefix cannot be given together',
+    )
   })
 })

@@ -86,6 +86,15 @@ const middlewareOptions = z.strictObject({
   onReject: fn<NonNullable<ProxyMiddlewareOptions['onReject']>>().optional(),
 })
 
+/** What an {@link EnvironRestorer} answers: the restored environ, or the response that refuses the request. */
+export type RestoreResult = { ok: true; environ: Environ } | { ok: false; response: AppResponse }
+
+/**
+ * Verifies and restores one environ as {@link proxyMiddleware} does, without calling an app.
+ * Never throws: a refused request resolves with its 400 / 401 / 413 / 431 / 503 response.
+ */
+export type EnvironRestorer = (environ: Environ) => Promise<RestoreResult>
+
 /**
  * The WSGIProxyMiddleware: on the backend, restores the request as the client made it from the
  * headers a trusted front proxy set (DESIGN.md §6): `X-Forwarded-Server` → `HTTP_HOST`,
@@ -105,11 +114,41 @@ const middlewareOptions = z.strictObject({
  * const app = proxyMiddleware(myEnvironApp, { trustIps: ['loopback'] })
  */
 export function proxyMiddleware(app: EnvironApp, options?: ProxyMiddlewareOptions): EnvironApp {
-  const opts = parseOptions(middlewareOptions, options, 'proxyMiddleware')
-  conflict(opts.prefix, 'prefix', opts.popPrefix, 'popPrefix')
-  conflict(opts.host, 'host', opts.domain, 'domain')
-  conflict(opts.host, 'host', opts.port, 'port')
-  const forced = resolveForced(opts)
+  const restorer = buildRestorer(options, 'proxyMiddleware')
+  return async (environ) => {
+    const result = await restorer(environ)
+    return result.ok ? app(result.environ) : result.response
+  }
+}
+
+/**
+ * The restoring half of {@link proxyMiddleware} on its own, for adapters whose next step is not
+ * an environ app (a framework middleware that calls `next()`): verifies the signature, checks
+ * trust, restores the original request and applies the forced values, with the same options and
+ * the same refusals.
+ *
+ * When the verifier buffered the body to check its digest, the restored `wsgi.input` is the
+ * buffered copy and the original body stream has been read.
+ *
+ * @param options - trust and forced values, as for {@link proxyMiddleware}
+ * @returns `(environ) => Promise<{ ok: true, environ } | { ok: false, response }>`
+ * @throws WsgiProxyError `INVALID_OPTIONS` as {@link proxyMiddleware}
+ * @example
+ * const restore = createEnvironRestorer({ trustIps: ['loopback'] })
+ * const result = await restore(toEnviron(request, { remoteAddr: '127.0.0.1' }))
+ * if (!result.ok) return toResponse(result.response)
+ * result.environ.REMOTE_ADDR // the client the front proxy saw
+ */
+export function createEnvironRestorer(options?: ProxyMiddlewareOptions): EnvironRestorer {
+  return buildRestorer(options, 'createEnvironRestorer')
+}
+
+function buildRestorer(options: ProxyMiddlewareOptions | undefined, what: string): EnvironRestorer {
+  const opts = parseOptions(middlewareOptions, options, what)
+  conflict(opts.prefix, 'prefix', opts.popPrefix, 'popPrefix', what)
+  conflict(opts.host, 'host', opts.domain, 'domain', what)
+  conflict(opts.host, 'host', opts.port, 'port', what)
+  const forced = resolveForced(opts, what)
   const isTrusted = compileTrust(opts.trustIps ?? [])
   const trustConfigured = (opts.trustIps ?? []).length > 0
   const decodeOptions = {
@@ -120,17 +159,17 @@ export function proxyMiddleware(app: EnvironApp, options?: ProxyMiddlewareOption
   const { verifier, onReject } = opts
   const requireSignature = opts.requireSignature ?? false
   if (requireSignature && verifier === undefined) {
-    throw invalid('proxyMiddleware.requireSignature needs proxyMiddleware.verifier')
+    throw invalid(`${what}.requireSignature needs ${what}.verifier`)
   }
   const mode = opts.mode ?? 'all'
 
-  const refuse = (error: WsgiProxyError, environ: Environ): AppResponse => {
+  const refuse = (error: WsgiProxyError, environ: Environ): RestoreResult => {
     try {
       onReject?.(error, environ)
     } catch {
       // a failing hook must not change the answer
     }
-    return refusal(error)
+    return { ok: false, response: refusal(error) }
   }
 
   return async (environ) => {
@@ -202,7 +241,7 @@ export function proxyMiddleware(app: EnvironApp, options?: ProxyMiddlewareOption
             })
       return refuse(problem, environ)
     }
-    return app(restored)
+    return { ok: true, environ: restored }
   }
 }
 
@@ -398,15 +437,18 @@ function bracket(name: string): string {
 
 function resolveForced(
   opts: Omit<ProxyMiddlewareOptions, 'port'> & { port?: number | string },
+  what: string,
 ): Forced {
   const forced: Forced = {}
-  if (opts.prefix !== undefined) forced.prefix = forcedPath(opts.prefix, 'prefix')
-  if (opts.popPrefix !== undefined) forced.popPrefix = forcedPath(opts.popPrefix, 'popPrefix')
+  if (opts.prefix !== undefined) forced.prefix = forcedPath(opts.prefix, `${what}.prefix`)
+  if (opts.popPrefix !== undefined) {
+    forced.popPrefix = forcedPath(opts.popPrefix, `${what}.popPrefix`)
+  }
   if (opts.scheme !== undefined) forced.scheme = opts.scheme
   if (opts.host !== undefined) {
     if (!isValidHost(opts.host) || !hasPort(opts.host)) {
       throw invalid(
-        `proxyMiddleware.host must be host:port, port included (got ${JSON.stringify(opts.host)}); use domain to force only the name`,
+        `${what}.host must be host:port, port included (got ${JSON.stringify(opts.host)}); use domain to force only the name`,
       )
     }
     forced.host = opts.host
@@ -414,7 +456,7 @@ function resolveForced(
   if (opts.domain !== undefined) {
     if (!isValidHost(opts.domain) || hasPort(opts.domain)) {
       throw invalid(
-        `proxyMiddleware.domain must be a host name without port (got ${JSON.stringify(opts.domain)})`,
+        `${what}.domain must be a host name without port (got ${JSON.stringify(opts.domain)})`,
       )
     }
     forced.domain = opts.domain.replace(/^\[(.*)\]$/, '$1')
@@ -422,7 +464,7 @@ function resolveForced(
   if (opts.port !== undefined) {
     const port = String(opts.port)
     if (!/^[0-9]{1,5}$/.test(port) || Number(port) > 65535) {
-      throw invalid(`proxyMiddleware.port must be 0–65535 (got ${JSON.stringify(opts.port)})`)
+      throw invalid(`${what}.port must be 0–65535 (got ${JSON.stringify(opts.port)})`)
     }
     forced.port = port
   }
@@ -432,7 +474,7 @@ function resolveForced(
 function forcedPath(value: string, option: string): string {
   const trimmed = value.replace(/\/+$/, '')
   if (trimmed !== '' && !trimmed.startsWith('/')) {
-    throw invalid(`proxyMiddleware.${option} must start with "/" (got ${JSON.stringify(value)})`)
+    throw invalid(`${option} must start with "/" (got ${JSON.stringify(value)})`)
   }
   return trimmed
 }
@@ -441,9 +483,9 @@ function hasPort(host: string): boolean {
   return host.startsWith('[') ? host.includes(']:') : host.includes(':')
 }
 
-function conflict(a: unknown, aName: string, b: unknown, bName: string): void {
+function conflict(a: unknown, aName: string, b: unknown, bName: string, what: string): void {
   if (a !== undefined && b !== undefined) {
-    throw invalid(`proxyMiddleware.${aName} and proxyMiddleware.${bName} cannot be given together`)
+    throw invalid(`${what}.${aName} and ${what}.${bName} cannot be given together`)
   }
 }
 

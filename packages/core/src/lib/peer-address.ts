@@ -5,13 +5,19 @@ interface SocketLike {
 }
 
 /**
- * Finds the client address in the second argument a runtime passes to a fetch handler. This is
- * the one place that knows runtime shapes (DESIGN.md §4):
+ * Finds the client address in the second argument a runtime passes to a fetch handler (Hono's
+ * `c.env`). This is the one place that knows runtime shapes (DESIGN.md §4):
  *
  * - `@hono/node-server`: `{ incoming: IncomingMessage }` → `incoming.socket.remoteAddress`
  * - Bun: the `Server`, whose `requestIP(request)` gives `{ address }`
  * - Deno: `ServeHandlerInfo` → `remoteAddr.hostname`
  * - `fromFetchHandler`: `{ environ }` → `environ.REMOTE_ADDR`
+ *
+ * @param request - the request (Bun looks the address up by request)
+ * @param context - the runtime's second argument to `fetch`
+ * @returns the client address, or `undefined` when the context has none of these shapes
+ * @example
+ * export default { fetch: (request, context) => new Response(findRemoteAddr(request, context)) }
  */
 export function findRemoteAddr(request: Request, context: unknown): string | undefined {
   if (typeof context !== 'object' || context === null) return undefined

@@ -1,0 +1,52 @@
+import type { EnvironApp, ToFetchHandlerOptions } from '@wsgiproxy/core'
+import { toFetchHandler } from '@wsgiproxy/core'
+import type { Context, Handler } from 'hono'
+import { routePrefix } from './_route-prefix.ts'
+import type { GetRemoteAddr } from './remote-addr.ts'
+import { remoteAddrOf } from './remote-addr.ts'
+
+/** Options of {@link mount}. */
+export interface MountOptions {
+  /**
+   * Finds the client address for `REMOTE_ADDR`. Pass your runtime's Hono conninfo helper
+   * (`getConnInfo` from `@hono/node-server/conninfo`, `hono/bun`, `hono/deno`) or any function of
+   * the context. Default: the address in `c.env` of @hono/node-server, Bun or Deno, found by shape
+   * (core's `findRemoteAddr`, which reads what those helpers read); none elsewhere.
+   */
+  getRemoteAddr?: GetRemoteAddr
+  /** Header fields accepted per request; more gives 431. Default 100. */
+  maxHeaders?: number
+  /** Show error messages in problem bodies (development only: they may name internal addresses). Default `false`. */
+  exposeErrors?: boolean
+  /**
+   * Called when the app throws or the request cannot be turned into an environ; may return the
+   * response to send instead of the problem+json one. Default: log errors of status ≥ 500.
+   */
+  onError?: NonNullable<ToFetchHandlerOptions['onError']>
+}
+
+/**
+ * A Hono handler that serves an environ app under the route it is registered on: the part of the
+ * path the route matched becomes `SCRIPT_NAME`, the rest `PATH_INFO`
+ * (`app.all('/api/*', mount(x))`: `/api/users/1` gives `/api` and `/users/1`, `/api` gives `/api`
+ * and `''`). Nested routes (`app.route('/v1', sub)`) and route parameters count; `%2F` in the
+ * path stays in `wsgiproxy.raw_path`. Never throws to Hono: failures are problem+json responses,
+ * and a `HEAD` response goes without its body.
+ *
+ * @param app - the environ app to serve
+ * @param options - client address lookup, header cap, error handling
+ * @returns the handler, for `app.all(route, handler)`
+ * @example
+ * import { mount } from '@wsgiproxy/hono'
+ * const app = new Hono()
+ * app.all('/legacy/*', mount(legacyEnvironApp)) // SCRIPT_NAME '/legacy'
+ */
+export function mount(app: EnvironApp, options: MountOptions = {}): Handler {
+  const { getRemoteAddr, ...rest } = options
+  const fetch = toFetchHandler(app, {
+    ...rest,
+    scriptName: (_request, c) => routePrefix(c as Context),
+    getRemoteAddr: (_request, c) => remoteAddrOf(c as Context, getRemoteAddr),
+  })
+  return (c) => fetch(c.req.raw, c)
+}

@@ -1,0 +1,151 @@
+import type { IncomingHttpHeaders } from 'node:http'
+import { Hono } from 'hono'
+import { afterEach, describe, expect, it } from 'vitest'
+import type { Running } from '../../../core/src/test/servers.ts'
+import { closeAll, freePort, readBody, startUpstream } from '../../../core/src/test/servers.ts'
+import { proxy } from './proxy.ts'
+
+interface Seen {
+  method: string | undefined
+  url: string | undefined
+  headers: IncomingHttpHeaders
+  body: string
+}
+
+/** A real upstream on 127.0.0.1 port 0 that records the requests it gets and answers `ok`. */
+async function recordingUpstream(): Promise<{ upstream: Running; seen: Seen[] }> {
+  const seen: Seen[] = []
+  const upstream = await startUpstream(async (req, res) => {
+    const body = (await readBody(req)).toString()
+    seen.push({ method: req.method, url: req.url, headers: req.headers, body })
+    if (req.url?.endsWith('/redirect')) {
+      res.writeHead(302, { location: `http://${req.headers.host}/myapp/moved` })
+      res.end()
+      return
+    }
+    res.writeHead(200, { 'content-type': 'text/plain', 'x-upstream': 'yes' })
+    res.end('ok')
+  })
+  return { upstream, seen }
+}
+
+/** The @hono/node-server env of a request from `address`. */
+function peer(address: string): object {
+  return { incoming: { socket: { remoteAddress: address } } }
+}
+
+const PROTOCOL_HEADERS = {
+  'x-forwarded-for': '203.0.113.9',
+  'x-forwarded-server': 'public.example',
+  'x-forwarded-scheme': 'https',
+  'x-forwarded-script-name': '/front',
+  'x-traversal-path': '/myapp',
+  'x-wsgiproxy-version': '0.2',
+}
+
+describe('proxy', () => {
+  afterEach(closeAll)
+
+  it('forwards to href with the protocol headers of the matched route', async () => {
+    const { upstream, seen } = await recordingUpstream()
+    const app = new Hono().all('/front/*', proxy({ href: `${upstream.origin}/myapp?k=v` }))
+    const response = await app.request(
+      'https://public.example/front/article/a%2Fb?a=1',
+      { headers: { 'x-custom': 'kept' } },
+      peer('203.0.113.9'),
+    )
+    expect(response.status).toBe(200)
+    expect(response.headers.get('x-upstream')).toBe('yes')
+    expect(await response.text()).toBe('ok')
+    expect(seen).toHaveLength(1)
+    const [request] = seen
+    expect(request?.url).toBe('/myapp/article/a%2Fb?a=1&k=v')
+    expect(request?.headers).toMatchObject({
+      ...PROTOCOL_HEADERS,
+      host: `127.0.0.1:${upstream.port}`,
+      'x-traversal-query-string': 'k=v',
+      'x-custom': 'kept',
+    })
+  })
+
+  it('deletes the protocol headers the client sent before setting its own', async () => {
+    const { upstream, seen } = await recordingUpstream()
+    const app = new Hono().all('/*', proxy({ href: upstream.origin }))
+    await app.request(
+      'http://public.example/x',
+      {
+        headers: {
+          'x-forwarded-for': '198.51.100.66',
+          'x-forwarded-script-name': '/evil',
+          'x-wsgiproxy-str-0': 'REMOTE_USER admin',
+          forwarded: 'for=198.51.100.66',
+        },
+      },
+      peer('192.0.2.1'),
+    )
+    const headers = seen[0]?.headers ?? {}
+    expect(headers['x-forwarded-for']).toBe('192.0.2.1')
+    expect(headers['x-forwarded-script-name']).toBeUndefined()
+    expect(headers['x-wsgiproxy-str-0']).toBeUndefined()
+    expect(headers['forwarded']).toBeUndefined()
+  })
+
+  it('streams a POST body and sends the client address getRemoteAddr finds', async () => {
+    const { upstream, seen } = await recordingUpstream()
+    const app = new Hono().all(
+      '/api/*',
+      proxy({ href: upstream.origin, getRemoteAddr: (c) => c.req.header('x-real-ip') }),
+    )
+    const response = await app.request('http://public.example/api/items', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-real-ip': '198.51.100.7' },
+      body: '{"a":1}',
+    })
+    expect(response.status).toBe(200)
+    expect(seen[0]).toMatchObject({
+      method: 'POST',
+      url: '/items',
+      body: '{"a":1}',
+      headers: {
+        'content-type': 'application/json',
+        'x-forwarded-for': '198.51.100.7',
+        'x-forwarded-script-name': '/api',
+      },
+    })
+  })
+
+  it('rewrites a redirect to the backend into the public URL', async () => {
+    const { upstream } = await recordingUpstream()
+    const app = new Hono().all('/front/*', proxy({ href: `${upstream.origin}/myapp` }))
+    const response = await app.request('https://public.example/front/redirect')
+    expect(response.status).toBe(302)
+    expect(response.headers.get('location')).toBe('https://public.example/front/moved')
+  })
+
+  it('answers HEAD without a body', async () => {
+    const { upstream, seen } = await recordingUpstream()
+    const app = new Hono().all('/*', proxy({ href: upstream.origin }))
+    const response = await app.request('http://public.example/x', { method: 'HEAD' })
+    expect(response.status).toBe(200)
+    expect(await response.text()).toBe('')
+    expect(seen[0]?.method).toBe('HEAD')
+  })
+
+  it('answers 502 problem+json without the upstream address when it refuses', async () => {
+    const port = await freePort()
+    const codes: string[] = []
+    const app = new Hono().all(
+      '/*',
+      proxy({ href: `http://127.0.0.1:${port}`, onError: (error) => void codes.push(error.code) }),
+    )
+    const response = await app.request('http://public.example/x')
+    expect(response.status).toBe(502)
+    expect(response.headers.get('content-type')).toBe('application/problem+json')
+    expect(await response.text()).not.toContain(String(port))
+    expect(codes).toEqual(['UPSTREAM_UNREACHABLE'])
+  })
+
+  it('throws INVALID_OPTIONS at construction for a bad href', () => {
+    expect(() => proxy({ href: 'ftp://example.com' })).toThrow(/createProxyApp/)
+  })
+})
