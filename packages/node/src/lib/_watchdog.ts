@@ -1,0 +1,170 @@
+// The orphan watchdog: one small process per host that kills the backends' process groups when
+// the host dies in a way no JavaScript cleanup survives (SIGKILL, the OOM killer, a native crash).
+//
+// It runs in its own session (so a terminal's Ctrl-C, sent to the foreground group, does not
+// reach it) with its stdin a pipe from the host. The host writes `+pgid graceMs` when a group
+// starts and `-pgid` when it has gone. When the host dies, however it dies, the kernel closes the
+// pipe's write end and the watchdog reads EOF: it sends SIGTERM to every registered group, SIGKILL
+// to those still there after their grace, then exits. Node opens the pipe close-on-exec, so
+// backends spawned later do not inherit the write end and cannot hold the EOF back. This is
+// Passenger's owner pipe, in a separate process because generic backends do not watch stdin.
+import { spawn } from 'node:child_process'
+import type { ChildProcess } from 'node:child_process'
+import type { Socket } from 'node:net'
+
+// Plain JavaScript for `node -e`: no file to ship or find, nothing imported but the runtime.
+const WATCHDOG_SCRIPT = `
+'use strict'
+const groups = new Map()
+for (const signal of ['SIGINT', 'SIGHUP']) process.on(signal, () => {})
+const fs = require('node:fs')
+// Zombies do not count: killed members whose parent is gone wait for PID 1, which may reap late.
+const hasLiveMember = (pgid) => {
+  if (process.platform !== 'linux') return true
+  try {
+    for (const entry of fs.readdirSync('/proc')) {
+      if (!/^[0-9]+$/.test(entry)) continue
+      try {
+        const stat = fs.readFileSync('/proc/' + entry + '/stat', 'latin1')
+        const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+        if (Number(fields[2]) === pgid && fields[0] !== 'Z' && fields[0] !== 'X') return true
+      } catch {}
+    }
+    return false
+  } catch {
+    return true
+  }
+}
+const alive = (pgid) => {
+  try { process.kill(-pgid, 0) } catch (error) { if (error.code !== 'EPERM') return false }
+  return hasLiveMember(pgid)
+}
+const signal = (pgid, name) => { try { process.kill(-pgid, name) } catch {} }
+let pending = ''
+process.stdin.setEncoding('utf8')
+process.stdin.on('data', (data) => {
+  pending += data
+  let end
+  while ((end = pending.indexOf('\\n')) !== -1) {
+    const [id, grace] = pending.slice(1, end).split(' ')
+    const pgid = Number(id)
+    if (Number.isSafeInteger(pgid) && pgid > 1) {
+      if (pending[0] === '+') groups.set(pgid, Number(grace) || 5000)
+      else groups.delete(pgid)
+    }
+    pending = pending.slice(end + 1)
+  }
+})
+let reaping = false
+const reap = () => {
+  if (reaping) return
+  reaping = true
+  const started = Date.now()
+  for (const pgid of groups.keys()) signal(pgid, 'SIGTERM')
+  const killed = new Set()
+  const check = () => {
+    const elapsed = Date.now() - started
+    let waiting = 0
+    for (const [pgid, grace] of groups) {
+      if (killed.has(pgid) || !alive(pgid)) continue
+      if (elapsed >= grace) { killed.add(pgid); signal(pgid, 'SIGKILL') } else waiting++
+    }
+    // SIGKILL cannot be caught: once every group left has had it, there is nothing more to do.
+    if (waiting === 0) process.exit(0)
+    setTimeout(check, 50)
+  }
+  check()
+}
+process.stdin.on('end', reap)
+process.stdin.on('error', reap)
+`
+
+interface Watchdog {
+  child: ChildProcess
+  stdin: Socket
+}
+
+let current: Watchdog | undefined
+// Groups to guard (pgid -> grace in ms), re-sent to a watchdog started after one died.
+const guarded = new Map<number, number>()
+let retained = 0
+
+function startWatchdog(): Watchdog | undefined {
+  let child: ChildProcess
+  try {
+    child = spawn(process.execPath, ['-e', WATCHDOG_SCRIPT], {
+      // setsid(): its own session and group, out of reach of the terminal's signals.
+      detached: true,
+      stdio: ['pipe', 'ignore', 'ignore'],
+      // Nothing from the host (NODE_OPTIONS preloads, loaders) is needed to run 40 lines.
+      env: {},
+    })
+  } catch {
+    return undefined
+  }
+  const stdin = child.stdin as Socket | null
+  if (stdin === null || child.pid === undefined) {
+    child.on('error', () => {})
+    return undefined
+  }
+  const watchdog: Watchdog = { child, stdin }
+  child.on('error', () => {
+    if (current === watchdog) current = undefined
+  })
+  child.once('exit', () => {
+    if (current === watchdog) current = undefined
+  })
+  // A host whose watchdog is gone must not crash writing to it.
+  stdin.on('error', () => {
+    if (current === watchdog) current = undefined
+  })
+  // Neither the process nor the idle pipe may keep the host alive.
+  child.unref()
+  stdin.unref()
+  for (const [pgid, grace] of guarded) stdin.write(`+${pgid} ${grace}\n`)
+  return watchdog
+}
+
+function ensureWatchdog(): Watchdog | undefined {
+  current ??= startWatchdog()
+  return current
+}
+
+function stopIfUnused(): void {
+  if (retained > 0 || guarded.size > 0 || current === undefined) return
+  // EOF with no group registered: the watchdog exits at once.
+  current.stdin.end()
+  current = undefined
+}
+
+/** Keeps the watchdog running (or starts it) until {@link releaseWatchdog}. */
+export function retainWatchdog(): void {
+  retained++
+  ensureWatchdog()
+}
+
+/** Undoes one {@link retainWatchdog}; the watchdog ends once nothing needs it. */
+export function releaseWatchdog(): void {
+  retained = Math.max(0, retained - 1)
+  stopIfUnused()
+}
+
+/** Asks the watchdog to kill group `pgid` if the host dies (SIGKILL after `graceMs`). */
+export function guardGroup(pgid: number, graceMs: number): boolean {
+  guarded.set(pgid, graceMs)
+  const watchdog = ensureWatchdog()
+  watchdog?.stdin.write(`+${pgid} ${graceMs}\n`)
+  return watchdog !== undefined
+}
+
+/** The group has gone: the watchdog forgets it (so a recycled id is never signalled). */
+export function unguardGroup(pgid: number): void {
+  if (!guarded.delete(pgid)) return
+  current?.stdin.write(`-${pgid}\n`)
+  stopIfUnused()
+}
+
+/** Whether a watchdog is running (the exit hook then leaves SIGKILL escalation to it). */
+export function watchdogRunning(): boolean {
+  return current !== undefined
+}
