@@ -44,7 +44,7 @@ interface HostPids {
  * pids. Every pid is recorded for the SIGKILL in cleanup. Without `watchdog`, the host runs with
  * `orphanGuard: false`, so only its in-process hooks can clean up.
  */
-async function startHost({ watchdog = false } = {}): Promise<{
+async function startHost({ watchdog = false, naturalEnd = false } = {}): Promise<{
   child: ChildProcess
   pids: HostPids
   stderr: () => string
@@ -56,6 +56,7 @@ async function startHost({ watchdog = false } = {}): Promise<{
       HOST_COMMAND: `sh -c "${NODE} ${APP}; true"`,
       PIDS_FILE: join(dir, 'pids.json'),
       ORPHAN_GUARD: watchdog ? '1' : '0',
+      ...(naturalEnd ? { NATURAL_END: '1' } : {}),
     },
     stdio: ['pipe', 'pipe', 'pipe'],
   })
@@ -113,6 +114,13 @@ describe('createSpawner leaves no orphans', () => {
   it('when the host calls process.exit()', async () => {
     const { child, pids } = await startHost()
     child.stdin?.write('exit\n')
+    expect(await exitOf(child)).toEqual({ code: 0, signal: null })
+    await expectNoOrphans(pids)
+  })
+
+  it('when the backend stopped for idleness and the host has nothing left to do', async () => {
+    // Only the running backend kept the host alive: the spawner's timers and its watchdog do not.
+    const { child, pids } = await startHost({ watchdog: true, naturalEnd: true })
     expect(await exitOf(child)).toEqual({ code: 0, signal: null })
     await expectNoOrphans(pids)
   })
