@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import { join } from 'node:path'
 import { createSigner } from '@wsgiproxy/core'
-import { afterEach, describe, expect, it } from 'vitest'
+import { afterEach, describe, expect, it, vi } from 'vitest'
 import { WebSocket } from 'ws'
 import { closeAll, send } from '../../../core/src/test/servers.ts'
 import {
@@ -13,6 +13,9 @@ import {
   spawner,
   waitFor,
 } from '../test/spawner-helpers.ts'
+
+// Real processes on a loaded 2-core machine: more than Vitest's default 5 s per test and hook.
+vi.setConfig({ testTimeout: 20_000, hookTimeout: 20_000 })
 
 afterEach(async () => {
   await closeAll()

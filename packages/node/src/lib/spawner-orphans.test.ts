@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process'
 import type { ChildProcess } from 'node:child_process'
 import { join } from 'node:path'
-import { afterEach, describe, expect, it } from 'vitest'
+import { afterEach, describe, expect, it, vi } from 'vitest'
 import {
   APP,
   HOST,
@@ -13,6 +13,9 @@ import {
   tempDir,
   waitFor,
 } from '../test/spawner-helpers.ts'
+
+// Real processes on a loaded 2-core machine: more than Vitest's default 5 s per test and hook.
+vi.setConfig({ testTimeout: 20_000, hookTimeout: 20_000 })
 
 const hosts = new Set<ChildProcess>()
 

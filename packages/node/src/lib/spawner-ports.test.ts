@@ -1,7 +1,7 @@
 import { createServer } from 'node:net'
 import type { AddressInfo, Server } from 'node:net'
 import { join } from 'node:path'
-import { afterEach, describe, expect, it } from 'vitest'
+import { afterEach, describe, expect, it, vi } from 'vitest'
 import { closeAll, send } from '../../../core/src/test/servers.ts'
 import {
   APP,
@@ -11,7 +11,12 @@ import {
   serveSpawner,
   spawner,
   tempDir,
+  waitFor,
 } from '../test/spawner-helpers.ts'
+import type { SpawnerLogEntry } from './spawner.ts'
+
+// Real processes on a loaded 2-core machine: more than Vitest's default 5 s per test and hook.
+vi.setConfig({ testTimeout: 20_000, hookTimeout: 20_000 })
 
 const blockers = new Set<Server>()
 
@@ -57,8 +62,13 @@ function squatter(): {
       return state.connections
     },
     listen(port = 0) {
-      return new Promise((resolve) => {
-        server.listen(port, '127.0.0.1', () => resolve((server.address() as AddressInfo).port))
+      return new Promise((resolve, reject) => {
+        // A port it cannot take (the backend bound it first) fails the test, not the process.
+        server.once('error', reject)
+        server.listen(port, '127.0.0.1', () => {
+          server.off('error', reject)
+          resolve((server.address() as AddressInfo).port)
+        })
       })
     },
   }
@@ -119,9 +129,13 @@ describe('createSpawner ports', () => {
       ready: { http: '/' },
     })
     // The port is taken after the spawner checked it, before the backend binds it.
-    backend.once('spawn', ({ port }) => void squat.listen(port))
+    let squatFailed: unknown
+    backend.once('spawn', ({ port }) => {
+      squat.listen(port).catch((error: unknown) => (squatFailed = error))
+    })
     const front = await serveSpawner(backend)
     const response = await send(front.origin)
+    expect(squatFailed).toBeUndefined()
     expect(response.status).toBe(200)
     expect(json(response.body).port).toBe(second)
     expect(backend.status()).toMatchObject({ starts: 2, port: second })
@@ -162,8 +176,10 @@ describe('createSpawner ports', () => {
     const response = await send(front.origin)
     expect(response.status).toBe(200)
     const pid = json(response.body).pid
-    const out = backend.logs.filter((l) => l.stream === 'stdout')
-    expect(out.length).toBeGreaterThanOrEqual(10_000)
+    const stdout = (): SpawnerLogEntry[] => backend.logs.filter((l) => l.stream === 'stdout')
+    // The last lines may still be in the pipe or in flight when the response arrives.
+    await waitFor(() => stdout().length >= 10_000, { message: 'the flood to be read' })
+    const out = stdout()
     expect(out[0]?.line).toBe(`[node ${pid}] ${'x'.repeat(99)}`)
     expect(backend.status().recentLogs).toHaveLength(200)
   })

@@ -1,7 +1,7 @@
 import { rmSync, writeFileSync } from 'node:fs'
 import { get } from 'node:http'
 import { join } from 'node:path'
-import { afterEach, describe, expect, it } from 'vitest'
+import { afterEach, describe, expect, it, vi } from 'vitest'
 import { closeAll, send } from '../../../core/src/test/servers.ts'
 import {
   APP,
@@ -16,6 +16,9 @@ import {
   waitFor,
 } from '../test/spawner-helpers.ts'
 import type { Spawner, SpawnerError } from './spawner.ts'
+
+// Real processes on a loaded 2-core machine: more than Vitest's default 5 s per test and hook.
+vi.setConfig({ testTimeout: 20_000, hookTimeout: 20_000 })
 
 afterEach(async () => {
   await closeAll()

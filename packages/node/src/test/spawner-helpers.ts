@@ -1,5 +1,6 @@
 // Test support (not built) for the spawner suites: fixture paths, a liveness check that treats
-// zombies as dead, polling, and cleanup that closes every spawner and SIGKILLs every recorded pid.
+// zombies as dead, polling, and cleanup that closes every spawner and SIGKILLs every recorded
+// process still running (checked by pid and start time, so a recycled pid is never killed).
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
@@ -22,12 +23,32 @@ export const HOST = join(here, 'fixtures', 'host.mjs')
 export const NODE = process.execPath
 
 const spawners = new Set<Spawner>()
-const pids = new Set<number>()
+// pid -> its start time (field 22 of /proc/<pid>/stat) when it was recorded.
+const pids = new Map<number, string>()
 const dirs = new Set<string>()
 
-/** Remembers pids to SIGKILL in cleanup if they are still alive. */
+/**
+ * The start time of process `pid` in clock ticks since boot (field 22 of /proc/<pid>/stat), or
+ * `undefined` when it has gone. With the pid it names one process: a recycled pid starts later.
+ */
+export function startTime(pid: number): string | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'latin1')
+    // Fields from the state (field 3) on follow the parenthesised command name.
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]
+  } catch {
+    return undefined
+  }
+}
+
+/** Remembers processes to SIGKILL in cleanup if they are still running then. */
 export function recordPids(...list: Array<number | null | undefined>): void {
-  for (const pid of list) if (typeof pid === 'number' && pid > 1) pids.add(pid)
+  for (const pid of list) {
+    if (typeof pid !== 'number' || pid <= 1 || pids.has(pid)) continue
+    const started = startTime(pid)
+    // Already gone: nothing to kill, and the number may soon name another process.
+    if (started !== undefined) pids.set(pid, started)
+  }
 }
 
 /** A spawner whose backends are recorded and that cleanup closes. Logs are kept, not printed. */
@@ -109,13 +130,16 @@ export async function waitFor(
   }
 }
 
-/** Closes every spawner and SIGKILLs every recorded pid still alive (by number only). */
+/**
+ * Closes every spawner and SIGKILLs every recorded process still alive: by pid, and only when the
+ * pid still names the process recorded (same start time), never a process that reused it.
+ */
 export async function cleanupSpawners(): Promise<void> {
   const all = [...spawners]
   spawners.clear()
   await Promise.all(all.map((s) => s.close()))
-  for (const pid of pids) {
-    if (!isAlive(pid)) continue
+  for (const [pid, started] of pids) {
+    if (!isAlive(pid) || startTime(pid) !== started) continue
     try {
       process.kill(pid, 'SIGKILL')
     } catch {
