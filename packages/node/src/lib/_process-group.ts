@@ -1,6 +1,6 @@
 // Process groups of spawned backends: signalling a whole group, and the host-level cleanup hooks
 // (one `exit` listener and one listener per signal for every spawner of the process, so many
-// spawners never trigger MaxListenersExceededWarning).
+// spawners never trigger MaxListenersExceededWarning, and for every copy of the package).
 import { spawnSync } from 'node:child_process'
 import { readdirSync, readFileSync } from 'node:fs'
 import { guardGroup, unguardGroup, watchdogRunning } from './_watchdog.ts'
@@ -75,55 +75,145 @@ function hasLiveMember(pgid: number): boolean | undefined {
   return false
 }
 
-interface LiveGroup {
-  handleSignals: boolean
-}
+// --- the host's cleanup hooks ---------------------------------------------------------------
+//
+// One registry per process, kept on `process` under a global symbol, so that every copy of this
+// package loaded into the host (two versions in node_modules, a bundled copy) shares one `exit`
+// listener, one listener per signal and one set of groups. Two copies with a listener each would
+// each see the other's as the host's, and a signal none of them re-raises would be swallowed.
 
-const live = new Map<number, LiveGroup>()
 const HOST_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const
 type HostSignal = (typeof HOST_SIGNALS)[number]
-let exitHooked = false
-let signalsHooked = false
 
-// Synchronous on purpose: an `exit` listener cannot wait. With a watchdog running, SIGTERM lets
-// backends shut down cleanly and the watchdog sends SIGKILL after their grace once the host is
-// gone; without one there is nobody left to escalate, so SIGKILL at once.
-function killAll(): void {
-  const signal: NodeJS.Signals = watchdogRunning() ? 'SIGTERM' : 'SIGKILL'
-  for (const pgid of live.keys()) signalGroup(pgid, signal)
+/** A live group as the host-level hooks see it. */
+interface HostGroup {
+  /** Whether its spawner asked for the signal hooks. */
+  readonly handleSignals: boolean
+  /** The signal the group gets when the host exits or dies of a signal. */
+  readonly exitSignal: () => NodeJS.Signals
 }
 
-function onExit(): void {
-  killAll()
+interface Registry {
+  /** The shape of this object; a copy that knows another one keeps a registry of its own. */
+  readonly version: 1
+  readonly groups: Map<number, HostGroup>
+  readonly onExit: () => void
+  readonly onSignal: Readonly<Record<HostSignal, () => void>>
+  readonly onRemoveListener: (event: string | symbol, listener: unknown) => void
+  /** Signals that lost a listener of the host in this tick (a `once` listener being called). */
+  readonly removedNow: Set<string | symbol>
+  exitHooked: boolean
+  signalsHooked: boolean
 }
 
-const signalListeners = new Map<HostSignal, () => void>()
-for (const signal of HOST_SIGNALS) {
-  signalListeners.set(signal, () => onSignal(signal))
+const REGISTRY_KEY = Symbol.for('wsgiproxy.processGroups')
+// Marks every hook function of every copy: never counted as a listener of the host's.
+const HOOK_KEY = Symbol.for('wsgiproxy.processGroups.hook')
+
+function isHook(listener: unknown): boolean {
+  return typeof listener === 'function' && HOOK_KEY in listener
 }
 
-function onSignal(signal: HostSignal): void {
-  const ours = signalListeners.get(signal)
-  // The host handles this signal itself: it decides when to exit (it may drain first, and call
-  // `close()`); the exit listener cleans up whatever is left when it does.
-  if (process.listeners(signal).some((listener) => listener !== ours)) return
-  killAll()
-  // We were the only listener, so Node's default (exit with 128 + n) is what the host expects:
-  // remove ours and raise the signal again (the signal-exit pattern).
-  unhookSignals()
-  process.kill(process.pid, signal)
+function markHook<T extends object>(hook: T): T {
+  return Object.defineProperty(hook, HOOK_KEY, { value: true })
 }
 
-function hookSignals(): void {
-  if (signalsHooked) return
-  signalsHooked = true
-  for (const [signal, listener] of signalListeners) process.on(signal, listener)
+function createRegistry(): Registry {
+  const groups = new Map<number, HostGroup>()
+  const removedNow = new Set<string | symbol>()
+  // Synchronous on purpose: an `exit` listener cannot wait.
+  const killAll = (): void => {
+    for (const [pgid, group] of groups) signalGroup(pgid, group.exitSignal())
+  }
+  const registry: Registry = {
+    version: 1,
+    groups,
+    removedNow,
+    exitHooked: false,
+    signalsHooked: false,
+    onExit: markHook(() => killAll()),
+    onSignal: {
+      SIGINT: markHook(() => onSignal('SIGINT')),
+      SIGTERM: markHook(() => onSignal('SIGTERM')),
+      SIGHUP: markHook(() => onSignal('SIGHUP')),
+    },
+    // A `once` listener removes itself before it is called: if it ran before ours in the same
+    // emit, it is no longer in `process.listeners()`, but it was the host's. Remember it until
+    // the tick ends (every listener of one emit runs in the same tick).
+    onRemoveListener: markHook((event: string | symbol, listener: unknown) => {
+      if (!(HOST_SIGNALS as readonly (string | symbol)[]).includes(event) || isHook(listener)) {
+        return
+      }
+      if (removedNow.size === 0) process.nextTick(() => removedNow.clear())
+      removedNow.add(event)
+    }),
+  }
+  const onSignal = (signal: HostSignal): void => {
+    // The host handles this signal itself: it decides when to exit (it may drain first, and call
+    // `close()`); the exit listener cleans up whatever is left when it does.
+    if (hostListens(signal) || removedNow.has(signal)) return
+    killAll()
+    // Nobody else handles it, so Node's default (exit with 128 + n) is what the host expects:
+    // remove ours and raise the signal again (the signal-exit pattern).
+    unhookSignals(registry)
+    process.kill(process.pid, signal)
+  }
+  return registry
 }
 
-function unhookSignals(): void {
-  if (!signalsHooked) return
-  signalsHooked = false
-  for (const [signal, listener] of signalListeners) process.off(signal, listener)
+// Whether a listener other than ours (of any copy) and signal-exit's listens for `signal`.
+// signal-exit re-raises a signal only when its own listeners are all there are, and counts them
+// (v4 on a global symbol, v3 on `process.__signal_exit_emitter__`): with ours gone, it exits.
+function hostListens(signal: HostSignal): boolean {
+  const others = process.listeners(signal).filter((listener) => !isHook(listener)).length
+  return others > signalExitCount()
+}
+
+function signalExitCount(): number {
+  const v4 = (globalThis as Record<symbol, unknown>)[Symbol.for('signal-exit emitter')]
+  const v3 = (process as unknown as Record<string, unknown>)['__signal_exit_emitter__']
+  return emitterCount(v4) + emitterCount(v3)
+}
+
+function emitterCount(emitter: unknown): number {
+  const value = (emitter as { count?: unknown } | undefined)?.count
+  return typeof value === 'number' && value > 0 ? value : 0
+}
+
+function sharedRegistry(): Registry {
+  const holder = process as unknown as Record<symbol, Registry | undefined>
+  const existing = holder[REGISTRY_KEY]
+  if (existing?.version === 1) return existing
+  const created = createRegistry()
+  // A registry of another shape stays with the copies that know it; ours still never counts
+  // their marked hooks as the host's, nor they ours.
+  if (existing === undefined) {
+    Object.defineProperty(process, REGISTRY_KEY, { value: created, configurable: true })
+  }
+  return created
+}
+
+const registry = sharedRegistry()
+
+function hookSignals(target: Registry): void {
+  if (target.signalsHooked) return
+  target.signalsHooked = true
+  for (const signal of HOST_SIGNALS) process.on(signal, target.onSignal[signal])
+  process.on('removeListener', target.onRemoveListener)
+}
+
+function unhookSignals(target: Registry): void {
+  if (!target.signalsHooked) return
+  target.signalsHooked = false
+  for (const signal of HOST_SIGNALS) process.off(signal, target.onSignal[signal])
+  process.off('removeListener', target.onRemoveListener)
+}
+
+// With a watchdog running, SIGTERM lets backends shut down cleanly and the watchdog sends SIGKILL
+// after their grace once the host is gone; without one there is nobody left to escalate, so
+// SIGKILL at once.
+function exitSignal(): NodeJS.Signals {
+  return watchdogRunning() ? 'SIGTERM' : 'SIGKILL'
 }
 
 /**
@@ -135,22 +225,24 @@ export function registerGroup(
   pgid: number,
   options: { handleSignals: boolean; orphanGuard: boolean; killTimeout: number },
 ): void {
-  live.set(pgid, { handleSignals: options.handleSignals })
-  if (!exitHooked) {
-    exitHooked = true
-    process.on('exit', onExit)
+  registry.groups.set(pgid, { handleSignals: options.handleSignals, exitSignal })
+  if (!registry.exitHooked) {
+    registry.exitHooked = true
+    process.on('exit', registry.onExit)
   }
-  if (options.handleSignals) hookSignals()
+  if (options.handleSignals) hookSignals(registry)
   if (options.orphanGuard && !WINDOWS) guardGroup(pgid, options.killTimeout)
 }
 
 /** The group has gone: forget it everywhere (its id may be recycled). */
 export function unregisterGroup(pgid: number): void {
-  if (!live.delete(pgid)) return
+  if (!registry.groups.delete(pgid)) return
   unguardGroup(pgid)
-  if (live.size === 0 && exitHooked) {
-    exitHooked = false
-    process.off('exit', onExit)
+  if (registry.groups.size === 0 && registry.exitHooked) {
+    registry.exitHooked = false
+    process.off('exit', registry.onExit)
   }
-  if (![...live.values()].some((group) => group.handleSignals)) unhookSignals()
+  if (![...registry.groups.values()].some((group) => group.handleSignals)) {
+    unhookSignals(registry)
+  }
 }

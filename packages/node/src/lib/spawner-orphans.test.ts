@@ -37,8 +37,25 @@ interface HostPids {
   pid: number
   /** A `sleep` the backend started, holding its stdout. */
   grandchild: number
-  /** The watchdog (the host's other child), or 0 without one. */
-  watchdog: number
+  /** The backends of the extra spawners (`EXTRA_BACKENDS`), in order. */
+  extra: number[]
+  /** The watchdogs (the host's other children): none without `orphanGuard`. */
+  watchdogs: number[]
+}
+
+interface HostOptions {
+  /** Run the spawners with `orphanGuard` (a watchdog per copy of the package). */
+  watchdog?: boolean
+  /** Stop the backend when idle and let the host end on its own. */
+  naturalEnd?: boolean
+  /** A `process.once('SIGTERM')` listener that closes the spawners and exits with 0. */
+  graceful?: boolean
+  /** More spawners: `copy` (a second instance of the package), `unguarded` (no watchdog). */
+  extra?: Array<'copy' | 'unguarded'>
+  /** Every backend ignores SIGTERM. */
+  ignoreSigterm?: boolean
+  /** A SIGTERM listener that acts like signal-exit's. */
+  signalExit?: boolean
 }
 
 /**
@@ -47,7 +64,14 @@ interface HostPids {
  * pids. Every pid is recorded for the SIGKILL in cleanup. Without `watchdog`, the host runs with
  * `orphanGuard: false`, so only its in-process hooks can clean up.
  */
-async function startHost({ watchdog = false, naturalEnd = false } = {}): Promise<{
+async function startHost({
+  watchdog = false,
+  naturalEnd = false,
+  graceful = false,
+  extra = [],
+  ignoreSigterm = false,
+  signalExit = false,
+}: HostOptions = {}): Promise<{
   child: ChildProcess
   pids: HostPids
   stderr: () => string
@@ -58,8 +82,13 @@ async function startHost({ watchdog = false, naturalEnd = false } = {}): Promise
       PATH: process.env.PATH ?? '/usr/bin:/bin',
       HOST_COMMAND: `sh -c "${NODE} ${APP}; true"`,
       PIDS_FILE: join(dir, 'pids.json'),
+      APP,
       ORPHAN_GUARD: watchdog ? '1' : '0',
+      EXTRA_BACKENDS: extra.join(','),
       ...(naturalEnd ? { NATURAL_END: '1' } : {}),
+      ...(graceful ? { GRACEFUL_SIGTERM: '1' } : {}),
+      ...(ignoreSigterm ? { IGNORE_SIGTERM: '1' } : {}),
+      ...(signalExit ? { SIGNAL_EXIT: '1' } : {}),
     },
     stdio: ['pipe', 'pipe', 'pipe'],
   })
@@ -78,31 +107,47 @@ async function startHost({ watchdog = false, naturalEnd = false } = {}): Promise
       reject(new Error(`the host ended early (${code ?? signal}): ${stderr}`)),
     )
   })
-  const printed = JSON.parse(line) as Omit<HostPids, 'watchdog'>
-  const others = childrenOf(printed.host).filter((pid) => pid !== printed.leader)
-  const pids: HostPids = { ...printed, watchdog: others[0] ?? 0 }
-  recordPids(pids.leader, pids.ppid, pids.pid, pids.grandchild, ...others)
+  const printed = JSON.parse(line) as Omit<HostPids, 'watchdogs'>
+  const backends = [printed.leader, ...printed.extra]
+  const watchdogs = childrenOf(printed.host).filter((pid) => !backends.includes(pid))
+  const pids: HostPids = { ...printed, watchdogs }
+  recordPids(pids.leader, pids.ppid, pids.pid, pids.grandchild, ...pids.extra, ...watchdogs)
   // Everything is up before the host ends: a wrapper shell that forked, and all of it alive.
   expect(pids.ppid).not.toBe(pids.leader)
-  expect(others).toHaveLength(watchdog ? 1 : 0)
-  const running = Object.values(pids).filter((pid) => pid !== 0)
-  expect(running.filter((pid) => !isAlive(pid))).toEqual([])
+  const copies = extra.filter((kind) => kind === 'copy').length
+  expect(watchdogs).toHaveLength(watchdog ? 1 + copies : 0)
+  expect(allPids(pids).filter((pid) => !isAlive(pid))).toEqual([])
   return { child, pids, stderr: () => stderr }
 }
 
-function exitOf(child: ChildProcess): Promise<{ code: number | null; signal: string | null }> {
+function allPids(pids: HostPids): number[] {
+  const { host, leader, ppid, pid, grandchild, extra, watchdogs } = pids
+  return [host, leader, ppid, pid, grandchild, ...extra, ...watchdogs]
+}
+
+/** How the host ended; fails after `timeout` ms if it has not (a swallowed signal). */
+function exitOf(
+  child: ChildProcess,
+  timeout = 5_000,
+): Promise<{ code: number | null; signal: string | null }> {
   if (child.exitCode !== null || child.signalCode !== null) {
     return Promise.resolve({ code: child.exitCode, signal: child.signalCode })
   }
-  return new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })))
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(
+      () => reject(new Error(`the host did not end within ${timeout} ms`)),
+      timeout,
+    )
+    child.once('exit', (code, signal) => {
+      clearTimeout(timer)
+      resolve({ code, signal })
+    })
+  })
 }
 
-/** Waits until the group leader, the wrapper shell, the backend, the grandchild and any watchdog are gone. */
+/** Waits until every process of the host but the host itself (backends, shells, grandchild, watchdogs) is gone. */
 async function expectNoOrphans(pids: HostPids): Promise<void> {
-  const left = (): number[] =>
-    [pids.leader, pids.ppid, pids.pid, pids.grandchild, pids.watchdog].filter(
-      (pid) => pid !== 0 && isAlive(pid),
-    )
+  const left = (): number[] => allPids(pids).filter((pid) => pid !== pids.host && isAlive(pid))
   await waitFor(() => left().length === 0, {
     timeout: 3_000,
     message: 'every process of the host to be gone',
@@ -154,6 +199,30 @@ describe('createSpawner leaves no orphans', () => {
     const { child, pids } = await startHost({ watchdog: true })
     process.kill(pids.host, 'SIGKILL')
     expect(await exitOf(child)).toEqual({ code: null, signal: 'SIGKILL' })
+    await expectNoOrphans(pids)
+  })
+
+  it('when a host with a once SIGTERM listener shuts down gracefully (and exits with 0)', async () => {
+    // The listener is added before the spawner's: it has removed itself when the spawner's runs.
+    const { child, pids } = await startHost({ graceful: true })
+    process.kill(pids.host, 'SIGTERM')
+    expect(await exitOf(child)).toEqual({ code: 0, signal: null })
+    await expectNoOrphans(pids)
+  })
+
+  it('when two copies of the package are loaded and the host gets SIGTERM', async () => {
+    // Each copy alone would re-raise SIGTERM; neither may take the other for a host listener.
+    const { child, pids } = await startHost({ extra: ['copy'] })
+    process.kill(pids.host, 'SIGTERM')
+    expect(await exitOf(child)).toEqual({ code: null, signal: 'SIGTERM' })
+    await expectNoOrphans(pids)
+  })
+
+  it('when signal-exit listens too and the host gets SIGTERM (and still ends by SIGTERM)', async () => {
+    // signal-exit waits for its listeners to be alone; ours must not wait for it in turn.
+    const { child, pids } = await startHost({ signalExit: true })
+    process.kill(pids.host, 'SIGTERM')
+    expect(await exitOf(child)).toEqual({ code: null, signal: 'SIGTERM' })
     await expectNoOrphans(pids)
   })
 })
