@@ -3,7 +3,7 @@
 // spawners never trigger MaxListenersExceededWarning, and for every copy of the package).
 import { spawnSync } from 'node:child_process'
 import { readdirSync, readFileSync } from 'node:fs'
-import { guardGroup, unguardGroup, watchdogRunning } from './_watchdog.ts'
+import { guardGroup, isGuarded, unguardGroup } from './_watchdog.ts'
 
 const WINDOWS = process.platform === 'win32'
 
@@ -209,13 +209,6 @@ function unhookSignals(target: Registry): void {
   process.off('removeListener', target.onRemoveListener)
 }
 
-// With a watchdog running, SIGTERM lets backends shut down cleanly and the watchdog sends SIGKILL
-// after their grace once the host is gone; without one there is nobody left to escalate, so
-// SIGKILL at once.
-function exitSignal(): NodeJS.Signals {
-  return watchdogRunning() ? 'SIGTERM' : 'SIGKILL'
-}
-
 /**
  * Registers a live group: the host's `exit` (normal end, `process.exit`, uncaught exception) and,
  * with `handleSignals`, SIGINT/SIGTERM/SIGHUP kill it; with `orphanGuard` the watchdog kills it
@@ -225,13 +218,18 @@ export function registerGroup(
   pgid: number,
   options: { handleSignals: boolean; orphanGuard: boolean; killTimeout: number },
 ): void {
+  const guarded = options.orphanGuard && !WINDOWS
+  // Nothing in the host can wait once it exits. A group a live watchdog guards gets SIGTERM, to
+  // shut down cleanly, and the watchdog sends SIGKILL after its grace once the host is gone; any
+  // other group (no `orphanGuard`, or its watchdog died) has nobody to escalate: SIGKILL at once.
+  const exitSignal = (): NodeJS.Signals => (guarded && isGuarded(pgid) ? 'SIGTERM' : 'SIGKILL')
   registry.groups.set(pgid, { handleSignals: options.handleSignals, exitSignal })
   if (!registry.exitHooked) {
     registry.exitHooked = true
     process.on('exit', registry.onExit)
   }
   if (options.handleSignals) hookSignals(registry)
-  if (options.orphanGuard && !WINDOWS) guardGroup(pgid, options.killTimeout)
+  if (guarded) guardGroup(pgid, options.killTimeout)
 }
 
 /** The group has gone: forget it everywhere (its id may be recycled). */

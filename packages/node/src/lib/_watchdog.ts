@@ -10,6 +10,7 @@
 // Passenger's owner pipe, in a separate process because generic backends do not watch stdin.
 import { spawn } from 'node:child_process'
 import type { ChildProcess } from 'node:child_process'
+import { readFileSync } from 'node:fs'
 import type { Socket } from 'node:net'
 
 // Plain JavaScript for `node -e`: no file to ship or find, nothing imported but the runtime.
@@ -164,7 +165,30 @@ export function unguardGroup(pgid: number): void {
   stopIfUnused()
 }
 
-/** Whether a watchdog is running (the exit hook then leaves SIGKILL escalation to it). */
-export function watchdogRunning(): boolean {
-  return current !== undefined
+/**
+ * Whether a running watchdog guards group `pgid`, checked synchronously (the exit hook then
+ * leaves the SIGKILL escalation to it). A watchdog that died counts as gone at once, before the
+ * host has seen its 'exit'.
+ */
+export function isGuarded(pgid: number): boolean {
+  if (!guarded.has(pgid) || current === undefined || current.stdin.destroyed) return false
+  const { child } = current
+  return child.exitCode === null && child.signalCode === null && isRunning(child.pid)
+}
+
+// Whether `pid` runs (a zombie does not: it has exited and waits for us to reap it).
+function isRunning(pid: number | undefined): boolean {
+  if (pid === undefined) return false
+  try {
+    process.kill(pid, 0)
+  } catch {
+    return false
+  }
+  if (process.platform !== 'linux') return true
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'latin1')
+    return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z'
+  } catch {
+    return false
+  }
 }

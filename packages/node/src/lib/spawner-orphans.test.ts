@@ -166,6 +166,18 @@ describe('createSpawner leaves no orphans', () => {
     await expectNoOrphans(pids)
   })
 
+  it('when the host calls process.exit() with guarded and unguarded backends that ignore SIGTERM', async () => {
+    // The watchdog escalates for the group it guards; nobody would for the other one.
+    const { child, pids } = await startHost({
+      watchdog: true,
+      extra: ['unguarded'],
+      ignoreSigterm: true,
+    })
+    child.stdin?.write('exit\n')
+    expect(await exitOf(child)).toEqual({ code: 0, signal: null })
+    await expectNoOrphans(pids)
+  })
+
   it('when the backend stopped for idleness and the host has nothing left to do', async () => {
     // Only the running backend kept the host alive: the spawner's timers and its watchdog do not.
     const { child, pids } = await startHost({ watchdog: true, naturalEnd: true })
