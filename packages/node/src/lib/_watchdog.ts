@@ -89,8 +89,13 @@ let current: Watchdog | undefined
 // Groups to guard (pgid -> grace in ms), re-sent to a watchdog started after one died.
 const guarded = new Map<number, number>()
 let retained = 0
+// A watchdog that died (killed by someone, the OOM killer) is replaced, at most once a second.
+const RESTART_INTERVAL = 1_000
+let lastStart = 0
+let restartTimer: NodeJS.Timeout | undefined
 
 function startWatchdog(): Watchdog | undefined {
+  lastStart = Date.now()
   let child: ChildProcess
   try {
     child = spawn(process.execPath, ['-e', WATCHDOG_SCRIPT], {
@@ -109,21 +114,31 @@ function startWatchdog(): Watchdog | undefined {
     return undefined
   }
   const watchdog: Watchdog = { child, stdin }
-  child.on('error', () => {
-    if (current === watchdog) current = undefined
-  })
-  child.once('exit', () => {
-    if (current === watchdog) current = undefined
-  })
+  // Spawned (it has a pid): no other 'error' can come from a child we never signal or message.
+  child.on('error', () => {})
+  child.once('exit', () => onGone(watchdog))
   // A host whose watchdog is gone must not crash writing to it.
-  stdin.on('error', () => {
-    if (current === watchdog) current = undefined
-  })
+  stdin.on('error', () => onGone(watchdog))
   // Neither the process nor the idle pipe may keep the host alive.
   child.unref()
   stdin.unref()
   for (const [pgid, grace] of guarded) stdin.write(`+${pgid} ${grace}\n`)
   return watchdog
+}
+
+// The watchdog died while it was the current one: start another for the groups it guarded.
+function onGone(watchdog: Watchdog): void {
+  if (current !== watchdog) return
+  current = undefined
+  if (restartTimer !== undefined || guarded.size === 0) return
+  restartTimer = setTimeout(
+    () => {
+      restartTimer = undefined
+      if (current === undefined && guarded.size > 0) ensureWatchdog()
+    },
+    Math.max(0, lastStart + RESTART_INTERVAL - Date.now()),
+  )
+  restartTimer.unref()
 }
 
 function ensureWatchdog(): Watchdog | undefined {

@@ -214,6 +214,27 @@ describe('createSpawner leaves no orphans', () => {
     await expectNoOrphans(pids)
   })
 
+  it('when the watchdog was killed and the host is then killed with SIGKILL', async () => {
+    const { child, pids } = await startHost({ watchdog: true })
+    const [first = 0] = pids.watchdogs
+    process.kill(first, 'SIGKILL')
+    // A new watchdog replaces it, and learns the group the first one guarded.
+    let replacement = 0
+    await waitFor(
+      () => {
+        const found = childrenOf(pids.host).filter((pid) => pid !== pids.leader && pid !== first)
+        replacement = found[0] ?? 0
+        return replacement !== 0 && isAlive(replacement)
+      },
+      { message: 'a new watchdog' },
+    )
+    recordPids(replacement)
+    pids.watchdogs.push(replacement)
+    process.kill(pids.host, 'SIGKILL')
+    expect(await exitOf(child)).toEqual({ code: null, signal: 'SIGKILL' })
+    await expectNoOrphans(pids)
+  })
+
   it('when a host with a once SIGTERM listener shuts down gracefully (and exits with 0)', async () => {
     // The listener is added before the spawner's: it has removed itself when the spawner's runs.
     const { child, pids } = await startHost({ graceful: true })
