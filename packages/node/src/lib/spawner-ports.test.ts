@@ -146,6 +146,28 @@ describe('createSpawner ports', () => {
     expect(squat.server.listening).toBe(true)
   })
 
+  it('answers 504 at the start timeout when allocatePort never settles', async () => {
+    const backend = spawner({
+      command,
+      startTimeout: 500,
+      allocatePort: () => new Promise<number>(() => {}),
+    })
+    const errors: string[] = []
+    backend.on('error', (error) => errors.push(error.code))
+    const front = await serveSpawner(backend)
+    const started = Date.now()
+    const response = await send(front.origin)
+    const elapsed = Date.now() - started
+    expect(response.status).toBe(504)
+    expect(elapsed).toBeGreaterThanOrEqual(450)
+    expect(elapsed).toBeLessThan(2_000)
+    expect(errors).toEqual(['BACKEND_START_TIMEOUT'])
+    expect(backend.status()).toMatchObject({ state: 'idle', starts: 0, pid: null })
+    expect(backend.status().lastError).toMatch(/allocatePort did not give a port within 500 ms/)
+    // Not stuck in a start: close() resolves at once.
+    await backend.close()
+  })
+
   it('fails a fixed port that is already in use without spawning', async () => {
     const port = await squatter().listen()
     const dir = tempDir()

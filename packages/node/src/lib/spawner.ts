@@ -705,8 +705,8 @@ class BackendSpawner extends EventEmitter<SpawnerEvents> implements Spawner {
       deferred.reject(problem)
       this.#failures++
       this.#fail(problem)
-      // A timed-out backend is still stopping: its exit continues from there.
-      if (problem.code !== 'BACKEND_START_TIMEOUT') {
+      // A backend that timed out is still stopping: its exit continues from there.
+      if (this.#state === 'starting') {
         this.#current = undefined
         this.#afterStop(true)
       }
@@ -740,11 +740,7 @@ class BackendSpawner extends EventEmitter<SpawnerEvents> implements Spawner {
 
   async #startBackend(deadline: number): Promise<BackendProcess> {
     for (let attempt = 1; ; attempt++) {
-      const port = await this.#choosePort()
-      if (this.#state === 'closed') {
-        if (port !== 0) releasePort(port)
-        throw this.#closedError()
-      }
+      const port = await this.#choosePortBy(deadline)
       const backend = this.#spawn(port)
       if (backend.pid === undefined) {
         await backend.exited
@@ -779,6 +775,53 @@ class BackendSpawner extends EventEmitter<SpawnerEvents> implements Spawner {
       }
       throw this.#exitError(backend, 'start')
     }
+  }
+
+  // A custom allocator may never settle, and a fixed port waits for the previous backend: the
+  // choice is bounded by the start deadline and by close(). A port given too late is released.
+  #choosePortBy(deadline: number): Promise<number> {
+    const choice = this.#choosePort()
+    return new Promise((resolve, reject) => {
+      const closed = this.#closed.signal
+      let settled = false
+      const settle = (): boolean => {
+        if (settled) return false
+        settled = true
+        clearTimeout(timer)
+        closed.removeEventListener('abort', onClose)
+        return true
+      }
+      const onClose = (): void => {
+        if (settle()) reject(this.#closedError())
+      }
+      const timer = setTimeout(
+        () => {
+          if (settle()) reject(this.#portTimeoutError())
+        },
+        Math.max(0, deadline - Date.now()),
+      )
+      timer.unref()
+      if (closed.aborted) onClose()
+      else closed.addEventListener('abort', onClose, { once: true })
+      choice.then(
+        (port) => {
+          if (settle()) resolve(port)
+          else if (port !== 0) releasePort(port)
+        },
+        (error: unknown) => {
+          if (settle()) reject(error)
+        },
+      )
+    })
+  }
+
+  #portTimeoutError(): SpawnerError {
+    const within = `within ${this.#startTimeout} ms`
+    const message =
+      this.#port === undefined
+        ? `allocatePort did not give a port ${within}`
+        : `port ${this.#port} was not free ${within}: the previous backend on it has not gone`
+    return new SpawnerError('BACKEND_START_TIMEOUT', message)
   }
 
   async #choosePort(): Promise<number> {
