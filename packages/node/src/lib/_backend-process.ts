@@ -248,8 +248,12 @@ export class BackendProcess {
   #onExit(code: number | null, signal: NodeJS.Signals | null): void {
     this.exit = { pid: this.pid ?? null, code, signal, at: Date.now() }
     this.#exited.resolve(this.exit)
-    this.#options.onExit(this, this.exit)
-    this.#reapGroup()
+    try {
+      this.#options.onExit(this, this.exit)
+    } finally {
+      // Whatever happened above, the rest of the group is killed and waited for.
+      this.#reapGroup()
+    }
   }
 
   // The leader has exited; members may remain (a grandchild that ignored the shell's death, a

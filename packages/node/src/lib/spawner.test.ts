@@ -287,6 +287,46 @@ describe('createSpawner', () => {
     expect(isAlive(first)).toBe(false)
   })
 
+  it('keeps serving and cleans up when event listeners throw', async () => {
+    const unhandled: unknown[] = []
+    const onUnhandled = (reason: unknown): number => unhandled.push(reason)
+    process.on('unhandledRejection', onUnhandled)
+    try {
+      const backend = spawner({ command })
+      for (const event of ['spawn', 'ready', 'exit'] as const) {
+        backend.on(event, () => {
+          throw new Error(`the ${event} listener failed`)
+        })
+      }
+      const front = await serveSpawner(backend)
+      const first = await send(front.origin)
+      expect(first.status).toBe(200)
+      const pid = json(first.body).pid
+      expect(backend.status()).toMatchObject({ state: 'ready', pid })
+      // The 'exit' listener throws too: the group is still reaped and a new process starts.
+      await send(front.origin, { path: '/crash' })
+      await waitFor(() => backend.status().state === 'idle', { message: 'the crash' })
+      const second = await send(front.origin)
+      expect(second.status).toBe(200)
+      const next = json(second.body).pid
+      expect(next).not.toBe(pid)
+      await backend.close()
+      expect([pid, next].filter(isAlive)).toEqual([])
+      await new Promise((resolve) => setImmediate(resolve))
+      expect(unhandled).toEqual([])
+      const reported = backend.logs.map((l) => l.text)
+      for (const event of ['spawn', 'ready', 'exit']) {
+        expect(reported).toContainEqual(
+          expect.stringContaining(
+            `a '${event}' listener threw: Error: the ${event} listener failed`,
+          ),
+        )
+      }
+    } finally {
+      process.off('unhandledRejection', onUnhandled)
+    }
+  })
+
   it('lets a waiting client leave without cancelling the start for the others', async () => {
     const dir = tempDir()
     const starts = join(dir, 'starts')

@@ -505,7 +505,8 @@ class BackendSpawner extends EventEmitter<SpawnerEvents> implements Spawner {
           // New requests wait for the next backend while this one finishes its work.
           this.#state = 'stopping'
           clearTimeout(this.#idleTimer)
-          if (backend.pid !== undefined) this.emit('stop', { pid: backend.pid, reason: 'restart' })
+          if (backend.pid !== undefined)
+            this.#emitSafely('stop', { pid: backend.pid, reason: 'restart' })
           await Promise.race([backend.drained(), sleep(this.#drainTimeout, this.#closed.signal)])
           // (close() may have run meanwhile; it stops the backend itself.)
           if ((this.#state as SpawnerState) !== 'closed') void backend.stop('restart')
@@ -728,7 +729,7 @@ class BackendSpawner extends EventEmitter<SpawnerEvents> implements Spawner {
     if (this.#deferred === deferred) this.#deferred = undefined
     deferred.resolve(backend)
     if (backend.pid !== undefined) {
-      this.emit('ready', {
+      this.#emitSafely('ready', {
         pid: backend.pid,
         port: backend.port,
         host,
@@ -747,13 +748,13 @@ class BackendSpawner extends EventEmitter<SpawnerEvents> implements Spawner {
         throw this.#exitError(backend, 'start')
       }
       this.#starts++
-      this.emit('spawn', { pid: backend.pid, port, attempt })
+      this.#emitSafely('spawn', { pid: backend.pid, port, attempt })
       const outcome = await this.#waitReady(backend, deadline)
       if (outcome === 'ready') return backend
       if (outcome === 'closed') throw this.#closedError()
       if (outcome === 'timeout') {
         this.#state = 'stopping'
-        this.emit('stop', { pid: backend.pid, reason: 'timeout' })
+        this.#emitSafely('stop', { pid: backend.pid, reason: 'timeout' })
         void backend.stop('timeout')
         throw new SpawnerError('BACKEND_START_TIMEOUT', this.#timeoutMessage(backend), {
           recentLogs: [...this.#recent],
@@ -1014,7 +1015,7 @@ class BackendSpawner extends EventEmitter<SpawnerEvents> implements Spawner {
   #onExit(backend: BackendProcess, exit: ProcessExit): void {
     if (backend.pid !== undefined) {
       this.#lastExit = exit
-      this.emit('exit', { ...exit })
+      this.#emitSafely('exit', { ...exit })
     }
     if (backend !== this.#current || this.#state === 'closed') return
     const state = this.#state
@@ -1067,7 +1068,7 @@ class BackendSpawner extends EventEmitter<SpawnerEvents> implements Spawner {
     }, delayMs)
     this.#backoffTimer.unref()
     this.#notice(null, `${this.#failures} failures in a row: not starting again for ${delayMs} ms`)
-    this.emit('backoff', { failures: this.#failures, delayMs, retryAt })
+    this.#emitSafely('backoff', { failures: this.#failures, delayMs, retryAt })
   }
 
   #armIdle(): void {
@@ -1092,8 +1093,8 @@ class BackendSpawner extends EventEmitter<SpawnerEvents> implements Spawner {
     if (this.#state !== 'ready' || backend !== this.#current || backend.inFlight > 0) return
     this.#state = 'stopping'
     if (backend.pid !== undefined) {
-      this.emit('idle', { pid: backend.pid })
-      this.emit('stop', { pid: backend.pid, reason: 'idle' })
+      this.#emitSafely('idle', { pid: backend.pid })
+      this.#emitSafely('stop', { pid: backend.pid, reason: 'idle' })
     }
     void backend.stop('idle')
   }
@@ -1111,7 +1112,7 @@ class BackendSpawner extends EventEmitter<SpawnerEvents> implements Spawner {
     const backends = [...this.#alive]
     for (const backend of backends) {
       if (backend.alive && backend.pid !== undefined) {
-        this.emit('stop', { pid: backend.pid, reason: 'close' })
+        this.#emitSafely('stop', { pid: backend.pid, reason: 'close' })
       }
     }
     await Promise.all(backends.map((backend) => backend.stop('close')))
@@ -1144,11 +1145,28 @@ class BackendSpawner extends EventEmitter<SpawnerEvents> implements Spawner {
   #fail(error: SpawnerError): void {
     this.#lastError = error
     this.#notice(error.exit?.pid ?? null, error.message)
-    if (this.listenerCount('error') > 0) this.emit('error', error)
+    this.#emitSafely('error', error)
   }
 
-  #notice(pid: number | null, text: string): void {
+  // Listeners are the host's code. One that throws is reported and the others still run: an
+  // exception out of emit() would cut a state change short (a group never reaped, a running
+  // process forgotten, an unhandled rejection). Without listeners nothing is emitted, so an
+  // 'error' nobody listens to never throws.
+  #emitSafely<K extends keyof SpawnerEvents>(event: K, ...args: SpawnerEvents[K]): void {
+    for (const listener of this.rawListeners(event)) {
+      try {
+        Reflect.apply(listener, this, args)
+      } catch (error) {
+        const reason = error instanceof Error ? (error.stack ?? String(error)) : String(error)
+        this.#notice(null, `a '${String(event)}' listener threw: ${reason}`, true)
+      }
+    }
+  }
+
+  #notice(pid: number | null, text: string, always = false): void {
     const line = pid === null ? `[${this.name}] ${text}` : `[${this.name} ${pid}] ${text}`
+    // A failure of the host's own code is not lost with `logger: false`.
+    if (always && this.#logger === undefined) console.error(line)
     this.#log({ name: this.name, pid, stream: 'spawner', text, line })
   }
 
@@ -1158,7 +1176,7 @@ class BackendSpawner extends EventEmitter<SpawnerEvents> implements Spawner {
     } catch {
       // A failing logger must not stop the draining of the backend's output.
     }
-    if (entry.stream !== 'spawner' && this.listenerCount('log') > 0) this.emit('log', entry)
+    if (entry.stream !== 'spawner') this.#emitSafely('log', entry)
   }
 }
 
