@@ -191,6 +191,30 @@ describe('createSpawner', () => {
     expect(await text(response.body)).not.toContain('boom')
   })
 
+  it("puts only the failing process's output lines in a start error", async () => {
+    const dir = tempDir()
+    const failFile = join(dir, 'fail')
+    const script = `if [ -e "$FAIL_FILE" ]; then echo second-run; exit 3; fi; echo first-run; exec '${NODE}' '${APP}'`
+    const backend = spawner({ command: ['/bin/sh', '-c', script], env: { FAIL_FILE: failFile } })
+    const errors: SpawnerError[] = []
+    backend.on('error', (error) => errors.push(error))
+    const front = await serveSpawner(backend)
+    expect((await send(front.origin)).status).toBe(200)
+    writeFileSync(failFile, '')
+    await send(front.origin, { path: '/crash' })
+    await waitFor(() => backend.status().state === 'idle', { message: 'the crash' })
+    expect((await send(front.origin)).status).toBe(502)
+    expect(errors.map((e) => e.message)).toEqual([
+      expect.stringMatching(/exited with code 1 while serving/),
+      expect.stringMatching(/exited with code 3 before it was ready/),
+    ])
+    const [crash, failed] = errors
+    expect(crash?.recentLogs).toEqual([`[sh ${crash?.exit?.pid}] first-run`])
+    expect(failed?.recentLogs).toEqual([`[sh ${failed?.exit?.pid}] second-run`])
+    // status() still shows the output of every process.
+    expect(backend.status().recentLogs.join('\n')).toMatch(/first-run[\s\S]*second-run/)
+  })
+
   it('puts the last output lines in the body with exposeErrors', async () => {
     const backend = spawner({ command, exposeErrors: true, env: { EXIT_ON_START: '3' } })
     const response = await backend.app(environ('/'))

@@ -253,7 +253,10 @@ export interface SpawnerErrorOptions extends WsgiProxyErrorOptions {
  */
 export class SpawnerError extends WsgiProxyError {
   override name: string = 'SpawnerError'
-  /** The last output lines, prefixed `[name pid]`. */
+  /**
+   * The last output lines, prefixed `[name pid]`: those of the process that failed (for
+   * `BACKEND_BACKOFF`, of every process of the spawner).
+   */
   readonly recentLogs: readonly string[]
   /** How the process ended, when it did. */
   readonly exit: SpawnerExit | undefined
@@ -413,7 +416,8 @@ class BackendSpawner extends EventEmitter<SpawnerEvents> implements Spawner {
   #lastExit: SpawnerExit | undefined
   #lastError: SpawnerError | undefined
   #coldStartMs: number | undefined
-  readonly #recent: string[] = []
+  // The last output lines of every process of this spawner, with the pid that wrote each.
+  readonly #recent: Array<{ pid: number | null; line: string }> = []
   #idleTimer: NodeJS.Timeout | undefined
   #backoffTimer: NodeJS.Timeout | undefined
   #resetTimer: NodeJS.Timeout | undefined
@@ -545,7 +549,7 @@ class BackendSpawner extends EventEmitter<SpawnerEvents> implements Spawner {
       retryAt: this.#retryAt ?? null,
       lastExit: this.#lastExit === undefined ? null : { ...this.#lastExit },
       lastError: this.#lastError?.message ?? null,
-      recentLogs: [...this.#recent],
+      recentLogs: this.#recent.map((entry) => entry.line),
     }
   }
 
@@ -757,7 +761,7 @@ class BackendSpawner extends EventEmitter<SpawnerEvents> implements Spawner {
         this.#emitSafely('stop', { pid: backend.pid, reason: 'timeout' })
         void backend.stop('timeout')
         throw new SpawnerError('BACKEND_START_TIMEOUT', this.#timeoutMessage(backend), {
-          recentLogs: [...this.#recent],
+          recentLogs: this.#recentOf(backend),
         })
       }
       // It exited: read what it said last before deciding why.
@@ -967,7 +971,7 @@ class BackendSpawner extends EventEmitter<SpawnerEvents> implements Spawner {
       signal: null,
       at: Date.now(),
     }
-    const recentLogs = [...this.#recent]
+    const recentLogs = this.#recentOf(backend)
     const spawnError = backend.spawnError as NodeJS.ErrnoException | undefined
     if (spawnError !== undefined) {
       const hint = spawnError.code === 'ENOENT' ? ' (command or working directory not found)' : ''
@@ -986,12 +990,18 @@ class BackendSpawner extends EventEmitter<SpawnerEvents> implements Spawner {
     })
   }
 
+  // A start error or crash tells what this process said, not an earlier one of the spawner.
+  #recentOf(backend: BackendProcess): string[] {
+    const pid = backend.pid ?? null
+    return this.#recent.filter((entry) => entry.pid === pid).map((entry) => entry.line)
+  }
+
   // --- process events -------------------------------------------------------------------------
 
   #onLine(backend: BackendProcess, stream: 'stdout' | 'stderr', text: string): void {
     const pid = backend.pid ?? null
     const line = `[${this.name} ${pid}] ${text}`
-    this.#recent.push(line)
+    this.#recent.push({ pid, line })
     if (this.#recent.length > this.#logLines) this.#recent.shift()
     this.#log({ name: this.name, pid, stream, text, line })
     const pattern = this.#readyStdout
@@ -1138,7 +1148,7 @@ class BackendSpawner extends EventEmitter<SpawnerEvents> implements Spawner {
     return new SpawnerError(
       'BACKEND_BACKOFF',
       `the backend failed ${this.#failures} times in a row; retry in ${seconds} s`,
-      { expose: true, retryAfter: seconds, recentLogs: [...this.#recent] },
+      { expose: true, retryAfter: seconds, recentLogs: this.#recent.map((entry) => entry.line) },
     )
   }
 
