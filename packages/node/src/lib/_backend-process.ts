@@ -5,7 +5,13 @@ import type { ChildProcess } from 'node:child_process'
 import type { Readable } from 'node:stream'
 import { StringDecoder } from 'node:string_decoder'
 import type { UpgradableApp } from '@wsgiproxy/core'
-import { groupExists, registerGroup, signalGroup, unregisterGroup } from './_process-group.ts'
+import {
+  exitedUnseen,
+  groupExists,
+  registerGroup,
+  signalGroup,
+  unregisterGroup,
+} from './_process-group.ts'
 
 /** How a backend process ended. */
 export interface ProcessExit {
@@ -78,6 +84,8 @@ export class BackendProcess {
   inFlight = 0
   /** Why it is being stopped, once a stop began. */
   stopReason: StopReason | undefined
+  /** Whether it had already exited on its own when the stop began (its 'exit' not yet seen). */
+  exitedBeforeStop = false
   /** How it ended, once it did. */
   exit: ProcessExit | undefined
   /** The spawn error (ENOENT, EACCES, ...) when it never ran. */
@@ -223,6 +231,9 @@ export class BackendProcess {
     }
     this.stopReason = reason
     this.#stopStartedAt = Date.now()
+    // A request can fail on the connection reset of a dying backend before Node has reaped it:
+    // then this stop did not end it, and the exit is a crash.
+    this.exitedBeforeStop = exitedUnseen(this.pid)
     signalGroup(this.pid, 'SIGTERM')
     this.#killTimer = setTimeout(() => {
       if (this.exit !== undefined || this.pid === undefined) return

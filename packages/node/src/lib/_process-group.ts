@@ -52,6 +52,21 @@ export function groupExists(pgid: number): boolean {
   return process.platform === 'linux' ? (hasLiveMember(pgid) ?? true) : true
 }
 
+/**
+ * Whether process `pid`, a child of ours, has already exited though its 'exit' has not been
+ * seen yet (a zombie waiting for Node to reap it). Linux only (/proc); elsewhere always false.
+ */
+export function exitedUnseen(pid: number): boolean {
+  if (process.platform !== 'linux') return false
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'latin1')
+    const state = stat[stat.lastIndexOf(')') + 2]
+    return state === 'Z' || state === 'X'
+  } catch {
+    return false
+  }
+}
+
 // Scans /proc for a member of the group that is not a zombie; `undefined` when /proc is unreadable.
 function hasLiveMember(pgid: number): boolean | undefined {
   let entries: string[]

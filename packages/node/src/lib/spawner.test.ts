@@ -311,6 +311,26 @@ describe('createSpawner', () => {
     expect(isAlive(first)).toBe(false)
   })
 
+  it('counts a crash during the restart() drain as a crash and reports it', async () => {
+    const backend = spawner({ command })
+    const errors: SpawnerError[] = []
+    backend.on('error', (error) => errors.push(error))
+    const front = await serveSpawner(backend)
+    const first = json((await send(front.origin)).body).pid
+    const slow = send(front.origin, { path: '/slow?ms=3000' })
+    await waitFor(() => backend.status().inFlight === 1, { message: 'the slow request' })
+    const restarted = backend.restart()
+    expect(backend.status().state).toBe('stopping')
+    // It dies while restart() waits for the slow request, before anything asked it to stop.
+    process.kill(first, 'SIGKILL')
+    expect((await slow).status).toBe(502)
+    await restarted
+    expect(backend.status()).toMatchObject({ state: 'ready', crashes: 1 })
+    expect(errors.map((e) => e.code)).toEqual(['BACKEND_EXITED'])
+    expect(errors[0]?.exit).toMatchObject({ pid: first, signal: 'SIGKILL' })
+    expect(json((await send(front.origin)).body).pid).not.toBe(first)
+  })
+
   it('keeps serving and cleans up when event listeners throw', async () => {
     const unhandled: unknown[] = []
     const onUnhandled = (reason: unknown): number => unhandled.push(reason)

@@ -1034,7 +1034,9 @@ class BackendSpawner extends EventEmitter<SpawnerEvents> implements Spawner {
     clearTimeout(this.#idleTimer)
     clearTimeout(this.#resetTimer)
     this.#current = undefined
-    if (state === 'ready') {
+    // A ready backend not ended by a stop crashed, also while restart() waited for requests.
+    const unasked = backend.stopReason === undefined || backend.exitedBeforeStop
+    if (state === 'ready' || (backend.readyAt !== undefined && unasked)) {
       this.#crashes++
       const lived = exit.at - (backend.readyAt ?? exit.at)
       const short = lived < SHORT_LIFE
