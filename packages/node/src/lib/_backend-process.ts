@@ -12,6 +12,7 @@ import {
   signalGroup,
   unregisterGroup,
 } from './_process-group.ts'
+import type { SignalResult } from './_process-group.ts'
 
 /** How a backend process ended. */
 export interface ProcessExit {
@@ -42,15 +43,26 @@ export interface BackendProcessOptions {
   onLine: (process: BackendProcess, stream: 'stdout' | 'stderr', text: string) => void
   /** Called synchronously on 'exit' (or a failed spawn). */
   onExit: (process: BackendProcess, exit: ProcessExit) => void
-  /** Spawner messages (escalation to SIGKILL). */
+  /** Spawner messages (escalation to SIGKILL, a group we may not signal). */
   onNotice: (process: BackendProcess, message: string) => void
+  /**
+   * A stop gave up: the process did not exit within {@link KILL_GRACE} of SIGKILL. `gone` has
+   * resolved; the group stays registered until it exits.
+   */
+  onStuck: (process: BackendProcess) => void
+  /** Signals the group; tests inject a group we may not signal. Default: {@link signalGroup}. */
+  signal?: (pgid: number, signal: NodeJS.Signals) => SignalResult
 }
 
 // A longer line is cut into pieces this long, so output without newlines cannot grow memory.
 const MAX_LINE = 16 * 1024
-// After the leader exits, members still in the group after SIGKILL may be zombies waiting for
-// PID 1 to reap them; after this long the group counts as gone.
-const ZOMBIE_GRACE = 1_000
+// How long after SIGKILL callers wait at most for the process, or the rest of its group, to go.
+// What is still there then is a zombie waiting for PID 1 to reap it (counted outside Linux), a
+// member we may not signal (EPERM) or one in an uninterruptible sleep: callers stop waiting, and
+// the group stays registered (exit hook, watchdog) and is checked now and then until it has gone.
+const KILL_GRACE = 1_000
+// The longest pause between checks of a group that outlived KILL_GRACE.
+const LINGER_CHECK = 5_000
 const WINDOWS = process.platform === 'win32'
 
 interface Deferred<T> {
@@ -107,6 +119,7 @@ export class BackendProcess {
   #stopStartedAt: number | undefined
   #killTimer: NodeJS.Timeout | undefined
   #registered = false
+  #deniedReported = false
 
   private constructor(options: BackendProcessOptions) {
     this.#options = options
@@ -234,17 +247,50 @@ export class BackendProcess {
     // A request can fail on the connection reset of a dying backend before Node has reaped it:
     // then this stop did not end it, and the exit is a crash.
     this.exitedBeforeStop = exitedUnseen(this.pid)
-    signalGroup(this.pid, 'SIGTERM')
+    this.#signal('SIGTERM')
     this.#killTimer = setTimeout(() => {
-      if (this.exit !== undefined || this.pid === undefined) return
+      if (this.exit !== undefined) return
       this.#options.onNotice(
         this,
         `did not stop within ${this.#options.killTimeout} ms of SIGTERM: sending SIGKILL to its process group`,
       )
-      signalGroup(this.pid, 'SIGKILL')
+      this.#signal('SIGKILL')
+      this.#killTimer = setTimeout(() => this.#giveUp(), KILL_GRACE)
+      this.#killTimer.unref()
     }, this.#options.killTimeout)
     this.#killTimer.unref()
     return this.gone
+  }
+
+  // Signals the whole group; a group we may not signal is reported once.
+  #signal(signal: NodeJS.Signals): SignalResult {
+    const pgid = this.pid
+    if (pgid === undefined) return 'gone'
+    const result = (this.#options.signal ?? signalGroup)(pgid, signal)
+    if (result === 'denied' && !this.#deniedReported) {
+      this.#deniedReported = true
+      this.#options.onNotice(
+        this,
+        `cannot send ${signal} to its process group: permission denied (EPERM: its members run as another user)`,
+      )
+    }
+    return result
+  }
+
+  // SIGKILL did not end the process: stop waiting for it, without forgetting it.
+  #giveUp(): void {
+    if (this.exit !== undefined) return
+    this.#options.onNotice(
+      this,
+      `did not exit within ${KILL_GRACE} ms of SIGKILL: no longer waiting for it (the exit hook and the watchdog still know its group)`,
+    )
+    // Nor may it keep the host alive.
+    this.child?.unref()
+    for (const stream of [this.child?.stdout, this.child?.stderr]) {
+      ;(stream as { unref?: () => void } | null | undefined)?.unref?.()
+    }
+    this.#gone.resolve()
+    this.#options.onStuck(this)
   }
 
   #fail(error: Error): void {
@@ -275,7 +321,7 @@ export class BackendProcess {
       this.#finish()
       return
     }
-    signalGroup(pgid, 'SIGTERM')
+    this.#signal('SIGTERM')
     const killAt = (this.#stopStartedAt ?? Date.now()) + this.#options.killTimeout
     let killedAt: number | undefined
     let delay = 10
@@ -287,12 +333,12 @@ export class BackendProcess {
       const now = Date.now()
       if (killedAt === undefined && now >= killAt) {
         killedAt = now
-        signalGroup(pgid, 'SIGKILL')
-      } else if (killedAt !== undefined && now - killedAt >= ZOMBIE_GRACE) {
-        this.#finish()
-        return
+        this.#signal('SIGKILL')
       }
-      delay = Math.min(delay * 2, 100)
+      const lingering = killedAt !== undefined && now - killedAt >= KILL_GRACE
+      // Callers stop waiting; the group stays registered until a check finds it gone.
+      if (lingering) this.#gone.resolve()
+      delay = Math.min(delay * 2, lingering ? LINGER_CHECK : 100)
       setTimeout(check, delay).unref()
     }
     setTimeout(check, delay).unref()

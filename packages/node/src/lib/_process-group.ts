@@ -7,26 +7,29 @@ import { guardGroup, isGuarded, unguardGroup } from './_watchdog.ts'
 
 const WINDOWS = process.platform === 'win32'
 
+/** What sending a signal to a group did: sent, nobody there (ESRCH), or not allowed (EPERM). */
+export type SignalResult = 'sent' | 'gone' | 'denied'
+
 /**
  * Sends `signal` to the whole process group led by `pgid` (a child spawned with
- * `detached: true`, which calls setsid()). False when the group has gone (ESRCH).
+ * `detached: true`, which calls setsid()). `denied` (EPERM) when no member may be signalled by
+ * us: every one left changed its user id, and they are still there.
  * Never call it for a child spawned without `detached`: its group is the host's own.
  */
-export function signalGroup(pgid: number, signal: NodeJS.Signals): boolean {
+export function signalGroup(pgid: number, signal: NodeJS.Signals): SignalResult {
   if (WINDOWS) {
     // No process groups: taskkill /T walks the tree, /F because Windows has no SIGTERM.
     const result = spawnSync('taskkill', ['/pid', String(pgid), '/T', '/F'], {
       stdio: 'ignore',
       windowsHide: true,
     })
-    return result.status === 0
+    return result.status === 0 ? 'sent' : 'gone'
   }
   try {
     process.kill(-pgid, signal)
-    return true
+    return 'sent'
   } catch (error) {
-    // EPERM: a member we may not signal (it changed its user id); it is still there.
-    return (error as NodeJS.ErrnoException).code === 'EPERM'
+    return (error as NodeJS.ErrnoException).code === 'EPERM' ? 'denied' : 'gone'
   }
 }
 

@@ -902,6 +902,7 @@ class BackendSpawner extends EventEmitter<SpawnerEvents> implements Spawner {
       onLine: (process, stream, text) => this.#onLine(process, stream, text),
       onExit: (process, exit) => this.#onExit(process, exit),
       onNotice: (process, message) => this.#notice(process.pid ?? null, message),
+      onStuck: (process) => this.#onStuck(process),
     })
     if (port !== 0) backend.reservedPort = port
     this.#current = backend
@@ -1046,6 +1047,15 @@ class BackendSpawner extends EventEmitter<SpawnerEvents> implements Spawner {
       return
     }
     // stopping: idle, restart, or the start timeout (a failure, counted when it happened)
+    this.#afterStop(backend.stopReason === 'timeout')
+  }
+
+  // A stopped backend that did not exit after SIGKILL: go on without it (its 'exit', if it ever
+  // comes, finds it no longer current), so requests and close() do not wait forever.
+  #onStuck(backend: BackendProcess): void {
+    if (backend !== this.#current || this.#state !== 'stopping') return
+    clearTimeout(this.#idleTimer)
+    this.#current = undefined
     this.#afterStop(backend.stopReason === 'timeout')
   }
 
