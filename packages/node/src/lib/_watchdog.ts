@@ -80,6 +80,68 @@ process.stdin.on('end', reap)
 process.stdin.on('error', reap)
 `
 
+// The same watchdog for /bin/sh, for hosts whose executable is not a plain Node (see
+// watchdogCommand): it checks once a second instead of every 50 ms, and counts zombies as there.
+export const WATCHDOG_SH = `
+trap '' INT HUP
+groups=''
+while IFS= read -r line; do
+  id=\${line#?}
+  id=\${id%% *}
+  case $id in '' | *[!0-9]*) continue ;; esac
+  [ "$id" -gt 1 ] || continue
+  case $line in
+    +*)
+      grace=\${line#* }
+      case $grace in '' | *[!0-9]*) grace=5000 ;; esac
+      groups="$groups $id:$grace"
+      ;;
+    -*)
+      kept=''
+      for group in $groups; do [ "\${group%%:*}" = "$id" ] || kept="$kept $group"; done
+      groups=$kept
+      ;;
+  esac
+done
+for group in $groups; do kill -s TERM -- "-\${group%%:*}" 2>/dev/null; done
+elapsed=0
+while [ -n "$groups" ]; do
+  sleep 1
+  elapsed=$((elapsed + 1000))
+  left=''
+  for group in $groups; do
+    id=\${group%%:*}
+    kill -s 0 -- "-$id" 2>/dev/null || continue
+    if [ "$elapsed" -ge "\${group#*:}" ]; then kill -s KILL -- "-$id" 2>/dev/null; else left="$left $group"; fi
+  done
+  groups=$left
+done
+`
+
+/**
+ * How to run the watchdog. `process.execPath -e` runs Node only when the host is a plain Node:
+ * in a single-executable application it starts the application again, and in Electron another
+ * copy of the app. Those hosts get the /bin/sh watchdog.
+ */
+export function watchdogCommand(
+  versions: NodeJS.ProcessVersions = process.versions,
+): [file: string, args: string[]] {
+  if (versions.electron === undefined && !isSea()) {
+    return [process.execPath, ['-e', WATCHDOG_SCRIPT]]
+  }
+  return ['/bin/sh', ['-c', WATCHDOG_SH]]
+}
+
+function isSea(): boolean {
+  try {
+    // Not on Bun, Deno or Node before 20.16 (getBuiltinModule), nor before 20.12 (node:sea).
+    const sea = process.getBuiltinModule?.('node:sea') as { isSea?: () => boolean } | undefined
+    return sea?.isSea?.() === true
+  } catch {
+    return false
+  }
+}
+
 interface Watchdog {
   child: ChildProcess
   stdin: Socket
@@ -98,12 +160,14 @@ function startWatchdog(): Watchdog | undefined {
   lastStart = Date.now()
   let child: ChildProcess
   try {
-    child = spawn(process.execPath, ['-e', WATCHDOG_SCRIPT], {
+    const [file, args] = watchdogCommand()
+    child = spawn(file, args, {
       // setsid(): its own session and group, out of reach of the terminal's signals.
       detached: true,
       stdio: ['pipe', 'ignore', 'ignore'],
-      // Nothing from the host (NODE_OPTIONS preloads, loaders) is needed to run 40 lines.
-      env: {},
+      // Nothing from the host (NODE_OPTIONS preloads, loaders) is needed to run 40 lines; the
+      // shell watchdog needs a PATH for sleep.
+      env: file === process.execPath ? {} : { PATH: '/usr/bin:/bin' },
     })
   } catch {
     return undefined
