@@ -9,8 +9,10 @@ export const LOOPBACK_HOSTS: readonly ['127.0.0.1', '::1'] = ['127.0.0.1', '::1'
 // 25 ms doubling to 250 ms: quick for a fast backend, cheap for a slow one (DESIGN.md §9).
 const FIRST_DELAY = 25
 const MAX_DELAY = 250
-// One connect or HTTP attempt may take this long before it counts as a miss.
-const ATTEMPT_TIMEOUT = 250
+// One connect attempt may take this long before it counts as a miss.
+const CONNECT_TIMEOUT = 250
+// One HTTP readiness request may take this long: an app's first request often loads code.
+const HTTP_TIMEOUT = 1_000
 
 function tryConnect(host: string, port: number, signal: AbortSignal): Promise<boolean> {
   return new Promise((resolve) => {
@@ -26,7 +28,7 @@ function tryConnect(host: string, port: number, signal: AbortSignal): Promise<bo
       resolve(ok)
     }
     const onAbort = (): void => done(false)
-    const timer = setTimeout(() => done(false), ATTEMPT_TIMEOUT)
+    const timer = setTimeout(() => done(false), CONNECT_TIMEOUT)
     timer.unref()
     signal.addEventListener('abort', onAbort, { once: true })
     socket.once('connect', () => done(true))
@@ -61,7 +63,7 @@ export function probeHttp(
       return
     }
     const req = request({ host, port, path, method: 'GET', agent: false, signal })
-    const timer = setTimeout(() => req.destroy(), ATTEMPT_TIMEOUT * 4)
+    const timer = setTimeout(() => req.destroy(), HTTP_TIMEOUT)
     timer.unref()
     req.once('error', () => {
       clearTimeout(timer)
