@@ -1,4 +1,4 @@
-/** @module @wsgiproxy/node: wsgiproxy on Node: the undici transport, the node:http listener, key files. */
+/** @module @wsgiproxy/node: wsgiproxy on Node: the undici transport, the node:http listener, key files, the backend spawner. */
 export type { KeyFileWatcher, LoadKeyFileOptions, WatchKeyFileOptions } from './lib/key-file.ts'
 export { loadKeyFile, watchKeyFile } from './lib/key-file.ts'
 export type { UndiciTransport, UndiciTransportOptions } from './lib/undici-transport.ts'
@@ -9,3 +9,18 @@ export type { Served, ServeOptions } from './lib/serve.ts'
 export { serve } from './lib/serve.ts'
 export type { NodeUpgradeListener, NodeUpgradeListenerOptions } from './lib/upgrade.ts'
 export { toNodeUpgradeListener } from './lib/upgrade.ts'
+export type {
+  Spawner,
+  SpawnerBackoff,
+  SpawnerErrorOptions,
+  SpawnerEvents,
+  SpawnerExit,
+  SpawnerLogEntry,
+  SpawnerLogger,
+  SpawnerOptions,
+  SpawnerReadiness,
+  SpawnerState,
+  SpawnerStatus,
+  SpawnerStopReason,
+} from './lib/spawner.ts'
+export { createSpawner, SpawnerError } from './lib/spawner.ts'

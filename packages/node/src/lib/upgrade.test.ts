@@ -9,7 +9,7 @@ import {
   PROTOCOL_VERSION,
   toEnviron,
 } from '@wsgiproxy/core'
-import type { EnvironApp } from '@wsgiproxy/core'
+import type { Environ, EnvironApp } from '@wsgiproxy/core'
 import { afterEach, describe, expect, it } from 'vitest'
 import { WebSocket, WebSocketServer } from 'ws'
 import type { RawData } from 'ws'
@@ -146,6 +146,37 @@ describe('WebSocket forwarding through the proxy app', () => {
     const serverClosed = closed(server)
     ws.close(4001, 'client bye')
     expect(await serverClosed).toEqual({ code: 4001, reason: 'client bye' })
+  })
+
+  it("aborts the environ's signal when a spliced connection closes", async () => {
+    const upstream = await echoUpstream()
+    const transport = undiciTransport()
+    cleanups.push(() => transport.close())
+    const proxy = createProxyApp({
+      href: `http://127.0.0.1:${upstream.port}/`,
+      transport,
+      onError: () => {},
+    })
+    let signal: AbortSignal | undefined
+    const app = Object.assign((environ: Environ) => proxy(environ), {
+      prepareUpgrade: (environ: Environ) => {
+        signal = environ['wsgiproxy.signal']
+        return proxy.prepareUpgrade(environ)
+      },
+    })
+    const served = await serveApp(app)
+    const ws = client(`ws://127.0.0.1:${served.port}/`)
+    await opened(ws)
+    await upstream.next()
+    // Open: the app can count the connection as in flight until the signal aborts.
+    expect(signal?.aborted).toBe(false)
+    ws.close()
+    await closed(ws)
+    await new Promise<void>((resolve) => {
+      if (signal?.aborted) resolve()
+      else signal?.addEventListener('abort', () => resolve(), { once: true })
+    })
+    expect(signal?.aborted).toBe(true)
   })
 
   it('propagates a close from the upstream to the client with its code', async () => {

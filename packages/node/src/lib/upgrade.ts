@@ -37,6 +37,8 @@ const MAX_TIMER_MS = 2_147_483_647
  * - Connecting upstream fails with 502, or 504 after `connectTimeout`; once connected, whatever
  *   the upstream sends (its `101` or a refusal) goes to the client as is.
  * - An error or close on either side destroys the other.
+ * - The environ's `wsgiproxy.signal` aborts when the client connection closes, also after the
+ *   sockets were spliced, so an app can tell when a forwarded connection ends.
  *
  * @param app - the app; `createProxyApp` returns one with `prepareUpgrade`
  * @param options - mount prefix, header cap, connect timeout
@@ -93,7 +95,8 @@ export function toNodeUpgradeListener(
     } catch (error) {
       prepared = errorResponse(error, exposeErrors)
     }
-    socket.off('close', onGone)
+    // `onGone` stays: the signal also tells the app when a forwarded connection ends (the spawner
+    // counts an upgraded connection in flight until then).
     if (socket.destroyed) {
       if (isAppResponse(prepared)) release(prepared.body)
       return

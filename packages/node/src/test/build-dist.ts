@@ -1,0 +1,35 @@
+// Vitest global setup of the node project: fixtures run by plain `node` (Node 20 cannot load
+// TypeScript) import the built packages, so dist/ of core and node must be current before any
+// test file starts. A no-op after `pnpm run build`, which the root `pnpm test` runs first.
+import { execFileSync } from 'node:child_process'
+import { existsSync, readdirSync, statSync } from 'node:fs'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+const workspaceRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', '..')
+
+function newestSource(dir: string): number {
+  let newest = 0
+  for (const entry of readdirSync(dir, { withFileTypes: true })) {
+    const path = join(dir, entry.name)
+    if (entry.isDirectory()) {
+      if (entry.name !== 'test') newest = Math.max(newest, newestSource(path))
+    } else if (entry.name.endsWith('.ts') && !entry.name.endsWith('.test.ts')) {
+      newest = Math.max(newest, statSync(path).mtimeMs)
+    }
+  }
+  return newest
+}
+
+/** Builds core and node with tsc when their dist/ is missing or older than their sources. */
+export function setup(): void {
+  const tsc = join(workspaceRoot, 'node_modules', 'typescript', 'bin', 'tsc')
+  for (const name of ['core', 'node']) {
+    const root = join(workspaceRoot, 'packages', name)
+    const built = join(root, 'dist', 'index.js')
+    if (existsSync(built) && statSync(built).mtimeMs >= newestSource(join(root, 'src'))) continue
+    execFileSync(process.execPath, [tsc, '-p', join(root, 'tsconfig.build.json')], {
+      stdio: 'inherit',
+    })
+  }
+}
