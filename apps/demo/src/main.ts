@@ -1,10 +1,15 @@
 // `pnpm start`: runs the demo until Ctrl-C.
 import { startDemo } from './demo.ts'
 
-const port = process.env['PORT'] === undefined ? 8000 : Number(process.env['PORT'])
-const demo = await startDemo({ port })
-console.log(`wsgiproxy demo: front proxy on ${demo.frontUrl} -> example backend ${demo.backendUrl}`)
-console.log(`try: curl -i ${demo.frontUrl}hello?name=world   (Ctrl-C stops)`)
+const port = process.env['PORT'] === undefined ? 8080 : Number(process.env['PORT'])
+const demo = await startDemo({
+  port,
+  ...(process.env['DEMO_KEY_FILE'] === undefined ? {} : { keyFile: process.env['DEMO_KEY_FILE'] }),
+  ...(process.env['DEMO_IDLE_MS'] === undefined
+    ? {}
+    : { idleTimeout: Number(process.env['DEMO_IDLE_MS']) }),
+})
+console.log(`wsgiproxy demo: open ${demo.url}   (Ctrl-C stops the front and its backends)`)
 
 let stopping = false
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {
