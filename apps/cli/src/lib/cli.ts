@@ -463,9 +463,8 @@ async function serveUntilSignal(
       process.off('SIGINT', onSignal)
       process.off('SIGTERM', onSignal)
       // A second signal: stop now.
-      const now = (): void => process.exit(130)
-      process.once('SIGINT', now)
-      process.once('SIGTERM', now)
+      process.once('SIGINT', exitNow)
+      process.once('SIGTERM', exitNow)
       resolve(name)
     }
     process.on('SIGINT', onSignal)
@@ -476,4 +475,8 @@ async function serveUntilSignal(
   await closeResources(resources)
   logger.event('stopped', 'stopped')
   return 0
+}
+
+function exitNow(): never {
+  process.exit(130)
 }

@@ -137,7 +137,7 @@ const echoRoute = z
   })
   .describe('Answer with the restored environ (HTML, or JSON for Accept: application/json).')
 
-const route = z.discriminatedUnion('type', [proxyRoute, spawnRoute, exactRoute, echoRoute], {
+const routeSchema = z.discriminatedUnion('type', [proxyRoute, spawnRoute, exactRoute, echoRoute], {
   error: 'expected "type" to be "proxy", "spawn", "exact" or "echo"',
 })
 
@@ -152,7 +152,10 @@ export const configSchema: z.ZodType<ConfigInput> = z
       .optional()
       .describe('Where to listen: "host:port" or a port. Default "127.0.0.1:8080".'),
     logFormat: z.enum(['text', 'json']).optional().describe('Log lines as text or JSON.'),
-    routes: z.array(route).min(1, 'expected at least one route').describe('The mounted apps.'),
+    routes: z
+      .array(routeSchema)
+      .min(1, 'expected at least one route')
+      .describe('The mounted apps.'),
   })
   .describe('wsgiproxy serve configuration')
 
@@ -330,7 +333,13 @@ function formatIssue(issue: z.core.$ZodIssue | undefined): string {
   } else if (issue.code === 'unrecognized_keys') {
     message = `unknown ${issue.keys.length === 1 ? 'key' : 'keys'} ${issue.keys.map((key) => JSON.stringify(key)).join(', ')}: remove ${issue.keys.length === 1 ? 'it' : 'them'} (see schema.json for the keys)`
   } else if ('input' in issue && issue.input !== undefined && !/\(got /.test(message)) {
-    message += ` (got ${preview(issue.input)})`
+    let input: unknown = issue.input
+    // A discriminated union reports the whole object at the discriminator's path.
+    const last = issue.path.at(-1)
+    if (typeof last === 'string' && typeof input === 'object' && input !== null && last in input) {
+      input = (input as Record<string, unknown>)[last]
+    }
+    message += ` (got ${preview(input)})`
   }
   message = message.charAt(0).toLowerCase() + message.slice(1)
   return where === '' ? message : `${where}: ${message}`

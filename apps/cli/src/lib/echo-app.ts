@@ -25,7 +25,7 @@ export function createEchoApp(): EnvironApp {
 
 function environEntries(environ: Environ): Array<[string, string]> {
   return Object.keys(environ)
-    .sort()
+    .toSorted()
     .map((key) => [key, describe(environ[key])])
 }
 

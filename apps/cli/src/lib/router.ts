@@ -40,7 +40,7 @@ export function createRouter(
 ): UpgradableApp {
   const sorted = mounts
     .map((mount) => ({ ...mount, prefix: normalizePrefix(mount.prefix) }))
-    .sort((a, b) => b.prefix.length - a.prefix.length)
+    .toSorted((a, b) => b.prefix.length - a.prefix.length)
 
   function route(
     environ: Environ,
