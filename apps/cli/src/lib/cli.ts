@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs'
-import { writeFile } from 'node:fs/promises'
+import { chmod, writeFile } from 'node:fs/promises'
 import type { Socket } from 'node:net'
 import { parseArgs } from 'node:util'
 import type { ParseArgsConfig } from 'node:util'
@@ -335,10 +335,8 @@ const COMMANDS: Record<Exclude<Command, 'main'>, (args: string[], io: CliIo) => 
     try {
       // `wx` refuses a file created meanwhile; mode 0600 because the key must stay private.
       await writeFile(out, text, { mode: 0o600, flag: values.force === true ? 'w' : 'wx' })
-      if (values.force === true) {
-        const { chmod } = await import('node:fs/promises')
-        await chmod(out, 0o600)
-      }
+      // `mode` applies only when the file is created: a replaced file is tightened too.
+      if (values.force === true) await chmod(out, 0o600)
     } catch (error) {
       throw new CliError(
         `cannot write ${out}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`,
