@@ -201,7 +201,7 @@ describe('wsgiproxy serve', () => {
   })
 
   it('reports a JSON syntax error in one line with exit 1', async () => {
-    await writeFile(join(dir, 'wsgiproxy.config.json'), '{ "routes": [ }')
+    await writeFile(join(dir, 'wsgiproxy.config.json'), '{\n  "routes": [ }\n')
     const result = await runCli(['serve'], dir)
     expect(result.code).toBe(1)
     expect(result.stderr).toMatch(

@@ -274,7 +274,7 @@ export async function loadConfig(file: string): Promise<Config> {
     data = JSON.parse(text)
   } catch (error) {
     throw usageError(
-      `config file ${file} is not valid JSON: ${(error as Error).message} (fix the syntax; JSON has no comments or trailing commas)`,
+      `config file ${file} is not valid JSON: ${jsonErrorMessage(error, text)} (fix the syntax; JSON has no comments or trailing commas)`,
     )
   }
   return parseConfig(data, file)
@@ -315,6 +315,18 @@ export function toMs(value: string | number): number {
   const ms = parseDuration(value)
   if (ms === undefined) throw usageError(`${DURATION_HINT} (got ${JSON.stringify(value)})`)
   return ms
+}
+
+// Node 20 reports only a character position: add the line and column an editor shows.
+function jsonErrorMessage(error: unknown, text: string): string {
+  // The message may quote the text, line breaks and all: the error stays on one line.
+  const message = (error instanceof Error ? error.message : String(error)).replace(/\s*\n\s*/g, ' ')
+  const match = /at position (\d+)$/.exec(message)
+  if (match === null) return message
+  const before = text.slice(0, Number(match[1]))
+  const line = before.split('\n').length
+  const column = before.length - before.lastIndexOf('\n')
+  return `${message} (line ${line} column ${column})`
 }
 
 function resolvePaths(route: RouteInput, base: string): RouteInput {
