@@ -1,0 +1,359 @@
+import {
+  createProxyApp,
+  createSigner,
+  createVerifier,
+  exactProxy,
+  proxyMiddleware,
+  WsgiProxyError,
+} from '@wsgiproxy/core'
+import type { Environ, EnvironApp, ProxyTimeouts, UpgradableApp } from '@wsgiproxy/core'
+import { createSpawner, undiciTransport, watchKeyFile } from '@wsgiproxy/node'
+import type { KeyFileWatcher, Spawner, SpawnerOptions, UndiciTransport } from '@wsgiproxy/node'
+import { toMs } from './config.ts'
+import type { RouteInput, TimeoutsInput } from './config.ts'
+import { createEchoApp } from './echo-app.ts'
+import { usageError } from './errors.ts'
+import type { Logger } from './log.ts'
+import { withRequestLog } from './log.ts'
+
+/** What the running command owns and closes on shutdown. */
+export interface Resources {
+  /** The logger. */
+  readonly logger: Logger
+  /** The shared pooled transport. */
+  readonly transport: UndiciTransport
+  /** The spawners started. */
+  readonly spawners: Spawner[]
+  /** The key files watched. */
+  readonly watchers: KeyFileWatcher[]
+  /** The server's own address, once it listens (the exact proxy refuses to loop to it). */
+  self: { hostname: string; port: number } | undefined
+}
+
+/**
+ * Creates the resources of one command run.
+ *
+ * @param logger - the logger
+ * @returns the resources
+ */
+export function createResources(logger: Logger): Resources {
+  return { logger, transport: undiciTransport(), spawners: [], watchers: [], self: undefined }
+}
+
+/**
+ * Closes every spawner (their process groups are gone when it resolves), key file watcher and
+ * the transport.
+ *
+ * @param resources - what to close
+ */
+export async function closeResources(resources: Resources): Promise<void> {
+  await Promise.allSettled(resources.spawners.map((spawner) => spawner.close()))
+  for (const watcher of resources.watchers) watcher.close()
+  await resources.transport.close().catch(() => {})
+}
+
+/** An app with its request log, ready to mount. */
+export interface BuiltApp {
+  app: EnvironApp | UpgradableApp
+}
+
+/**
+ * Builds the app of one route (its request log included).
+ *
+ * @param route - the route as configured (paths resolved)
+ * @param resources - shared transport; spawners and watchers are added to it
+ * @returns the app
+ * @throws CliError (exit 1) for an unreadable key file or bad options
+ */
+export async function buildRouteApp(route: RouteInput, resources: Resources): Promise<BuiltApp> {
+  const { logger, transport } = resources
+  switch (route.type) {
+    case 'proxy': {
+      const signer = await signerFor(route.keyFile, resources)
+      const app = guard(() =>
+        createProxyApp({
+          href: route.href,
+          transport,
+          ...protocolOptions(route),
+          ...(signer === undefined ? {} : { signer }),
+          onError: logProxyError(logger),
+        }),
+      )
+      const upstream = new URL(route.href).origin
+      return {
+        app: upgradable(
+          app,
+          withRequestLog(app, logger, () => upstream),
+        ),
+      }
+    }
+    case 'spawn': {
+      const signer = await signerFor(route.keyFile, resources)
+      const spawner = guard(() =>
+        createSpawner({
+          command: route.command,
+          transport,
+          ...protocolOptions(route),
+          ...(signer === undefined ? {} : { signer }),
+          ...(route.name === undefined ? {} : { name: route.name }),
+          ...(route.cwd === undefined ? {} : { cwd: route.cwd }),
+          ...(route.env === undefined ? {} : { env: route.env }),
+          ...(route.port === undefined ? {} : { port: route.port }),
+          ...(route.readyPath === undefined ? {} : { ready: { http: route.readyPath } }),
+          ...(route.startTimeout === undefined ? {} : { startTimeout: toMs(route.startTimeout) }),
+          ...(route.killTimeout === undefined ? {} : { killTimeout: toMs(route.killTimeout) }),
+          ...(route.maxQueue === undefined ? {} : { maxQueue: route.maxQueue }),
+          ...(route.idleTimeout === undefined
+            ? {}
+            : { idleTimeout: route.idleTimeout === false ? false : toMs(route.idleTimeout) }),
+          onError: logProxyError(logger),
+          logger: (entry) => {
+            if (entry.stream === 'spawner') logger.event('notice', entry.line)
+            else logger.output(entry.name, entry.pid, entry.stream, entry.text)
+          },
+        } satisfies SpawnerOptions),
+      )
+      resources.spawners.push(spawner)
+      watchSpawner(spawner, logger)
+      const upstream = (): string => {
+        const port = spawner.status().port
+        return port === null ? spawner.name : `http://127.0.0.1:${port}`
+      }
+      return { app: upgradable(spawner.app, withRequestLog(spawner.app, logger, upstream)) }
+    }
+    case 'exact': {
+      const app = exactApp(resources, {
+        ...(route.timeouts === undefined ? {} : { timeouts: timeoutsOf(route.timeouts) }),
+        ...(route.exposeErrors === undefined ? {} : { exposeErrors: route.exposeErrors }),
+      })
+      return { app: withRequestLog(app, logger, exactUpstream) }
+    }
+    case 'echo': {
+      const verifier =
+        route.keyFile === undefined
+          ? undefined
+          : createVerifier({ keys: await watchKeys(route.keyFile, resources) })
+      const app = guard(() =>
+        proxyMiddleware(createEchoApp(), {
+          trustIps: route.trustIps ?? ['loopback'],
+          ...(verifier === undefined ? {} : { verifier }),
+          onReject: (error) => logger.error(`request refused: ${error.message}`),
+        }),
+      )
+      return { app: withRequestLog(app, logger, () => 'echo') }
+    }
+  }
+}
+
+/**
+ * The exact proxy on the shared transport, refusing requests addressed to this server itself
+ * (they would loop).
+ *
+ * @param resources - transport and the server's own address
+ * @param options - timeouts and error exposure
+ * @returns the app
+ */
+export function exactApp(
+  resources: Resources,
+  options: { timeouts?: ProxyTimeouts; exposeErrors?: boolean } = {},
+): EnvironApp {
+  const proxy = exactProxy({
+    transport: resources.transport,
+    ...options,
+    onError: logProxyError(resources.logger),
+  })
+  return (environ) => {
+    if (isSelf(environ, resources)) {
+      return proxyLoop()
+    }
+    return proxy(environ)
+  }
+}
+
+/**
+ * The upstream of an exact proxy request, for the log.
+ *
+ * @param environ - the request
+ * @returns `scheme://host:port`
+ */
+export function exactUpstream(environ: Environ): string {
+  const host = environ.SERVER_NAME.includes(':') ? `[${environ.SERVER_NAME}]` : environ.SERVER_NAME
+  return `${environ['wsgi.url_scheme']}://${host}:${environ.SERVER_PORT}`
+}
+
+/**
+ * Converts config timeouts to milliseconds.
+ *
+ * @param timeouts - as written
+ * @returns the proxy timeouts
+ */
+export function timeoutsOf(timeouts: TimeoutsInput): ProxyTimeouts {
+  const out: ProxyTimeouts = {}
+  if (timeouts.headers !== undefined) {
+    out.headers = timeouts.headers === false ? false : toMs(timeouts.headers)
+  }
+  if (timeouts.body !== undefined) out.body = timeouts.body === false ? false : toMs(timeouts.body)
+  return out
+}
+
+/**
+ * Loads a key file and keeps it up to date, as a key source.
+ *
+ * @param path - the key file
+ * @param resources - the watcher is added to it
+ * @returns the key source
+ * @throws CliError (exit 1) with the key file's problem
+ */
+export async function watchKeys(
+  path: string,
+  resources: Resources,
+): Promise<KeyFileWatcher['keys']> {
+  let watcher: KeyFileWatcher
+  try {
+    watcher = await watchKeyFile(path)
+  } catch (error) {
+    throw usageError(
+      error instanceof WsgiProxyError
+        ? `${error.message}`
+        : `cannot read key file ${path}: ${String(error)}`,
+    )
+  }
+  watcher.on('error', (error) => resources.logger.error(`key file ${path}: ${error.message}`))
+  watcher.on('reload', (keys) =>
+    resources.logger.event(
+      'keys',
+      `key file ${path} reloaded (signing with ${keys[0]?.id ?? '?'})`,
+    ),
+  )
+  resources.watchers.push(watcher)
+  return watcher.keys
+}
+
+async function signerFor(
+  keyFile: string | undefined,
+  resources: Resources,
+): Promise<ReturnType<typeof createSigner> | undefined> {
+  if (keyFile === undefined) return undefined
+  return createSigner({ keys: await watchKeys(keyFile, resources) })
+}
+
+interface ProtocolRoute {
+  stringKeys?: string[] | undefined
+  unicodeKeys?: string[] | undefined
+  jsonKeys?: string[] | undefined
+  forwarded?: boolean | undefined
+  rewriteLocation?: boolean | undefined
+  timeouts?: TimeoutsInput | undefined
+  exposeErrors?: boolean | undefined
+}
+
+function protocolOptions(route: ProtocolRoute): {
+  stringKeys?: string[]
+  unicodeKeys?: string[]
+  jsonKeys?: string[]
+  forwarded?: boolean
+  rewriteLocation?: boolean
+  timeouts?: ProxyTimeouts
+  exposeErrors?: boolean
+} {
+  return {
+    ...(route.stringKeys === undefined ? {} : { stringKeys: route.stringKeys }),
+    ...(route.unicodeKeys === undefined ? {} : { unicodeKeys: route.unicodeKeys }),
+    ...(route.jsonKeys === undefined ? {} : { jsonKeys: route.jsonKeys }),
+    ...(route.forwarded === undefined ? {} : { forwarded: route.forwarded }),
+    ...(route.rewriteLocation === undefined ? {} : { rewriteLocation: route.rewriteLocation }),
+    ...(route.timeouts === undefined ? {} : { timeouts: timeoutsOf(route.timeouts) }),
+    ...(route.exposeErrors === undefined ? {} : { exposeErrors: route.exposeErrors }),
+  }
+}
+
+function watchSpawner(spawner: Spawner, logger: Logger): void {
+  const name = spawner.name
+  spawner.on('spawn', ({ pid, port }) =>
+    logger.event('spawned', `[${name}] spawned pid ${pid} on port ${port}`, { name, pid, port }),
+  )
+  spawner.on('ready', ({ pid, port, coldStartMs }) =>
+    logger.event('ready', `[${name}] ready in ${coldStartMs} ms (pid ${pid}, port ${port})`, {
+      name,
+      pid,
+      port,
+      ms: coldStartMs,
+    }),
+  )
+  spawner.on('idle', ({ pid }) =>
+    logger.event('idle-stop', `[${name}] idle: stopping pid ${pid}`, { name, pid }),
+  )
+  spawner.on('exit', ({ pid, code, signal }) =>
+    logger.event(
+      'exit',
+      `[${name}] pid ${pid ?? '-'} exited (${signal === null ? `code ${code}` : signal})`,
+      { name, pid, code, signal },
+    ),
+  )
+  spawner.on('error', (error) =>
+    logger.event(
+      error.code === 'BACKEND_EXITED' ? 'crash' : 'start-failed',
+      `[${name}] ${error.code === 'BACKEND_EXITED' ? 'crash' : 'start failed'}: ${error.message}`,
+      { name, code: error.code },
+    ),
+  )
+}
+
+function logProxyError(logger: Logger) {
+  return (error: WsgiProxyError): void => {
+    if (error.code === 'CLIENT_ABORTED') return
+    if (error.status >= 500) logger.error(`${error.code}: ${error.message}`)
+  }
+}
+
+// Keeps `prepareUpgrade` of the unlogged app on the logging one, for WebSocket forwarding.
+function upgradable(source: UpgradableApp, logged: EnvironApp): UpgradableApp {
+  return Object.assign(logged, { prepareUpgrade: source.prepareUpgrade.bind(source) })
+}
+
+function guard<T>(build: () => T): T {
+  try {
+    return build()
+  } catch (error) {
+    if (error instanceof WsgiProxyError) throw usageError(error.message)
+    throw error
+  }
+}
+
+const LOOPBACK_NAMES: ReadonlySet<string> = new Set([
+  'localhost',
+  '127.0.0.1',
+  '::1',
+  '0.0.0.0',
+  '::',
+])
+
+function isSelf(environ: Environ, resources: Resources): boolean {
+  const self = resources.self
+  if (self === undefined) return false
+  if (environ.SERVER_PORT !== String(self.port)) return false
+  const name = environ.SERVER_NAME.toLowerCase()
+  return LOOPBACK_NAMES.has(name) || name === self.hostname.toLowerCase()
+}
+
+function proxyLoop(): ReturnType<EnvironApp> {
+  const body = new TextEncoder().encode(
+    JSON.stringify({
+      type: 'about:blank',
+      title: 'Loop Detected',
+      status: 508,
+      detail:
+        'the request is addressed to this proxy itself; send absolute-form requests naming another server (curl -x http://this-proxy http://upstream/...)',
+    }),
+  )
+  return {
+    status: 508,
+    headers: [
+      ['content-type', 'application/problem+json'],
+      ['content-length', String(body.byteLength)],
+    ],
+    body: (async function* () {
+      yield body
+    })(),
+  }
+}

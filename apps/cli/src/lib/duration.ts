@@ -1,0 +1,42 @@
+import { usageError } from './errors.ts'
+
+// DESIGN.md §9: the CLI and the config file accept 500ms, 30s, 5m; a bare number is milliseconds.
+const DURATION = /^(\d+(?:\.\d+)?)(ms|s|m)?$/
+const UNIT_MS = { ms: 1, s: 1000, m: 60_000 } as const
+const MAX_TIMER_MS = 2_147_483_647
+
+/**
+ * Parses a duration: a number of milliseconds (`1500`), or a number with a unit `ms`, `s` or
+ * `m` (`500ms`, `30s`, `5m`, `1.5s`).
+ *
+ * @param text - the duration as written
+ * @returns whole milliseconds, or `undefined` when it is not a valid duration
+ */
+export function parseDuration(text: string | number): number | undefined {
+  if (typeof text === 'number') {
+    return Number.isInteger(text) && text >= 0 && text <= MAX_TIMER_MS ? text : undefined
+  }
+  const match = DURATION.exec(text.trim())
+  if (match === null) return undefined
+  const unit = (match[2] ?? 'ms') as keyof typeof UNIT_MS
+  const ms = Math.round(Number(match[1]) * UNIT_MS[unit])
+  return ms <= MAX_TIMER_MS ? ms : undefined
+}
+
+/**
+ * Parses a duration given on the command line.
+ *
+ * @param flag - the flag, for the message (`--idle`)
+ * @param text - its value
+ * @returns whole milliseconds
+ * @throws CliError (exit 1) naming the flag and the accepted forms
+ */
+export function durationFlag(flag: string, text: string): number {
+  const ms = parseDuration(text)
+  if (ms === undefined) {
+    throw usageError(
+      `${flag} must be a duration such as 500ms, 30s, 5m or a number of milliseconds (got ${JSON.stringify(text)})`,
+    )
+  }
+  return ms
+}
