@@ -157,11 +157,22 @@ const UNREACHABLE_CODES: ReadonlySet<string> = new Set([
   'EADDRNOTAVAIL',
 ])
 
+// Deno: "error sending request for url (…): client error (Connect): tcp connect error: Connection
+// refused (os error 111)", or "… (Connect): dns error: …": the connection was never made.
+const DENO_CONNECT_FAILURE = /client error \(Connect\)/
+
+// Deno: "Fetch failed: Requests to port 6000 are blocked" (https://fetch.spec.whatwg.org/#bad-port).
+const BLOCKED_PORT = /Requests to port \d+ are blocked/
+
 function fetchError(error: unknown, signal: AbortSignal, url: URL): WsgiProxyError {
   if (signal.aborted && signal.reason instanceof WsgiProxyError) return signal.reason
   if (error instanceof WsgiProxyError) return error
   const cause = (error as { cause?: { code?: unknown; message?: unknown } } | undefined)?.cause
-  const code = typeof cause?.code === 'string' ? cause.code : ''
+  // Node (undici) puts a system error code on the cause, Bun on the error itself, and Deno only
+  // describes the failure in the cause's message.
+  const ownCode = (error as { code?: unknown } | undefined)?.code
+  const code =
+    typeof cause?.code === 'string' ? cause.code : typeof ownCode === 'string' ? ownCode : ''
   const detail = typeof cause?.message === 'string' ? cause.message : String(error)
   if (code === 'UND_ERR_REQ_CONTENT_LENGTH_MISMATCH') {
     return new WsgiProxyError('BAD_REQUEST', 'the request body does not match its Content-Length', {
@@ -178,7 +189,7 @@ function fetchError(error: unknown, signal: AbortSignal, url: URL): WsgiProxyErr
       },
     )
   }
-  if (detail === 'bad port') {
+  if (detail === 'bad port' || BLOCKED_PORT.test(String(error))) {
     return new WsgiProxyError(
       'UPSTREAM_UNREACHABLE',
       `fetch refuses to connect to port ${url.port} (https://fetch.spec.whatwg.org/#bad-port); use undiciTransport() from @wsgiproxy/node`,
@@ -190,7 +201,7 @@ function fetchError(error: unknown, signal: AbortSignal, url: URL): WsgiProxyErr
       cause: error,
     })
   }
-  if (UNREACHABLE_CODES.has(code)) {
+  if (UNREACHABLE_CODES.has(code) || (code === '' && DENO_CONNECT_FAILURE.test(detail))) {
     return new WsgiProxyError('UPSTREAM_UNREACHABLE', `cannot reach ${url.origin}: ${detail}`, {
       cause: error,
     })
