@@ -30,7 +30,8 @@ export interface ServableHandler {
 /**
  * Builds the handler from environment variables (see the README for the full list):
  * - `UPSTREAM_PORT` (and `UPSTREAM_HOST`, default `127.0.0.1`): the exact proxy forwards every
- *   request there, with `SERVER_NAME`, `SERVER_PORT` and `HTTP_HOST` set to the upstream;
+ *   request there, with `SERVER_NAME`, `SERVER_PORT` and `HTTP_HOST` set to the upstream
+ *   (`UPSTREAM_HOST_HEADER` sends another `Host`, where the transport can: docs/runtimes.md);
  * - or `PROXY_HREF` (with `PROXY_KEY`, a key file line `keyid base64:secret`): the proxy app
  *   forwards to the href and signs what it sends;
  * - `TIMEOUT_HEADERS_MS`, `TIMEOUT_BODY_MS`: the forwarding timeouts.
@@ -71,7 +72,8 @@ export function createHandler(options: HandlerOptions = {}): ServableHandler {
     )
   }
   const proxy = exactProxy(forward)
-  const authority = host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`
+  const authority =
+    env['UPSTREAM_HOST_HEADER'] || (host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`)
   const app: EnvironApp = (environ) =>
     proxy({ ...environ, SERVER_NAME: host, SERVER_PORT: port, HTTP_HOST: authority })
   return { fetch: toFetchHandler(app) }
