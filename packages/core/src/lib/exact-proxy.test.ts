@@ -115,6 +115,51 @@ describe('exactProxy', () => {
   })
 
   it.each([
+    [
+      'Bun',
+      Object.assign(new TypeError('ECONNREFUSED: Unable to connect.'), { code: 'ECONNREFUSED' }),
+      'UPSTREAM_UNREACHABLE',
+    ],
+    [
+      'Deno',
+      new TypeError('fetch failed', {
+        cause: new Error(
+          'error sending request for url (http://10.0.0.5:8080/): client error (Connect): tcp connect error: Connection refused (os error 111)',
+        ),
+      }),
+      'UPSTREAM_UNREACHABLE',
+    ],
+    [
+      'Deno (blocked port)',
+      new TypeError('Fetch failed: Requests to port 6000 are blocked'),
+      'UPSTREAM_UNREACHABLE',
+    ],
+    [
+      'Deno (reset)',
+      new TypeError('fetch failed', {
+        cause: new Error('error sending request: connection closed before message completed'),
+      }),
+      'UPSTREAM_RESET',
+    ],
+  ])('maps a failed connection on %s to its error code', async (_runtime, failure, expected) => {
+    const transport = fetchTransport({
+      fetch: async () => {
+        throw failure
+      },
+    })
+    const codes: string[] = []
+    const app = exactProxy({ transport, onError: (e) => void codes.push(e.code) })
+    const res = await app({
+      ...environOf('http://10.0.0.5:8080/'),
+      SERVER_NAME: '10.0.0.5',
+      SERVER_PORT: '8080',
+    })
+    expect(res.status).toBe(502)
+    expect(await text(res)).not.toContain('10.0.0.5')
+    expect(codes).toEqual([expected])
+  })
+
+  it.each([
     ['bad host/', '80'],
     ['example.com/admin?', '80'],
     ['h', '99999'],

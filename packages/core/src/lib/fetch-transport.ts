@@ -1,12 +1,18 @@
 import * as z from 'zod'
 import { WsgiProxyError } from './errors.ts'
 import { fn, parseOptions } from './_options.ts'
+import type { RuntimeKind } from './_runtime.ts'
+import { runtimeKind } from './_runtime.ts'
 import { toReadableStream } from './_streams.ts'
 import type { AppResponse, OutboundRequest, Transport } from './types.ts'
 
 /** Options of {@link fetchTransport}. */
 export interface FetchTransportOptions {
-  /** The fetch implementation to call. Default: the runtime's global `fetch`. */
+  /**
+   * The fetch implementation to call. Default: the runtime's global `fetch`, with what the
+   * runtime offers beyond the standard (Bun: `decompress: false`; Deno: a client with
+   * `allowHost`). A fetch given here gets only standard `RequestInit` fields.
+   */
   fetch?: typeof fetch
 }
 
@@ -26,12 +32,15 @@ const DECODED_CODINGS: ReadonlySet<string> = new Set(['gzip', 'x-gzip', 'deflate
  * A {@link Transport} on the runtime's `fetch`: redirects passed through (`redirect: 'manual'`),
  * bodies streamed (`duplex: 'half'`), the client's abort and timeouts through the signal.
  *
- * What `fetch` cannot do, and how this transport handles it (DESIGN.md §5, §8):
- * - it cannot send a `Host` other than the URL's authority on Node and Deno: such a request
- *   fails with `HOST_OVERRIDE_UNSUPPORTED` instead of silently sending another Host; use
- *   `undiciTransport()` from `@wsgiproxy/node` for that;
- * - it decodes gzip, deflate and br bodies: `Accept-Encoding` is narrowed to those codings and a
- *   decoded response loses `Content-Encoding` and `Content-Length` (kept for `HEAD` and `304`);
+ * What `fetch` cannot do, and how this transport handles it (DESIGN.md §5, §8; docs/runtimes.md):
+ * - Node's fetch cannot send a `Host` other than the URL's authority: such a request fails with
+ *   `HOST_OVERRIDE_UNSUPPORTED` instead of silently sending another Host (use `undiciTransport()`
+ *   from `@wsgiproxy/node`). Bun's fetch sends it as given; on Deno the transport sends it
+ *   through a `Deno.createHttpClient({ allowHost: true })` client;
+ * - Node's and Deno's fetch decode gzip, deflate and br bodies: `Accept-Encoding` is narrowed to
+ *   those codings and a decoded response loses `Content-Encoding` and `Content-Length` (kept for
+ *   `HEAD` and `304`). On Bun the transport asks for `decompress: false`, so the bytes pass
+ *   through untouched with their headers and the client's `Accept-Encoding` goes as it is;
  * - a `GET` or `HEAD` request cannot carry a body: the body is dropped;
  * - the connect timeout is the runtime's (10 s on Node); the exact proxy's headers timeout
  *   covers connecting too.
@@ -42,6 +51,10 @@ const DECODED_CODINGS: ReadonlySet<string> = new Set(['gzip', 'x-gzip', 'deflate
 export function fetchTransport(options?: FetchTransportOptions): Transport {
   const opts = parseOptions(fetchTransportOptions, options, 'fetchTransport')
   const fetchImpl = opts.fetch ?? ((input, init) => globalThis.fetch(input, init))
+  // Runtime extras apply to the runtime's own fetch only.
+  const runtime: RuntimeKind = opts.fetch === undefined ? runtimeKind() : 'other'
+  const passesEncodedBytes = runtime === 'bun'
+  let hostClient: unknown
   return async (outbound: OutboundRequest): Promise<AppResponse> => {
     const { url, method, body, signal } = outbound
     if (FORBIDDEN_METHODS.has(method.toUpperCase())) {
@@ -53,18 +66,22 @@ export function fetchTransport(options?: FetchTransportOptions): Transport {
     }
     const headers = new Headers()
     const withBody = body !== null && method !== 'GET' && method !== 'HEAD'
+    let hostOverride = false
     for (const [name, value] of outbound.headers) {
       const lower = name.toLowerCase()
       if (lower === 'host') {
-        if (!sameAuthority(value, url)) {
-          throw new WsgiProxyError(
-            'HOST_OVERRIDE_UNSUPPORTED',
-            `fetchTransport cannot send Host ${JSON.stringify(value)} to ${url.host}: runtime fetch ` +
-              `always sends the URL's host. Use undiciTransport() from @wsgiproxy/node, or make ` +
-              `HTTP_HOST match SERVER_NAME:SERVER_PORT`,
-          )
+        if (sameAuthority(value, url)) continue
+        if (runtime === 'bun' || runtime === 'deno') {
+          hostOverride = true
+          headers.set('host', value)
+          continue
         }
-        continue
+        throw new WsgiProxyError(
+          'HOST_OVERRIDE_UNSUPPORTED',
+          `fetchTransport cannot send Host ${JSON.stringify(value)} to ${url.host}: Node's fetch ` +
+            `always sends the URL's host. Use undiciTransport() from @wsgiproxy/node, or make ` +
+            `HTTP_HOST match SERVER_NAME:SERVER_PORT`,
+        )
       }
       if (lower === 'content-length' && !withBody) continue
       try {
@@ -76,13 +93,17 @@ export function fetchTransport(options?: FetchTransportOptions): Transport {
         })
       }
     }
-    narrowAcceptEncoding(headers)
-    const init: RequestInit & { duplex?: 'half' } = {
+    if (!passesEncodedBytes) narrowAcceptEncoding(headers)
+    const init: RequestInit & { duplex?: 'half'; decompress?: boolean; client?: unknown } = {
       method,
       headers,
       redirect: 'manual',
       signal,
     }
+    // https://bun.sh/docs/api/fetch: `decompress: false` hands over the bytes as they came.
+    if (passesEncodedBytes) init.decompress = false
+    // https://docs.deno.com/api/deno/~/Deno.createHttpClient: `allowHost` lets a Host through.
+    if (hostOverride && runtime === 'deno') init.client = hostClient ??= createDenoHostClient()
     if (withBody) {
       init.body = toReadableStream(body)
       // https://fetch.spec.whatwg.org/#dom-requestinit-duplex: required for a streamed body.
@@ -101,6 +122,7 @@ export function fetchTransport(options?: FetchTransportOptions): Transport {
       )
     }
     const decoded =
+      !passesEncodedBytes &&
       response.body !== null &&
       method !== 'HEAD' &&
       response.status !== 304 &&
@@ -118,6 +140,11 @@ export function fetchTransport(options?: FetchTransportOptions): Transport {
     if (response.statusText) result.statusText = response.statusText
     return result
   }
+}
+
+function createDenoHostClient(): unknown {
+  const deno = (globalThis as { Deno?: { createHttpClient(options: object): unknown } }).Deno
+  return deno?.createHttpClient({ allowHost: true })
 }
 
 function sameAuthority(host: string, url: URL): boolean {
@@ -157,11 +184,22 @@ const UNREACHABLE_CODES: ReadonlySet<string> = new Set([
   'EADDRNOTAVAIL',
 ])
 
+// Deno: "error sending request for url (…): client error (Connect): tcp connect error: Connection
+// refused (os error 111)", or "… (Connect): dns error: …": the connection was never made.
+const DENO_CONNECT_FAILURE = /client error \(Connect\)/
+
+// Deno: "Fetch failed: Requests to port 6000 are blocked" (https://fetch.spec.whatwg.org/#bad-port).
+const BLOCKED_PORT = /Requests to port \d+ are blocked/
+
 function fetchError(error: unknown, signal: AbortSignal, url: URL): WsgiProxyError {
   if (signal.aborted && signal.reason instanceof WsgiProxyError) return signal.reason
   if (error instanceof WsgiProxyError) return error
   const cause = (error as { cause?: { code?: unknown; message?: unknown } } | undefined)?.cause
-  const code = typeof cause?.code === 'string' ? cause.code : ''
+  // Node (undici) puts a system error code on the cause, Bun on the error itself, and Deno only
+  // describes the failure in the cause's message.
+  const ownCode = (error as { code?: unknown } | undefined)?.code
+  const code =
+    typeof cause?.code === 'string' ? cause.code : typeof ownCode === 'string' ? ownCode : ''
   const detail = typeof cause?.message === 'string' ? cause.message : String(error)
   if (code === 'UND_ERR_REQ_CONTENT_LENGTH_MISMATCH') {
     return new WsgiProxyError('BAD_REQUEST', 'the request body does not match its Content-Length', {
@@ -178,7 +216,7 @@ function fetchError(error: unknown, signal: AbortSignal, url: URL): WsgiProxyErr
       },
     )
   }
-  if (detail === 'bad port') {
+  if (detail === 'bad port' || BLOCKED_PORT.test(String(error))) {
     return new WsgiProxyError(
       'UPSTREAM_UNREACHABLE',
       `fetch refuses to connect to port ${url.port} (https://fetch.spec.whatwg.org/#bad-port); use undiciTransport() from @wsgiproxy/node`,
@@ -190,7 +228,7 @@ function fetchError(error: unknown, signal: AbortSignal, url: URL): WsgiProxyErr
       cause: error,
     })
   }
-  if (UNREACHABLE_CODES.has(code)) {
+  if (UNREACHABLE_CODES.has(code) || (code === '' && DENO_CONNECT_FAILURE.test(detail))) {
     return new WsgiProxyError('UPSTREAM_UNREACHABLE', `cannot reach ${url.origin}: ${detail}`, {
       cause: error,
     })

@@ -261,7 +261,8 @@ export function describeForwarding(label: string, startProxy: StartProxy): void 
       expect(problem.status).toBe(502)
       expect(problem.detail).not.toContain('127.0.0.1')
       expect(problem.detail).not.toContain(String(port))
-      expect(errors).toEqual(['UPSTREAM_UNREACHABLE'])
+      // A front in another process reports its errors asynchronously (a line on its stdout).
+      await expect.poll(() => errors).toEqual(['UPSTREAM_UNREACHABLE'])
     })
 
     it('answers 504 at the headers timeout when the upstream never answers', async () => {

@@ -1,0 +1,3 @@
+/** @module @wsgiproxy/hono/node: Hono adapters that need Node (the backend spawner). */
+export type { SpawnHandler, SpawnOptions } from './lib/spawn.ts'
+export { spawn } from './lib/spawn.ts'
