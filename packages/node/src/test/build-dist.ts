@@ -21,15 +21,28 @@ function newestSource(dir: string): number {
   return newest
 }
 
-/** Builds core and node with tsc when their dist/ is missing or older than their sources. */
-export function setup(): void {
+/**
+ * Builds each workspace package with tsc when its built entry is missing or older than its
+ * sources (tests and `src/test` excluded).
+ *
+ * @param targets - package folders relative to the workspace root, with the entry file in dist/
+ */
+export function buildStale(targets: ReadonlyArray<readonly [dir: string, entry: string]>): void {
   const tsc = join(workspaceRoot, 'node_modules', 'typescript', 'bin', 'tsc')
-  for (const name of ['core', 'node']) {
-    const root = join(workspaceRoot, 'packages', name)
-    const built = join(root, 'dist', 'index.js')
+  for (const [dir, entry] of targets) {
+    const root = join(workspaceRoot, dir)
+    const built = join(root, 'dist', entry)
     if (existsSync(built) && statSync(built).mtimeMs >= newestSource(join(root, 'src'))) continue
     execFileSync(process.execPath, [tsc, '-p', join(root, 'tsconfig.build.json')], {
       stdio: 'inherit',
     })
   }
+}
+
+/** Builds core and node when their dist/ is missing or older than their sources. */
+export function setup(): void {
+  buildStale([
+    ['packages/core', 'index.js'],
+    ['packages/node', 'index.js'],
+  ])
 }
