@@ -11,7 +11,5 @@ export default defineProject({
     fileParallelism: false,
     testTimeout: process.env['STRESS'] === 'full' ? 600_000 : 60_000,
     hookTimeout: 60_000,
-    // Until the first stress file lands.
-    passWithNoTests: true,
   },
 })

@@ -113,7 +113,17 @@ export function fetchTransport(options?: FetchTransportOptions): Transport {
     try {
       response = await fetchImpl(url, init)
     } catch (error) {
-      throw fetchError(error, signal, url)
+      // Sent once more when nothing answered on a pooled keep-alive socket the upstream closed
+      // just as the request went out: no body, an idempotent method (RFC 9110 §9.2.2).
+      if (!withBody && RETRY_METHODS.has(method) && !signal.aborted && socketClosed(error)) {
+        try {
+          response = await fetchImpl(url, init)
+        } catch (again) {
+          throw fetchError(again, signal, url)
+        }
+      } else {
+        throw fetchError(error, signal, url)
+      }
     }
     if (response.type === 'opaqueredirect' || response.status === 0) {
       throw new WsgiProxyError(
@@ -190,6 +200,16 @@ const DENO_CONNECT_FAILURE = /client error \(Connect\)/
 
 // Deno: "Fetch failed: Requests to port 6000 are blocked" (https://fetch.spec.whatwg.org/#bad-port).
 const BLOCKED_PORT = /Requests to port \d+ are blocked/
+
+// Methods sent once more (without a body) when the connection closed under them, and the
+// error codes (Node's fetch puts them on the cause) that mean so.
+const RETRY_METHODS: ReadonlySet<string> = new Set(['GET', 'HEAD', 'OPTIONS'])
+const SOCKET_CLOSED_CODES: ReadonlySet<string> = new Set(['UND_ERR_SOCKET', 'ECONNRESET', 'EPIPE'])
+
+function socketClosed(error: unknown): boolean {
+  const code = (error as { cause?: { code?: unknown } } | undefined)?.cause?.code
+  return typeof code === 'string' && SOCKET_CLOSED_CODES.has(code)
+}
 
 function fetchError(error: unknown, signal: AbortSignal, url: URL): WsgiProxyError {
   if (signal.aborted && signal.reason instanceof WsgiProxyError) return signal.reason

@@ -6,9 +6,9 @@ import { createServer as createNetServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { gzipSync } from 'node:zlib'
-import type { AppResponse, Environ, ExactProxyOptions } from '@wsgiproxy/core'
-import { exactProxy, toEnviron, WsgiProxyError } from '@wsgiproxy/core'
-import { Agent, errors } from 'undici'
+import type { AppResponse, Environ, ExactProxyOptions, Transport } from '@wsgiproxy/core'
+import { exactProxy, fetchTransport, toEnviron, WsgiProxyError } from '@wsgiproxy/core'
+import { Agent, errors, fetch as undiciFetch } from 'undici'
 import { afterEach, describe, expect, it } from 'vitest'
 import { describeForwarding } from '../../../core/src/test/forwarding-suite.ts'
 import {
@@ -371,5 +371,110 @@ describe('undiciTransport', () => {
     expect(attempt).toThrow(WsgiProxyError)
     expect(attempt).toThrow(named)
     expect(attempt).toThrow(expect.objectContaining({ code: 'INVALID_OPTIONS', expose: true }))
+  })
+})
+
+/**
+ * A raw upstream that answers the first request on each connection with a keep-alive 200 and
+ * closes the connection, unanswered, when a second request arrives on it: a keep-alive socket
+ * the server dropped just as the client reused it.
+ */
+async function startStaleSocketUpstream(): Promise<{ port: number; requests(): number }> {
+  let requests = 0
+  const sockets = new Set<Socket>()
+  const server = createNetServer((socket) => {
+    sockets.add(socket)
+    socket.on('close', () => sockets.delete(socket))
+    let answered = false
+    let buffered = ''
+    socket.on('data', (data: Buffer) => {
+      buffered += data.toString('latin1')
+      while (buffered.includes('\r\n\r\n')) {
+        const end = buffered.indexOf('\r\n\r\n')
+        const head = buffered.slice(0, end)
+        const length = /content-length: *(\d+)/i.exec(head)?.[1]
+        if (buffered.length < end + 4 + Number(length ?? 0)) return
+        buffered = buffered.slice(end + 4 + Number(length ?? 0))
+        requests++
+        if (answered) {
+          socket.destroy()
+          return
+        }
+        answered = true
+        socket.write('HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok')
+      }
+    })
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  cleanups.push(
+    () =>
+      new Promise<void>((resolve) => {
+        for (const socket of sockets) socket.destroy()
+        server.close(() => resolve())
+      }),
+  )
+  return { port: (server.address() as { port: number }).port, requests: () => requests }
+}
+
+/** Sends one request through `transport` and reads its whole body; gives the status. */
+async function sendTo(
+  transport: Transport,
+  port: number,
+  method: string,
+  body: string | null = null,
+): Promise<number> {
+  const response = await transport({
+    url: new URL(`http://127.0.0.1:${port}/`),
+    method,
+    headers: body === null ? [] : [['content-length', String(body.length)]],
+    body:
+      body === null
+        ? null
+        : (async function* () {
+            yield new TextEncoder().encode(body)
+          })(),
+    signal: new AbortController().signal,
+  })
+  let bytes = 0
+  for await (const chunk of response.body ?? []) bytes += chunk.byteLength
+  expect(bytes).toBe(method === 'GET' || method === 'POST' ? 2 : bytes)
+  return response.status
+}
+
+describe.each([
+  ['undiciTransport', () => transportFor({ connections: 1 })],
+  [
+    "fetchTransport (undici's fetch)",
+    () => {
+      const agent = new Agent({ connections: 1 })
+      cleanups.push(() => agent.close())
+      return fetchTransport({
+        fetch: (input, init) =>
+          undiciFetch(input as string, { ...(init as object), dispatcher: agent }) as never,
+      })
+    },
+  ],
+])('%s on a keep-alive socket the upstream closed', (_name, makeTransport) => {
+  it('sends a GET or OPTIONS once more on a new connection instead of answering 502', async () => {
+    const upstream = await startStaleSocketUpstream()
+    // One socket per origin, so each request after the first goes out on a reused one.
+    const transport = makeTransport()
+    for (const method of ['GET', 'OPTIONS', 'GET']) {
+      expect(await sendTo(transport, upstream.port, 'GET')).toBe(200)
+      expect(await sendTo(transport, upstream.port, method)).toBe(200)
+    }
+    // Some went out twice: on the stale socket, then on a new one.
+    expect(upstream.requests()).toBeGreaterThan(6)
+  })
+
+  it('does not send a POST again: it fails as UPSTREAM_RESET', async () => {
+    const upstream = await startStaleSocketUpstream()
+    // One socket per origin, so each request after the first goes out on a reused one.
+    const transport = makeTransport()
+    expect(await sendTo(transport, upstream.port, 'GET')).toBe(200)
+    await expect(sendTo(transport, upstream.port, 'POST', 'data')).rejects.toMatchObject({
+      code: 'UPSTREAM_RESET',
+    })
+    expect(upstream.requests()).toBe(2)
   })
 })

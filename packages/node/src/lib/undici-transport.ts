@@ -46,6 +46,11 @@ const UNREACHABLE_CODES: ReadonlySet<string> = new Set([
   'EACCES',
 ])
 
+// Methods whose request is sent again once (without a body) when the connection failed before
+// any answer, and the errors that mean so: the socket closed or reset under the request.
+const RETRY_METHODS: ReadonlySet<string> = new Set(['GET', 'HEAD', 'OPTIONS'])
+const RETRY_CODES: ReadonlySet<string> = new Set(['UND_ERR_SOCKET', 'ECONNRESET', 'EPIPE'])
+
 /**
  * A {@link Transport} on undici's keep-alive pool for Node: sends `Host` exactly as given (which
  * runtime `fetch` cannot), passes bodies through without decoding them, streams both ways, never
@@ -69,31 +74,44 @@ export function undiciTransport(options: UndiciTransportOptions = {}): UndiciTra
   const transport = (outbound: OutboundRequest): Promise<AppResponse> => {
     const { url, method } = outbound
     const cancel = cancelOf(outbound)
+    // A request without a body and with an idempotent method is sent once more when its
+    // connection failed before any answer: a pooled keep-alive socket the upstream closed just as
+    // the request went out (RFC 9110 §9.2.2 allows the retry; undici retries only requests not
+    // yet written).
+    let retries = outbound.body === null && RETRY_METHODS.has(method) ? 1 : 0
     return new Promise((resolve, reject) => {
-      const handler = new ResponseHandler(method, outbound.body, cancel, resolve, (error) =>
-        reject(toProxyError(error, cancel, url)),
-      )
-      if (handler.settled) return
-      try {
-        dispatcher.dispatch(
-          {
-            origin: url.origin,
-            path: url.pathname + url.search,
-            method: method as Dispatcher.HttpMethod,
-            // A flat [name, value, ...] list keeps repeated headers and a Host that is not the
-            // connect address.
-            headers: outbound.headers.flat(),
-            // undici streams any async iterable and checks it against Content-Length.
-            body: outbound.body as Readable | null,
-            // The forwarding app runs the headers and body-idle timers through the signal.
-            headersTimeout: 0,
-            bodyTimeout: 0,
-          },
-          handler,
-        )
-      } catch (error) {
-        handler.onError(error as Error)
+      const send = (): void => {
+        const handler = new ResponseHandler(method, outbound.body, cancel, resolve, (error) => {
+          if (retries > 0 && !cancel.aborted && RETRY_CODES.has(errorCode(error))) {
+            retries -= 1
+            send()
+            return
+          }
+          reject(toProxyError(error, cancel, url))
+        })
+        if (handler.settled) return
+        try {
+          dispatcher.dispatch(
+            {
+              origin: url.origin,
+              path: url.pathname + url.search,
+              method: method as Dispatcher.HttpMethod,
+              // A flat [name, value, ...] list keeps repeated headers and a Host that is not the
+              // connect address.
+              headers: outbound.headers.flat(),
+              // undici streams any async iterable and checks it against Content-Length.
+              body: outbound.body as Readable | null,
+              // The forwarding app runs the headers and body-idle timers through the signal.
+              headersTimeout: 0,
+              bodyTimeout: 0,
+            },
+            handler,
+          )
+        } catch (error) {
+          handler.onError(error as Error)
+        }
       }
+      send()
     })
   }
 
