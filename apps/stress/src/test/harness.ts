@@ -194,8 +194,14 @@ export interface ChildFront {
   close(): Promise<void>
 }
 
-/** Starts `fixtures/front.mjs` (built packages, `--expose-gc`) and waits for its port. */
-export async function startChildFront(path: PathName, href: string): Promise<ChildFront> {
+/**
+ * Starts `fixtures/front.mjs` (built packages, `--expose-gc`) and waits for its port;
+ * `hono-undici` is the Hono front with `undiciTransport()` instead of its default fetch transport.
+ */
+export async function startChildFront(
+  path: PathName | 'hono-undici',
+  href: string,
+): Promise<ChildFront> {
   const child: ChildProcess = spawn(process.execPath, ['--expose-gc', FRONT_SCRIPT, path, href], {
     stdio: ['ignore', 'pipe', 'inherit', 'ipc'],
     // Two glibc malloc arenas instead of one per thread: memory freed on a worker thread is then
