@@ -31,14 +31,15 @@ interface Closable {
 
 const open = new Set<Closable>()
 
-function track<T extends Closable>(handle: T): T {
+/** Registers something started elsewhere, so {@link closeAll} closes it too. */
+export function track<T extends Closable>(handle: T): T {
   open.add(handle)
   return handle
 }
 
 /** Closes everything the helpers started, newest first (call in afterEach / afterAll). */
 export async function closeAll(): Promise<void> {
-  const all = [...open].reverse()
+  const all = [...open].toReversed()
   open.clear()
   for (const handle of all) await handle.close()
 }
@@ -337,7 +338,7 @@ export async function hammer(origin: string, options: HammerOptions): Promise<Ha
 /** The `p`-th percentile (0–100) of `values`, nearest rank. */
 export function percentile(values: readonly number[], p: number): number {
   if (values.length === 0) return Number.NaN
-  const sorted = [...values].sort((a, b) => a - b)
+  const sorted = values.toSorted((a, b) => a - b)
   const rank = Math.min(sorted.length, Math.max(1, Math.ceil((p / 100) * sorted.length)))
   return sorted[rank - 1] ?? Number.NaN
 }
