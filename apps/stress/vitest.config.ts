@@ -11,5 +11,7 @@ export default defineProject({
     fileParallelism: false,
     testTimeout: process.env['STRESS'] === 'full' ? 600_000 : 60_000,
     hookTimeout: 60_000,
+    // Some fronts run as child processes under plain `node`, importing dist/: build it when stale.
+    globalSetup: ['./src/test/build-dist.ts'],
   },
 })

@@ -1,4 +1,5 @@
 import { Agent, request as httpRequest } from 'node:http'
+import { connect } from 'node:net'
 import { afterEach, describe, expect, it, vi } from 'vitest'
 import type { AppResponse, EnvironApp } from '@wsgiproxy/core'
 import { send } from '../../../core/src/test/servers.ts'
@@ -113,5 +114,51 @@ describe('serve', () => {
     await expect(serve(app, { port: 70_000 })).rejects.toThrow(/port/)
     await expect(serve(app, { closeTimeout: -1 })).rejects.toThrow(/closeTimeout/)
     await expect(serve(app, { maxHeaders: 0 })).rejects.toThrow(/maxHeaders/)
+    await expect(serve(app, { headersTimeout: -1 })).rejects.toThrow(/headersTimeout/)
+    await expect(serve(app, { requestTimeout: 1.5 })).rejects.toThrow(/requestTimeout/)
+    await expect(serve(app, { headersTimeout: 2_000, requestTimeout: 1_000 })).rejects.toThrow(
+      /headersTimeout: expected at most serve.requestTimeout/,
+    )
+  })
+
+  it("keeps Node's header and request timeouts by default", async () => {
+    const served = await start(app)
+    expect(served.server.headersTimeout).toBe(60_000)
+    expect(served.server.requestTimeout).toBe(300_000)
+    const shorter = await serve(app, { requestTimeout: 5_000 })
+    running.add(shorter)
+    expect(shorter.server.headersTimeout).toBe(5_000)
+    const unlimited = await serve(app, { requestTimeout: 0 })
+    running.add(unlimited)
+    expect(unlimited.server.headersTimeout).toBe(60_000)
+  })
+
+  it('answers 408 and closes a connection whose headers take longer than headersTimeout', async () => {
+    const served = await serve(app, { headersTimeout: 300 })
+    running.add(served)
+    expect(served.server.headersTimeout).toBe(300)
+    const socket = connect(served.port, '127.0.0.1')
+    let received = ''
+    socket.setEncoding('latin1')
+    socket.on('data', (chunk: string) => {
+      received += chunk
+    })
+    const closed = new Promise<void>((resolve) => socket.on('close', () => resolve()))
+    socket.on('error', () => {})
+    // A slowloris client: the head one byte at a time, never finished.
+    const head = 'GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ' + 'x'.repeat(100)
+    let sent = 0
+    const timer = setInterval(() => {
+      if (sent < head.length && socket.writable) socket.write(head[sent++] ?? '')
+    }, 50)
+    try {
+      // A normal request on another connection is served meanwhile.
+      expect((await send(`${served.url}/`)).status).toBe(204)
+      await closed
+    } finally {
+      clearInterval(timer)
+    }
+    expect(received).toMatch(/^HTTP\/1\.1 408 /)
+    expect(sent).toBeLessThan(head.length)
   })
 })

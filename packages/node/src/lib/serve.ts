@@ -24,6 +24,22 @@ export interface ServeOptions extends NodeListenerOptions {
    * gets 504, in milliseconds. Default `10_000`.
    */
   upgradeConnectTimeout?: number
+  /**
+   * How long a client may take to send a request's head (request line and headers), in
+   * milliseconds, counted from its first byte; a slower client gets 408 and its connection is
+   * closed. This is the defence against slowloris clients that trickle headers to hold
+   * connections open. `0` turns it off. Default `60_000` (Node's default), or a shorter non-zero
+   * `requestTimeout`.
+   */
+  headersTimeout?: number
+  /**
+   * How long a client may take to send a whole request (head and body), in milliseconds; a slower
+   * client gets 408 and its connection is closed. `0` turns it off. Default `300_000` (Node's).
+   *
+   * Both timeouts are checked every tenth of the shorter one (at least every 50 ms, at most every
+   * 30 s), so a connection is cut at most 10% late.
+   */
+  requestTimeout?: number
 }
 
 /** A running server from {@link serve}. */
@@ -45,6 +61,11 @@ export interface Served {
 }
 
 const MAX_TIMER_MS = 2_147_483_647
+// Node's own defaults (https://nodejs.org/api/http.html#httpcreateserveroptions-requestlistener).
+const NODE_REQUEST_TIMEOUT = 300_000
+const NODE_HEADERS_TIMEOUT = 60_000
+const NODE_CHECKING_INTERVAL = 30_000
+const MIN_CHECKING_INTERVAL = 50
 
 /**
  * Serves an {@link EnvironApp} on `node:http` through {@link toNodeListener}. Upgrade (WebSocket)
@@ -66,6 +87,10 @@ export async function serve(app: EnvironApp, options: ServeOptions = {}): Promis
     hostname = '127.0.0.1',
     closeTimeout = 10_000,
     upgradeConnectTimeout,
+    requestTimeout = NODE_REQUEST_TIMEOUT,
+    headersTimeout = requestTimeout > 0
+      ? Math.min(NODE_HEADERS_TIMEOUT, requestTimeout)
+      : NODE_HEADERS_TIMEOUT,
     ...listenerOptions
   } = options
   if (!Number.isInteger(port) || port < 0 || port > 65535) {
@@ -81,7 +106,29 @@ export async function serve(app: EnvironApp, options: ServeOptions = {}): Promis
       `serve.closeTimeout: expected whole milliseconds from 0 to ${MAX_TIMER_MS} (got ${String(closeTimeout)})`,
     )
   }
-  const server = createServer(toNodeListener(app, listenerOptions))
+  for (const [name, value] of [
+    ['requestTimeout', requestTimeout],
+    ['headersTimeout', headersTimeout],
+  ] as const) {
+    if (!Number.isInteger(value) || value < 0 || value > MAX_TIMER_MS) {
+      throw invalidOptions(
+        `serve.${name}: expected whole milliseconds from 0 to ${MAX_TIMER_MS} (got ${String(value)})`,
+      )
+    }
+  }
+  if (requestTimeout > 0 && headersTimeout > requestTimeout) {
+    throw invalidOptions(
+      `serve.headersTimeout: expected at most serve.requestTimeout (${requestTimeout}) (got ${headersTimeout})`,
+    )
+  }
+  const server = createServer(
+    {
+      headersTimeout,
+      requestTimeout,
+      connectionsCheckingInterval: checkingInterval(headersTimeout, requestTimeout),
+    },
+    toNodeListener(app, listenerOptions),
+  )
   const onUpgrade = toNodeUpgradeListener(app, {
     ...(listenerOptions.scriptName === undefined ? {} : { scriptName: listenerOptions.scriptName }),
     ...(listenerOptions.maxHeaders === undefined ? {} : { maxHeaders: listenerOptions.maxHeaders }),
@@ -134,6 +181,17 @@ export async function serve(app: EnvironApp, options: ServeOptions = {}): Promis
     close,
     [Symbol.asyncDispose]: close,
   }
+}
+
+// Node checks both timeouts on an interval (30 s by default), so a 2 s header timeout would only
+// fire after up to 32 s: check every tenth of the shorter timeout instead.
+function checkingInterval(headersTimeout: number, requestTimeout: number): number {
+  const shortest = Math.min(...[headersTimeout, requestTimeout].filter((ms) => ms > 0))
+  if (!Number.isFinite(shortest)) return NODE_CHECKING_INTERVAL
+  return Math.min(
+    NODE_CHECKING_INTERVAL,
+    Math.max(MIN_CHECKING_INTERVAL, Math.floor(shortest / 10)),
+  )
 }
 
 function invalidOptions(message: string): WsgiProxyError {
