@@ -1,10 +1,13 @@
 // Heavy behaviour tests of the Node fast path (serve() + exactProxy + undiciTransport()): many
 // concurrent requests, clients aborting mid-response, and 1 GiB streamed each way.
+import { spawn } from 'node:child_process'
 import { createHash, randomBytes } from 'node:crypto'
+import { readFileSync } from 'node:fs'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { Agent as HttpAgent, createServer, request as httpRequest } from 'node:http'
 import type { AddressInfo, Socket } from 'node:net'
 import type { Writable } from 'node:stream'
+import { fileURLToPath } from 'node:url'
 import { afterEach, describe, expect, it } from 'vitest'
 import type { Running } from '../../../core/src/test/servers.ts'
 import { closeAll, register, sha256, startUpstream } from '../../../core/src/test/servers.ts'
@@ -78,23 +81,24 @@ async function writeRepeated(out: Writable, chunk: Buffer, times: number): Promi
   }
 }
 
-/** Samples process RSS every 50 ms; `stop()` gives the peak seen. */
-function sampleRss(): { stop(): number } {
-  let peak = process.memoryUsage().rss
+/** The resident set size of a process, from /proc/<pid>/status (Linux). */
+function rssOf(pid: number): number {
+  const match = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
+  return match === null ? Number.NaN : Number(match[1]) * 1024
+}
+
+/** Samples a process's RSS every 50 ms; `stop()` gives the peak seen. */
+function sampleRss(pid: number): { stop(): number } {
+  let peak = rssOf(pid)
   const timer = setInterval(() => {
-    peak = Math.max(peak, process.memoryUsage().rss)
+    peak = Math.max(peak, rssOf(pid))
   }, 50)
   return {
     stop() {
       clearInterval(timer)
-      return Math.max(peak, process.memoryUsage().rss)
+      return Math.max(peak, rssOf(pid))
     },
   }
-}
-
-function maybeGc(): void {
-  const gc = (globalThis as { gc?: () => void }).gc
-  if (typeof gc === 'function') gc()
 }
 
 interface Transfer {
@@ -102,13 +106,13 @@ interface Transfer {
   length: number
 }
 
-/** Runs one transfer, sampling RSS from just before it starts until it ends. */
+/** Runs one transfer, sampling the proxy's RSS from just before it starts until it ends. */
 async function measure(
+  pid: number,
   run: () => Promise<Transfer>,
 ): Promise<{ result: Transfer; growth: number; ms: number }> {
-  maybeGc()
-  const before = process.memoryUsage().rss
-  const sampler = sampleRss()
+  const before = rssOf(pid)
+  const sampler = sampleRss(pid)
   const started = performance.now()
   try {
     const result = await run()
@@ -116,6 +120,41 @@ async function measure(
   } finally {
     sampler.stop()
   }
+}
+
+const EXACT_FRONT = fileURLToPath(new URL('../test/fixtures/exact-front.mjs', import.meta.url))
+
+/** Starts the exact proxy in a child process; killed by pid when the test's servers close. */
+async function startChildProxy(upstreamPort: number): Promise<Running & { pid: number }> {
+  const child = spawn(process.execPath, [EXACT_FRONT, String(upstreamPort)], {
+    stdio: ['ignore', 'pipe', 'inherit', 'ipc'],
+    // Two malloc arenas keep RSS readings steady; the default lets idle RSS wander by tens of MB.
+    env: { ...process.env, MALLOC_ARENA_MAX: '2' },
+  })
+  const pid = child.pid ?? -1
+  const port = await new Promise<number>((resolve, reject) => {
+    let output = ''
+    child.stdout?.setEncoding('utf8')
+    child.stdout?.on('data', (text: string) => {
+      output += text
+      const match = /\{"port":(\d+)\}/.exec(output)
+      if (match !== null) resolve(Number(match[1]))
+    })
+    child.once('exit', (code) => reject(new Error(`the proxy process exited with ${code}`)))
+  })
+  const running = register({
+    port,
+    origin: `http://127.0.0.1:${port}`,
+    close: () =>
+      new Promise<void>((resolve) => {
+        if (child.exitCode !== null || child.signalCode !== null) resolve()
+        else {
+          child.once('exit', () => resolve())
+          process.kill(pid, 'SIGKILL')
+        }
+      }),
+  })
+  return { ...running, pid }
 }
 
 describe('Node fast path under load', () => {
@@ -215,7 +254,7 @@ describe('Node fast path under load', () => {
   )
 
   it(
-    'streams 1 GiB each way with SHA-256 equality and RSS growth under 64 MB',
+    'streams 1 GiB each way with SHA-256 equality and proxy RSS growth under 64 MB',
     { timeout: 120_000 },
     async () => {
       const block = randomBytes(MiB)
@@ -247,7 +286,7 @@ describe('Node fast path under load', () => {
         await writeRepeated(res, block, blocks)
         res.end()
       })
-      const front = await startNodeExactProxy(upstream.port, LOAD_TIMEOUTS)
+      const front = await startChildProxy(upstream.port)
 
       const upload = (blocks: number): Promise<Transfer> =>
         new Promise((resolve, reject) => {
@@ -307,8 +346,8 @@ describe('Node fast path under load', () => {
       expect(await upload(1)).toEqual({ sha256: sha256(block), length: MiB })
       expect(await download(1)).toEqual({ sha256: sha256(block), length: MiB })
 
-      const up = await measure(() => upload(BLOCKS))
-      const down = await measure(() => download(BLOCKS))
+      const up = await measure(front.pid, () => upload(BLOCKS))
+      const down = await measure(front.pid, () => download(BLOCKS))
       const report = (label: string, m: { growth: number; ms: number }): string =>
         `${label}: RSS growth ${(m.growth / MB).toFixed(1)} MB in ${(m.ms / 1000).toFixed(1)} s`
       console.info(`${report('upload 1 GiB', up)}; ${report('download 1 GiB', down)}`)
