@@ -5,10 +5,10 @@
 import { createHash, randomBytes } from 'node:crypto'
 import type { IncomingMessage } from 'node:http'
 import { request as httpRequest } from 'node:http'
-import type { Writable } from 'node:stream'
 import { afterEach, describe, expect, it } from 'vitest'
 import type { Upstream } from './test/harness.ts'
 import { closeAll, mb, PATHS, startChildFront, startFront, startUpstream } from './test/harness.ts'
+import { writeAll } from '../../../packages/core/src/test/servers.ts'
 import { scale } from './scale.ts'
 
 const KiB = 1024
@@ -53,27 +53,6 @@ function digest(seed: number, size: number): string {
   const hash = createHash('sha256')
   for (const chunk of bodyChunks(seed, size)) hash.update(chunk)
   return hash.digest('hex')
-}
-
-/** Writes every chunk, waiting for 'drain' when asked to. */
-async function writeAll(out: Writable, chunks: Iterable<Buffer>): Promise<void> {
-  for (const chunk of chunks) {
-    if (out.destroyed) throw new Error('stream destroyed while writing')
-    if (!out.write(chunk)) {
-      await new Promise<void>((resolve, reject) => {
-        const onDrain = (): void => {
-          out.off('close', onClose)
-          resolve()
-        }
-        const onClose = (): void => {
-          out.off('drain', onDrain)
-          reject(new Error('stream closed while waiting for drain'))
-        }
-        out.once('drain', onDrain)
-        out.once('close', onClose)
-      })
-    }
-  }
 }
 
 interface Received {

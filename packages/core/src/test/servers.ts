@@ -3,6 +3,7 @@ import { createHash } from 'node:crypto'
 import type { IncomingHttpHeaders, IncomingMessage, Server, ServerResponse } from 'node:http'
 import { createServer, request as httpRequest } from 'node:http'
 import type { AddressInfo, Socket } from 'node:net'
+import type { Writable } from 'node:stream'
 import { serve } from '@hono/node-server'
 import type { EnvironApp, ToFetchHandlerOptions } from '../index.ts'
 import { toFetchHandler } from '../index.ts'
@@ -222,5 +223,26 @@ export function echoEnviron(environ: Record<string, unknown>): {
     body: (async function* () {
       yield bytes
     })(),
+  }
+}
+
+/** Writes every chunk to `out`, waiting for 'drain' whenever it asks to; fails if it closes. */
+export async function writeAll(out: Writable, chunks: Iterable<Buffer>): Promise<void> {
+  for (const chunk of chunks) {
+    if (out.destroyed) throw new Error('stream destroyed while writing')
+    if (!out.write(chunk)) {
+      await new Promise<void>((resolve, reject) => {
+        const onDrain = (): void => {
+          out.off('close', onClose)
+          resolve()
+        }
+        const onClose = (): void => {
+          out.off('drain', onDrain)
+          reject(new Error('stream closed while waiting for drain'))
+        }
+        out.once('drain', onDrain)
+        out.once('close', onClose)
+      })
+    }
   }
 }

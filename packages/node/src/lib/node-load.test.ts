@@ -6,11 +6,16 @@ import { readFileSync } from 'node:fs'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { Agent as HttpAgent, createServer, request as httpRequest } from 'node:http'
 import type { AddressInfo, Socket } from 'node:net'
-import type { Writable } from 'node:stream'
 import { fileURLToPath } from 'node:url'
 import { afterEach, describe, expect, it } from 'vitest'
 import type { Running } from '../../../core/src/test/servers.ts'
-import { closeAll, register, sha256, startUpstream } from '../../../core/src/test/servers.ts'
+import {
+  closeAll,
+  register,
+  sha256,
+  startUpstream,
+  writeAll,
+} from '../../../core/src/test/servers.ts'
 import { startNodeExactProxy } from '../test/node-proxy.ts'
 
 const MiB = 1024 * 1024
@@ -58,27 +63,6 @@ async function startCountingUpstream(
   }
   register(handle)
   return handle
-}
-
-/** Writes `chunk` `times` times, waiting for 'drain' whenever the stream asks to. */
-async function writeRepeated(out: Writable, chunk: Buffer, times: number): Promise<void> {
-  for (let i = 0; i < times; i++) {
-    if (out.destroyed) throw new Error('stream destroyed while writing')
-    if (!out.write(chunk)) {
-      await new Promise<void>((resolve, reject) => {
-        const onDrain = (): void => {
-          out.off('close', onClose)
-          resolve()
-        }
-        const onClose = (): void => {
-          out.off('drain', onDrain)
-          reject(new Error('stream closed while waiting for drain'))
-        }
-        out.once('drain', onDrain)
-        out.once('close', onClose)
-      })
-    }
-  }
 }
 
 /** The resident set size of a process, from /proc/<pid>/status (Linux). */
@@ -283,7 +267,10 @@ describe('Node fast path under load', () => {
           'content-type': 'application/octet-stream',
           'content-length': String(blocks * MiB),
         })
-        await writeRepeated(res, block, blocks)
+        await writeAll(
+          res,
+          Array.from({ length: blocks }, () => block),
+        )
         res.end()
       })
       const front = await startChildProxy(upstream.port)
@@ -314,7 +301,10 @@ describe('Node fast path under load', () => {
             },
           )
           req.on('error', reject)
-          writeRepeated(req, block, blocks).then(() => req.end(), reject)
+          writeAll(
+            req,
+            Array.from({ length: blocks }, () => block),
+          ).then(() => req.end(), reject)
         })
 
       const download = (blocks: number): Promise<Transfer> =>
