@@ -142,16 +142,35 @@ interface Cancel {
 function cancelOf(outbound: OutboundRequest): Cancel {
   const hook = (outbound as unknown as Record<symbol, Cancel | undefined>)[CANCEL]
   if (typeof hook?.add === 'function' && typeof hook.delete === 'function') return hook
-  const { signal } = outbound
-  return {
-    get aborted() {
-      return signal.aborted
-    },
-    get reason() {
-      return signal.reason as unknown
-    },
-    add: (listener) => signal.addEventListener('abort', listener, { once: true }),
-    delete: (listener) => signal.removeEventListener('abort', listener),
+  return new SignalCancel(outbound.signal)
+}
+
+/**
+ * An AbortSignal seen as a {@link Cancel}. A class, not an object literal with getters: accessors
+ * created per request give every object a hidden class of its own, which V8 keeps in the old
+ * generation (see node-listener.ts).
+ */
+class SignalCancel implements Cancel {
+  #signal: AbortSignal
+
+  constructor(signal: AbortSignal) {
+    this.#signal = signal
+  }
+
+  get aborted(): boolean {
+    return this.#signal.aborted
+  }
+
+  get reason(): unknown {
+    return this.#signal.reason as unknown
+  }
+
+  add(listener: () => void): void {
+    this.#signal.addEventListener('abort', listener, { once: true })
+  }
+
+  delete(listener: () => void): void {
+    this.#signal.removeEventListener('abort', listener)
   }
 }
 
