@@ -299,6 +299,18 @@ describe('wsgiProxy', () => {
     )
   })
 
+  it('names wsgiProxy in option errors, maxHeaders and getRemoteAddr included', () => {
+    const conflict = optionError(() =>
+      wsgiProxy({ host: 'example.com:443', domain: 'example.com' }),
+    )
+    expect(conflict).toMatch(/^invalid options: wsgiProxy\.host and wsgiProxy\.domain/)
+    expect(conflict).not.toContain('createEnvironRestorer')
+    expect(optionError(() => wsgiProxy({ maxHeaders: 0 }))).toMatch(/wsgiProxy\.maxHeaders/)
+    expect(
+      optionError(() => wsgiProxy({ getRemoteAddr: 'x-real-ip' as unknown as () => undefined })),
+    ).toBe('invalid options: wsgiProxy.getRemoteAddr: expected a function (got string)')
+  })
+
   it('types c.get on an app declared with WsgiProxyVariables', () => {
     const app = new Hono<{ Variables: WsgiProxyVariables }>().use(wsgiProxy())
     app.get('/', (c) => {
@@ -308,3 +320,15 @@ describe('wsgiProxy', () => {
     })
   })
 })
+
+/** The message of the INVALID_OPTIONS error that `build` throws. */
+function optionError(build: () => unknown): string {
+  let caught: unknown
+  try {
+    build()
+  } catch (error) {
+    caught = error
+  }
+  expect(caught).toMatchObject({ code: 'INVALID_OPTIONS' })
+  return (caught as Error).message
+}

@@ -5,6 +5,7 @@ import {
   errorResponse,
   toEnviron,
   toResponse,
+  WsgiProxyError,
 } from '@wsgiproxy/core'
 import type { MiddlewareHandler } from 'hono'
 import type { GetRemoteAddr } from './remote-addr.ts'
@@ -65,8 +66,17 @@ export function wsgiProxy(
   options: WsgiProxyOptions = {},
 ): MiddlewareHandler<{ Variables: WsgiProxyVariables }> {
   const { getRemoteAddr, maxHeaders, ...restoreOptions } = options
-  const restore = createEnvironRestorer(restoreOptions)
+  if (getRemoteAddr !== undefined && typeof getRemoteAddr !== 'function') {
+    throw invalidOption(
+      `wsgiProxy.getRemoteAddr: expected a function (got ${typeof getRemoteAddr})`,
+    )
+  }
   const environOptions = maxHeaders === undefined ? {} : { maxHeaders }
+  const restore = asWsgiProxyOptions(() => {
+    // Checks maxHeaders now rather than failing every request with it.
+    toEnviron(new Request('http://localhost/'), environOptions)
+    return createEnvironRestorer(restoreOptions)
+  })
   return async (c, next) => {
     let restored: Environ
     let originalUrl: URL
@@ -95,5 +105,23 @@ export function wsgiProxy(
     c.set('environ', restored)
     c.set('originalUrl', originalUrl)
     return next()
+  }
+}
+
+function invalidOption(message: string): WsgiProxyError {
+  return new WsgiProxyError('INVALID_OPTIONS', `invalid options: ${message}`, { expose: true })
+}
+
+// Core names the function that checked an option; a user of wsgiProxy() passed it to wsgiProxy.
+function asWsgiProxyOptions<T>(build: () => T): T {
+  try {
+    return build()
+  } catch (error) {
+    if (!(error instanceof WsgiProxyError) || error.code !== 'INVALID_OPTIONS') throw error
+    throw invalidOption(
+      error.message
+        .replace(/^invalid options: /, '')
+        .replace(/\b(?:createEnvironRestorer|toEnviron)\b/g, 'wsgiProxy'),
+    )
   }
 }
