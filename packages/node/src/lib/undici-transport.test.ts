@@ -332,6 +332,32 @@ describe('undiciTransport', () => {
     expect(received).toBe(total)
   })
 
+  it('cancels at once through a plain signal when called without core (no cancellation hook)', async () => {
+    let closed = false
+    const upstream = await startUpstream((req) => {
+      // Never answers; notes when the transport gives the request up.
+      req.socket.on('close', () => (closed = true))
+    })
+    const transport = transportFor()
+    const outbound = (signal: AbortSignal): Parameters<Transport>[0] => ({
+      url: new URL(`http://127.0.0.1:${upstream.port}/`),
+      method: 'GET',
+      headers: [['host', `127.0.0.1:${upstream.port}`]],
+      body: null,
+      signal,
+    })
+    const client = new AbortController()
+    const pending = transport(outbound(client.signal))
+    await new Promise((resolve) => setTimeout(resolve, 50))
+    client.abort()
+    await expect(pending).rejects.toMatchObject({ code: 'CLIENT_ABORTED' })
+    await expect.poll(() => closed, { timeout: 1_000, interval: 10 }).toBe(true)
+    // A signal that is already aborted: nothing is sent.
+    await expect(transport(outbound(AbortSignal.abort()))).rejects.toMatchObject({
+      code: 'CLIENT_ABORTED',
+    })
+  })
+
   it('answers 400 when the request body does not match its Content-Length', async () => {
     const upstream = await startUpstream((req, res) => {
       req.resume()

@@ -146,9 +146,9 @@ function cancelOf(outbound: OutboundRequest): Cancel {
 }
 
 /**
- * An AbortSignal seen as a {@link Cancel}. A class, not an object literal with getters: accessors
- * created per request give every object a hidden class of its own, which V8 keeps in the old
- * generation (see node-listener.ts).
+ * An AbortSignal seen as a {@link Cancel}. A class, not an object literal with getters: V8 builds
+ * such a literal as a dictionary-mode object every time (slow properties and a property table per
+ * request); a class instance keeps one fast hidden class.
  */
 class SignalCancel implements Cancel {
   #signal: AbortSignal
