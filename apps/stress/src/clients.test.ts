@@ -9,7 +9,15 @@ import { Pool } from 'undici'
 import { afterEach, describe, expect, it } from 'vitest'
 import { sendRaw } from '../../../packages/core/src/test/servers.ts'
 import type { Upstream } from './test/harness.ts'
-import { closeAll, PATHS, percentile, sleep, startFront, startUpstream } from './test/harness.ts'
+import {
+  closeAll,
+  PATHS,
+  percentile,
+  prng,
+  sleep,
+  startFront,
+  startUpstream,
+} from './test/harness.ts'
 import { scale } from './scale.ts'
 
 const SLOWLORIS = scale(500, 50)
@@ -17,18 +25,6 @@ const HEADERS_TIMEOUT = 2_000
 const NORMAL_CLIENTS = 4
 const ABORTS = scale(1_000, 100)
 const SEED = 0x0c11_e475
-
-/** mulberry32: a small seeded PRNG, so a failing run can be replayed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296
-  }
-}
 
 /** An upstream that answers `ok <url>` and remembers every request line it saw. */
 async function startRecordingUpstream(): Promise<Upstream & { seen: string[] }> {

@@ -7,7 +7,15 @@ import type { IncomingMessage } from 'node:http'
 import { request as httpRequest } from 'node:http'
 import { afterEach, describe, expect, it } from 'vitest'
 import type { Upstream } from './test/harness.ts'
-import { closeAll, mb, PATHS, startChildFront, startFront, startUpstream } from './test/harness.ts'
+import {
+  closeAll,
+  mb,
+  PATHS,
+  prng,
+  startChildFront,
+  startFront,
+  startUpstream,
+} from './test/harness.ts'
 import { writeAll } from '../../../packages/core/src/test/servers.ts'
 import { scale } from './scale.ts'
 
@@ -23,18 +31,6 @@ const SEED = 0x5eed_0008
 // both ends can produce and hash the same bytes without holding them.
 const BLOCK_SIZE = 8 * MiB
 const block = randomBytes(BLOCK_SIZE)
-
-/** mulberry32: a small seeded PRNG, so a failing run can be replayed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296
-  }
-}
 
 /** The body of `size` bytes for `seed`, in chunks of 1 B to 64 KiB. */
 function* bodyChunks(seed: number, size: number): Generator<Buffer> {

@@ -352,3 +352,15 @@ export function sleep(ms: number): Promise<void> {
 export function mb(bytes: number): string {
   return `${(bytes / 1_000_000).toFixed(1)} MB`
 }
+
+/** mulberry32: a small seeded PRNG, so a failing run can be replayed. */
+export function prng(seed: number): () => number {
+  let a = seed >>> 0
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0
+    let t = a
+    t = Math.imul(t ^ (t >>> 15), t | 1)
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296
+  }
+}

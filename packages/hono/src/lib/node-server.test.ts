@@ -1,38 +1,16 @@
 // The adapters over real sockets: Hono apps served by @hono/node-server on 127.0.0.1 port 0.
-import type { Server } from 'node:http'
-import type { AddressInfo } from 'node:net'
-import { serve } from '@hono/node-server'
 import { getConnInfo } from '@hono/node-server/conninfo'
 import type { EnvironApp, SigningKey } from '@wsgiproxy/core'
 import { createProxyApp, createSigner, createVerifier, exactProxy } from '@wsgiproxy/core'
 import { Hono } from 'hono'
 import { afterEach, describe, expect, it } from 'vitest'
 import { describeForwarding } from '../../../core/src/test/forwarding-suite.ts'
-import type { Running } from '../../../core/src/test/servers.ts'
-import { closeAll, echoEnviron, register, send } from '../../../core/src/test/servers.ts'
+import { closeAll, echoEnviron, send } from '../../../core/src/test/servers.ts'
 import { mount } from './mount.ts'
 import { proxy } from './proxy.ts'
 import type { WsgiProxyVariables } from './wsgi-proxy.ts'
 import { wsgiProxy } from './wsgi-proxy.ts'
-
-/** Serves a Hono app with @hono/node-server on 127.0.0.1 port 0; `closeAll` stops it. */
-async function serveHono(app: Pick<Hono, 'fetch'>): Promise<Running> {
-  const server = await new Promise<Server>((resolve) => {
-    const s = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, () =>
-      resolve(s as Server),
-    )
-  })
-  const { port } = server.address() as AddressInfo
-  return register({
-    port,
-    origin: `http://127.0.0.1:${port}`,
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.closeAllConnections()
-        server.close(() => resolve())
-      }),
-  })
-}
+import { serveHono } from '../test/serve-hono.ts'
 
 // The shared forwarding suite (DESIGN.md §8) through a Hono app: the exact proxy mounted on a
 // route, and the protocol proxy, both on core's fetch transport.

@@ -1,15 +1,12 @@
 // spawn() over real sockets: a Hono app on @hono/node-server whose route starts a Python WSGI
 // backend (the node package's wsgi_echo.py fixture) on the first request.
-import type { Server } from 'node:http'
-import type { AddressInfo } from 'node:net'
 import { fileURLToPath } from 'node:url'
-import { serve } from '@hono/node-server'
 import { Hono } from 'hono'
 import { afterEach, describe, expect, it } from 'vitest'
-import type { Running } from '../../../core/src/test/servers.ts'
-import { closeAll, register, send } from '../../../core/src/test/servers.ts'
+import { closeAll, send } from '../../../core/src/test/servers.ts'
 import type { SpawnHandler } from '../node.ts'
 import { spawn } from '../node.ts'
+import { serveHono } from '../test/serve-hono.ts'
 
 const echoBackend = fileURLToPath(
   new URL('../../../node/src/test/fixtures/wsgi_echo.py', import.meta.url),
@@ -27,24 +24,6 @@ function pythonBackend(options: { idleTimeout?: number } = {}): SpawnHandler {
   })
   handlers.push(handler)
   return handler
-}
-
-async function serveHono(app: Hono): Promise<Running> {
-  const server = await new Promise<Server>((resolve) => {
-    const s = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, () =>
-      resolve(s as Server),
-    )
-  })
-  const { port } = server.address() as AddressInfo
-  return register({
-    port,
-    origin: `http://127.0.0.1:${port}`,
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.closeAllConnections()
-        server.close(() => resolve())
-      }),
-  })
 }
 
 function alive(pid: number): boolean {
