@@ -20,6 +20,12 @@ export const ERROR_STATUS = {
   HEADER_TOO_LARGE: 431,
   CLIENT_ABORTED: 499,
   METHOD_NOT_SUPPORTED: 501,
+  // A target the exact proxy's allow list does not name (SSRF guard).
+  TARGET_NOT_ALLOWED: 403,
+  // A request that would come back to this proxy (RFC 5842 §7.2).
+  LOOP_DETECTED: 508,
+  // More upgraded (WebSocket) tunnels open than the listener allows.
+  UPGRADE_LIMIT: 503,
   UNSUPPORTED_SCHEME: 502,
   INVALID_UPSTREAM: 502,
   UPSTREAM_UNREACHABLE: 502,

@@ -68,6 +68,12 @@ export interface UpgradeTarget {
   method: string
   /** Header lines to send, `host` included, with `Connection: upgrade` and `Upgrade`. */
   headers: Array<[string, string]>
+  /**
+   * How long the upstream may take to answer (connecting included), in milliseconds, as for any
+   * request of the app (`createProxyApp`'s `timeouts.headers`). Absent: the upgrade listener's
+   * own default.
+   */
+  headersTimeout?: number
 }
 
 /** An {@link EnvironApp} that can also forward Upgrade requests (the proxy app). */

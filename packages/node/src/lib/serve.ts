@@ -25,6 +25,20 @@ export interface ServeOptions extends NodeListenerOptions {
    */
   upgradeConnectTimeout?: number
   /**
+   * The `Upgrade` protocols forwarded (compared without regard to case); a request offering none
+   * of them is served as an ordinary request with its `Upgrade` ignored. Default `['websocket']`.
+   */
+  upgradeProtocols?: readonly string[]
+  /**
+   * An upgraded (WebSocket) tunnel with no bytes in either direction for this long is closed, in
+   * milliseconds; `0` keeps idle tunnels open. Default `300_000` (5 minutes).
+   */
+  upgradeIdleTimeout?: number
+  /**
+   * Upgraded tunnels open at once; one more gets 503 with `Retry-After`. Default `1_000`.
+   */
+  maxUpgradeConnections?: number
+  /**
    * How long a client may take to send a request's head (request line and headers), in
    * milliseconds, counted from its first byte; a slower client gets 408 and its connection is
    * closed. This is the defence against slowloris clients that trickle headers to hold
@@ -87,6 +101,9 @@ export async function serve(app: EnvironApp, options: ServeOptions = {}): Promis
     hostname = '127.0.0.1',
     closeTimeout = 10_000,
     upgradeConnectTimeout,
+    upgradeProtocols,
+    upgradeIdleTimeout,
+    maxUpgradeConnections,
     requestTimeout = NODE_REQUEST_TIMEOUT,
     headersTimeout = requestTimeout > 0
       ? Math.min(NODE_HEADERS_TIMEOUT, requestTimeout)
@@ -121,15 +138,20 @@ export async function serve(app: EnvironApp, options: ServeOptions = {}): Promis
       `serve.headersTimeout: expected at most serve.requestTimeout (${requestTimeout}) (got ${headersTimeout})`,
     )
   }
+  const requestListener = toNodeListener(app, listenerOptions)
   const server = createServer(
     {
       headersTimeout,
       requestTimeout,
       connectionsCheckingInterval: checkingInterval(headersTimeout, requestTimeout),
     },
-    toNodeListener(app, listenerOptions),
+    requestListener,
   )
   const onUpgrade = toNodeUpgradeListener(app, {
+    requestListener,
+    ...(upgradeProtocols === undefined ? {} : { protocols: upgradeProtocols }),
+    ...(upgradeIdleTimeout === undefined ? {} : { idleTimeout: upgradeIdleTimeout }),
+    ...(maxUpgradeConnections === undefined ? {} : { maxConnections: maxUpgradeConnections }),
     ...(listenerOptions.scriptName === undefined ? {} : { scriptName: listenerOptions.scriptName }),
     ...(listenerOptions.maxHeaders === undefined ? {} : { maxHeaders: listenerOptions.maxHeaders }),
     ...(listenerOptions.exposeErrors === undefined
