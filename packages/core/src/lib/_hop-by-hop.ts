@@ -19,6 +19,50 @@ const PROTECTED: ReadonlySet<string> = new Set(['host', 'content-length', 'conte
 
 import type { Environ } from './types.ts'
 
+/**
+ * Request headers that name the client's address, the request's host, path or method outside
+ * the protocol, which backend frameworks believe when they come from a proxy: nginx `real_ip`,
+ * Rails `Client-IP`, CDN client-address headers, Symfony/Laravel/IIS `X-Original-URL` /
+ * `X-Rewrite-URL`, Express `method-override`. Sent by a client, they steer the backend past the
+ * front's mount and address, so `createProxyApp` deletes them unless `trustClientHeaders` names
+ * them. Lower-case; `X-Forwarded-*` and `Forwarded` are protocol headers, deleted anyway.
+ */
+export const SPOOFABLE_REQUEST_HEADERS: ReadonlySet<string> = new Set([
+  // The client's address.
+  'x-real-ip',
+  'x-client-ip',
+  'client-ip',
+  'true-client-ip',
+  'cf-connecting-ip',
+  'cf-connecting-ipv6',
+  'fastly-client-ip',
+  'fly-client-ip',
+  'x-cluster-client-ip',
+  'cluster-client-ip',
+  'x-original-forwarded-for',
+  'x-envoy-external-address',
+  'x-forwarded',
+  'forwarded-for',
+  'x-remote-ip',
+  'x-remote-addr',
+  'x-originating-ip',
+  'x-proxyuser-ip',
+  // The request's host.
+  'x-host',
+  'x-original-host',
+  'x-http-host-override',
+  // The request's path.
+  'x-original-url',
+  'x-original-uri',
+  'x-rewrite-url',
+  'x-envoy-original-path',
+  // The request's method.
+  'x-http-method-override',
+  'x-http-method',
+  'x-method-override',
+  'x-original-method',
+])
+
 function nominees(connection: string): Set<string> {
   const nominated = new Set<string>()
   for (const token of connection.split(',')) {

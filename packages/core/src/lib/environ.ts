@@ -1,6 +1,7 @@
 import * as z from 'zod'
 import { WsgiProxyError } from './errors.ts'
 import { parseOptions } from './_options.ts'
+import { trimTrailingSlashes } from './_text.ts'
 import { toReadableStream } from './_streams.ts'
 import type { Environ } from './types.ts'
 import { environPath, unquotePath } from './url-path.ts'
@@ -27,9 +28,9 @@ export interface ToEnvironOptions {
 // an IPv6 literal in brackets, or letters, digits, "-", ".", "_", "~" (names and IPv4).
 const HOST_HEADER = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~]+)(?::[0-9]{0,5})?$/
 const SERVER_NAME = /^(?:[0-9A-Fa-f:.]+|[A-Za-z0-9\-._~]+)$/
-// A "." or ".." segment in the decoded path can only come from %2F next to dots (the URL parser
-// removes literal and %2E ones); once quoted afresh it would climb out of a mount prefix.
-const DOT_SEGMENT = /(?:^|\/)\.{1,2}(?:\/|$)/
+const DOT = 0x2e
+const SLASH = 0x2f
+const SEMICOLON = 0x3b
 
 const toEnvironOptions = z.strictObject({
   scriptName: z
@@ -65,7 +66,8 @@ const DEFAULT_MAX_HEADERS = 100
  * @returns the environ; its `wsgi.input` streams the request body
  * @throws WsgiProxyError `NOT_FOUND` when the path is outside `scriptName`, `TOO_MANY_HEADERS`
  *   when the request has more header fields than `maxHeaders`, `BAD_REQUEST` when the Host header
- *   is not a valid `host[:port]` or the decoded path has a `.` or `..` segment (from `%2F`)
+ *   is not a valid `host[:port]` or the decoded path has a `.` or `..` segment (from `%2F`, or
+ *   followed by `;` parameters as in `..;x`)
  * @example
  * const environ = toEnviron(request, { scriptName: '/api', remoteAddr: '203.0.113.7' })
  * environ.PATH_INFO // '/users/1' for https://example.com/api/users/1
@@ -158,18 +160,20 @@ function partsToEnviron(parts: EnvironParts, opts: ToEnvironOptions): Environ {
   }
   const rawPath = url.pathname
   const path = unquotePath(rawPath)
-  if (path !== rawPath && hasDotSegment(path)) {
-    throw new WsgiProxyError('BAD_REQUEST', 'the path has an encoded "." or ".." segment', {
-      expose: true,
-    })
+  // The URL parser removed the literal "." and ".." segments and their %2E forms; one left in the
+  // decoded path came from %2F next to dots, or carries ";" parameters (`..;x`, which the parser
+  // keeps and Tomcat or Jetty resolve). Quoted afresh it would climb out of a mount prefix.
+  if (hasDotSegment(path)) {
+    throw new WsgiProxyError(
+      'BAD_REQUEST',
+      'the path has a "." or ".." segment (encoded, or followed by ";" parameters)',
+      { expose: true },
+    )
   }
   const scriptName = normalizeScriptName(opts.scriptName ?? '')
   if (scriptName !== '' && !(path === scriptName || path.startsWith(`${scriptName}/`))) {
-    throw new WsgiProxyError(
-      'NOT_FOUND',
-      `path is outside the mount prefix ${JSON.stringify(scriptName)}`,
-      { expose: true },
-    )
+    // Not naming the prefix: a framework adapter may derive it from the request's own path.
+    throw new WsgiProxyError('NOT_FOUND', 'the path is outside the mount prefix', { expose: true })
   }
   const environ: Environ = {
     REQUEST_METHOD: parts.method,
@@ -335,9 +339,29 @@ export function isValidHost(host: string): boolean {
   return isValidPort(host.slice(colon + 1))
 }
 
-/** Whether a decoded path has a `.` or `..` segment (which a URL parser would resolve). */
+/**
+ * Whether a decoded path has a segment a server would resolve as `.` or `..`: the segment itself,
+ * or `.` / `..` followed by `;` path parameters (`/base/..;x/admin`), which Tomcat and Jetty strip
+ * before resolving, so the request lands outside `/base`. Linear time.
+ *
+ * @param path - a decoded path (`PATH_INFO`, or a whole decoded request path)
+ * @returns whether a segment is `.`, `..`, `.;...` or `..;...`
+ */
 export function hasDotSegment(path: string): boolean {
-  return DOT_SEGMENT.test(path)
+  const length = path.length
+  let i = 0
+  for (;;) {
+    let dots = 0
+    while (i < length && path.charCodeAt(i) === DOT) {
+      dots++
+      i++
+    }
+    const next = i < length ? path.charCodeAt(i) : SLASH
+    if ((dots === 1 || dots === 2) && (next === SLASH || next === SEMICOLON)) return true
+    const slash = path.indexOf('/', i)
+    if (slash === -1) return false
+    i = slash + 1
+  }
 }
 
 /** Whether `SERVER_NAME` and `SERVER_PORT` name a place to connect to. */
@@ -370,7 +394,7 @@ export function parseHost(host: string, scheme: string): [string, string] {
 }
 
 function normalizeScriptName(scriptName: string): string {
-  return scriptName.endsWith('/') ? scriptName.replace(/\/+$/, '') : scriptName
+  return trimTrailingSlashes(scriptName)
 }
 
 function environKey(name: string): string {

@@ -2,6 +2,7 @@ import * as fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
 import * as z from 'zod'
 import { WsgiProxyError } from './errors.ts'
+import { createProxyApp } from './proxy-app.ts'
 import type { ExtraKeyKind, PickleCodec } from './header-codec.ts'
 import {
   assertExtraKey,
@@ -116,6 +117,9 @@ describe('assertExtraKey', () => {
     'wsgi.input',
     'wsgi.url_scheme',
     'wsgiproxy.raw_path',
+    ...Object.getOwnPropertyNames(Object.prototype).filter(
+      (key) => key !== '__proto__' && key !== 'constructor',
+    ),
   ])('rejects %j with an exposed INVALID_OPTIONS error naming the option', (key) => {
     let error: unknown
     try {
@@ -126,6 +130,16 @@ describe('assertExtraKey', () => {
     expect(error).toBeInstanceOf(WsgiProxyError)
     expect(error).toMatchObject({ code: 'INVALID_OPTIONS', expose: true })
     expect((error as Error).message).toContain('createProxyApp.stringKeys')
+  })
+
+  it('makes createProxyApp refuse an Object.prototype member as a key of any kind', () => {
+    for (const option of ['stringKeys', 'unicodeKeys', 'jsonKeys'] as const) {
+      for (const key of ['hasOwnProperty', 'toString', 'valueOf', '__defineGetter__']) {
+        expect(() => createProxyApp({ href: 'http://backend.test/', [option]: [key] })).toThrow(
+          expect.objectContaining({ code: 'INVALID_OPTIONS' }),
+        )
+      }
+    }
   })
 })
 
@@ -352,11 +366,25 @@ describe('decodeExtraKeys', () => {
   })
 
   it('ignores schemas inherited from a prototype', () => {
-    const result = decodeExtraKeys(makeEnviron({ HTTP_X_WSGIPROXY_JSON_0: 'toString 1' }), {
-      jsonSchemas: { n: z.number() },
+    const jsonSchemas = Object.create({ n: z.number() }) as Record<string, z.ZodType>
+    const result = decodeExtraKeys(makeEnviron({ HTTP_X_WSGIPROXY_JSON_0: 'n "x"' }), {
+      jsonSchemas,
     })
-    expect(result['toString']).toBe(1)
+    expect(result['n']).toBe('x')
   })
+
+  // Decoded keys are merged into the environ, a plain object: `toString` or `hasOwnProperty`
+  // there would shadow the method every environ inherits.
+  it.each([...Object.getOwnPropertyNames(Object.prototype), 'prototype'])(
+    'refuses the key %s, named after an Object.prototype member, with a 400',
+    (key) => {
+      for (const header of ['HTTP_X_WSGIPROXY_STR_0', 'HTTP_X_WSGIPROXY_JSON_0']) {
+        const error = decodeError({ [header]: `${encodeURIComponent(key)} 1` })
+        expect(error).toMatchObject({ code: 'BAD_REQUEST', status: 400, expose: true })
+        expect(error.message).toMatch(/must not be prototype or a property of Object\.prototype/)
+      }
+    },
+  )
 
   it.each<[string, Record<string, unknown>, Parameters<typeof decodeExtraKeys>[1]?]>([
     ['a bad base64 character', { HTTP_X_WSGIPROXY_STR_0: 'k b64QQ-=' }],

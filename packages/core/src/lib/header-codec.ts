@@ -54,8 +54,25 @@ export const MAX_ENCODED_VALUE_LENGTH = 4096
 /** What an extra key looks like. */
 export const EXTRA_KEY_PATTERN: RegExp = /^[A-Za-z_][A-Za-z0-9_.-]{0,127}$/
 
-// DESIGN.md §6: keys that would pollute a prototype when merged into an object.
-const FORBIDDEN_KEYS: ReadonlySet<string> = new Set(['__proto__', 'constructor', 'prototype'])
+// DESIGN.md §6: keys that would pollute a prototype when merged into an object, or shadow a
+// method every environ inherits (`environ.hasOwnProperty(...)`, `String(environ)`): `prototype`
+// and the properties of Object.prototype (ECMA-262 §20.1.3, Annex B.2.2). A fixed list, so both
+// sides refuse the same keys whatever their runtime adds.
+const FORBIDDEN_KEYS: ReadonlySet<string> = new Set([
+  'prototype',
+  'constructor',
+  'hasOwnProperty',
+  'isPrototypeOf',
+  'propertyIsEnumerable',
+  'toLocaleString',
+  'toString',
+  'valueOf',
+  '__proto__',
+  '__defineGetter__',
+  '__defineSetter__',
+  '__lookupGetter__',
+  '__lookupSetter__',
+])
 
 // DESIGN.md §3 and §6: keys the protocol restores itself (or PEP 3333 reserves); an extra key
 // must not overwrite them.
@@ -87,8 +104,8 @@ const ENVIRON_PREFIX = 'HTTP_X_WSGIPROXY_'
 const HEADER_ENVIRON_KEY = /^HTTP_X_WSGIPROXY_(STR|UNICODE|JSON|PICKLE)_/i
 // N counts from 0 per kind, decimal without leading zeros, below MAX_PROTOCOL_HEADERS.
 const HEADER_NUMBER = /^(?:0|[1-9][0-9]?)$/
-// How much of a bad N an error message shows (header names are tokens; keep it short).
-const SHOWN_NUMBER = /^[A-Za-z0-9]{1,8}$/
+// A bad N is shown only when it is digits: anything else the client chose is written "N".
+const SHOWN_NUMBER = /^[0-9]{1,8}$/
 
 // DESIGN.md §6: a value goes as it is when it is printable ASCII (0x20-0x7E), not empty, with no
 // leading or trailing space.
@@ -111,7 +128,8 @@ const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true })
 
 /**
  * Checks that a configured extra key can travel: it matches {@link EXTRA_KEY_PATTERN}, is not
- * `__proto__`, `constructor` or `prototype`, and is not a key the protocol restores itself
+ * `prototype` or a property of `Object.prototype` (`__proto__`, `constructor`, `hasOwnProperty`,
+ * `toString`, `valueOf`, `__defineGetter__`, ...), and is not a key the protocol restores itself
  * (`REQUEST_METHOD`, `SCRIPT_NAME`, `PATH_INFO`, `QUERY_STRING`, `CONTENT_TYPE`,
  * `CONTENT_LENGTH`, `SERVER_NAME`, `SERVER_PORT`, `SERVER_PROTOCOL`, `REMOTE_ADDR`, `HTTP_*`,
  * `wsgi.*`, `wsgiproxy.*`). `REMOTE_USER` is allowed.
@@ -280,9 +298,11 @@ export function encodeExtraKeys(
 /**
  * Decodes every `X-WSGIProxy-{Str,Unicode,Json,Pickle}-N` header of an environ
  * (`HTTP_X_WSGIPROXY_STR_0`, ...) into a record key -> value, strictly: a malformed header,
- * key or value, bad base64, invalid UTF-8, JSON with `__proto__` or `constructor.prototype`, a
- * key sent twice or a value failing its schema is a `BAD_REQUEST` (400) whose message names the
- * header and never echoes its value; more than {@link MAX_PROTOCOL_HEADERS} headers is
+ * key or value, a key {@link assertExtraKey} refuses (`toString`, `hasOwnProperty`, `HTTP_*`,
+ * ...), bad base64, invalid UTF-8, JSON with `__proto__` or `constructor.prototype`, a key sent
+ * twice or a value failing its schema is a `BAD_REQUEST` (400) whose message names the header
+ * and never echoes its value, its key or a parser's or schema's message (those stay in `cause`,
+ * which problem responses never show); more than {@link MAX_PROTOCOL_HEADERS} headers is
  * `TOO_MANY_HEADERS` (431) and a value longer than {@link MAX_ENCODED_VALUE_LENGTH} is
  * `HEADER_TOO_LARGE` (431). Throws nothing but `WsgiProxyError`. The environ is not modified.
  *
@@ -380,7 +400,9 @@ function extraKeyProblem(key: string): string | undefined {
   if (!EXTRA_KEY_PATTERN.test(key)) {
     return 'must be a letter or "_" then letters, digits, "_", "." or "-", at most 128 characters'
   }
-  if (FORBIDDEN_KEYS.has(key)) return 'must not be __proto__, constructor or prototype'
+  if (FORBIDDEN_KEYS.has(key)) {
+    return 'must not be prototype or a property of Object.prototype (__proto__, constructor, hasOwnProperty, toString, ...)'
+  }
   if (RESERVED_KEYS.has(key) || RESERVED_PREFIXES.some((prefix) => key.startsWith(prefix))) {
     return 'must not be a key the protocol sets itself (CGI keys, HTTP_*, wsgi.*, wsgiproxy.*)'
   }
@@ -435,7 +457,8 @@ function parseJson(header: string, text: string): unknown {
   try {
     value = JSON.parse(text)
   } catch (error) {
-    throw badHeader(header, 'expected JSON', error)
+    // The parser's message quotes the input: it stays in `cause`, never in the exposed message.
+    throw badHeader(header, 'expected JSON (got text JSON.parse refuses)', error)
   }
   const problem = pollutionProblem(value)
   if (problem !== undefined) throw badHeader(header, `expected JSON without ${problem}`)

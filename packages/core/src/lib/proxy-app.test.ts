@@ -1,5 +1,13 @@
+import * as fc from 'fast-check'
 import { afterEach, describe, expect, it } from 'vitest'
-import type { AppResponse, Environ, EnvironApp, OutboundRequest, Transport } from '../index.ts'
+import type {
+  AppResponse,
+  Environ,
+  EnvironApp,
+  OutboundRequest,
+  Transport,
+  UpgradeTarget,
+} from '../index.ts'
 import { createProxyApp, proxyMiddleware, toEnviron } from '../index.ts'
 import { rewriteLocation } from './_location.ts'
 import type { Running } from '../test/servers.ts'
@@ -183,7 +191,7 @@ describe('createProxyApp and proxyMiddleware end to end', () => {
     expect(Object.keys(seen).filter((k) => /FORWARDED|TRAVERSAL|WSGIPROXY/.test(k))).toEqual([])
   })
 
-  it('rewrites redirects that point at the backend to the public URL', async () => {
+  it('rewrites redirects that point at the backend to public paths that name no host', async () => {
     const locations: Record<string, string> = {}
     const backend = await startUpstream((req, res) => {
       res.writeHead(302, { location: locations[req.url ?? ''] ?? '/' })
@@ -192,13 +200,16 @@ describe('createProxyApp and proxyMiddleware end to end', () => {
     const proxy = createProxyApp({ href: `${backend.origin}/myapp`, onError: () => {} })
     const front = await startFetchFront(proxy, { scriptName: '/front' })
     const cases: Array<[string, string]> = [
-      [`${backend.origin}/myapp/login?next=%2F#top`, `${front.origin}/front/login?next=%2F#top`],
-      [`${backend.origin}/myapp`, `${front.origin}/front`],
+      // Host-less: the public host would come from the client's Host (RFC 9110 §10.2.2).
+      [`${backend.origin}/myapp/login?next=%2F#top`, '/front/login?next=%2F#top'],
+      [`${backend.origin}/myapp`, '/front'],
       ['/myapp/login', '/front/login'],
       ['edit', 'edit'],
       ['../list', '../list'],
       ['https://other.example/myapp/x', 'https://other.example/myapp/x'],
-      [`${backend.origin}/elsewhere`, `${backend.origin}/elsewhere`],
+      // The backend's own address never reaches the client, not even outside the href path.
+      [`${backend.origin}/elsewhere`, '/elsewhere'],
+      [`http://localhost:${backend.port}/admin?a=1`, '/admin?a=1'],
       ['/myapplication', '/myapplication'],
     ]
     for (const [index, [location]] of cases.entries()) locations[`/myapp/case/${index}`] = location
@@ -206,6 +217,25 @@ describe('createProxyApp and proxyMiddleware end to end', () => {
       const res = await send(front.origin, { path: `/front/case/${index}` })
       expect({ location, got: res.headers.location }).toEqual({ location, got: expected })
     }
+  })
+
+  it('never lets a forged Host choose where a rewritten redirect points', async () => {
+    const backend = await startUpstream((req, res) => {
+      res.writeHead(302, {
+        location: `http://${req.headers.host}/myapp/login`,
+        'content-location': `http://${req.headers.host}/myapp/page`,
+      })
+      res.end()
+    })
+    const proxy = createProxyApp({ href: `${backend.origin}/myapp`, onError: () => {} })
+    const front = await startFetchFront(proxy, { scriptName: '/front' })
+    const res = await send(front.origin, {
+      path: '/front/x',
+      headers: { host: 'evil.example' },
+    })
+    expect(res.status).toBe(302)
+    expect(res.headers.location).toBe('/front/login')
+    expect(res.headers['content-location']).toBe('/front/page')
   })
 
   it('leaves redirects alone with rewriteLocation: false', async () => {
@@ -336,6 +366,74 @@ describe('createProxyApp', () => {
     expect(headerMap(sent[0])['x-scheme']).toBeUndefined()
   })
 
+  // Each steers a backend framework that believes it (nginx real_ip, Rails Client-IP,
+  // Symfony/Laravel X-Original-URL, Express method-override) past the front's mount and address.
+  const SPOOFABLE: Record<string, string> = {
+    'x-real-ip': '6.6.6.6',
+    'true-client-ip': '6.6.6.6',
+    'x-client-ip': '6.6.6.6',
+    'client-ip': '6.6.6.6',
+    'cf-connecting-ip': '6.6.6.6',
+    'fastly-client-ip': '6.6.6.6',
+    'x-cluster-client-ip': '6.6.6.6',
+    'x-original-url': '/admin',
+    'x-rewrite-url': '/admin',
+    'x-original-host': 'evil.example',
+    'x-host': 'evil.example',
+    'x-http-method-override': 'DELETE',
+    'x-http-method': 'DELETE',
+    'x-method-override': 'DELETE',
+    'x-forwarded-prefix': '/evil',
+    'x-forwarded-uri': '/admin',
+    'x-forwarded-path': '/admin',
+  }
+
+  it('deletes the routing and identity headers a client sends', async () => {
+    const { transport, sent } = recording()
+    const app = createProxyApp({ href: 'http://backend/myapp', transport })
+    await app(
+      toEnviron(new Request('http://h/x', { headers: { ...SPOOFABLE, 'x-custom': 'kept' } })),
+    )
+    const forwarded = headerMap(sent[0])
+    for (const name of Object.keys(SPOOFABLE)) {
+      expect({ name, value: forwarded[name] }).toEqual({ name, value: undefined })
+    }
+    expect(forwarded['x-custom']).toBe('kept')
+  })
+
+  it('deletes them from upgrade requests too', async () => {
+    const app = createProxyApp({ href: 'http://backend/myapp' })
+    const target = await app.prepareUpgrade(
+      toEnviron(new Request('http://h/ws', { headers: { ...SPOOFABLE, upgrade: 'websocket' } })),
+    )
+    const names = 'headers' in target ? target.headers.map(([name]) => name) : ['no target']
+    expect(names.filter((name) => name in SPOOFABLE)).toEqual([])
+  })
+
+  it('forwards the client headers named in trustClientHeaders, whatever their case', async () => {
+    const { transport, sent } = recording()
+    const app = createProxyApp({
+      href: 'http://backend/',
+      transport,
+      trustClientHeaders: ['CF-Connecting-IP', 'x-real-ip'],
+    })
+    await app(toEnviron(new Request('http://h/', { headers: SPOOFABLE })))
+    const forwarded = headerMap(sent[0])
+    expect(forwarded['cf-connecting-ip']).toBe('6.6.6.6')
+    expect(forwarded['x-real-ip']).toBe('6.6.6.6')
+    expect(forwarded['true-client-ip']).toBeUndefined()
+    expect(forwarded['x-original-url']).toBeUndefined()
+  })
+
+  it('refuses a trustClientHeaders name the front does not delete or always replaces', () => {
+    expect(() => createProxyApp({ href: 'http://h/', trustClientHeaders: ['x-realip'] })).toThrow(
+      /trustClientHeaders names "x-realip", not one the front deletes; expected one of x-real-ip/,
+    )
+    expect(() =>
+      createProxyApp({ href: 'http://h/', trustClientHeaders: ['X-Forwarded-For'] }),
+    ).toThrow(/"X-Forwarded-For", a protocol header, which the front always replaces/)
+  })
+
   it('refuses bad options at construction with a clear message', () => {
     expect(() => createProxyApp({ href: 'ftp://h/' })).toThrow(/href must use http or https/)
     expect(() => createProxyApp({ href: 'not a url' })).toThrow(/href is not a URL/)
@@ -386,38 +484,176 @@ describe('createProxyApp', () => {
   })
 })
 
+function upgradeEnviron(upgrade: string | undefined): Environ {
+  const environ = toEnviron(new Request('http://public.example/ws'), { remoteAddr: '10.1.1.1' })
+  return upgrade === undefined ? environ : { ...environ, HTTP_UPGRADE: upgrade }
+}
+
+function upgradeLines(target: UpgradeTarget | AppResponse): Array<[string, string]> {
+  if (!('url' in target)) throw new Error(`expected a target (got status ${target.status})`)
+  return target.headers.filter(([name]) => name === 'upgrade' || name === 'connection')
+}
+
+function upgradeTarget(
+  options: Partial<Parameters<typeof createProxyApp>[0]>,
+): Promise<UpgradeTarget | AppResponse> {
+  const app = createProxyApp({ href: 'http://backend/', ...options })
+  return app.prepareUpgrade(upgradeEnviron('websocket'))
+}
+
+describe('createProxyApp prepareUpgrade', () => {
+  it.each([
+    ['websocket', 'websocket'],
+    ['WebSocket', 'WebSocket'],
+    ['websocket, h2c/1', 'websocket, h2c/1'],
+    [' websocket ,\t, foo/1.0 ', 'websocket, foo/1.0'],
+  ])('sends Upgrade %j upstream as %j, with Connection: upgrade', async (offered, sent) => {
+    const app = createProxyApp({ href: 'http://backend:8080/myapp' })
+    const target = await app.prepareUpgrade(upgradeEnviron(offered))
+    expect(upgradeLines(target)).toEqual([
+      ['connection', 'upgrade'],
+      ['upgrade', sent],
+    ])
+  })
+
+  it.each([
+    ['websocket foo'],
+    ['web socket'],
+    ['websocket;q=1'],
+    ['a/b/c'],
+    ['/1'],
+    ['websocket/'],
+    ['"websocket"'],
+    ['websocket\u0000'],
+    ['websocket\r\nx-injected: 1'],
+    ['wébsocket'],
+  ])('answers 400 to Upgrade %j, which is not a list of protocol tokens', async (offered) => {
+    const { transport, sent } = recording()
+    const app = createProxyApp({ href: 'http://backend/', transport, onError: () => {} })
+    const answer = await app.prepareUpgrade(upgradeEnviron(offered))
+    expect(answer).toMatchObject({ status: 400 })
+    expect(sent).toHaveLength(0)
+  })
+
+  it.each([[undefined], [''], [' , ,']])('answers 400 to an empty Upgrade %j', async (offered) => {
+    const app = createProxyApp({ href: 'http://backend/', onError: () => {} })
+    expect(await app.prepareUpgrade(upgradeEnviron(offered))).toMatchObject({ status: 400 })
+  })
+
+  it('gives the upgrade the headers timeout of any request', async () => {
+    expect(await upgradeTarget({})).toMatchObject({ headersTimeout: 60_000 })
+    expect(await upgradeTarget({ timeouts: { headers: 1_500 } })).toMatchObject({
+      headersTimeout: 1_500,
+    })
+    const off = await upgradeTarget({ timeouts: { headers: false } })
+    expect('url' in off && !('headersTimeout' in off)).toBe(true)
+  })
+})
+
+/** The fastest of three calls of rewriteLocation, in milliseconds. */
+function fastestRewrite(value: string, mapping: Parameters<typeof rewriteLocation>[1]): number {
+  let best = Infinity
+  for (let run = 0; run < 3; run++) {
+    const started = performance.now()
+    rewriteLocation(value, mapping)
+    best = Math.min(best, performance.now() - started)
+  }
+  return best
+}
+
 describe('rewriteLocation', () => {
   const mapping = {
     backendOrigin: 'http://10.0.0.5:8080',
     backendPath: '/myapp',
-    publicOrigin: 'https://public.example',
     publicPath: '/front',
   }
   it.each([
-    ['http://10.0.0.5:8080/myapp/a?b=1', 'https://public.example/front/a?b=1'],
-    ['http://10.0.0.5:8080/myapp', 'https://public.example/front'],
-    ['//10.0.0.5:8080/myapp/a', 'https://public.example/front/a'],
+    // Host-less, so the client's Host never chooses the target (RFC 9110 §10.2.2).
+    ['http://10.0.0.5:8080/myapp/a?b=1', '/front/a?b=1'],
+    ['http://10.0.0.5:8080/myapp', '/front'],
+    ['//10.0.0.5:8080/myapp/a', '/front/a'],
     ['/myapp/a', '/front/a'],
     ['/myapp', '/front'],
     ['/other', '/other'],
     ['/myappx', '/myappx'],
     ['a/b', 'a/b'],
     ['?page=2', '?page=2'],
+    // The backend's own socket outside the href path: path kept, internal origin dropped.
+    ['http://10.0.0.5:8080/admin', '/admin'],
+    ['http://10.0.0.5:8080/myappx#f', '/myappx#f'],
+    ['HTTP://10.0.0.5:8080/admin', '/admin'],
+    ['http://10.0.0.5:8080', '/'],
+    // The same socket under the other scheme, and loopback names the backend may use for itself.
+    ['https://10.0.0.5:8080/myapp/a', '/front/a'],
+    ['http://127.0.0.1:8080/other', '/other'],
+    ['http://localhost:8080/myapp/a', '/front/a'],
+    ['http://localhost.:8080/x', '/x'],
+    ['http://app.localhost:8080/x', '/x'],
+    ['http://[::1]:8080/x', '/x'],
+    ['http://0.0.0.0:8080/x', '/x'],
+    ['http://[::ffff:127.0.0.1]:8080/x', '/x'],
+    ['http://user:pw@10.0.0.5:8080/myapp/a', '/front/a'],
+    ['ht\ttp://10.0.0.5:8080/admin', '/admin'],
+    // Other ports and hosts are left alone: a backend may send the client to a login service.
     ['http://10.0.0.5:9090/myapp/a', 'http://10.0.0.5:9090/myapp/a'],
-    ['https://10.0.0.5:8080/myapp/a', 'https://10.0.0.5:8080/myapp/a'],
+    ['http://127.0.0.1:9090/x', 'http://127.0.0.1:9090/x'],
+    ['http://10.0.0.6:8080/x', 'http://10.0.0.6:8080/x'],
+    ['https://login.example/auth?next=%2F', 'https://login.example/auth?next=%2F'],
+    ['//login.example/x', '//login.example/x'],
     ['mailto:x@example.com', 'mailto:x@example.com'],
     ['http://[', 'http://['],
   ])('maps %j to %j', (value, expected) => {
     expect(rewriteLocation(value, mapping)).toBe(expected)
   })
 
-  it('never produces a protocol-relative URL that names another host', () => {
+  it('never produces a reference that names another host', () => {
     const atRoot = { ...mapping, publicPath: '' }
-    expect(rewriteLocation('/myapp//evil.com/', atRoot)).toBe('https://public.example//evil.com/')
+    expect(rewriteLocation('/myapp//evil.com/', atRoot)).toBe('/.//evil.com/')
+    expect(rewriteLocation('http://10.0.0.5:8080//evil.com/', mapping)).toBe('/.//evil.com/')
     const backendRoot = { ...mapping, backendPath: '', publicPath: '' }
-    for (const value of ['/.//evil.com/x', '/%2e//evil.com', '/foo/..//evil.com']) {
-      expect(rewriteLocation(value, backendRoot).startsWith('https://public.example/')).toBe(true)
+    for (const value of [
+      '/.//evil.com/x',
+      '/%2e//evil.com',
+      '/foo/..//evil.com',
+      '/.\\/evil.com',
+    ]) {
+      const rewritten = rewriteLocation(value, backendRoot)
+      expect({ value, origin: new URL(rewritten, 'https://public.example/a/b').origin }).toEqual({
+        value,
+        origin: 'https://public.example',
+      })
     }
+  })
+
+  it('never lets the backend origin through and keeps a rewritten value on the public origin', () => {
+    const backendRoot = { ...mapping, backendPath: '', publicPath: '' }
+    const reference = fc.oneof(
+      fc.webUrl(),
+      fc.string(),
+      fc
+        .tuple(
+          fc.constantFrom('http://10.0.0.5:8080', '//10.0.0.5:8080', 'http://127.0.0.1:8080', ''),
+          fc.webPath(),
+          fc.constantFrom('', '?q=1', '#f'),
+        )
+        .map((parts) => parts.join('')),
+    )
+    fc.assert(
+      fc.property(reference, fc.constantFrom(mapping, backendRoot), (value, where) => {
+        const rewritten = rewriteLocation(value, where)
+        // As a browser on https://public.example/a/b reads the header.
+        const resolved = URL.parse(rewritten, 'https://public.example/a/b')
+        const leaks = ['10.0.0.5:8080', '127.0.0.1:8080'].includes(resolved?.host ?? '')
+        const moved = rewritten !== value && resolved?.origin !== 'https://public.example'
+        expect({ value, leaks, moved }).toEqual({ value, leaks: false, moved: false })
+      }),
+    )
+  })
+
+  it('reads a value with a long run of inner whitespace in linear time', () => {
+    const letters = fastestRewrite(`http://10.0.0.5:8080/myapp/a${'b'.repeat(64 * 1024)}a`, mapping)
+    const spaces = fastestRewrite(`http://10.0.0.5:8080/myapp/a${' '.repeat(64 * 1024)}a`, mapping)
+    expect(spaces).toBeLessThan(10 * letters + 20)
   })
 
   it('leaves path-absolute values already under the public path alone', () => {
@@ -430,7 +666,10 @@ describe('rewriteLocation', () => {
 
   it('maps a backend at the root under the public script name', () => {
     const root = { ...mapping, backendPath: '', publicPath: '' }
-    expect(rewriteLocation('http://10.0.0.5:8080/a', root)).toBe('https://public.example/a')
+    expect(rewriteLocation('http://10.0.0.5:8080/a', root)).toBe('/a')
     expect(rewriteLocation('/a', { ...root, publicPath: '/front' })).toBe('/front/a')
+    expect(rewriteLocation('http://10.0.0.5:8080/front/a', { ...root, publicPath: '/front' })).toBe(
+      '/front/front/a',
+    )
   })
 })

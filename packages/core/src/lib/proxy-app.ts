@@ -6,9 +6,10 @@ import { forwardOptionsSchema, forwardSettings } from './forward-options.ts'
 import { failure, forward } from './_forward.ts'
 import type { PickleCodec } from './header-codec.ts'
 import { assertExtraKey, encodeExtraKeys } from './header-codec.ts'
-import { forwardedRequestHeaders } from './_hop-by-hop.ts'
+import { forwardedRequestHeaders, SPOOFABLE_REQUEST_HEADERS } from './_hop-by-hop.ts'
 import { rewriteLocation } from './_location.ts'
 import { fn, parseOptions } from './_options.ts'
+import { trimOws, trimTrailingSlashes } from './_text.ts'
 import { isProtocolHeader, PROTOCOL_HEADERS, PROTOCOL_VERSION } from './protocol.ts'
 import type { AppResponse, Environ, UpgradableApp, UpgradeTarget } from './types.ts'
 import type { Signer } from './signing.ts'
@@ -35,10 +36,27 @@ export interface ProxyAppOptions extends ForwardOptions {
   /** Also send an RFC 7239 `Forwarded` header. Default `false`. */
   forwarded?: boolean
   /**
-   * Rewrite `Location` / `Content-Location` that point at the backend to the public URL (script
-   * name and href path swapped). Default `true`.
+   * Rewrite `Location` / `Content-Location` that name the backend to a path-absolute reference on
+   * the public side (href path swapped for the script name: `http://backend/myapp/x` →
+   * `/front/x`), and drop the backend's origin from one outside the href path
+   * (`http://backend/admin` → `/admin`). The result never names a host: the public host would
+   * come from the client's `Host`, which the client chooses, and a relative `Location` resolves
+   * against the URL the client asked for
+   * ([RFC 9110 §10.2.2](https://www.rfc-editor.org/rfc/rfc9110#section-10.2.2)). Default `true`.
    */
   rewriteLocation?: boolean
+  /**
+   * Routing and identity headers to forward as the client sent them, from those the front deletes
+   * by default: client-address headers (`X-Real-IP`, `True-Client-IP`, `CF-Connecting-IP`,
+   * `Fastly-Client-IP`, `X-Client-IP`, `X-Cluster-Client-IP`, ...), path headers (`X-Original-URL`,
+   * `X-Rewrite-URL`), host headers (`X-Host`, `X-Original-Host`) and method overrides
+   * (`X-HTTP-Method-Override`, `X-HTTP-Method`, `X-Method-Override`). A backend framework that
+   * believes one of them could be steered by any client past the front's mount and address, so
+   * name one only when something in front of this proxy (a CDN) always sets it. Names are
+   * case-insensitive; another name throws. Protocol headers (`X-Forwarded-*`, `Forwarded`) are
+   * always replaced. Default none: all are deleted.
+   */
+  trustClientHeaders?: readonly string[]
   /**
    * Signs every forwarded request (RFC 9421 HMAC, see `createSigner`) after all headers are set,
    * on the URL the transport connects to. Default: unsigned.
@@ -64,6 +82,7 @@ const proxyAppOptions = forwardOptionsSchema({
     )
     .optional(),
   rewriteLocation: z.boolean().optional(),
+  trustClientHeaders: keyList,
 })
 
 /**
@@ -71,14 +90,19 @@ const proxyAppOptions = forwardOptionsSchema({
  * it. Request `/article/1?a=b` to href `http://127.0.0.1:8080/myapp?x=1` goes to
  * `/myapp/article/1?a=b&x=1` with `Host: 127.0.0.1:8080` and the protocol headers of
  * DESIGN.md §6: every `X-Forwarded-*`, `Forwarded`, `X-Traversal-*`, `X-WSGIProxy-*`, `Signature`
- * and `Signature-Input` header the client sent is deleted first, then `X-Forwarded-For`,
- * `-Server`, `-Scheme`, `-Script-Name`, `X-Traversal-Path`, `X-Traversal-Query-String`,
+ * and `Signature-Input` header the client sent is deleted first, and so are the routing and
+ * identity headers backend frameworks believe (`X-Real-IP`, `X-Original-URL`,
+ * `X-HTTP-Method-Override`, ...; see `trustClientHeaders`), then `X-Forwarded-For`, `-Server`,
+ * `-Scheme`, `-Script-Name`, `X-Traversal-Path`, `X-Traversal-Query-String`,
  * `X-WSGIProxy-Version` and one `X-WSGIProxy-{Str,Unicode,Json,Pickle}-N` per configured key
  * present in the environ are set. A backend running `proxyMiddleware` restores the request.
+ * Redirects naming the backend are rewritten to host-less paths (see `rewriteLocation`).
  *
  * @param options - the href, keys to forward, transport, timeouts, error handling
  * @returns the environ app; its `prepareUpgrade` builds the upstream request of an Upgrade
- *   (WebSocket) request the same way, for `@wsgiproxy/node`'s upgrade listener
+ *   (WebSocket) request the same way, for `@wsgiproxy/node`'s upgrade listener: 400 unless
+ *   `Upgrade` is a list of protocol tokens (RFC 9110 §7.8), which is sent on as the client gave
+ *   it, with the `timeouts.headers` the upstream has to answer in
  * @throws WsgiProxyError `INVALID_OPTIONS` for a bad href, key or option combination
  * @example
  * const app = createProxyApp({ href: 'http://127.0.0.1:8080/myapp', stringKeys: ['REMOTE_USER'] })
@@ -118,6 +142,10 @@ export function createProxyApp(options: ProxyAppOptions): UpgradableApp {
     )
   }
   const rewrite = opts.rewriteLocation ?? true
+  const deleted = deletedClientHeaders(opts.trustClientHeaders)
+  const skipHeader = (name: string): boolean => isProtocolHeader(name) || deleted.has(name)
+  const upgradeTimeout =
+    settings.headersTimeout === false ? {} : { headersTimeout: settings.headersTimeout }
 
   type Prepared =
     | { response: AppResponse }
@@ -126,7 +154,6 @@ export function createProxyApp(options: ProxyAppOptions): UpgradableApp {
         method: string
         headers: Array<[string, string]>
         body: Outbound['body']
-        publicHost: string
         scriptName: string
       }
 
@@ -140,7 +167,7 @@ export function createProxyApp(options: ProxyAppOptions): UpgradableApp {
       })
       return { response: await failure(error, environ, settings) }
     }
-    const headers = forwardedRequestHeaders(environ, [['host', href.host]], isProtocolHeader)
+    const headers = forwardedRequestHeaders(environ, [['host', href.host]], skipHeader)
     if (upgrade !== undefined) headers.push(['connection', 'upgrade'], ['upgrade', upgrade])
     const scheme = environ['wsgi.url_scheme']
     const publicHost = environHost(environ)
@@ -180,7 +207,7 @@ export function createProxyApp(options: ProxyAppOptions): UpgradableApp {
         return { response: await failure(asProxyError(error), environ, settings) }
       }
     }
-    return { url, method, ...outbound, publicHost, scriptName }
+    return { url, method, ...outbound, scriptName }
   }
 
   const app = async (environ: Environ): Promise<AppResponse> => {
@@ -192,26 +219,20 @@ export function createProxyApp(options: ProxyAppOptions): UpgradableApp {
     return rewriteLocations(response, {
       backendOrigin: href.origin,
       backendPath: href.path,
-      publicOrigin: `${environ['wsgi.url_scheme']}://${prepared.publicHost}`,
       publicPath: prepared.scriptName,
     })
   }
 
   const prepareUpgrade = async (environ: Environ): Promise<UpgradeTarget | AppResponse> => {
-    const upgrade = environ.HTTP_UPGRADE
-    if (typeof upgrade !== 'string' || upgrade.trim() === '') {
-      const error = new WsgiProxyError(
-        'BAD_REQUEST',
-        'an upgrade request needs an Upgrade header',
-        {
-          expose: true,
-        },
-      )
+    const upgrade = upgradeProtocols(environ.HTTP_UPGRADE)
+    if (typeof upgrade !== 'string') {
+      const error = new WsgiProxyError('BAD_REQUEST', upgrade.problem, { expose: true })
       return failure(error, environ, settings)
     }
     const prepared = await prepare(environ, upgrade)
     if ('response' in prepared) return prepared.response
-    return { url: prepared.url, method: prepared.method, headers: prepared.headers }
+    const { url, method, headers } = prepared
+    return { url, method, headers, ...upgradeTimeout }
   }
 
   return Object.assign(app, { prepareUpgrade })
@@ -250,9 +271,52 @@ function parseHref(value: string | URL): Href {
     origin: url.origin,
     // The URL's authority, as the transport connects and the signer signs `@authority`.
     host: url.host,
-    path: url.pathname.replace(/\/+$/, ''),
+    path: trimTrailingSlashes(url.pathname),
     query: url.search.slice(1),
   }
+}
+
+// The client headers deleted: all spoofable ones but those the options trust.
+function deletedClientHeaders(trusted: readonly string[] | undefined): Set<string> {
+  const deleted = new Set(SPOOFABLE_REQUEST_HEADERS)
+  for (const name of trusted ?? []) {
+    const lower = name.toLowerCase()
+    if (!SPOOFABLE_REQUEST_HEADERS.has(lower)) {
+      const why = isProtocolHeader(lower)
+        ? 'a protocol header, which the front always replaces'
+        : `not one the front deletes; expected one of ${[...SPOOFABLE_REQUEST_HEADERS].join(', ')}`
+      throw new WsgiProxyError(
+        'INVALID_OPTIONS',
+        `invalid options: createProxyApp.trustClientHeaders names ${JSON.stringify(name)}, ${why}`,
+        { expose: true },
+      )
+    }
+    deleted.delete(lower)
+  }
+  return deleted
+}
+
+// RFC 9110 §7.8: `Upgrade = #protocol`, `protocol = protocol-name ["/" protocol-version]`, both
+// tokens (§5.6.2); empty list elements are ignored (§5.6.1).
+const PROTOCOL = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+(?:\/[!#$%&'*+\-.^_`|~0-9A-Za-z]+)?$/
+
+// The protocols a client's Upgrade offers, as a list to send on, or why it is refused.
+function upgradeProtocols(value: string | undefined): string | { problem: string } {
+  const protocols: string[] = []
+  for (const element of (value ?? '').split(',')) {
+    // Linear time: /^[ \t]+|[ \t]+$/g is quadratic on a long run of inner spaces.
+    const protocol = trimOws(element)
+    if (protocol === '') continue
+    if (!PROTOCOL.test(protocol)) {
+      return {
+        problem:
+          'the Upgrade header must be a list of protocols, each a token or token/version (RFC 9110 §7.8)',
+      }
+    }
+    protocols.push(protocol)
+  }
+  if (protocols.length === 0) return { problem: 'an upgrade request needs an Upgrade header' }
+  return protocols.join(', ')
 }
 
 function checkKeys(keys: readonly string[] | undefined, option: string): string[] {

@@ -137,6 +137,17 @@ describe('proxyMiddleware', () => {
     expect(rejected).toHaveLength(1)
   })
 
+  it.each(['hasOwnProperty', 'toString', 'valueOf', '__defineGetter__', 'isPrototypeOf'])(
+    'refuses the extra key %s with 400 instead of shadowing an Object method in the environ',
+    async (key) => {
+      const result = await run({ 'x-wsgiproxy-str-0': `${key} evil` })
+      expect(result.status).toBe(400)
+      expect(result.environ).toBeUndefined()
+      expect(result.body).toContain('X-WSGIProxy-Str-0')
+      expect(result.body).not.toContain('evil')
+    },
+  )
+
   it('answers 431 to more protocol headers than the cap', async () => {
     const headers: Record<string, string> = {}
     for (let i = 0; i < 65; i++) headers[`x-wsgiproxy-str-${i}`] = `k${i} v`

@@ -4,6 +4,7 @@ import { WsgiProxyError } from './errors.ts'
 import type { PickleCodec } from './header-codec.ts'
 import { decodeExtraKeys } from './header-codec.ts'
 import { fn, parseOptions } from './_options.ts'
+import { trimTrailingSlashes } from './_text.ts'
 import { errorResponse } from './problem.ts'
 import { isProtocolEnvironKey, PROTOCOL_VERSION } from './protocol.ts'
 import { clientAddress, compileTrust } from './trust.ts'
@@ -382,7 +383,7 @@ function restore(
 const FORWARDED_PATH = /^(?:\/[A-Za-z0-9\-._~!$&'()*+,;=:@%]+)+$/
 
 function forwardedPath(value: string, name: string): string {
-  const trimmed = value.replace(/\/+$/, '')
+  const trimmed = trimTrailingSlashes(value)
   if (trimmed !== '' && !FORWARDED_PATH.test(trimmed)) {
     throw badRequest(`${name} must be a path starting with /`)
   }
@@ -472,7 +473,7 @@ function resolveForced(
 }
 
 function forcedPath(value: string, option: string): string {
-  const trimmed = value.replace(/\/+$/, '')
+  const trimmed = trimTrailingSlashes(value)
   if (trimmed !== '' && !trimmed.startsWith('/')) {
     throw invalid(`${option} must start with "/" (got ${JSON.stringify(value)})`)
   }

@@ -3,6 +3,7 @@
 import type { InnerList, Item } from 'structured-headers'
 import { serializeDictionary, serializeInnerList, serializeItem } from 'structured-headers'
 import { WsgiProxyError } from './errors.ts'
+import { trimOws } from './_text.ts'
 
 /** The parts of a message the derived components come from. */
 export interface MessageView {
@@ -38,8 +39,6 @@ const FIELD_NAME = /^[!#$%&'*+\-.^_`|~0-9a-z]+$/
 // RFC 9421 §2.5 step 4: the signature base is ASCII. HTAB is allowed inside field values; CR, LF
 // and other controls are refused too, as a line break would let a value forge a base line.
 const BASE_VALUE = /^[\t\x20-\x7E]*$/
-// RFC 9421 §2.1: leading and trailing whitespace of a field value is not part of it.
-const OUTER_WHITESPACE = /^[\t ]+|[\t ]+$/g
 
 const encoder = new TextEncoder()
 
@@ -188,7 +187,9 @@ function componentValue(view: MessageView, name: string): string {
   }
   const value = view.field(name)
   if (value === undefined) throw baseError(`the covered field "${name}" is missing`)
-  return value.replace(OUTER_WHITESPACE, '')
+  // RFC 9421 §2.1: leading and trailing whitespace of a field value is not part of it. Trimmed
+  // in linear time: the value is client input, reached before the MAC is checked.
+  return trimOws(value)
 }
 
 function innerList(components: readonly string[], parameters: SignatureParameters): InnerList {
@@ -207,10 +208,8 @@ function serializeStructured(serialize: () => string): string {
     return serialize()
   } catch (error) {
     if (error instanceof WsgiProxyError) throw error
-    throw baseError(
-      `the signature cannot be serialized as Structured Fields: ${(error as Error).message}`,
-      error,
-    )
+    // The parser's message may quote the value; it stays in `cause`, out of the exposed message.
+    throw baseError('the signature cannot be serialized as Structured Fields', error)
   }
 }
 

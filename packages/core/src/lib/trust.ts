@@ -1,5 +1,6 @@
 import ipaddr from 'ipaddr.js'
 import { WsgiProxyError } from './errors.ts'
+import { trimOws } from './_text.ts'
 
 type Address = ipaddr.IPv4 | ipaddr.IPv6
 
@@ -30,8 +31,6 @@ export const TRUST_PRESETS: Readonly<Record<TrustPreset, readonly string[]>> = O
 const MAX_ADDRESS_LENGTH = 100
 const PRESET_NAMES = Object.keys(TRUST_PRESETS).join(', ')
 const PREFIX_LENGTH = /^\d{1,3}$/
-// RFC 7230 §3.2.3: optional whitespace around list elements is spaces and tabs.
-const OWS = /^[ \t]+|[ \t]+$/g
 const BRACKETED = /^\[([^\]]*)\](?::(\d{1,5}))?$/
 const HOST_PORT = /^([^:]+):(\d{1,5})$/
 
@@ -175,7 +174,11 @@ function contains(network: Address, bits: number, ip: Address): boolean {
 
 /** One `X-Forwarded-For` element without whitespace, port and brackets, normalized; or `undefined`. */
 function parseForwardedEntry(entry: string): string | undefined {
-  let host = entry.replace(OWS, '')
+  // RFC 9110 §5.6.1: list elements are separated by OWS "," OWS; trimmed in linear time, as the
+  // header is client input.
+  let host = trimOws(entry)
+  // "[" address "]:" port at most; anything longer is no address and meets no regular expression.
+  if (host.length > MAX_ADDRESS_LENGTH + 8) return undefined
   let port: string | undefined
   const bracketed = BRACKETED.exec(host)
   if (bracketed !== null) {

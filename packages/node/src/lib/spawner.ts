@@ -353,6 +353,7 @@ const PROXY_KEYS = [
   'forwarded',
   'rewriteLocation',
   'signer',
+  'trustClientHeaders',
 ] as const
 const OWN_KEYS = [
   'command',
