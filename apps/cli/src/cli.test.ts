@@ -11,6 +11,8 @@ import {
   isAlive,
   runCli,
   startCli,
+  startCountingUpstream,
+  startRelay,
   startUpstream,
   trackBackend,
   until,
@@ -52,9 +54,15 @@ async function getJson(url: string, headers: Record<string, string> = {}): Promi
 }
 
 /** GET with a Host header of our choosing (fetch cannot set one). */
-function getWithHost(url: string, host: string): Promise<{ status: number; body: string }> {
+function getWithHost(
+  url: string,
+  host: string,
+  timeoutMs = 10_000,
+): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
-    const req = request(url, { headers: { host, accept: 'application/json' } }, (res) => {
+    const headers = { host, accept: 'application/json' }
+    const signal = AbortSignal.timeout(timeoutMs)
+    const req = request(url, { headers, signal, agent: false }, (res) => {
       let body = ''
       res.setEncoding('utf8').on('data', (chunk: string) => (body += chunk))
       res.on('end', () => resolve({ status: res.statusCode ?? 0, body }))
@@ -71,6 +79,12 @@ describe('wsgiproxy', () => {
       expect(result.code).toBe(0)
       expect(result.stdout).toContain(`usage: wsgiproxy ${command}`)
     }
+    for (const command of ['serve', 'proxy', 'spawn', 'forward', 'echo']) {
+      const result = await runCli([command, '--help'])
+      expect(result.stdout).toContain('--upgrade-protocol NAME')
+      expect(result.stdout).toContain('--max-upgrades N')
+    }
+    expect((await runCli(['forward', '--help'])).stdout).toContain('--allow ENTRY')
     const main = await runCli(['--help'])
     expect(main.code).toBe(0)
     expect(main.stdout).toContain('commands:')
@@ -98,6 +112,35 @@ describe('wsgiproxy', () => {
     expect(listen.stderr).toMatch(/^wsgiproxy: --listen must be host:port/)
   })
 
+  it('passes the upgrade flags to the server, and refuses bad ones with exit 1', async () => {
+    const cli = await startCli([
+      'echo',
+      '--upgrade-protocol',
+      'websocket',
+      '--upgrade-protocol',
+      'h2c',
+      '--upgrade-idle',
+      '30s',
+      '--max-upgrades',
+      '5',
+      ...LISTEN,
+    ])
+    expect((await fetch(`${cli.url}/`)).status).toBe(200)
+    const max = await runCli(['echo', '--max-upgrades', '0'])
+    expect(max.code).toBe(1)
+    expect(max.stderr).toBe(
+      'wsgiproxy: --max-upgrades must be a whole number of at least 1 (got "0")\n',
+    )
+    const protocol = await runCli(['forward', '--upgrade-protocol', 'web socket'])
+    expect(protocol.code).toBe(1)
+    expect(protocol.stderr).toBe(
+      'wsgiproxy: --upgrade-protocol must be a protocol name such as websocket (got "web socket")\n',
+    )
+    const idle = await runCli(['proxy', 'http://127.0.0.1:1', '--upgrade-idle', 'soon'])
+    expect(idle.code).toBe(1)
+    expect(idle.stderr).toMatch(/^wsgiproxy: --upgrade-idle must be a duration/)
+  })
+
   it('exits 2 when the address is in use', async () => {
     const first = await startCli(['echo', ...LISTEN])
     const port = new URL(first.url).port
@@ -119,7 +162,7 @@ describe('wsgiproxy serve', () => {
         $schema: './node_modules/@wsgiproxy/cli/schema.json',
         listen: '127.0.0.1:1',
         routes: [
-          { path: '/exact', type: 'exact' },
+          { path: '/exact', type: 'exact', allow: ['127.0.0.1'] },
           { path: '/api', type: 'proxy', href: `${upstream}/v1`, forwarded: true },
           { path: '/echo/', type: 'echo' },
           {
@@ -349,7 +392,7 @@ describe('wsgiproxy spawn', () => {
 describe('wsgiproxy forward', () => {
   it('forwards absolute-form requests from curl -x and answers CONNECT with 501', async () => {
     const upstream = await startUpstream()
-    const cli = await startCli(['forward', ...LISTEN])
+    const cli = await startCli(['forward', '--allow', '127.0.0.1', ...LISTEN])
     const { stdout } = await exec('/usr/bin/curl', ['-sS', '-x', cli.url, `${upstream}/x?y=1`])
     const seen = JSON.parse(stdout) as Seen
     expect(seen.url).toBe('/x?y=1')
@@ -371,6 +414,111 @@ describe('wsgiproxy forward', () => {
 
     const self = await fetch(`${cli.url}/loop`)
     expect(self.status).toBe(508)
+  })
+
+  it('answers 508 after exactly one hop to every spelling of its own address', async () => {
+    const cli = await startCli(['forward', ...LISTEN])
+    const port = new URL(cli.url).port
+    const spellings = [
+      '127.1',
+      '0',
+      '2130706433',
+      '0x7f000001',
+      '127.0.0.1.',
+      '127.000.000.001',
+      '[::ffff:127.0.0.1]',
+      'localhost.',
+      'foo.localhost',
+      '127.0.0.1',
+      'localhost',
+    ]
+    for (const [i, spelling] of spellings.entries()) {
+      const host = `${spelling}:${port}`
+      // The old proxy sent these to itself until it ran out of file descriptors.
+      const res = await getWithHost(`${cli.url}/spelling-${i}`, host, 5_000)
+      expect({ host, status: res.status }).toEqual({ host, status: 508 })
+      expect(JSON.parse(res.body)).toMatchObject({ status: 508, code: 'LOOP_DETECTED' })
+      await cli.waitFor(new RegExp(`^GET /spelling-${i} 508 `, 'm'))
+    }
+    // One request line per spelling: the proxy received each request once.
+    for (const i of spellings.keys()) {
+      expect(cli.stderr().match(new RegExp(`^GET /spelling-${i} `, 'gm'))).toHaveLength(1)
+    }
+  })
+
+  it('stops a loop through another proxy and a port forward after one round (Via)', async () => {
+    // A forwards to B; B proxies to a relay that leads back to A. The Host A sees the second
+    // time names the relay, not A: only A's Via entry shows the request has been here before.
+    const a = await startCli(['forward', '--allow', '127.0.0.1', ...LISTEN])
+    const relay = await startRelay(Number(new URL(a.url).port))
+    const b = await startCli(['proxy', `http://127.0.0.1:${relay}`, ...LISTEN])
+    const res = await getWithHost(`${a.url}/round`, new URL(b.url).host, 5_000)
+    expect(res.status).toBe(508)
+    expect(JSON.parse(res.body)).toMatchObject({ code: 'LOOP_DETECTED' })
+    await a.waitFor(/^GET \/round 508 \d+ms http:\/\/127\.0\.0\.1:\d+\n(?:.*\n)*GET \/round 508 /m)
+    await b.waitFor(/^GET \/round 508 /m)
+    expect(a.stderr().match(/^GET \/round /gm)).toHaveLength(2)
+    expect(b.stderr().match(/^GET \/round /gm)).toHaveLength(1)
+  })
+
+  it('refuses a Host naming an internal port unless --allow lists it; the server receives nothing', async () => {
+    const internal = await startCountingUpstream()
+    const i = internal.port
+    const cli = await startCli(['forward', ...LISTEN])
+    for (const spelling of [
+      '127.0.0.1',
+      '127.1',
+      '2130706433',
+      '[::ffff:127.0.0.1]',
+      'localhost',
+    ]) {
+      const host = `${spelling}:${i}`
+      const res = await getWithHost(`${cli.url}/secret`, host)
+      expect({ host, status: res.status }).toEqual({ host, status: 403 })
+      // The body names no target: the client chose it.
+      expect(JSON.parse(res.body)).toEqual({
+        type: 'about:blank',
+        title: 'Forbidden',
+        status: 403,
+        detail:
+          'the target host is not in the exactProxy allow list (the proxy operator can add it to allow)',
+        code: 'TARGET_NOT_ALLOWED',
+      })
+    }
+    const absolute = await exec('/usr/bin/curl', [
+      '-s',
+      '-o',
+      '/dev/null',
+      '-w',
+      '%{http_code}',
+      '-x',
+      cli.url,
+      `http://127.0.0.1:${i}/secret`,
+    ])
+    expect(absolute.stdout).toBe('403')
+    expect(internal.hits()).toBe(0)
+    // The operator's log says which target was refused and how to allow it.
+    await cli.waitFor(
+      new RegExp(
+        `TARGET_NOT_ALLOWED: the target 127\\.0\\.0\\.1:${i} is not in the exactProxy allow list \\(add "127\\.0\\.0\\.1:${i}" to allow`,
+      ),
+    )
+
+    const open = await startCli(['forward', '--allow', `127.0.0.1:${i}`, ...LISTEN])
+    const allowed = await getWithHost(`${open.url}/secret`, `127.1:${i}`)
+    expect(allowed.status).toBe(200)
+    expect(allowed.body).toBe('internal')
+    expect(internal.hits()).toBe(1)
+    const other = await getWithHost(`${open.url}/secret`, `127.0.0.1:${i + 1}`)
+    expect(other.status).toBe(403)
+  })
+
+  it('refuses a bad --allow entry with exit 1, naming the flag', async () => {
+    const result = await runCli(['forward', '--allow', '10.0.0.0/8', '--allow', 'bad entry'])
+    expect(result.code).toBe(1)
+    expect(result.stderr).toMatch(
+      /^wsgiproxy: --allow: expected a host name \(example\.com, \*\.example\.com\), .* \(got "bad entry"\)\n$/,
+    )
   })
 })
 

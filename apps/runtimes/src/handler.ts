@@ -71,9 +71,10 @@ export function createHandler(options: HandlerOptions = {}): ServableHandler {
       `UPSTREAM_PORT must be a port number, or PROXY_HREF a URL (got UPSTREAM_PORT ${JSON.stringify(port)})`,
     )
   }
-  const proxy = exactProxy(forward)
-  const authority =
-    env['UPSTREAM_HOST_HEADER'] || (host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`)
+  const upstream = host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`
+  // The upstream is configured, not taken from the request: allow exactly it (it is on loopback).
+  const proxy = exactProxy({ ...forward, allow: [upstream] })
+  const authority = env['UPSTREAM_HOST_HEADER'] || upstream
   const app: EnvironApp = (environ) =>
     proxy({ ...environ, SERVER_NAME: host, SERVER_PORT: port, HTTP_HOST: authority })
   return { fetch: toFetchHandler(app) }

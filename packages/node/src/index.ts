@@ -1,6 +1,8 @@
 /** @module @wsgiproxy/node: wsgiproxy on Node: the undici transport, the node:http listener, key files, the backend spawner. */
 export type { KeyFileWatcher, LoadKeyFileOptions, WatchKeyFileOptions } from './lib/key-file.ts'
 export { loadKeyFile, watchKeyFile } from './lib/key-file.ts'
+export type { ListenerAddress } from './lib/address-guard.ts'
+export { createSelfCheck, resolveHost } from './lib/address-guard.ts'
 export type { UndiciTransport, UndiciTransportOptions } from './lib/undici-transport.ts'
 export { undiciTransport } from './lib/undici-transport.ts'
 export type { NodeListenerOptions } from './lib/node-listener.ts'

@@ -7,8 +7,20 @@ import {
   WsgiProxyError,
 } from '@wsgiproxy/core'
 import type { Environ, EnvironApp, ProxyTimeouts, UpgradableApp } from '@wsgiproxy/core'
-import { createSpawner, undiciTransport, watchKeyFile } from '@wsgiproxy/node'
-import type { KeyFileWatcher, Spawner, SpawnerOptions, UndiciTransport } from '@wsgiproxy/node'
+import {
+  createSelfCheck,
+  createSpawner,
+  resolveHost,
+  undiciTransport,
+  watchKeyFile,
+} from '@wsgiproxy/node'
+import type {
+  KeyFileWatcher,
+  ListenerAddress,
+  Spawner,
+  SpawnerOptions,
+  UndiciTransport,
+} from '@wsgiproxy/node'
 import { toMs } from './config.ts'
 import type { RouteInput, TimeoutsInput } from './config.ts'
 import { createEchoApp } from './echo-app.ts'
@@ -26,8 +38,11 @@ export interface Resources {
   readonly spawners: Spawner[]
   /** The key files watched. */
   readonly watchers: KeyFileWatcher[]
-  /** The server's own address, once it listens (the exact proxy refuses to loop to it). */
-  self: { hostname: string; port: number } | undefined
+  /**
+   * The address the server listens on (`server.address()`), once it listens: the exact proxy
+   * answers 508 to a request addressed to it.
+   */
+  self: ListenerAddress
 }
 
 /**
@@ -125,6 +140,7 @@ export async function buildRouteApp(route: RouteInput, resources: Resources): Pr
       const app = exactApp(resources, {
         ...(route.timeouts === undefined ? {} : { timeouts: timeoutsOf(route.timeouts) }),
         ...(route.exposeErrors === undefined ? {} : { exposeErrors: route.exposeErrors }),
+        ...(route.allow === undefined ? {} : { allow: route.allow }),
       })
       return { app: withRequestLog(app, logger, exactUpstream) }
     }
@@ -145,29 +161,37 @@ export async function buildRouteApp(route: RouteInput, resources: Resources): Pr
   }
 }
 
+/** Options of {@link exactApp}, as the config file and the flags give them. */
+export interface ExactAppOptions {
+  /** Timeouts. Default: the exact proxy's. */
+  timeouts?: ProxyTimeouts
+  /** Show error details in bodies. Default `false`. */
+  exposeErrors?: boolean
+  /** Where the proxy may connect (exactProxy's `allow`). Default `['public']`. */
+  allow?: readonly string[]
+}
+
 /**
- * The exact proxy on the shared transport, refusing requests addressed to this server itself
- * (they would loop).
+ * The exact proxy on the shared transport, guarded: targets outside `allow` (default: public
+ * addresses only) get 403, and a request that would come back to this server (one of its own
+ * addresses in any spelling, a name resolving to one, or a `Via` naming this process) gets 508.
+ * Host names are resolved here and the request is sent to the address checked.
  *
  * @param resources - transport and the server's own address
- * @param options - timeouts and error exposure
+ * @param options - timeouts, error exposure, allow list
  * @returns the app
+ * @throws CliError (exit 1) for a bad allow entry
  */
-export function exactApp(
-  resources: Resources,
-  options: { timeouts?: ProxyTimeouts; exposeErrors?: boolean } = {},
-): EnvironApp {
-  const proxy = exactProxy({
-    transport: resources.transport,
-    ...options,
-    onError: logProxyError(resources.logger),
-  })
-  return (environ) => {
-    if (isSelf(environ, resources)) {
-      return proxyLoop()
-    }
-    return proxy(environ)
-  }
+export function exactApp(resources: Resources, options: ExactAppOptions = {}): EnvironApp {
+  return guard(() =>
+    exactProxy({
+      transport: resources.transport,
+      ...options,
+      resolve: resolveHost,
+      isSelf: createSelfCheck(() => resources.self),
+      onError: logProxyError(resources.logger),
+    }),
+  )
 }
 
 /**
@@ -302,7 +326,10 @@ function watchSpawner(spawner: Spawner, logger: Logger): void {
 function logProxyError(logger: Logger) {
   return (error: WsgiProxyError): void => {
     if (error.code === 'CLIENT_ABORTED') return
-    if (error.status >= 500) logger.error(`${error.code}: ${error.message}`)
+    // The response says only that the target is not allowed: the log says which, for the operator.
+    if (error.status >= 500 || error.code === 'TARGET_NOT_ALLOWED') {
+      logger.error(`${error.code}: ${error.message}`)
+    }
   }
 }
 
@@ -317,43 +344,5 @@ function guard<T>(build: () => T): T {
   } catch (error) {
     if (error instanceof WsgiProxyError) throw usageError(error.message)
     throw error
-  }
-}
-
-const LOOPBACK_NAMES: ReadonlySet<string> = new Set([
-  'localhost',
-  '127.0.0.1',
-  '::1',
-  '0.0.0.0',
-  '::',
-])
-
-function isSelf(environ: Environ, resources: Resources): boolean {
-  const self = resources.self
-  if (self === undefined) return false
-  if (environ.SERVER_PORT !== String(self.port)) return false
-  const name = environ.SERVER_NAME.toLowerCase()
-  return LOOPBACK_NAMES.has(name) || name === self.hostname.toLowerCase()
-}
-
-function proxyLoop(): ReturnType<EnvironApp> {
-  const body = new TextEncoder().encode(
-    JSON.stringify({
-      type: 'about:blank',
-      title: 'Loop Detected',
-      status: 508,
-      detail:
-        'the request is addressed to this proxy itself; send absolute-form requests naming another server (curl -x http://this-proxy http://upstream/...)',
-    }),
-  )
-  return {
-    status: 508,
-    headers: [
-      ['content-type', 'application/problem+json'],
-      ['content-length', String(body.byteLength)],
-    ],
-    body: (async function* () {
-      yield body
-    })(),
   }
 }

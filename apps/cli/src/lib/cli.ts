@@ -3,14 +3,14 @@ import { chmod, writeFile } from 'node:fs/promises'
 import type { Socket } from 'node:net'
 import { parseArgs } from 'node:util'
 import type { ParseArgsConfig } from 'node:util'
-import { formatKeyFile, MIN_SECRET_BYTES } from '@wsgiproxy/core'
+import { formatKeyFile, MIN_SECRET_BYTES, parseAllowList } from '@wsgiproxy/core'
 import type { EnvironApp, UpgradableApp } from '@wsgiproxy/core'
 import { serve } from '@wsgiproxy/node'
 import type { Served } from '@wsgiproxy/node'
 import { buildRouteApp, closeResources, createResources, exactApp, exactUpstream } from './apps.ts'
 import type { Resources } from './apps.ts'
-import { configJsonSchema, loadConfig } from './config.ts'
-import type { RouteInput } from './config.ts'
+import { configJsonSchema, loadConfig, parseUpgradeFlags } from './config.ts'
+import type { RouteInput, UpgradeSettings } from './config.ts'
 import { durationFlag } from './duration.ts'
 import { CliError, EXIT_RUNTIME, usageError } from './errors.ts'
 import { DEFAULT_LISTEN, formatListen, listenFlag } from './listen.ts'
@@ -32,6 +32,10 @@ const DEFAULT_IO: CliIo = {
 
 const COMMON_HELP = `  --listen host:port     where to listen (default ${formatListen(DEFAULT_LISTEN)}; port 0 picks a free one)
   --log-format text|json request and event lines on stderr as text (default) or JSON lines
+  --upgrade-protocol NAME  forward Upgrade requests for this protocol (repeatable; default
+                         websocket); others are served with their Upgrade ignored
+  --upgrade-idle DURATION  close an upgraded tunnel idle this long (default 5m; 0: never)
+  --max-upgrades N       upgraded tunnels open at once; more get 503 (default 1000)
   -h, --help             show this help`
 
 const KEY_HELP = `  --key-file FILE        sign forwarded requests with this key file (wsgiproxy keygen makes one)
@@ -59,7 +63,7 @@ Serves the routes of a config file; see the README for the format and schema.jso
 
   -c, --config FILE      the config file (default wsgiproxy.config.json)
 ${COMMON_HELP}
-  (--listen and --log-format override the config file)`,
+  (--listen, --log-format and the upgrade flags override the config file)`,
   proxy: `usage: wsgiproxy proxy <href> [options]
 
 Forwards every request to href (http://host:port/path?query) with the wsgiproxy protocol
@@ -83,7 +87,15 @@ ${COMMON_HELP}`,
 A real HTTP forward proxy on the exact proxy: requests in absolute form
 (GET http://host:port/path HTTP/1.1) are sent to the server they name.
 Use it as curl -x http://127.0.0.1:8080 http://upstream/path. http:// only: CONNECT gets 501.
+Only public addresses are reached unless --allow says more: loopback, private, link-local and
+other internal targets get 403 in any spelling, also through a name that resolves to one.
+A request that would come back to this proxy gets 508.
 
+  --allow ENTRY          also allow this target (repeatable): a host name (example.com,
+                         *.example.com), an address or CIDR range (127.0.0.1, 10.0.0.0/8,
+                         ::1) or a preset (public, loopback, linklocal, uniquelocal),
+                         optionally with :port, :port,port or :* ([::1]:8080); giving
+                         --allow replaces the default public, so add it back to keep it
 ${COMMON_HELP}`,
   echo: `usage: wsgiproxy echo [options]
 
@@ -114,6 +126,9 @@ const COMMON_OPTIONS = {
   help: { type: 'boolean', short: 'h' },
   listen: { type: 'string' },
   'log-format': { type: 'string' },
+  'upgrade-protocol': { type: 'string', multiple: true },
+  'upgrade-idle': { type: 'string' },
+  'max-upgrades': { type: 'string' },
 } as const
 
 const KEY_OPTIONS = {
@@ -172,7 +187,8 @@ const COMMANDS: Record<Exclude<Command, 'main'>, (args: string[], io: CliIo) => 
         ? (config.listen ?? DEFAULT_LISTEN)
         : listenFlag('--listen', values.listen)
     const format = logFormat(values['log-format']) ?? config.logFormat ?? 'text'
-    return serveUntilSignal('serve', listen, format, async (resources) => {
+    const upgrade = { ...config.upgrade, ...parseUpgradeFlags(values) }
+    return serveUntilSignal('serve', listen, format, upgrade, async (resources) => {
       const mounts = []
       for (const route of config.routes) {
         mounts.push({ prefix: route.path, ...(await buildRouteApp(route, resources)) })
@@ -206,6 +222,7 @@ const COMMANDS: Record<Exclude<Command, 'main'>, (args: string[], io: CliIo) => 
       'proxy',
       listenOf(values.listen),
       logFormat(values['log-format']) ?? 'text',
+      parseUpgradeFlags(values),
       async (resources) => (await buildRouteApp(route, resources)).app,
     )
   },
@@ -248,18 +265,37 @@ const COMMANDS: Record<Exclude<Command, 'main'>, (args: string[], io: CliIo) => 
       'spawn',
       listenOf(values.listen),
       logFormat(values['log-format']) ?? 'text',
+      parseUpgradeFlags(values),
       async (resources) => (await buildRouteApp(route, resources)).app,
     )
   },
 
   async forward(args, io) {
-    const { values } = parse('forward', args, { options: COMMON_OPTIONS })
+    const { values } = parse('forward', args, {
+      options: { ...COMMON_OPTIONS, allow: { type: 'string', multiple: true } },
+    })
     if (values.help === true) return help('forward', io)
+    const allow = values.allow
+    if (allow !== undefined) {
+      // Checked before listening, so a typo is a usage error that names the flag.
+      try {
+        parseAllowList(allow)
+      } catch (error) {
+        const message = error instanceof Error ? error.message : String(error)
+        throw usageError(`--allow: ${message.replace(/^.*?allow\.\d+: /, '')}`)
+      }
+    }
     return serveUntilSignal(
       'forward',
       listenOf(values.listen),
       logFormat(values['log-format']) ?? 'text',
-      (resources) => withRequestLog(exactApp(resources), resources.logger, exactUpstream),
+      parseUpgradeFlags(values),
+      (resources) =>
+        withRequestLog(
+          exactApp(resources, allow === undefined ? {} : { allow }),
+          resources.logger,
+          exactUpstream,
+        ),
       (served, resources) => {
         // A forward proxy for http:// URLs only: a CONNECT tunnel (https://) is refused plainly.
         served.server.on('connect', (req, socket: Socket) => {
@@ -300,6 +336,7 @@ const COMMANDS: Record<Exclude<Command, 'main'>, (args: string[], io: CliIo) => 
       'echo',
       listenOf(values.listen),
       logFormat(values['log-format']) ?? 'text',
+      parseUpgradeFlags(values),
       async (resources) => (await buildRouteApp(route, resources)).app,
     )
   },
@@ -420,6 +457,7 @@ async function serveUntilSignal(
   command: string,
   listen: ListenAddress,
   format: LogFormat,
+  upgrade: UpgradeSettings,
   build: (resources: Resources) => EnvironApp | UpgradableApp | Promise<EnvironApp | UpgradableApp>,
   setup?: (served: Served, resources: Resources) => void,
 ): Promise<number> {
@@ -432,6 +470,11 @@ async function serveUntilSignal(
       served = await serve(app, {
         port: listen.port,
         hostname: listen.hostname,
+        ...(upgrade.protocols === undefined ? {} : { upgradeProtocols: upgrade.protocols }),
+        ...(upgrade.idleTimeout === undefined ? {} : { upgradeIdleTimeout: upgrade.idleTimeout }),
+        ...(upgrade.maxConnections === undefined
+          ? {}
+          : { maxUpgradeConnections: upgrade.maxConnections }),
         onError: (error) => {
           logger.error(error instanceof Error ? error.message : String(error))
         },
@@ -452,7 +495,7 @@ async function serveUntilSignal(
     await closeResources(resources)
     throw error
   }
-  resources.self = { hostname: listen.hostname, port: served.port }
+  resources.self = served.server.address()
   setup?.(served, resources)
   logger.event('listening', `${command} listening on ${served.url}`, { url: served.url })
 

@@ -1,7 +1,8 @@
 import { readFile } from 'node:fs/promises'
 import { dirname, resolve } from 'node:path'
+import { parseAllowList, WsgiProxyError } from '@wsgiproxy/core'
 import * as z from 'zod'
-import { parseDuration } from './duration.ts'
+import { durationFlag, parseDuration } from './duration.ts'
 import { usageError } from './errors.ts'
 import { listenFlag } from './listen.ts'
 import type { ListenAddress } from './listen.ts'
@@ -113,13 +114,58 @@ const spawnRoute = z
   })
   .describe('Start a backend on the first request and forward to it.')
 
+// One allow entry, checked as exactProxy checks it, so an error names its place in the file.
+const allowEntry = z.string().superRefine((entry, context) => {
+  try {
+    parseAllowList([entry])
+  } catch (error) {
+    if (!(error instanceof WsgiProxyError)) throw error
+    context.addIssue({ code: 'custom', message: error.message.replace(/^.*?allow\.0: /, '') })
+  }
+})
+
 const exactRoute = z
   .strictObject({
     path: routePath,
     type: z.literal('exact'),
     ...forwardFields,
+    allow: z
+      .array(allowEntry)
+      .optional()
+      .describe(
+        'Where the exact proxy may connect: host names (example.com, *.example.com), IP addresses and CIDR ranges (10.0.0.0/8, ::1), presets (public, loopback, linklocal, uniquelocal), each optionally with :port, :port,port or :* ([::1]:8080). Other targets get 403. Default ["public"]: no loopback, private, link-local or other internal address, in any spelling or through a name that resolves to one.',
+      ),
   })
-  .describe('The exact proxy: send the request to the host its Host header names.')
+  .describe(
+    'The exact proxy: send the request to the host its Host header names, if allow permits it (a request addressed to this server itself gets 508).',
+  )
+
+// RFC 9110 §5.6.2: an Upgrade protocol name is a token.
+const protocolName = z
+  .string()
+  .regex(/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/, 'expected a protocol name such as "websocket"')
+
+const upgradeSchema = z
+  .strictObject({
+    protocols: z
+      .array(protocolName)
+      .optional()
+      .describe(
+        'The Upgrade protocols forwarded, compared without regard to case; a request offering none of them is served with its Upgrade ignored. Default ["websocket"].',
+      ),
+    idleTimeout: durationOrOff
+      .optional()
+      .describe(
+        'Close an upgraded tunnel after this long with no bytes either way; false (or 0) keeps idle tunnels open. Default 5m.',
+      ),
+    maxConnections: z
+      .int()
+      .min(1)
+      .max(Number.MAX_SAFE_INTEGER)
+      .optional()
+      .describe('Upgraded tunnels open at once; one more gets 503. Default 1000.'),
+  })
+  .describe('Upgrade (WebSocket) forwarding, for every route.')
 
 const echoRoute = z
   .strictObject({
@@ -152,6 +198,7 @@ export const configSchema: z.ZodType<ConfigInput> = z
       .optional()
       .describe('Where to listen: "host:port" or a port. Default "127.0.0.1:8080".'),
     logFormat: z.enum(['text', 'json']).optional().describe('Log lines as text or JSON.'),
+    upgrade: upgradeSchema.optional(),
     routes: z
       .array(routeSchema)
       .min(1, 'expected at least one route')
@@ -206,6 +253,7 @@ export interface SpawnRoute extends ProtocolInput {
 export interface ExactRoute extends ForwardInput {
   path: string
   type: 'exact'
+  allow?: string[] | undefined
 }
 
 /** An echo route. */
@@ -219,12 +267,30 @@ export interface EchoRoute {
 /** One route of the config file. */
 export type RouteInput = ProxyRoute | SpawnRoute | ExactRoute | EchoRoute
 
+/** The `upgrade` section as written in the config file. */
+export interface UpgradeInput {
+  protocols?: string[] | undefined
+  idleTimeout?: string | number | false | undefined
+  maxConnections?: number | undefined
+}
+
 /** The config file as written. */
 export interface ConfigInput {
   $schema?: string | undefined
   listen?: string | number | undefined
   logFormat?: 'text' | 'json' | undefined
+  upgrade?: UpgradeInput | undefined
   routes: RouteInput[]
+}
+
+/** Upgrade (WebSocket) settings for `serve()`, from the config file or the flags. */
+export interface UpgradeSettings {
+  /** `upgradeProtocols`. */
+  protocols?: string[]
+  /** `upgradeIdleTimeout` in milliseconds; 0 keeps idle tunnels open. */
+  idleTimeout?: number
+  /** `maxUpgradeConnections`. */
+  maxConnections?: number
 }
 
 /** A config file read and validated, relative paths resolved. */
@@ -233,6 +299,8 @@ export interface Config {
   listen: ListenAddress | undefined
   /** The log format, if the file says. */
   logFormat: 'text' | 'json' | undefined
+  /** The upgrade settings the file gives (none: `serve()`'s defaults). */
+  upgrade: UpgradeSettings
   /** The routes, with `keyFile` and `cwd` resolved against the config file's directory. */
   routes: RouteInput[]
 }
@@ -302,7 +370,66 @@ export function parseConfig(data: unknown, file: string): Config {
     input.listen === undefined
       ? undefined
       : listenFlag(`config file ${file}: listen`, String(input.listen))
-  return { listen, logFormat: input.logFormat, routes }
+  return { listen, logFormat: input.logFormat, upgrade: upgradeOf(input.upgrade), routes }
+}
+
+/**
+ * The upgrade settings of the config file's `upgrade` section.
+ *
+ * @param input - the section as the schema accepted it
+ * @returns the settings, durations in milliseconds (`false` is 0: off)
+ */
+export function upgradeOf(input: UpgradeInput | undefined): UpgradeSettings {
+  const settings: UpgradeSettings = {}
+  if (input === undefined) return settings
+  if (input.protocols !== undefined) settings.protocols = input.protocols
+  if (input.idleTimeout !== undefined) {
+    settings.idleTimeout = input.idleTimeout === false ? 0 : toMs(input.idleTimeout)
+  }
+  if (input.maxConnections !== undefined) settings.maxConnections = input.maxConnections
+  return settings
+}
+
+/** The upgrade flags of a serving subcommand, as `parseArgs` gives them. */
+export interface UpgradeFlags {
+  'upgrade-protocol'?: string[] | undefined
+  'upgrade-idle'?: string | undefined
+  'max-upgrades'?: string | undefined
+}
+
+/**
+ * The upgrade settings of `--upgrade-protocol NAME` (repeatable), `--upgrade-idle DURATION`
+ * (0 keeps idle tunnels open) and `--max-upgrades N`.
+ *
+ * @param flags - the flag values
+ * @returns the settings the flags give
+ * @throws CliError (exit 1) naming the flag and what it expects
+ */
+export function parseUpgradeFlags(flags: UpgradeFlags): UpgradeSettings {
+  const settings: UpgradeSettings = {}
+  const protocols = flags['upgrade-protocol']
+  if (protocols !== undefined) {
+    for (const protocol of protocols) {
+      if (!protocolName.safeParse(protocol).success) {
+        throw usageError(
+          `--upgrade-protocol must be a protocol name such as websocket (got ${JSON.stringify(protocol)})`,
+        )
+      }
+    }
+    settings.protocols = protocols
+  }
+  const idle = flags['upgrade-idle']
+  if (idle !== undefined) settings.idleTimeout = durationFlag('--upgrade-idle', idle)
+  const max = flags['max-upgrades']
+  if (max !== undefined) {
+    if (!/^[1-9][0-9]{0,14}$/.test(max)) {
+      throw usageError(
+        `--max-upgrades must be a whole number of at least 1 (got ${JSON.stringify(max)})`,
+      )
+    }
+    settings.maxConnections = Number(max)
+  }
+  return settings
 }
 
 /**

@@ -2,7 +2,8 @@ import { spawn } from 'node:child_process'
 import type { ChildProcess } from 'node:child_process'
 import { createServer } from 'node:http'
 import type { IncomingMessage, Server } from 'node:http'
-import type { AddressInfo } from 'node:net'
+import type { AddressInfo, Server as NetServer, Socket } from 'node:net'
+import { connect, createServer as createNetServer } from 'node:net'
 import { fileURLToPath } from 'node:url'
 
 /** The built command: tests run `dist/`, as users do. */
@@ -10,6 +11,7 @@ export const BIN: string = fileURLToPath(new URL('../../dist/main.js', import.me
 
 const children = new Set<ChildProcess>()
 const servers = new Set<Server>()
+const relays = new Map<NetServer, Set<Socket>>()
 const backends = new Set<number>()
 
 /**
@@ -156,6 +158,50 @@ export async function startUpstream(): Promise<string> {
   return `http://127.0.0.1:${(server.address() as AddressInfo).port}`
 }
 
+/**
+ * Starts an upstream on 127.0.0.1 that counts the requests it receives and answers `internal`.
+ *
+ * @returns its port and the count so far
+ */
+export async function startCountingUpstream(): Promise<{ port: number; hits: () => number }> {
+  let hits = 0
+  const server = createServer((req, res) => {
+    hits++
+    req.resume()
+    res.end('internal')
+  })
+  servers.add(server)
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  return { port: (server.address() as AddressInfo).port, hits: () => hits }
+}
+
+/**
+ * Starts a TCP relay on 127.0.0.1 that pipes every connection to 127.0.0.1:`target` (a port
+ * forward, which no Host check can see through).
+ *
+ * @param target - the port to relay to
+ * @returns the relay's port
+ */
+export async function startRelay(target: number): Promise<number> {
+  const sockets = new Set<Socket>()
+  const server = createNetServer((socket) => {
+    const upstream = connect(target, '127.0.0.1')
+    for (const s of [socket, upstream]) {
+      sockets.add(s)
+      s.on('error', () => {})
+      s.on('close', () => {
+        sockets.delete(s)
+        socket.destroy()
+        upstream.destroy()
+      })
+    }
+    socket.pipe(upstream).pipe(socket)
+  })
+  relays.set(server, sockets)
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  return (server.address() as AddressInfo).port
+}
+
 /** Whether a process with this pid exists. */
 export function isAlive(pid: number): boolean {
   try {
@@ -207,4 +253,14 @@ export async function cleanup(): Promise<void> {
     ),
   )
   servers.clear()
+  await Promise.all(
+    [...relays].map(
+      ([server, sockets]) =>
+        new Promise<void>((resolve) => {
+          for (const socket of sockets) socket.destroy()
+          server.close(() => resolve())
+        }),
+    ),
+  )
+  relays.clear()
 }

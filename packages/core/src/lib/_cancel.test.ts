@@ -41,7 +41,7 @@ describe('forward() cancellation', () => {
   it('gives an unmarked transport a plain record whose copies keep a live signal', async () => {
     const client = new AbortController()
     const { transport, seen } = waitingTransport(false)
-    const pending = exactProxy({ transport })(environWith(client.signal))
+    const pending = exactProxy({ allow: ['127.0.0.1'], transport })(environWith(client.signal))
     client.abort()
     const { outbound, reason } = await seen
     expect(Object.keys(outbound)).toContain('signal')
@@ -52,7 +52,7 @@ describe('forward() cancellation', () => {
   it('hands a marked transport the cancellation, and a signal on first read that agrees', async () => {
     const client = new AbortController()
     const { transport, seen } = waitingTransport(true)
-    const pending = exactProxy({ transport })(environWith(client.signal))
+    const pending = exactProxy({ allow: ['127.0.0.1'], transport })(environWith(client.signal))
     client.abort()
     const { outbound, reason } = await seen
     expect(reason).toMatchObject({ code: 'CLIENT_ABORTED' })
@@ -64,9 +64,12 @@ describe('forward() cancellation', () => {
 
   it('aborts a marked transport at the headers timeout with the timeout reason', async () => {
     const { transport, seen } = waitingTransport(true)
-    const pending = exactProxy({ transport, timeouts: { headers: 20 }, onError: () => {} })(
-      environWith(new AbortController().signal),
-    )
+    const pending = exactProxy({
+      allow: ['127.0.0.1'],
+      transport,
+      timeouts: { headers: 20 },
+      onError: () => {},
+    })(environWith(new AbortController().signal))
     expect((await seen).reason).toMatchObject({ code: 'UPSTREAM_HEADERS_TIMEOUT' })
     expect((await pending).status).toBe(504)
   })

@@ -27,7 +27,11 @@ describe('exactProxy behind toFetchHandler, hostile input', () => {
       const body = await readBody(req)
       res.end(`echo ${body.length}:${body.toString()}`)
     })
-    const proxy = exactProxy({ onError: () => {}, timeouts: { headers: 500 } })
+    const proxy = exactProxy({
+      allow: ['127.0.0.1'],
+      onError: () => {},
+      timeouts: { headers: 500 },
+    })
     front = await startFetchFront(
       (environ) =>
         proxy({

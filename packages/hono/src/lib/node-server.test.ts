@@ -15,7 +15,7 @@ import { serveHono } from '../test/serve-hono.ts'
 // The shared forwarding suite (DESIGN.md §8) through a Hono app: the exact proxy mounted on a
 // route, and the protocol proxy, both on core's fetch transport.
 describeForwarding('Hono mount(exactProxy()) on @hono/node-server', (port, options) => {
-  const forward = exactProxy(options)
+  const forward = exactProxy({ allow: ['127.0.0.1'], ...options })
   const toUpstream: EnvironApp = (environ) =>
     forward({
       ...environ,

@@ -6,8 +6,19 @@ import { createServer as createNetServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { gzipSync } from 'node:zlib'
-import type { AppResponse, Environ, ExactProxyOptions, Transport } from '@wsgiproxy/core'
-import { exactProxy, fetchTransport, toEnviron, WsgiProxyError } from '@wsgiproxy/core'
+import type {
+  AppResponse,
+  Environ,
+  EnvironApp,
+  ExactProxyOptions,
+  Transport,
+} from '@wsgiproxy/core'
+import {
+  exactProxy as coreExactProxy,
+  fetchTransport,
+  toEnviron,
+  WsgiProxyError,
+} from '@wsgiproxy/core'
 import { Agent, errors, fetch as undiciFetch } from 'undici'
 import { afterEach, describe, expect, it } from 'vitest'
 import { describeForwarding } from '../../../core/src/test/forwarding-suite.ts'
@@ -19,6 +30,11 @@ import {
 } from '../../../core/src/test/servers.ts'
 import type { UndiciTransport, UndiciTransportOptions } from './undici-transport.ts'
 import { undiciTransport } from './undici-transport.ts'
+
+// Every upstream here is on 127.0.0.1, which the exact proxy refuses unless its allow list names it.
+function exactProxy(options: ExactProxyOptions = {}): EnvironApp {
+  return coreExactProxy({ allow: ['127.0.0.1'], ...options })
+}
 
 const transports: UndiciTransport[] = []
 const cleanups: Array<() => Promise<void> | void> = []
@@ -186,7 +202,10 @@ describe('undiciTransport', () => {
       res.end('over unix')
     })
     await listen(server, path)
-    const app = exactProxy({ transport: transportFor({ socketPath: path }) })
+    const app = exactProxy({
+      allow: ['backend.internal'],
+      transport: transportFor({ socketPath: path }),
+    })
     const response = await app({
       ...toEnviron(new Request('http://public.example/p?q=1')),
       HTTP_HOST: 'public.example',

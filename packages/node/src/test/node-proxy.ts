@@ -15,7 +15,7 @@ export async function startNodeExactProxy(
   options: ExactProxyOptions = {},
 ): Promise<Running> {
   const transport = undiciTransport()
-  const proxy = exactProxy({ ...options, transport })
+  const proxy = exactProxy({ allow: ['127.0.0.1'], ...options, transport })
   const served = await serve((environ) =>
     proxy({
       ...environ,
