@@ -13,17 +13,22 @@ afterEach(async () => {
   for (const recorder of recorders.splice(0)) await recorder.close()
 })
 
+/** A recording upstream and `wsgiproxy proxy` in front of it. */
+async function proxyToRecorder(): Promise<{ upstream: Recorder; port: number }> {
+  const upstream = await startRecorder()
+  recorders.push(upstream)
+  const cli = await startCli([
+    'proxy',
+    `http://127.0.0.1:${upstream.port}`,
+    '--listen',
+    '127.0.0.1:0',
+  ])
+  return { upstream, port: Number(new URL(cli.url).port) }
+}
+
 describe('wsgiproxy proxy and Upgrade requests', () => {
   it('never lets a second request reach the upstream after a non-101 answer', async () => {
-    const upstream = await startRecorder()
-    recorders.push(upstream)
-    const cli = await startCli([
-      'proxy',
-      `http://127.0.0.1:${upstream.port}`,
-      '--listen',
-      '127.0.0.1:0',
-    ])
-    const port = Number(new URL(cli.url).port)
+    const { upstream, port } = await proxyToRecorder()
     const result = await attemptSmuggle(port)
     expect(result.received).toMatch(/^HTTP\/1\.1 200 /)
     expect(result.received.toLowerCase()).toContain('connection: close')
@@ -36,15 +41,7 @@ describe('wsgiproxy proxy and Upgrade requests', () => {
   }, 30_000)
 
   it('serves an h2c Upgrade as an ordinary request and does not reuse the connection', async () => {
-    const upstream = await startRecorder()
-    recorders.push(upstream)
-    const cli = await startCli([
-      'proxy',
-      `http://127.0.0.1:${upstream.port}`,
-      '--listen',
-      '127.0.0.1:0',
-    ])
-    const port = Number(new URL(cli.url).port)
+    const { upstream, port } = await proxyToRecorder()
     const result = await attemptSmuggle(port, {
       upgrade: 'h2c',
       connection: 'Upgrade, HTTP2-Settings',
