@@ -6,7 +6,7 @@ import { readdirSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { afterEach, describe, expect, it } from 'vitest'
 import { closeAll, send } from '../../../packages/core/src/test/servers.ts'
-import { isReserved } from '../../../packages/node/src/lib/_ports.ts'
+import { isReserved } from '../../../packages/node/src/lib/spawner/_ports.ts'
 import {
   APP,
   NODE,

@@ -1,16 +1,16 @@
 /** @module @wsgiproxy/node: wsgiproxy on Node: the undici transport, the node:http listener, key files, the backend spawner. */
 export type { KeyFileWatcher, LoadKeyFileOptions, WatchKeyFileOptions } from './lib/key-file.ts'
 export { loadKeyFile, watchKeyFile } from './lib/key-file.ts'
-export type { ListenerAddress } from './lib/address-guard.ts'
-export { createSelfCheck, resolveHost } from './lib/address-guard.ts'
-export type { UndiciTransport, UndiciTransportOptions } from './lib/undici-transport.ts'
-export { undiciTransport } from './lib/undici-transport.ts'
-export type { NodeListenerOptions } from './lib/node-listener.ts'
-export { toNodeListener } from './lib/node-listener.ts'
-export type { Served, ServeOptions } from './lib/serve.ts'
-export { serve } from './lib/serve.ts'
-export type { NodeUpgradeListener, NodeUpgradeListenerOptions } from './lib/upgrade.ts'
-export { toNodeUpgradeListener } from './lib/upgrade.ts'
+export type { ListenerAddress } from './lib/http/address-guard.ts'
+export { createSelfCheck, resolveHost } from './lib/http/address-guard.ts'
+export type { UndiciTransport, UndiciTransportOptions } from './lib/http/undici-transport.ts'
+export { undiciTransport } from './lib/http/undici-transport.ts'
+export type { NodeListenerOptions } from './lib/http/node-listener.ts'
+export { toNodeListener } from './lib/http/node-listener.ts'
+export type { Served, ServeOptions } from './lib/http/serve.ts'
+export { serve } from './lib/http/serve.ts'
+export type { NodeUpgradeListener, NodeUpgradeListenerOptions } from './lib/http/upgrade.ts'
+export { toNodeUpgradeListener } from './lib/http/upgrade.ts'
 export type {
   Spawner,
   SpawnerBackoff,
@@ -24,5 +24,5 @@ export type {
   SpawnerState,
   SpawnerStatus,
   SpawnerStopReason,
-} from './lib/spawner.ts'
-export { createSpawner, SpawnerError } from './lib/spawner.ts'
+} from './lib/spawner/spawner.ts'
+export { createSpawner, SpawnerError } from './lib/spawner/spawner.ts'

@@ -3,8 +3,8 @@ import type { ExactProxyOptions } from '@wsgiproxy/core'
 import { exactProxy } from '@wsgiproxy/core'
 import type { Running } from '../../../core/src/test/servers.ts'
 import { register } from '../../../core/src/test/servers.ts'
-import { serve } from '../lib/serve.ts'
-import { undiciTransport } from '../lib/undici-transport.ts'
+import { serve } from '../lib/http/serve.ts'
+import { undiciTransport } from '../lib/http/undici-transport.ts'
 
 /**
  * Serves `exactProxy` over `undiciTransport()` on 127.0.0.1 port 0, sending every request to the

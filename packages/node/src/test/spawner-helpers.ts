@@ -7,10 +7,10 @@ import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { register } from '../../../core/src/test/servers.ts'
 import type { Running } from '../../../core/src/test/servers.ts'
-import { serve } from '../lib/serve.ts'
-import type { ServeOptions } from '../lib/serve.ts'
-import { createSpawner } from '../lib/spawner.ts'
-import type { Spawner, SpawnerLogEntry, SpawnerOptions } from '../lib/spawner.ts'
+import { serve } from '../lib/http/serve.ts'
+import type { ServeOptions } from '../lib/http/serve.ts'
+import { createSpawner } from '../lib/spawner/spawner.ts'
+import type { Spawner, SpawnerLogEntry, SpawnerOptions } from '../lib/spawner/spawner.ts'
 
 const here = dirname(fileURLToPath(import.meta.url))
 /** The Node test backend (see the variables it reads at its top). */

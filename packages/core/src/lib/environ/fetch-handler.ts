@@ -1,0 +1,137 @@
+import * as z from 'zod'
+import { buildEnviron, parseToEnvironOptions, toRequest } from './environ.ts'
+import { WsgiProxyError } from '../errors.ts'
+import { fn, parseOptions } from '../_options.ts'
+import { findRemoteAddr } from './peer-address.ts'
+import { discardBody } from '../_streams.ts'
+import { errorResponse } from '../problem.ts'
+import { fromResponse, toResponse } from './response.ts'
+import type { AppResponse, Environ, EnvironApp } from '../types.ts'
+
+/** A web-standard fetch handler, as `export default { fetch }` on Bun, Deno and @hono/node-server. */
+export type FetchHandler = (request: Request, context?: unknown) => Response | Promise<Response>
+
+/** Options of {@link toFetchHandler}. */
+export interface ToFetchHandlerOptions {
+  /**
+   * The mount prefix that becomes `SCRIPT_NAME`, or a function that finds it per request (given
+   * the handler's two arguments; a framework adapter derives it from the matched route). A
+   * request outside it is answered 404. Default `''`.
+   */
+  scriptName?: string | ((request: Request, context: unknown) => string)
+  /**
+   * Finds the client address; overrides the lookup by the runtime's second argument
+   * (`@hono/node-server`, Bun, Deno). Default: found by shape.
+   */
+  getRemoteAddr?: (request: Request, context: unknown) => string | undefined
+  /** Header fields accepted per request; more gives 431. Default 100. */
+  maxHeaders?: number
+  /** Show error messages in problem bodies (development only: they may name internal addresses). Default `false`. */
+  exposeErrors?: boolean
+  /**
+   * Called when the app throws or the request cannot be turned into an environ. Return a response
+   * to send instead of the default problem response. If it throws, a fixed 500 is sent.
+   * Default: log errors with status ≥ 500 to `console.error`.
+   */
+  onError?: (error: unknown, request: Request) => AppResponse | void | Promise<AppResponse | void>
+}
+
+const toFetchHandlerOptions = z.strictObject({
+  scriptName: z
+    .union([z.string(), fn<(request: Request, context: unknown) => string>()])
+    .optional(),
+  getRemoteAddr: fn<NonNullable<ToFetchHandlerOptions['getRemoteAddr']>>().optional(),
+  maxHeaders: z.number().int().min(1).optional(),
+  exposeErrors: z.boolean().optional(),
+  onError: fn<NonNullable<ToFetchHandlerOptions['onError']>>().optional(),
+})
+
+/**
+ * Turns an {@link EnvironApp} into a fetch handler. The handler never throws: failures become
+ * problem+json responses, and the app's response to a `HEAD` request is sent without a body.
+ *
+ * @param app - the environ app to serve
+ * @param options - mount prefix, client address lookup, error handling
+ * @returns `(request, context?) => Promise<Response>`
+ * @example
+ * import { exactProxy, toFetchHandler } from '@wsgiproxy/core'
+ * export default { fetch: toFetchHandler(exactProxy()) }
+ */
+export function toFetchHandler(
+  app: EnvironApp,
+  options?: ToFetchHandlerOptions,
+): (request: Request, context?: unknown) => Promise<Response> {
+  const opts = parseOptions(toFetchHandlerOptions, options, 'toFetchHandler')
+  const { scriptName } = opts
+  const environOptions = parseToEnvironOptions({
+    ...(typeof scriptName === 'string' ? { scriptName } : {}),
+    ...(opts.maxHeaders === undefined ? {} : { maxHeaders: opts.maxHeaders }),
+  })
+  const getRemoteAddr = opts.getRemoteAddr ?? findRemoteAddr
+  const exposeErrors = opts.exposeErrors ?? false
+  const onError = opts.onError ?? logError
+
+  async function fail(error: unknown, request: Request): Promise<Response> {
+    try {
+      const replacement = await onError(error, request)
+      return toResponse(replacement ?? errorResponse(error, exposeErrors))
+    } catch {
+      return new Response('Internal Server Error', {
+        status: 500,
+        headers: { 'content-type': 'text/plain; charset=utf-8' },
+      })
+    }
+  }
+
+  return async (request, context) => {
+    try {
+      const remoteAddr = getRemoteAddr(request, context)
+      let perRequest = environOptions
+      if (typeof scriptName === 'function') {
+        perRequest = { ...perRequest, scriptName: checkScriptName(scriptName(request, context)) }
+      }
+      if (remoteAddr !== undefined) perRequest = { ...perRequest, remoteAddr }
+      const environ = buildEnviron(request, perRequest)
+      let response = await app(environ)
+      if (request.method === 'HEAD' && response?.body) {
+        void discardBody(response.body)
+        response = { ...response, body: null }
+      }
+      return toResponse(response)
+    } catch (error) {
+      return fail(error, request)
+    }
+  }
+}
+
+/**
+ * Turns any fetch handler (a Hono app's `fetch`, for one) into an {@link EnvironApp}. The handler
+ * gets the request built by `toRequest(environ)` and `{ environ }` as its second argument, so it
+ * can read the environ (in Hono: `c.env.environ`).
+ *
+ * @param handler - the fetch handler
+ * @returns the environ app
+ * @example
+ * const app = new Hono().get('/', (c) => c.text(c.env.environ.REMOTE_ADDR ?? 'unknown'))
+ * const environApp = fromFetchHandler(app.fetch)
+ */
+export function fromFetchHandler(
+  handler: (request: Request, context: { environ: Environ }) => Response | Promise<Response>,
+): EnvironApp {
+  return async (environ) => fromResponse(await handler(toRequest(environ), { environ }))
+}
+
+function checkScriptName(scriptName: unknown): string {
+  if (typeof scriptName === 'string' && (scriptName === '' || scriptName.startsWith('/'))) {
+    return scriptName
+  }
+  throw new WsgiProxyError(
+    'APP_ERROR',
+    `toFetchHandler.scriptName must answer "" or a path starting with "/" (got ${JSON.stringify(scriptName)})`,
+  )
+}
+
+function logError(error: unknown): void {
+  const status = (error as Partial<WsgiProxyError> | undefined)?.status ?? 500
+  if (status >= 500) console.error('wsgiproxy:', error)
+}

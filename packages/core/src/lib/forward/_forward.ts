@@ -1,0 +1,187 @@
+import { Cancellation, LazyOutbound, subscribesToCancel } from './_cancel.ts'
+import { clientCloseHook } from './_client-close.ts'
+import { WsgiProxyError } from '../errors.ts'
+import { stripHopByHop } from './_hop-by-hop.ts'
+import { discardBody } from '../_streams.ts'
+import { errorResponse } from '../problem.ts'
+import type { AppResponse, Environ, OutboundRequest, ProxyErrorHook, Transport } from '../types.ts'
+
+/** What the forwarding step needs, resolved from validated options. */
+export interface ForwardSettings {
+  transport: Transport
+  headersTimeout: number | false
+  bodyTimeout: number | false
+  exposeErrors: boolean
+  onError: ProxyErrorHook
+}
+
+/** The default error hook: log failures with status ≥ 500; a client that went away is not an error. */
+export function logProxyError(error: WsgiProxyError): void {
+  if (error.status >= 500 && error.code !== 'METHOD_NOT_SUPPORTED')
+    console.error('wsgiproxy:', error)
+}
+
+/**
+ * Sends one request through the transport with the client's abort signal and the timeouts, and
+ * answers with the upstream response (hop-by-hop headers removed, body watched) or a problem
+ * response. Never throws.
+ */
+export async function forward(
+  outbound: Omit<OutboundRequest, 'signal'>,
+  environ: Environ,
+  settings: ForwardSettings,
+): Promise<AppResponse> {
+  const controller = new Cancellation()
+  const onClientAbort = (): void =>
+    controller.abort(new WsgiProxyError('CLIENT_ABORTED', 'the client closed the request'))
+  let release: () => void
+  const hook = clientCloseHook(environ)
+  if (hook !== undefined) {
+    if (hook.closed) onClientAbort()
+    else hook.add(onClientAbort)
+    release = () => hook.delete(onClientAbort)
+  } else {
+    const clientSignal = environ['wsgiproxy.signal']
+    if (clientSignal?.aborted) onClientAbort()
+    else clientSignal?.addEventListener('abort', onClientAbort, { once: true })
+    release = () => clientSignal?.removeEventListener('abort', onClientAbort)
+  }
+
+  const { headersTimeout } = settings
+  const timer =
+    headersTimeout === false
+      ? undefined
+      : setTimeout(() => {
+          controller.abort(
+            new WsgiProxyError(
+              'UPSTREAM_HEADERS_TIMEOUT',
+              `no response headers from ${outbound.url.origin} within ${headersTimeout} ms`,
+            ),
+          )
+        }, headersTimeout)
+
+  let response: AppResponse
+  try {
+    // A transport that subscribes to the cancellation never needs a signal (see _cancel.ts).
+    response = await settings.transport(
+      subscribesToCancel(settings.transport)
+        ? new LazyOutbound(outbound, controller)
+        : { ...outbound, signal: controller.signal },
+    )
+  } catch (error) {
+    clearTimeout(timer)
+    release()
+    return failure(toProxyError(error, controller, outbound.url), environ, settings)
+  }
+  clearTimeout(timer)
+  if (controller.aborted) {
+    // The transport answered although the request was cancelled meanwhile.
+    release()
+    void discardBody(response.body)
+    return failure(toProxyError(undefined, controller, outbound.url), environ, settings)
+  }
+  const headers = stripHopByHop(response.headers, 'response')
+  if (response.body === null) {
+    release()
+    return { ...response, headers }
+  }
+  const body = watchBody(response.body, controller, outbound.url, settings, environ, release)
+  return { ...response, headers, body }
+}
+
+/**
+ * Maps a problem to a response through the error hook; a failing hook gives a fixed 500.
+ */
+export async function failure(
+  error: WsgiProxyError,
+  environ: Environ,
+  settings: Pick<ForwardSettings, 'onError' | 'exposeErrors'>,
+): Promise<AppResponse> {
+  try {
+    const replacement = await settings.onError(error, environ)
+    return replacement ?? errorResponse(error, settings.exposeErrors)
+  } catch {
+    return errorResponse(new WsgiProxyError('APP_ERROR', 'the error hook failed'))
+  }
+}
+
+function toProxyError(error: unknown, cancel: Cancellation, url: URL): WsgiProxyError {
+  if (cancel.aborted && cancel.reason instanceof WsgiProxyError) return cancel.reason
+  if (error instanceof WsgiProxyError) return error
+  const message = error instanceof Error ? error.message : String(error)
+  return new WsgiProxyError('UPSTREAM_UNREACHABLE', `request to ${url.origin} failed: ${message}`, {
+    cause: error,
+  })
+}
+
+/**
+ * Wraps the upstream body: a body-idle timer per chunk, errors mapped to `WsgiProxyError`, and an
+ * early `return()` (the client went away) that aborts the upstream request at once, even while a
+ * read is pending (an async generator would wait for that read to settle first).
+ */
+function watchBody(
+  body: AsyncIterable<Uint8Array>,
+  controller: Cancellation,
+  url: URL,
+  settings: ForwardSettings,
+  environ: Environ,
+  release: () => void,
+): AsyncIterable<Uint8Array> {
+  const { bodyTimeout } = settings
+  let iterator: AsyncIterator<Uint8Array> | undefined
+  let done = false
+  const finish = (): void => {
+    done = true
+    release()
+  }
+  return {
+    [Symbol.asyncIterator]: () => ({
+      async next(): Promise<IteratorResult<Uint8Array>> {
+        if (done) return { done: true, value: undefined }
+        iterator ??= body[Symbol.asyncIterator]()
+        const timer =
+          bodyTimeout === false
+            ? undefined
+            : setTimeout(() => {
+                controller.abort(
+                  new WsgiProxyError(
+                    'UPSTREAM_BODY_TIMEOUT',
+                    `the response body from ${url.origin} stalled for ${bodyTimeout} ms`,
+                  ),
+                )
+              }, bodyTimeout)
+        try {
+          const result = await iterator.next()
+          if (result.done) finish()
+          return result
+        } catch (error) {
+          finish()
+          const problem = controller.aborted
+            ? toProxyError(error, controller, url)
+            : new WsgiProxyError('UPSTREAM_RESET', `the response body from ${url.origin} failed`, {
+                cause: error,
+              })
+          controller.abort(problem)
+          try {
+            void Promise.resolve(settings.onError(problem, environ)).catch(() => {})
+          } catch {
+            // the hook's failure must not replace the body error
+          }
+          throw problem
+        } finally {
+          clearTimeout(timer)
+        }
+      },
+      async return(): Promise<IteratorResult<Uint8Array>> {
+        if (!done) {
+          finish()
+          controller.abort(new WsgiProxyError('CLIENT_ABORTED', 'the client stopped reading'))
+          // Not awaited: a source with a read pending settles that read before `return()`.
+          if (iterator === undefined) void discardBody(body)
+          else void Promise.resolve(iterator.return?.()).catch(() => {})
+        }
+        return { done: true, value: undefined }
+      },
+    }),
+  }
+}

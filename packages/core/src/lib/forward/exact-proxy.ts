@@ -1,0 +1,437 @@
+import * as z from 'zod'
+import { formatAuthority, isValidServer } from '../environ/environ.ts'
+import { WsgiProxyError } from '../errors.ts'
+import type { ForwardOptions } from './forward-options.ts'
+import { forwardOptionsSchema, forwardSettings } from './forward-options.ts'
+import type { ForwardSettings } from './_forward.ts'
+import { failure, forward } from './_forward.ts'
+import { forwardedRequestHeaders } from './_hop-by-hop.ts'
+import { fn, parseOptions } from '../_options.ts'
+import {
+  ALLOW_ENTRY_HINT,
+  allowEntryProblem,
+  compileAllowList,
+  hostAddress,
+  isLocalhostName,
+  LOCALHOST_ADDRESSES,
+  parseAddress,
+} from './_allow-list.ts'
+import type { CompiledAllowList } from './_allow-list.ts'
+import { errorResponse, problemResponse } from '../problem.ts'
+import { trimOws } from '../_text.ts'
+import type { AppResponse, Environ, EnvironApp } from '../types.ts'
+import { environPath } from '../environ/url-path.ts'
+
+/** Options of {@link exactProxy}; the {@link ForwardOptions} plus the SSRF and loop guards. */
+export interface ExactProxyOptions extends ForwardOptions {
+  /**
+   * Where the proxy may connect: the target named by the `Host` header (or the absolute-form
+   * request target) must match an entry, else the client gets 403. An entry is
+   *
+   * - a host name, `example.com`, or every name under a domain, `*.example.com`;
+   * - an IP address or CIDR range, `10.0.0.5`, `10.0.0.0/8`, `::1`, `fd00::/8` (IPv4 in dotted
+   *   decimal; an IPv4-mapped IPv6 target is matched as its IPv4 address);
+   * - a preset: `public` (public unicast addresses: no loopback, private, carrier-grade NAT,
+   *   link-local, unique-local, multicast, broadcast, unspecified, reserved or documentation
+   *   range; IPv6 only from global unicast 2000::/3 and not NAT64, 6to4 or Teredo, which can
+   *   carry an internal IPv4 address), `loopback`, `linklocal`, `uniquelocal`;
+   *
+   * each optionally followed by `:port`, `:port,port,...` or `:*` (IPv6 in brackets:
+   * `[::1]:8080`, `[fd00::/8]:443`); without one, any port. The target is first normalised as the
+   * URL parser (and so the transport) reads it: `127.1`, `2130706433`, `0x7f000001`,
+   * `127.000.000.001` and `127.0.0.1.` are all `127.0.0.1`. Localhost names (`localhost`,
+   * `*.localhost`, with or without the root dot) are the loopback addresses 127.0.0.1 and ::1
+   * ([RFC 6761 §6.3](https://www.rfc-editor.org/rfc/rfc6761#section-6.3)).
+   *
+   * A host name that no name entry matches is allowed when every address `resolve` gives for it
+   * is; without `resolve`, core cannot look names up and believes a name public (`public` allows
+   * it, address entries alone do not). On Node, pass `resolveHost` from `@wsgiproxy/node` so that a
+   * name resolving to an internal address (DNS rebinding) is refused too.
+   *
+   * Default `['public']`: an exact proxy open to clients is a server-side request forgery
+   * (SSRF) tool for reaching loopback and internal services unless it says where it may go.
+   * `[]` refuses everything.
+   */
+  allow?: readonly string[]
+  /**
+   * Resolves a host name to the addresses to check, then connect to: the request goes to the
+   * first address (its `Host` header unchanged), so the address checked is the address connected
+   * to and a second lookup cannot answer differently. Needs a transport that sends `Host` as given
+   * (`undiciTransport()`, which also takes the TLS server name from `Host`). Not called for IP addresses, localhost names, or names a name entry of
+   * `allow` matches (then only for `isSelf`, and the name is connected to). Default: none; on
+   * Node, `resolveHost` from `@wsgiproxy/node`.
+   */
+  resolve?: (hostname: string) => readonly string[] | Promise<readonly string[]>
+  /**
+   * Whether an address and port are this server itself: a request sent there would come back
+   * (508 Loop Detected). Called with the target's canonical address (IPv4-mapped IPv6 as IPv4,
+   * IPv6 as RFC 5952 text without brackets), for an IP address, each address of a localhost name
+   * and each address `resolve` gives. Default: none (the `via` guard still catches loops); on
+   * Node, `createSelfCheck()` from `@wsgiproxy/node`.
+   */
+  isSelf?: (address: string, port: number) => boolean
+  /**
+   * The loop guard: every forwarded request gets a `Via` entry with this proxy's pseudonym
+   * appended (`Via: 1.1 wsgiproxy-3f2a...`,
+   * [RFC 9110 §7.6.3](https://www.rfc-editor.org/rfc/rfc9110#section-7.6.3)), and a request whose
+   * `Via` already carries it has been here before: it gets 508 Loop Detected instead of going
+   * round again, however it came back (another proxy, a port forward, a name that resolves
+   * here). `true`: a random pseudonym made once per process (so every exact proxy in the process
+   * shares it); a string: that pseudonym (an RFC 9110 token, e.g. one name for the processes of
+   * one cluster); `false`: no `Via` and no check. Default `true`.
+   */
+  via?: boolean | string
+}
+
+/**
+ * The checks of {@link exactProxy}'s `allow` list, for validating a list early or checking a
+ * target elsewhere.
+ */
+export interface AllowList {
+  /**
+   * Whether the list allows this IP address at this port (IPv4-mapped IPv6 is read as IPv4).
+   * An address that does not parse is not allowed.
+   */
+  allowsAddress(address: string, port: number): boolean
+  /** Whether a name entry matches this host name (compared as the URL parser writes it). */
+  namesHost(hostname: string, port: number): boolean
+}
+
+// RFC 9110 §5.6.2: a token.
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,64}$/
+const DEFAULT_ALLOW: readonly string[] = ['public']
+
+const allowEntry = z.string().superRefine((entry, context) => {
+  const problem = allowEntryProblem(entry)
+  if (problem !== undefined) context.addIssue({ code: 'custom', message: problem })
+})
+
+const exactProxyOptions = forwardOptionsSchema({
+  allow: z
+    .array(allowEntry, { error: `expected an array of entries: ${ALLOW_ENTRY_HINT}` })
+    .optional(),
+  resolve: fn<ExactProxyOptions['resolve']>().optional(),
+  isSelf: fn<ExactProxyOptions['isSelf']>().optional(),
+  via: z
+    .union([z.boolean(), z.string().regex(TOKEN)], {
+      error:
+        "expected true, false or a pseudonym (a token of 1–64 letters, digits or !#$%&'*+-.^_`|~)",
+    })
+    .optional(),
+})
+
+/**
+ * The exact proxy (WSGIProxy's `proxy_exact_request`): sends the request an environ describes to
+ * `wsgi.url_scheme://SERVER_NAME:SERVER_PORT`, with `Host: HTTP_HOST` as it is, the path from the
+ * percent-encoded `SCRIPT_NAME + PATH_INFO` and `?QUERY_STRING`, the body streamed. Hop-by-hop
+ * headers are removed both ways, redirects are passed through, and failures become
+ * problem+json responses (502 unreachable, 504 timeout, 499 client gone).
+ *
+ * Two guards come first. A target outside `allow` (default: public addresses only) gets 403
+ * `TARGET_NOT_ALLOWED`; a request that would come back here (its `Via` carries this proxy's
+ * pseudonym, or `isSelf` says the target is this server) gets 508 `LOOP_DETECTED`. Their bodies
+ * never repeat what the client sent; `onError` receives the error whose message names the
+ * target, for the log.
+ *
+ * @param options - allow list, resolver, loop guard, transport, timeouts, error handling
+ * @returns the environ app
+ * @throws WsgiProxyError `INVALID_OPTIONS` naming each bad option (an allow entry, for one)
+ * @example
+ * // forward everything to the server the Host header names, if it is one of ours
+ * const app = exactProxy({
+ *   transport: undiciTransport(),
+ *   allow: ['*.internal.example:80,443', '10.0.0.0/8:8080'],
+ *   resolve: resolveHost,
+ * })
+ */
+export function exactProxy(options?: ExactProxyOptions): EnvironApp {
+  const opts = parseOptions<ExactProxyOptions>(exactProxyOptions, options, 'exactProxy')
+  const settings = forwardSettings(opts)
+  const allow = compileAllowList(opts.allow ?? DEFAULT_ALLOW)
+  const pseudonym =
+    opts.via === false ? undefined : typeof opts.via === 'string' ? opts.via : processPseudonym()
+  const guard: TargetGuard = {
+    allow,
+    resolve: opts.resolve,
+    isSelf: opts.isSelf,
+  }
+  const skipVia = pseudonym === undefined ? undefined : (name: string): boolean => name === 'via'
+  // Sends a request whose target passed the guards (to `checked`, an address, when given).
+  const send = (environ: Environ, url: URL, authority: string, checked: Checked) => {
+    if (checked instanceof WsgiProxyError) {
+      if (checked.code === 'LOOP_DETECTED') return refuse(checked, LOOP_DETAIL, environ, settings)
+      if (checked.code === 'TARGET_NOT_ALLOWED') {
+        return refuse(checked, NOT_ALLOWED_DETAIL, environ, settings)
+      }
+      return failure(checked, environ, settings)
+    }
+    const host = environ.HTTP_HOST
+    const headers = forwardedRequestHeaders(
+      environ,
+      [['host', typeof host === 'string' && host !== '' ? host : authority]],
+      skipVia,
+    )
+    if (pseudonym !== undefined) {
+      headers.push(['via', appendVia(environ.HTTP_VIA, environ.SERVER_PROTOCOL, pseudonym)])
+    }
+    // Connect to the address checked, not to a name a second lookup could answer differently.
+    if (checked !== undefined) url.hostname = checked.includes(':') ? `[${checked}]` : checked
+    const method = environ.REQUEST_METHOD
+    return forward({ url, method, headers, body: environ['wsgi.input'] }, environ, settings)
+  }
+  return (environ) => {
+    const scheme = environ['wsgi.url_scheme'] as unknown
+    if (scheme !== 'http' && scheme !== 'https') {
+      const error = new WsgiProxyError(
+        'UNSUPPORTED_SCHEME',
+        `wsgi.url_scheme must be "http" or "https" (got ${JSON.stringify(scheme)})`,
+        { expose: true },
+      )
+      return failure(error, environ, settings)
+    }
+    const via = environ.HTTP_VIA
+    if (pseudonym !== undefined && typeof via === 'string' && viaNames(via, pseudonym)) {
+      const error = new WsgiProxyError(
+        'LOOP_DETECTED',
+        `the request came back: its Via header already names this proxy (${pseudonym})`,
+      )
+      return refuse(error, LOOP_DETAIL, environ, settings)
+    }
+    const { SERVER_NAME: name, SERVER_PORT: port } = environ
+    const authority = formatAuthority(name, port, scheme)
+    let url: URL | undefined
+    if (isValidServer(name, port)) {
+      const query = environ.QUERY_STRING ? `?${environ.QUERY_STRING}` : ''
+      url = URL.parse(`${scheme}://${authority}${environPath(environ) || '/'}${query}`) ?? undefined
+    }
+    if (url === undefined) {
+      const error = new WsgiProxyError(
+        'INVALID_UPSTREAM',
+        `SERVER_NAME and SERVER_PORT do not name an upstream (${JSON.stringify(authority)})`,
+      )
+      return failure(error, environ, settings)
+    }
+    // Synchronous unless a name is looked up: the request is sent within this call otherwise.
+    const checked = checkTarget(url, guard)
+    const target = url
+    return checked instanceof Promise
+      ? checked.then((result) => send(environ, target, authority, result))
+      : send(environ, url, authority, checked)
+  }
+}
+
+/**
+ * Validates an allow list as {@link exactProxy}'s `allow` option reads it, and returns its
+ * checks.
+ *
+ * @param entries - host names, addresses, ranges and presets, each optionally with ports
+ * @returns the list's checks
+ * @throws WsgiProxyError `INVALID_OPTIONS` naming the first bad entry and the forms accepted
+ * @example
+ * const list = parseAllowList(['10.0.0.0/8:8080', 'public:443'])
+ * list.allowsAddress('::ffff:10.1.2.3', 8080) // true
+ * list.allowsAddress('127.0.0.1', 8080) // false
+ */
+export function parseAllowList(entries: readonly string[]): AllowList {
+  const parsed = parseOptions<readonly string[]>(
+    z.array(allowEntry, { error: 'expected an array of strings' }),
+    entries,
+    'allow',
+  )
+  const compiled = compileAllowList(parsed)
+  return {
+    allowsAddress: (address, port) => {
+      const parsedAddress = parseAddress(address)
+      return parsedAddress !== undefined && compiled.allowsAddress(parsedAddress, port)
+    },
+    namesHost: (hostname, port) => {
+      const normalised = URL.parse(`http://${hostname}/`)?.hostname
+      return normalised !== undefined && compiled.namesHost(normalised, port)
+    },
+  }
+}
+
+const NOT_ALLOWED_DETAIL =
+  'the target host is not in the exactProxy allow list (the proxy operator can add it to allow)'
+const LOOP_DETAIL =
+  'the request would come back to this proxy: it names this proxy itself or has passed through it already'
+
+/** What {@link checkTarget} needs from the options. */
+interface TargetGuard {
+  allow: CompiledAllowList
+  resolve: ExactProxyOptions['resolve']
+  isSelf: ExactProxyOptions['isSelf']
+}
+
+/** The address to connect to (a name was resolved), `undefined` for the URL as is, or why not. */
+type Checked = string | undefined | WsgiProxyError
+
+/** Checks the target the URL names against the loop guard and the allow list. */
+function checkTarget(url: URL, guard: TargetGuard): Checked | Promise<Checked> {
+  const { allow, resolve, isSelf } = guard
+  const port = Number(url.port || (url.protocol === 'https:' ? 443 : 80))
+  const hostname = url.hostname
+  const literal = hostAddress(hostname)
+  if (literal !== undefined) {
+    const address = literal.toString()
+    if (isSelf?.(address, port) === true) return loop(url, address)
+    return allow.allowsAddress(literal, port) ? undefined : notAllowed(url, port, address, false)
+  }
+  const named = allow.namesHost(hostname, port)
+  if (isLocalhostName(hostname)) {
+    return checkAddresses(url, port, guard, named, LOCALHOST_ADDRESSES, false)
+  }
+  if (resolve !== undefined && (named ? isSelf !== undefined : allow.hasAddressRules)) {
+    return resolveAndCheck(url, port, guard, named, resolve)
+  }
+  if (named) return undefined
+  // Not looked up: only `public` vouches for a name, as the name of a public host.
+  return allow.publicPort(port) ? undefined : notAllowed(url, port, undefined, false)
+}
+
+async function resolveAndCheck(
+  url: URL,
+  port: number,
+  guard: TargetGuard,
+  named: boolean,
+  resolve: NonNullable<ExactProxyOptions['resolve']>,
+): Promise<Checked> {
+  const hostname = url.hostname
+  let answer: readonly string[]
+  try {
+    // As the transport would resolve it (with the root dot, if any: no search domains then).
+    answer = await resolve(hostname)
+  } catch (error) {
+    const message = error instanceof Error ? error.message : String(error)
+    return new WsgiProxyError('UPSTREAM_UNREACHABLE', `cannot resolve ${hostname}: ${message}`, {
+      cause: error,
+    })
+  }
+  if (!Array.isArray(answer) || answer.length === 0) {
+    return new WsgiProxyError('UPSTREAM_UNREACHABLE', `${hostname} resolves to no address`)
+  }
+  const addresses = answer.map((text) => parseAddress(text))
+  return checkAddresses(url, port, guard, named, addresses, !named)
+}
+
+/** Checks the addresses a name stands for; `connect`: answer the first, to connect to it. */
+function checkAddresses(
+  url: URL,
+  port: number,
+  guard: TargetGuard,
+  named: boolean,
+  addresses: readonly (ReturnType<typeof parseAddress> | undefined)[],
+  connect: boolean,
+): Checked {
+  const { allow, isSelf } = guard
+  if (isSelf !== undefined) {
+    for (const address of addresses) {
+      if (address !== undefined && isSelf(address.toString(), port)) {
+        return loop(url, address.toString())
+      }
+    }
+  }
+  if (named) return undefined
+  for (const address of addresses) {
+    if (address === undefined || !allow.allowsAddress(address, port)) {
+      return notAllowed(url, port, address?.toString() ?? 'something not an address', true)
+    }
+  }
+  return connect ? addresses[0]?.toString() : undefined
+}
+
+function loop(url: URL, address: string): WsgiProxyError {
+  const same = url.hostname === address || url.hostname === `[${address}]`
+  return new WsgiProxyError(
+    'LOOP_DETECTED',
+    `the target ${url.host}${same ? '' : ` (${address})`} is this proxy itself: the request would come back`,
+  )
+}
+
+// The message names the target for the operator's log (never the client's response body).
+function notAllowed(
+  url: URL,
+  port: number,
+  address: string | undefined,
+  resolved: boolean,
+): WsgiProxyError {
+  const host = resolved || address === undefined ? withoutRootDot(url.hostname) : address
+  const entry = host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`
+  const via = resolved ? `, which resolves to ${address},` : ''
+  return new WsgiProxyError(
+    'TARGET_NOT_ALLOWED',
+    `the target ${url.host}${via} is not in the exactProxy allow list (add ${JSON.stringify(entry)} to allow to permit it)`,
+  )
+}
+
+/**
+ * Answers a refused request through the error hook: the hook's response, or a problem response
+ * with a fixed detail that repeats nothing the client sent (the error's message, which names the
+ * target, only with `exposeErrors`).
+ */
+async function refuse(
+  error: WsgiProxyError,
+  detail: string,
+  environ: Environ,
+  settings: ForwardSettings,
+): Promise<AppResponse> {
+  try {
+    const replacement = await settings.onError(error, environ)
+    return (
+      replacement ??
+      problemResponse(error.status, settings.exposeErrors ? error.message : detail, error.code)
+    )
+  } catch {
+    return errorResponse(new WsgiProxyError('APP_ERROR', 'the error hook failed'))
+  }
+}
+
+let pseudonymOfProcess: string | undefined
+
+// One random pseudonym per process (per copy of this module): 64 bits, so another proxy's entry
+// never matches by chance.
+function processPseudonym(): string {
+  if (pseudonymOfProcess === undefined) {
+    const bytes = crypto.getRandomValues(new Uint8Array(8))
+    pseudonymOfProcess = `wsgiproxy-${Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('')}`
+  }
+  return pseudonymOfProcess
+}
+
+/**
+ * Whether a `Via` value has an entry received by `pseudonym`. RFC 9110 §7.6.3:
+ * `Via = #( received-protocol RWS received-by [ RWS comment ] )`; compared without regard to
+ * case. Linear time: the value is client input.
+ */
+function viaNames(via: string, pseudonym: string): boolean {
+  const wanted = pseudonym.toLowerCase()
+  for (const element of via.split(',')) {
+    const entry = trimOws(element)
+    let start = 0
+    while (start < entry.length && !isWhitespace(entry.charCodeAt(start))) start++
+    while (start < entry.length && isWhitespace(entry.charCodeAt(start))) start++
+    let end = start
+    while (end < entry.length && !isWhitespace(entry.charCodeAt(end))) end++
+    if (end - start === wanted.length && entry.slice(start, end).toLowerCase() === wanted) {
+      return true
+    }
+  }
+  return false
+}
+
+function isWhitespace(code: number): boolean {
+  return code === 0x20 || code === 0x09
+}
+
+/** The client's `Via` with this proxy's entry appended (RFC 9110 §7.6.3). */
+function appendVia(via: string | undefined, serverProtocol: string, pseudonym: string): string {
+  // received-protocol: the version alone when the protocol is HTTP.
+  const protocol = /^HTTP\/([0-9](?:\.[0-9])?)$/.exec(serverProtocol)?.[1] ?? '1.1'
+  const entry = `${protocol} ${pseudonym}`
+  const previous = typeof via === 'string' ? trimOws(via) : ''
+  return previous === '' ? entry : `${previous}, ${entry}`
+}
+
+function withoutRootDot(hostname: string): string {
+  return hostname.endsWith('.') ? hostname.slice(0, -1) : hostname
+}

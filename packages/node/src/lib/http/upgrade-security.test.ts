@@ -1,0 +1,273 @@
+import { createServer } from 'node:http'
+import { connect, createServer as createNetServer } from 'node:net'
+import type { AddressInfo, Socket } from 'node:net'
+import { createProxyApp } from '@wsgiproxy/core'
+import { afterEach, describe, expect, it } from 'vitest'
+import { WebSocket, WebSocketServer } from 'ws'
+import { attemptSmuggle, SMUGGLED_PATH, startRecorder } from '../../test/smuggling.ts'
+import type { Recorder } from '../../test/smuggling.ts'
+import { cleanupSpawners, NODE, spawner, waitFor } from '../../test/spawner-helpers.ts'
+import { serve } from './serve.ts'
+import type { ServeOptions, Served } from './serve.ts'
+import { toNodeUpgradeListener } from './upgrade.ts'
+import { undiciTransport } from './undici-transport.ts'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+const RECORDER = join(
+  fileURLToPath(new URL('.', import.meta.url)),
+  '..',
+  '..',
+  'test',
+  'fixtures',
+  'recorder.mjs',
+)
+
+const cleanups: Array<() => Promise<void> | void> = []
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).toReversed()) await cleanup()
+  await cleanupSpawners()
+})
+
+async function recorder(): Promise<Recorder> {
+  const started = await startRecorder()
+  cleanups.push(() => started.close())
+  return started
+}
+
+async function front(href: string, options: ServeOptions = {}, timeouts = {}): Promise<Served> {
+  const transport = undiciTransport()
+  const app = createProxyApp({ href, transport, timeouts })
+  const served = await serve(app, { closeTimeout: 100, ...options })
+  cleanups.push(async () => {
+    await served.close()
+    await transport.close()
+  })
+  return served
+}
+
+/** A TCP server that accepts connections and never answers; `closed` once all have closed. */
+async function silentUpstream(): Promise<{
+  port: number
+  open: () => number
+  closed: Promise<void>
+}> {
+  const sockets = new Set<Socket>()
+  let resolveClosed: (() => void) | undefined
+  const closed = new Promise<void>((resolve) => (resolveClosed = resolve))
+  const raw = createNetServer((socket) => {
+    sockets.add(socket)
+    socket.resume()
+    socket.on('close', () => {
+      sockets.delete(socket)
+      if (sockets.size === 0) resolveClosed?.()
+    })
+  })
+  await new Promise<void>((resolve) => raw.listen(0, '127.0.0.1', resolve))
+  cleanups.push(
+    () =>
+      new Promise<void>((resolve) => {
+        for (const socket of sockets) socket.destroy()
+        raw.close(() => resolve())
+      }),
+  )
+  return {
+    port: (raw.address() as AddressInfo).port,
+    open: () => sockets.size,
+    closed,
+  }
+}
+
+async function wsUpstream(): Promise<{ port: number; wss: WebSocketServer }> {
+  const server = createServer((_req, res) => res.end('not a websocket'))
+  const wss = new WebSocketServer({ server })
+  wss.on('connection', (ws) => ws.on('message', (data, binary) => ws.send(data, { binary })))
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  cleanups.push(
+    () =>
+      new Promise<void>((resolve) => {
+        for (const peer of wss.clients) peer.terminate()
+        wss.close()
+        server.closeAllConnections()
+        server.close(() => resolve())
+      }),
+  )
+  return { port: (server.address() as AddressInfo).port, wss }
+}
+
+function openWs(url: string): Promise<WebSocket> {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(url)
+    ws.once('open', () => resolve(ws))
+    ws.once('error', reject)
+    cleanups.push(() => ws.terminate())
+  })
+}
+
+/** The status line and headers of an HTTP answer to a raw Upgrade request. */
+function rawUpgrade(port: number, upgrade = 'websocket'): Promise<{ head: string; ms: number }> {
+  const started = performance.now()
+  return new Promise((resolve, reject) => {
+    const socket = connect(port, '127.0.0.1')
+    let text = ''
+    socket.setEncoding('latin1')
+    socket.on('connect', () =>
+      socket.write(
+        `GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: ${upgrade}\r\n` +
+          'Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n',
+      ),
+    )
+    socket.on('data', (chunk: string) => (text += chunk))
+    socket.on('error', reject)
+    socket.on('close', () => resolve({ head: text, ms: performance.now() - started }))
+    cleanups.push(() => void socket.destroy())
+  })
+}
+
+describe('Upgrade requests through serve(createProxyApp)', () => {
+  it('never lets a second request reach the upstream after a non-101 answer', async () => {
+    const upstream = await recorder()
+    const served = await front(`http://127.0.0.1:${upstream.port}`)
+    const result = await attemptSmuggle(served.port)
+    expect(result.received).toMatch(/^HTTP\/1\.1 200 /)
+    expect(result.received.toLowerCase()).toContain('connection: close')
+    expect(result.received).toContain('seen /public/x')
+    expect(result.closedByFront).toBe(true)
+    // Once every upstream connection has closed (the pooled one of an ordinary request after the
+    // transport's keep-alive timeout, about 4 s), nothing more can reach it.
+    await upstream.settled()
+    expect(upstream.urls).toEqual(['/public/x'])
+    expect(upstream.urls).not.toContain(SMUGGLED_PATH)
+  }, 20_000)
+
+  it('serves an Upgrade it does not forward (h2c) as an ordinary request and closes after it', async () => {
+    const upstream = await recorder()
+    const served = await front(`http://127.0.0.1:${upstream.port}`)
+    const result = await attemptSmuggle(served.port, {
+      upgrade: 'h2c',
+      connection: 'Upgrade, HTTP2-Settings',
+    })
+    expect(result.received).toMatch(/^HTTP\/1\.1 200 /)
+    expect(result.received).toContain('seen /public/x')
+    expect(result.closedByFront).toBe(true)
+    await upstream.settled()
+    expect(upstream.urls).toEqual(['/public/x'])
+    expect(upstream.headers[0]?.upgrade).toBeUndefined()
+    expect(upstream.headers[0]?.['http2-settings']).toBeUndefined()
+  }, 20_000)
+
+  it('forwards an Upgrade protocol named in upgradeProtocols', async () => {
+    const upstream = await recorder()
+    const served = await front(`http://127.0.0.1:${upstream.port}`, {
+      upgradeProtocols: ['websocket', 'x-custom'],
+    })
+    const result = await attemptSmuggle(served.port, { upgrade: 'X-Custom/2' })
+    expect(result.received).toMatch(/^HTTP\/1\.1 200 /)
+    await upstream.settled()
+    expect(upstream.urls).toEqual(['/public/x'])
+    expect(upstream.headers[0]?.upgrade).toBe('X-Custom/2')
+  }, 20_000)
+
+  it('answers 502 when the upstream switches to a protocol the client did not ask for', async () => {
+    const server = createNetServer((socket) => {
+      socket.once('data', () =>
+        socket.write(
+          'HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: h2c\r\n\r\n',
+        ),
+      )
+      socket.on('error', () => {})
+    })
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+    cleanups.push(() => new Promise<void>((resolve) => server.close(() => resolve())))
+    const port = (server.address() as AddressInfo).port
+    const served = await front(`http://127.0.0.1:${port}`)
+    const { head } = await rawUpgrade(served.port)
+    expect(head).toMatch(/^HTTP\/1\.1 502 /)
+    expect(head).not.toContain('101')
+  })
+
+  it('answers 504 for an upstream that never answers, within the headers timeout, and closes both sides', async () => {
+    const upstream = await silentUpstream()
+    const served = await front(`http://127.0.0.1:${upstream.port}`, {}, { headers: 300 })
+    const { head, ms } = await rawUpgrade(served.port)
+    expect(head).toMatch(/^HTTP\/1\.1 504 /)
+    expect(head).toContain('application/problem+json')
+    // Not before the timeout; the upper bound only says it did not hang (a loaded machine may
+    // take a while, but nothing near the test's own limit).
+    expect(ms).toBeGreaterThanOrEqual(290)
+    await upstream.closed
+    expect(upstream.open()).toBe(0)
+  })
+
+  it('answers 503 with Retry-After past maxUpgradeConnections, and accepts again after one closes', async () => {
+    const upstream = await wsUpstream()
+    const served = await front(`http://127.0.0.1:${upstream.port}`, { maxUpgradeConnections: 2 })
+    const url = `ws://127.0.0.1:${served.port}/`
+    const first = await openWs(url)
+    await openWs(url)
+    const { head } = await rawUpgrade(served.port)
+    expect(head).toMatch(/^HTTP\/1\.1 503 /)
+    expect(head.toLowerCase()).toContain('retry-after: 1')
+    const closed = new Promise((resolve) => first.once('close', resolve))
+    first.close()
+    await closed
+    // The front counts the tunnel closed once its client socket closes: retry until it has.
+    await waitFor(
+      async () => {
+        const ws = new WebSocket(url)
+        const ok = await new Promise<boolean>((resolve) => {
+          ws.once('open', () => resolve(true))
+          ws.once('error', () => resolve(false))
+        })
+        ws.terminate()
+        return ok
+      },
+      { timeout: 10_000, message: 'a new tunnel to be accepted' },
+    )
+  })
+
+  it('closes an upgraded tunnel idle for upgradeIdleTimeout', async () => {
+    const upstream = await wsUpstream()
+    const served = await front(`http://127.0.0.1:${upstream.port}`, { upgradeIdleTimeout: 300 })
+    const started = performance.now()
+    const ws = await openWs(`ws://127.0.0.1:${served.port}/`)
+    const echoed = new Promise((resolve) => ws.once('message', resolve))
+    ws.send('still here')
+    await echoed
+    await new Promise((resolve) => ws.once('close', resolve))
+    expect(performance.now() - started).toBeGreaterThanOrEqual(290)
+  })
+
+  it('rejects bad upgrade options', () => {
+    const app = createProxyApp({ href: 'http://127.0.0.1:1' })
+    expect(() => toNodeUpgradeListener(app, { protocols: ['web socket'] })).toThrow(/protocols/)
+    expect(() => toNodeUpgradeListener(app, { idleTimeout: -1 })).toThrow(/idleTimeout/)
+    expect(() => toNodeUpgradeListener(app, { maxConnections: 0 })).toThrow(/maxConnections/)
+    expect(() => toNodeUpgradeListener(app, { headersTimeout: 1.5 })).toThrow(/headersTimeout/)
+  })
+})
+
+describe('Upgrade requests through the spawner', () => {
+  it('never lets a second request reach the spawned backend after a non-101 answer', async () => {
+    const backend = spawner({ command: [NODE, RECORDER] })
+    const served = await serve(backend.app, { closeTimeout: 100 })
+    cleanups.push(() => served.close())
+    const result = await attemptSmuggle(served.port)
+    expect(result.received).toMatch(/^HTTP\/1\.1 200 /)
+    expect(result.closedByFront).toBe(true)
+    const output = (): string[] =>
+      backend.logs.filter((entry) => entry.stream === 'stdout').map((entry) => entry.text)
+    // The backend reports each connection's end: once the last one after the request has closed,
+    // nothing more can reach it.
+    await waitFor(
+      () => {
+        const seen = output()
+        const index = seen.indexOf('request /public/x')
+        if (seen.includes(`request ${SMUGGLED_PATH}`)) return true
+        return index !== -1 && seen.slice(index).includes('connections 0')
+      },
+      { timeout: 15_000, message: 'the backend connection to close' },
+    )
+    expect(output().filter((line) => line.startsWith('request '))).toEqual(['request /public/x'])
+  }, 30_000)
+})
