@@ -74,6 +74,12 @@ export interface UpgradeTarget {
    * own default.
    */
   headersTimeout?: number
+  /**
+   * Maps the header lines of an ordinary answer (anything but a `101`) before it goes to the
+   * client, as the app maps any response (`createProxyApp` rewrites `Location` here). Absent:
+   * passed as they are.
+   */
+  answerHeaders?: (headers: Array<[string, string]>) => Array<[string, string]>
 }
 
 /** An {@link EnvironApp} that can also forward Upgrade requests (the proxy app). */

@@ -232,7 +232,19 @@ export function createProxyApp(options: ProxyAppOptions): UpgradableApp {
     const prepared = await prepare(environ, upgrade)
     if ('response' in prepared) return prepared.response
     const { url, method, headers } = prepared
-    return { url, method, headers, ...upgradeTimeout }
+    const mapping = {
+      backendOrigin: href.origin,
+      backendPath: href.path,
+      publicPath: prepared.scriptName,
+    }
+    // An ordinary answer instead of a 101 gets the same Location rewriting as any response.
+    const answerHeaders = rewrite
+      ? {
+          answerHeaders: (lines: Array<[string, string]>): Array<[string, string]> =>
+            rewriteLocations({ status: 200, headers: lines, body: null }, mapping).headers,
+        }
+      : {}
+    return { url, method, headers, ...upgradeTimeout, ...answerHeaders }
   }
 
   return Object.assign(app, { prepareUpgrade })

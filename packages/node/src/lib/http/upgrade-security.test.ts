@@ -238,6 +238,62 @@ describe('Upgrade requests through serve(createProxyApp)', () => {
     expect(performance.now() - started).toBeGreaterThanOrEqual(290)
   })
 
+  it('rewrites Location in an ordinary answer to an upgrade, never leaking the backend address', async () => {
+    const backend = createServer((_req, res) => {
+      res.writeHead(302, {
+        location: `http://127.0.0.1:${(backend.address() as AddressInfo).port}/admin/login`,
+      })
+      res.end()
+    })
+    await new Promise<void>((resolve) => backend.listen(0, '127.0.0.1', resolve))
+    cleanups.push(() => new Promise<void>((resolve) => backend.close(() => resolve())))
+    const port = (backend.address() as AddressInfo).port
+    const served = await front(`http://127.0.0.1:${port}/app`)
+    const { head } = await rawUpgrade(served.port)
+    expect(head).toMatch(/^HTTP\/1\.1 302 /)
+    expect(head.toLowerCase()).toContain('location: /admin/login')
+    expect(head).not.toContain(`127.0.0.1:${port}`)
+  })
+
+  it('cuts an ordinary answer to an upgrade that stalls, freeing its tunnel slot', async () => {
+    const stalled = createServer((_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' })
+      res.write('data: first\n\n')
+      // and nothing more
+    })
+    await new Promise<void>((resolve) => stalled.listen(0, '127.0.0.1', resolve))
+    cleanups.push(
+      () =>
+        new Promise<void>((resolve) => {
+          stalled.closeAllConnections()
+          stalled.close(() => resolve())
+        }),
+    )
+    const served = await front(`http://127.0.0.1:${(stalled.address() as AddressInfo).port}`, {
+      upgradeIdleTimeout: 300,
+      maxUpgradeConnections: 1,
+    })
+    // Without the timeout this never resolves: the answer would hold both sockets forever.
+    const { head, ms } = await rawUpgrade(served.port)
+    expect(head).toMatch(/^HTTP\/1\.1 200 /)
+    expect(head).toContain('data: first')
+    expect(ms).toBeGreaterThanOrEqual(290)
+  })
+
+  it('answers 502 to a 101 that does not switch (no Connection: upgrade)', async () => {
+    const server = createNetServer((socket) => {
+      socket.once('data', () =>
+        socket.end('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n'),
+      )
+      socket.on('error', () => {})
+    })
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+    cleanups.push(() => new Promise<void>((resolve) => server.close(() => resolve())))
+    const served = await front(`http://127.0.0.1:${(server.address() as AddressInfo).port}`)
+    const { head } = await rawUpgrade(served.port)
+    expect(head).toMatch(/^HTTP\/1\.1 502 /)
+  })
+
   it('rejects bad upgrade options', () => {
     const app = createProxyApp({ href: 'http://127.0.0.1:1' })
     expect(() => toNodeUpgradeListener(app, { protocols: ['web socket'] })).toThrow(/protocols/)

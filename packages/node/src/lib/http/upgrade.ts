@@ -404,15 +404,49 @@ function tunnel(
     // and neither connection is used again.
     early.take()
     res.on('error', () => socket.destroy())
-    passAnswer(socket, res, method, () => upstream.destroy())
+    if ((res.statusCode ?? 0) < 200) {
+      // A 1xx that is not a real switch (a 101 without `Connection: upgrade`): never passed on.
+      res.resume()
+      void writeAnswer(
+        socket,
+        errorResponse(
+          new WsgiProxyError(
+            'UPSTREAM_INVALID_RESPONSE',
+            'the upstream answered the upgrade with an interim status',
+          ),
+          settings.exposeErrors,
+        ),
+      ).finally(() => upstream.destroy())
+      return
+    }
+    // An answer that streams on or stalls must not hold its connections (and a tunnel slot)
+    // forever: the idle timeout applies to it, or the headers timeout when idle ones are kept.
+    const idle = settings.idleTimeout > 0 ? settings.idleTimeout : settings.headersTimeout
+    const cut = (): void => {
+      upstream.destroy()
+      socket.destroy()
+    }
+    ;(socket as Partial<Socket>).setTimeout?.(idle, cut)
+    res.socket.setTimeout(idle, cut)
+    passAnswer(socket, res, method, target.answerHeaders, () => upstream.destroy())
   })
   upstream.end()
 }
 
 // Writes an upstream's ordinary answer to an upgrade request, then closes the client connection.
-function passAnswer(socket: Duplex, res: IncomingMessage, method: string, done: () => void): void {
+function passAnswer(
+  socket: Duplex,
+  res: IncomingMessage,
+  method: string,
+  mapHeaders: UpgradeTarget['answerHeaders'],
+  done: () => void,
+): void {
   const status = res.statusCode ?? 502
-  const raw = res.rawHeaders
+  const pairs: Array<[string, string]> = []
+  for (let i = 0; i + 1 < res.rawHeaders.length; i += 2) {
+    pairs.push([res.rawHeaders[i] ?? '', res.rawHeaders[i + 1] ?? ''])
+  }
+  const raw = (mapHeaders === undefined ? pairs : mapHeaders(pairs)).flat()
   const nominated = new Set<string>()
   for (let i = 0; i + 1 < raw.length; i += 2) {
     if (raw[i]?.toLowerCase() === 'connection') {
@@ -437,7 +471,7 @@ function passAnswer(socket: Duplex, res: IncomingMessage, method: string, done: 
   }
   if (bodiless) {
     res.resume()
-    finish()
+    res.once('end', finish)
     return
   }
   res.pipe(socket, { end: false })
