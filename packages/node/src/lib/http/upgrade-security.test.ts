@@ -226,17 +226,29 @@ describe('Upgrade requests through serve(createProxyApp)', () => {
     )
   })
 
-  it('closes an upgraded tunnel idle for upgradeIdleTimeout', async () => {
+  it('keeps a tunnel with traffic open past upgradeIdleTimeout and closes it once idle', async () => {
     const upstream = await wsUpstream()
-    const served = await front(`http://127.0.0.1:${upstream.port}`, { upgradeIdleTimeout: 300 })
-    const started = performance.now()
+    const served = await front(`http://127.0.0.1:${upstream.port}`, { upgradeIdleTimeout: 1_000 })
     const ws = await openWs(`ws://127.0.0.1:${served.port}/`)
-    const echoed = new Promise((resolve) => ws.once('message', resolve))
-    ws.send('still here')
-    await echoed
-    await new Promise((resolve) => ws.once('close', resolve))
-    expect(performance.now() - started).toBeGreaterThanOrEqual(290)
-  })
+    let closed = false
+    const whenClosed = new Promise((resolve) => ws.once('close', resolve)).then(
+      () => (closed = true),
+    )
+    // Traffic every 200 ms for 2.5 s (2.5 idle timeouts): the tunnel stays open, so the timeout
+    // counts silence, not the tunnel's age. Each echo is awaited, so every gap is real traffic.
+    const until = performance.now() + 2_500
+    let lastTraffic = performance.now()
+    while (performance.now() < until) {
+      const echoed = new Promise((resolve) => ws.once('message', resolve))
+      ws.send('still here')
+      await echoed
+      lastTraffic = performance.now()
+      expect(closed).toBe(false)
+      await new Promise((resolve) => setTimeout(resolve, 200))
+    }
+    await whenClosed
+    expect(performance.now() - lastTraffic).toBeGreaterThanOrEqual(990)
+  }, 20_000)
 
   it('rewrites Location in an ordinary answer to an upgrade, never leaking the backend address', async () => {
     const backend = createServer((_req, res) => {
