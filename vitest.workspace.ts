@@ -4,6 +4,7 @@ import { defineConfig } from 'vitest/config'
 // `vitest run --config vitest.workspace.ts` (the root `vitest.config.ts` is not used).
 export default defineConfig({
   test: {
-    projects: ['packages/*', 'apps/*'],
+    // packages/test-kit holds the shared test helpers and has no tests of its own.
+    projects: ['packages/*', '!packages/test-kit', 'apps/*'],
   },
 })

@@ -7,6 +7,6 @@ export default defineProject({
     name: 'node',
     include: ['src/**/*.test.ts'],
     // The spawner's fixtures run under plain `node` and import dist/: build it when stale.
-    globalSetup: ['./src/test/build-dist.ts'],
+    globalSetup: ['./src/test/global-setup.ts'],
   },
 })

@@ -2,7 +2,13 @@
 // the Node path, without sockets, so that a change to the hot path can be judged in seconds and
 // with less noise than a load run (docs/performance.md). Prints one line per layer.
 import type { AppResponse, Environ, Transport } from '@wsgiproxy/core'
-import { createProxyApp, environFromParts } from '@wsgiproxy/core'
+import { createProxyApp } from '@wsgiproxy/core'
+import {
+  Cancellation,
+  environFromParts,
+  setClientCancellation,
+  subscribeToCancellation,
+} from '@wsgiproxy/core/adapter'
 
 const BODY = new Uint8Array(1024)
 const REQUEST_HEADERS: Array<[string, string]> = [
@@ -18,9 +24,9 @@ const RESPONSE_HEADERS: Array<[string, string]> = [
   ['keep-alive', 'timeout=5'],
 ]
 
-// What a Node server adapter sets (see node-listener.ts): the client-close hook, never closed here.
-const CLIENT_CLOSE = Symbol.for('wsgiproxy.clientClose')
-const openClient = { closed: false, add: (): void => {}, delete: (): void => {} }
+// What a Node server adapter sets (see node-listener.ts): the client's cancellation, never
+// cancelled here.
+const openClient = new Cancellation()
 
 function environ(): Environ {
   const built = environFromParts({
@@ -31,7 +37,7 @@ function environ(): Environ {
     input: null,
     remoteAddr: '127.0.0.1',
   })
-  ;(built as unknown as Record<symbol, unknown>)[CLIENT_CLOSE] = openClient
+  setClientCancellation(built, openClient)
   return built
 }
 
@@ -55,8 +61,7 @@ const stub: Transport = () => {
   return Promise.resolve(response)
 }
 // The same, marked as a transport that subscribes to core's cancellation (as undiciTransport).
-const marked: Transport = (outbound) => stub(outbound)
-Object.defineProperty(marked, Symbol.for('wsgiproxy.cancel'), { value: true })
+const marked: Transport = subscribeToCancellation((outbound) => stub(outbound))
 
 async function drain(response: AppResponse): Promise<void> {
   let bytes = 0

@@ -98,6 +98,16 @@ describe('wsgiproxy', () => {
     )
   })
 
+  it('rejects names of Object.prototype members as unknown commands with exit 1', async () => {
+    for (const name of ['toString', '__proto__', 'constructor']) {
+      const result = await runCli([name])
+      expect(result.code).toBe(1)
+      expect(result.stderr).toBe(
+        `wsgiproxy: unknown command "${name}": expected serve, proxy, spawn, forward, echo, keygen or schema (see wsgiproxy --help)\n`,
+      )
+    }
+  })
+
   it('rejects an unknown command, a bad duration and a bad listen address with exit 1', async () => {
     const unknown = await runCli(['serv'])
     expect(unknown.code).toBe(1)

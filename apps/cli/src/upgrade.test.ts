@@ -1,10 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest'
-import {
-  attemptSmuggle,
-  SMUGGLED_PATH,
-  startRecorder,
-} from '../../../packages/node/src/test/smuggling.ts'
-import type { Recorder } from '../../../packages/node/src/test/smuggling.ts'
+import { attemptSmuggle, SMUGGLED_PATH, startRecorder } from '@wsgiproxy/test-kit/smuggling'
+import type { Recorder } from '@wsgiproxy/test-kit/smuggling'
 import { cleanup, startCli } from './test/run-cli.ts'
 
 const recorders: Recorder[] = []

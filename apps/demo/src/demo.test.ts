@@ -8,7 +8,7 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { chromium } from 'playwright-core'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { send } from '../../../packages/core/src/test/servers.ts'
+import { send } from '@wsgiproxy/test-kit/servers'
 
 const MAIN = fileURLToPath(new URL('../dist/main.js', import.meta.url))
 const CHROMIUM = '/usr/bin/chromium'

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { afterAll, afterEach, describe, expect, it } from 'vitest'
-import { closeAll, send, startUpstream } from '../../../packages/core/src/test/servers.ts'
+import { closeAll, send, startUpstream } from '@wsgiproxy/test-kit/servers'
 
 const README = fileURLToPath(new URL('../../../README.md', import.meta.url))
 const SNIPPETS = fileURLToPath(new URL('./readme/', import.meta.url))

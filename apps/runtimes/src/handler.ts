@@ -84,8 +84,8 @@ function timeoutsFrom(env: Readonly<Record<string, string | undefined>>): ProxyT
   const timeouts: ProxyTimeouts = {}
   const headers = env['TIMEOUT_HEADERS_MS']
   const body = env['TIMEOUT_BODY_MS']
-  if (headers !== undefined && headers !== '') timeouts.headers = Number(headers)
-  if (body !== undefined && body !== '') timeouts.body = Number(body)
+  if (headers !== undefined && headers !== '') timeouts.upstreamHeaders = Number(headers)
+  if (body !== undefined && body !== '') timeouts.upstreamBody = Number(body)
   return timeouts
 }
 

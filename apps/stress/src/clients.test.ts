@@ -7,7 +7,7 @@ import { connect } from 'node:net'
 import { request as httpRequest } from 'node:http'
 import { Pool } from 'undici'
 import { afterEach, describe, expect, it } from 'vitest'
-import { sendRaw } from '../../../packages/core/src/test/servers.ts'
+import { sendRaw } from '@wsgiproxy/test-kit/servers'
 import type { Upstream } from './test/harness.ts'
 import {
   closeAll,

@@ -16,7 +16,7 @@ import {
   startFront,
   startUpstream,
 } from './test/harness.ts'
-import { writeAll } from '../../../packages/core/src/test/servers.ts'
+import { writeAll } from '@wsgiproxy/test-kit/servers'
 import { scale } from './scale.ts'
 
 const KiB = 1024

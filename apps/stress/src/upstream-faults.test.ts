@@ -15,7 +15,7 @@ import { proxy } from '@wsgiproxy/hono'
 import { serve, undiciTransport } from '@wsgiproxy/node'
 import { Hono } from 'hono'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { freePort } from '../../../packages/core/src/test/servers.ts'
+import { freePort } from '@wsgiproxy/test-kit/servers'
 import { scale } from './scale.ts'
 
 const TIMEOUTS = { headers: 500, body: 500 }
@@ -30,7 +30,7 @@ type PathName = 'node' | 'hono-fetch' | 'hono-undici'
 
 /** Starts the proxy front of one path, forwarding to `href`. */
 async function startFront(path: PathName, href: string): Promise<Front> {
-  const options: ProxyAppOptions = { href, timeouts: TIMEOUTS, onError: () => {} }
+  const options = { href, timeouts: TIMEOUTS, onError: (): void => {} } satisfies ProxyAppOptions
   if (path === 'node') {
     const transport = undiciTransport()
     const served = await serve(createProxyApp({ ...options, transport }))

@@ -21,8 +21,14 @@ import type {
   SpawnerOptions,
   UndiciTransport,
 } from '@wsgiproxy/node'
-import { toMs } from './config.ts'
-import type { RouteInput, TimeoutsInput } from './config.ts'
+import type {
+  EchoRoute,
+  ProxyRoute,
+  RouteInput,
+  SpawnRoute,
+  TimeoutsInput,
+} from './config-schema.ts'
+import { toMs } from './duration.ts'
 import { createEchoApp } from './echo-app.ts'
 import { usageError } from './errors.ts'
 import type { Logger } from './log.ts'
@@ -81,62 +87,13 @@ export interface BuiltApp {
  * @throws CliError (exit 1) for an unreadable key file or bad options
  */
 export async function buildRouteApp(route: RouteInput, resources: Resources): Promise<BuiltApp> {
-  const { logger, transport } = resources
   switch (route.type) {
-    case 'proxy': {
-      const signer = await signerFor(route.keyFile, resources)
-      const app = guard(() =>
-        createProxyApp({
-          href: route.href,
-          transport,
-          ...protocolOptions(route),
-          ...(signer === undefined ? {} : { signer }),
-          onError: logProxyError(logger),
-        }),
-      )
-      const upstream = new URL(route.href).origin
-      return {
-        app: upgradable(
-          app,
-          withRequestLog(app, logger, () => upstream),
-        ),
-      }
-    }
-    case 'spawn': {
-      const signer = await signerFor(route.keyFile, resources)
-      const spawner = guard(() =>
-        createSpawner({
-          command: route.command,
-          transport,
-          ...protocolOptions(route),
-          ...(signer === undefined ? {} : { signer }),
-          ...(route.name === undefined ? {} : { name: route.name }),
-          ...(route.cwd === undefined ? {} : { cwd: route.cwd }),
-          ...(route.env === undefined ? {} : { env: route.env }),
-          ...(route.port === undefined ? {} : { port: route.port }),
-          ...(route.readyPath === undefined ? {} : { ready: { http: route.readyPath } }),
-          ...(route.startTimeout === undefined ? {} : { startTimeout: toMs(route.startTimeout) }),
-          ...(route.killTimeout === undefined ? {} : { killTimeout: toMs(route.killTimeout) }),
-          ...(route.maxQueue === undefined ? {} : { maxQueue: route.maxQueue }),
-          ...(route.idleTimeout === undefined
-            ? {}
-            : { idleTimeout: route.idleTimeout === false ? false : toMs(route.idleTimeout) }),
-          onError: logProxyError(logger),
-          logger: (entry) => {
-            if (entry.stream === 'spawner') logger.event('notice', entry.line)
-            else logger.output(entry.name, entry.pid, entry.stream, entry.text)
-          },
-        } satisfies SpawnerOptions),
-      )
-      resources.spawners.push(spawner)
-      watchSpawner(spawner, logger)
-      const upstream = (): string => {
-        const port = spawner.status().port
-        return port === null ? spawner.name : `http://127.0.0.1:${port}`
-      }
-      return { app: upgradable(spawner.app, withRequestLog(spawner.app, logger, upstream)) }
-    }
+    case 'proxy':
+      return proxyRouteApp(route, resources)
+    case 'spawn':
+      return spawnRouteApp(route, resources)
     case 'exact': {
+      const { logger } = resources
       const app = exactApp(resources, {
         ...(route.timeouts === undefined ? {} : { timeouts: timeoutsOf(route.timeouts) }),
         ...(route.exposeErrors === undefined ? {} : { exposeErrors: route.exposeErrors }),
@@ -144,20 +101,8 @@ export async function buildRouteApp(route: RouteInput, resources: Resources): Pr
       })
       return { app: withRequestLog(app, logger, exactUpstream) }
     }
-    case 'echo': {
-      const verifier =
-        route.keyFile === undefined
-          ? undefined
-          : createVerifier({ keys: await watchKeys(route.keyFile, resources) })
-      const app = guard(() =>
-        proxyMiddleware(createEchoApp(), {
-          trustIps: route.trustIps ?? ['loopback'],
-          ...(verifier === undefined ? {} : { verifier }),
-          onReject: (error) => logger.error(`request refused: ${error.message}`),
-        }),
-      )
-      return { app: withRequestLog(app, logger, () => 'echo') }
-    }
+    case 'echo':
+      return echoRouteApp(route, resources)
   }
 }
 
@@ -214,9 +159,11 @@ export function exactUpstream(environ: Environ): string {
 export function timeoutsOf(timeouts: TimeoutsInput): ProxyTimeouts {
   const out: ProxyTimeouts = {}
   if (timeouts.headers !== undefined) {
-    out.headers = timeouts.headers === false ? false : toMs(timeouts.headers)
+    out.upstreamHeaders = timeouts.headers === false ? false : toMs(timeouts.headers)
   }
-  if (timeouts.body !== undefined) out.body = timeouts.body === false ? false : toMs(timeouts.body)
+  if (timeouts.body !== undefined) {
+    out.upstreamBody = timeouts.body === false ? false : toMs(timeouts.body)
+  }
   return out
 }
 
@@ -259,6 +206,79 @@ async function signerFor(
 ): Promise<ReturnType<typeof createSigner> | undefined> {
   if (keyFile === undefined) return undefined
   return createSigner({ keys: await watchKeys(keyFile, resources) })
+}
+
+async function proxyRouteApp(route: ProxyRoute, resources: Resources): Promise<BuiltApp> {
+  const { logger, transport } = resources
+  const signer = await signerFor(route.keyFile, resources)
+  const app = guard(() =>
+    createProxyApp({
+      href: route.href,
+      transport,
+      ...protocolOptions(route),
+      ...(signer === undefined ? {} : { signer }),
+      onError: logProxyError(logger),
+    }),
+  )
+  const upstream = new URL(route.href).origin
+  return {
+    app: upgradable(
+      app,
+      withRequestLog(app, logger, () => upstream),
+    ),
+  }
+}
+
+async function spawnRouteApp(route: SpawnRoute, resources: Resources): Promise<BuiltApp> {
+  const { logger, transport } = resources
+  const signer = await signerFor(route.keyFile, resources)
+  const spawner = guard(() =>
+    createSpawner({
+      command: route.command,
+      transport,
+      ...protocolOptions(route),
+      ...(signer === undefined ? {} : { signer }),
+      ...(route.name === undefined ? {} : { name: route.name }),
+      ...(route.cwd === undefined ? {} : { cwd: route.cwd }),
+      ...(route.env === undefined ? {} : { env: route.env }),
+      ...(route.port === undefined ? {} : { port: route.port }),
+      ...(route.readyPath === undefined ? {} : { ready: { http: route.readyPath } }),
+      ...(route.startTimeout === undefined ? {} : { startTimeout: toMs(route.startTimeout) }),
+      ...(route.killTimeout === undefined ? {} : { killTimeout: toMs(route.killTimeout) }),
+      ...(route.maxQueue === undefined ? {} : { maxQueue: route.maxQueue }),
+      ...(route.idleTimeout === undefined
+        ? {}
+        : { idleTimeout: route.idleTimeout === false ? false : toMs(route.idleTimeout) }),
+      onError: logProxyError(logger),
+      logger: (entry) => {
+        if (entry.stream === 'spawner') logger.event('notice', entry.line)
+        else logger.output(entry.name, entry.pid, entry.stream, entry.text)
+      },
+    } satisfies SpawnerOptions),
+  )
+  resources.spawners.push(spawner)
+  watchSpawner(spawner, logger)
+  const upstream = (): string => {
+    const port = spawner.status().port
+    return port === null ? spawner.name : `http://127.0.0.1:${port}`
+  }
+  return { app: upgradable(spawner.app, withRequestLog(spawner.app, logger, upstream)) }
+}
+
+async function echoRouteApp(route: EchoRoute, resources: Resources): Promise<BuiltApp> {
+  const { logger } = resources
+  const verifier =
+    route.keyFile === undefined
+      ? undefined
+      : createVerifier({ keys: await watchKeys(route.keyFile, resources) })
+  const app = guard(() =>
+    proxyMiddleware(createEchoApp(), {
+      trustIps: route.trustIps ?? ['loopback'],
+      ...(verifier === undefined ? {} : { verifier }),
+      onReject: (error) => logger.error(`request refused: ${error.message}`),
+    }),
+  )
+  return { app: withRequestLog(app, logger, () => 'echo') }
 }
 
 interface ProtocolRoute {

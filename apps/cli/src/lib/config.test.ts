@@ -1,6 +1,8 @@
 import { readFile } from 'node:fs/promises'
 import { describe, expect, it } from 'vitest'
-import { configJsonSchema, parseConfig, parseUpgradeFlags } from './config.ts'
+import { configJsonSchema } from './config-schema.ts'
+import { parseConfig } from './config.ts'
+import { parseUpgradeFlags } from './upgrade-settings.ts'
 import { parseDuration } from './duration.ts'
 import { parseListen } from './listen.ts'
 

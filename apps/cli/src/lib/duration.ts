@@ -5,6 +5,10 @@ const DURATION = /^(\d+(?:\.\d+)?)(ms|s|m)?$/
 const UNIT_MS = { ms: 1, s: 1000, m: 60_000 } as const
 const MAX_TIMER_MS = 2_147_483_647
 
+/** What a duration in the config file looks like, for its error messages. */
+export const DURATION_HINT =
+  'expected a duration such as 500ms, 30s, 5m or a number of milliseconds'
+
 /**
  * Parses a duration: a number of milliseconds (`1500`), or a number with a unit `ms`, `s` or
  * `m` (`500ms`, `30s`, `5m`, `1.5s`).
@@ -38,5 +42,18 @@ export function durationFlag(flag: string, text: string): number {
       `${flag} must be a duration such as 500ms, 30s, 5m or a number of milliseconds (got ${JSON.stringify(text)})`,
     )
   }
+  return ms
+}
+
+/**
+ * Milliseconds of a duration the config schema accepted.
+ *
+ * @param value - a number of ms or a string with a unit
+ * @returns whole milliseconds
+ * @throws CliError (exit 1) with {@link DURATION_HINT} when it is not a duration
+ */
+export function toMs(value: string | number): number {
+  const ms = parseDuration(value)
+  if (ms === undefined) throw usageError(`${DURATION_HINT} (got ${JSON.stringify(value)})`)
   return ms
 }

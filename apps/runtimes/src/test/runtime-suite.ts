@@ -4,22 +4,24 @@ import { gzipSync } from 'node:zlib'
 import { afterEach, describe, expect, it } from 'vitest'
 import type { Environ, ExactProxyOptions, SigningKey, WsgiProxyErrorCode } from '@wsgiproxy/core'
 import { createVerifier, formatKeyFile, proxyMiddleware, WsgiProxyError } from '@wsgiproxy/core'
-import type { StartProxy } from '../../../../packages/core/src/test/forwarding-suite.ts'
-import { describeForwarding } from '../../../../packages/core/src/test/forwarding-suite.ts'
+import type { StartProxy } from '@wsgiproxy/test-kit/forwarding-suite'
+import { describeForwarding } from '@wsgiproxy/test-kit/forwarding-suite'
 import {
   closeAll,
   echoEnviron,
   send,
   startFetchFront,
   startUpstream,
-} from '../../../../packages/core/src/test/servers.ts'
+} from '@wsgiproxy/test-kit/servers'
 import type { RuntimeName } from './start-runtime.ts'
 import { livePids, startRuntime } from './start-runtime.ts'
 
 /** The environment variables that carry {@link ExactProxyOptions} timeouts to the handler. */
 function timeoutEnv(options: ExactProxyOptions): Record<string, string> {
   const env: Record<string, string> = {}
-  const { headers, body } = options.timeouts ?? {}
+  const timeouts = options.timeouts ?? {}
+  const headers = timeouts.upstreamHeaders ?? timeouts.headers
+  const body = timeouts.upstreamBody ?? timeouts.body
   if (headers !== undefined) env['TIMEOUT_HEADERS_MS'] = String(headers)
   if (body !== undefined) env['TIMEOUT_BODY_MS'] = String(body)
   return env
@@ -69,7 +71,10 @@ async function signedBackend(): Promise<{ origin: string; port: number }> {
   )
 }
 
-/** Replays the forwarding suite and the signing cases against `runtime`. */
+/**
+ * Replays the forwarding suite and the signing cases against `runtime`. Long by nature: its body
+ * is the list of cases, one `it` each.
+ */
 export function describeRuntime(label: string, runtime: RuntimeName): void {
   describeForwarding(label, runtimeProxy(runtime))
 

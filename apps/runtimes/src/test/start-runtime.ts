@@ -6,8 +6,8 @@ import { createRequire } from 'node:module'
 import { dirname, join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
-import type { Running } from '../../../../packages/core/src/test/servers.ts'
-import { register } from '../../../../packages/core/src/test/servers.ts'
+import type { Running } from '@wsgiproxy/test-kit/servers'
+import { register } from '@wsgiproxy/test-kit/servers'
 
 /** The runtimes (and Node transports) the handler is tested on. */
 export type RuntimeName = 'node' | 'node-undici' | 'bun' | 'deno'

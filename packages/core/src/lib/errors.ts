@@ -87,3 +87,17 @@ export class WsgiProxyError extends Error {
     this.expose = options.expose ?? false
   }
 }
+
+/**
+ * A thrown value as a {@link WsgiProxyError}, for the error hook: itself when it is one, else an
+ * `APP_ERROR` with it as `cause`.
+ *
+ * @param error - what was thrown
+ * @param message - the message of the wrapping error (default: the thrown error's message)
+ * @returns the error to report
+ */
+export function asWsgiProxyError(error: unknown, message?: string): WsgiProxyError {
+  if (error instanceof WsgiProxyError) return error
+  const text = message ?? (error instanceof Error ? error.message : String(error))
+  return new WsgiProxyError('APP_ERROR', text, { cause: error })
+}

@@ -16,10 +16,10 @@ import {
   createProxyApp,
   createSigner,
   createVerifier,
-  decodeExtraKeys,
   proxyMiddleware,
   toEnviron,
 } from '../index.ts'
+import { decodeExtraKeys } from '../protocol.ts'
 
 const SIZE = 64 * 1024
 const RUNS = 5

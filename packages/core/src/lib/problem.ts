@@ -1,6 +1,6 @@
 import type { WsgiProxyErrorCode } from './errors.ts'
 import { WsgiProxyError } from './errors.ts'
-import { bytesBody } from './_streams.ts'
+import { bytesBody } from './streams.ts'
 import type { AppResponse } from './types.ts'
 
 const TITLES: Record<number, string> = {

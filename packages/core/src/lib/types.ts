@@ -70,7 +70,7 @@ export interface UpgradeTarget {
   headers: Array<[string, string]>
   /**
    * How long the upstream may take to answer (connecting included), in milliseconds, as for any
-   * request of the app (`createProxyApp`'s `timeouts.headers`). Absent: the upgrade listener's
+   * request of the app (`createProxyApp`'s `timeouts.upstreamHeaders`). Absent: the upgrade listener's
    * own default.
    */
   headersTimeout?: number
@@ -113,14 +113,28 @@ export interface OutboundRequest {
 export type Transport = (outbound: OutboundRequest) => Promise<AppResponse>
 
 /**
- * Called when forwarding fails. Return a response to send instead of the default problem+json
- * one. Also called, for logging only, when the upstream body fails after the headers were sent.
- * The error is a `WsgiProxyError` (see its `code` and `status`).
+ * The one error hook of wsgiproxy, wherever a failure becomes a response: the forwarding apps
+ * (`exactProxy`, `createProxyApp`, the spawner) and the server adapters (`toFetchHandler`,
+ * `toNodeListener` and `serve` for ordinary requests, the Hono adapters). Return a response to
+ * send instead of the default problem+json one, or nothing to keep it. Also called, for logging
+ * only, when an upstream body fails after the headers were sent. The error is a `WsgiProxyError`
+ * (see its `code` and `status`; a thrown non-WsgiProxyError arrives as `APP_ERROR` with it as
+ * `cause`). `environ` is `undefined` only where a server adapter could not build one (a malformed
+ * request, answered 400 or 431); the forwarding apps always have one, so their option is an
+ * `ErrorHook<Environ>` (a hook written for `Environ | undefined` fits both). A hook that throws
+ * gives a fixed 500.
  */
-export type ProxyErrorHook = (
+export type ErrorHook<E extends Environ | undefined = Environ | undefined> = (
   error: WsgiProxyError,
-  environ: Environ,
+  environ: E,
 ) => AppResponse | void | Promise<AppResponse | void>
+
+/**
+ * The error hook of the forwarding apps.
+ *
+ * @deprecated the same as `ErrorHook<Environ>`; use that name (removed in 0.3).
+ */
+export type ProxyErrorHook = ErrorHook<Environ>
 
 /** One HMAC key: a public key id and at least 32 secret bytes (DESIGN.md §7). */
 export interface SigningKey {

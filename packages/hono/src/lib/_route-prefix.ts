@@ -1,4 +1,5 @@
-import { unquotePath, WsgiProxyError } from '@wsgiproxy/core'
+import { WsgiProxyError } from '@wsgiproxy/core'
+import { unquotePath } from '@wsgiproxy/core/adapter'
 import type { Context } from 'hono'
 import { routePath } from 'hono/route'
 

@@ -4,7 +4,8 @@ import { environUrl, WsgiProxyError } from '@wsgiproxy/core'
 import { Hono } from 'hono'
 import type { ConnInfo } from 'hono/conninfo'
 import { describe, expect, it } from 'vitest'
-import { echoEnviron } from '../../../core/src/test/servers.ts'
+import { echoEnviron } from '@wsgiproxy/test-kit/servers'
+import { recordingErrorHook } from '@wsgiproxy/test-kit/errors'
 import type { MountOptions } from './mount.ts'
 import { mount } from './mount.ts'
 
@@ -241,14 +242,27 @@ describe('mount', () => {
       expect(await exposed.json()).toMatchObject({ detail: 'exact reason' })
       const errors: unknown[] = []
       const replaced = await honoApp(failing, {
-        onError: (error, request) => {
-          errors.push([String(error), new URL(request.url).pathname])
+        onError: (error, environ) => {
+          expect(error).toBeInstanceOf(WsgiProxyError)
+          errors.push([error.code, error.message, environ?.SCRIPT_NAME, environ?.PATH_INFO])
           return { status: 503, headers: [['retry-after', '5']], body: null }
         },
       }).hono.request('/x/y')
       expect(replaced.status).toBe(503)
       expect(replaced.headers.get('retry-after')).toBe('5')
-      expect(errors).toEqual([['Error: exact reason', '/x/y']])
+      expect(errors).toEqual([['APP_ERROR', 'exact reason', '/x', '/y']])
+    })
+
+    it('calls onError without an environ for a request it cannot turn into one', async () => {
+      const { app, environs } = recording()
+      const { onError, calls } = recordingErrorHook()
+      const { hono } = honoApp(app, {
+        onError,
+      })
+      const response = await hono.request('/x/y', { headers: { host: 'a b' } })
+      expect(response.status).toBe(421)
+      expect(calls).toEqual([['BAD_REQUEST', undefined]])
+      expect(environs).toEqual([])
     })
 
     it('answers 500 on a route whose wildcard does not follow "/"', async () => {
@@ -284,5 +298,26 @@ describe('mount', () => {
       expect(response.status).toBe(400)
       expect(environs).toEqual([])
     })
+  })
+
+  it('names mount and the option in option errors', () => {
+    const { app } = recording()
+    const message = (options: unknown): unknown => {
+      let caught: unknown
+      try {
+        mount(app, options as MountOptions)
+      } catch (error) {
+        caught = error
+      }
+      expect(caught).toMatchObject({ code: 'INVALID_OPTIONS' })
+      return (caught as Error).message
+    }
+    expect(message({ maxHeaders: 0 })).toMatch(/^invalid options: mount\.maxHeaders: /)
+    expect(message({ onError: 'log' })).toBe('invalid options: mount.onError: expected a function')
+    expect(message({ getRemoteAddr: 'x-real-ip' })).toBe(
+      'invalid options: mount.getRemoteAddr: expected a function',
+    )
+    expect(message({ exposeErrors: 'yes' })).toMatch(/^invalid options: mount\.exposeErrors: /)
+    expect(message({ scriptName: '/x' })).toMatch(/^invalid options: mount: .*"scriptName"/)
   })
 })

@@ -1,6 +1,9 @@
-import type { EnvironApp, ToFetchHandlerOptions } from '@wsgiproxy/core'
+import type { EnvironApp, ErrorHook } from '@wsgiproxy/core'
 import { toFetchHandler } from '@wsgiproxy/core'
+import { parseOptions } from '@wsgiproxy/core/adapter'
 import type { Context, Handler } from 'hono'
+import * as z from 'zod'
+import { ENVIRON_FIELDS } from './_options.ts'
 import { routePrefix } from './_route-prefix.ts'
 import type { GetRemoteAddr } from './remote-addr.ts'
 import { remoteAddrOf } from './remote-addr.ts'
@@ -19,30 +22,35 @@ export interface MountOptions {
   /** Show error messages in problem bodies (development only: they may name internal addresses). Default `false`. */
   exposeErrors?: boolean
   /**
-   * Called when the app throws or the request cannot be turned into an environ; may return the
-   * response to send instead of the problem+json one. Default: log errors of status ≥ 500.
+   * Called with the error and the environ (`undefined` when the request could not be turned into
+   * one: a bad `Host`, too many header fields) when the app throws or the request is refused; may
+   * return the response to send instead of the problem+json one. A hook that throws gives a fixed
+   * 500. Default: log errors of status ≥ 500.
    */
-  onError?: NonNullable<ToFetchHandlerOptions['onError']>
+  onError?: ErrorHook
 }
+
+const MOUNT_OPTIONS = z.strictObject({ ...ENVIRON_FIELDS, exposeErrors: z.boolean().optional() })
 
 /**
  * A Hono handler that serves an environ app under the route it is registered on: the part of the
  * path the route matched becomes `SCRIPT_NAME`, the rest `PATH_INFO`
  * (`app.all('/api/*', mount(x))`: `/api/users/1` gives `/api` and `/users/1`, `/api` gives `/api`
  * and `''`). Nested routes (`app.route('/v1', sub)`) and route parameters count; `%2F` in the
- * path stays in `wsgiproxy.raw_path`. Never throws to Hono: failures are problem+json responses,
- * and a `HEAD` response goes without its body.
+ * path stays in `wsgiproxy.raw_path`. Never throws to Hono: failures are problem+json responses
+ * (or what `onError` returns), and a `HEAD` response goes without its body.
  *
  * @param app - the environ app to serve
  * @param options - client address lookup, header cap, error handling
  * @returns the handler, for `app.all(route, handler)`
+ * @throws WsgiProxyError `INVALID_OPTIONS` naming `mount` and the option
  * @example
  * import { mount } from '@wsgiproxy/hono'
  * const app = new Hono()
  * app.all('/legacy/*', mount(legacyEnvironApp)) // SCRIPT_NAME '/legacy'
  */
-export function mount(app: EnvironApp, options: MountOptions = {}): Handler {
-  const { getRemoteAddr, ...rest } = options
+export function mount(app: EnvironApp, options?: MountOptions): Handler {
+  const { getRemoteAddr, ...rest } = parseOptions<MountOptions>(MOUNT_OPTIONS, options, 'mount')
   const fetch = toFetchHandler(app, {
     ...rest,
     scriptName: (_request, c) => routePrefix(c as Context),

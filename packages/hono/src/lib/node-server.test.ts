@@ -4,13 +4,14 @@ import type { EnvironApp, SigningKey } from '@wsgiproxy/core'
 import { createProxyApp, createSigner, createVerifier, exactProxy } from '@wsgiproxy/core'
 import { Hono } from 'hono'
 import { afterEach, describe, expect, it } from 'vitest'
-import { describeForwarding } from '../../../core/src/test/forwarding-suite.ts'
-import { closeAll, echoEnviron, send } from '../../../core/src/test/servers.ts'
+import { describeForwarding } from '@wsgiproxy/test-kit/forwarding-suite'
+import { closeAll, echoEnviron, send } from '@wsgiproxy/test-kit/servers'
 import { mount } from './mount.ts'
 import { proxy } from './proxy.ts'
+import type { ProxyOptions } from './proxy.ts'
 import type { WsgiProxyVariables } from './wsgi-proxy.ts'
 import { wsgiProxy } from './wsgi-proxy.ts'
-import { serveHono } from '../test/serve-hono.ts'
+import { serveHono } from '@wsgiproxy/test-kit/serve-hono'
 
 // The shared forwarding suite (DESIGN.md §8) through a Hono app: the exact proxy mounted on a
 // route, and the protocol proxy, both on core's fetch transport.
@@ -26,9 +27,15 @@ describeForwarding('Hono mount(exactProxy()) on @hono/node-server', (port, optio
   return serveHono(new Hono().all('/*', mount(toUpstream)))
 })
 
-describeForwarding('Hono proxy() on @hono/node-server', (port, options) =>
-  serveHono(new Hono().all('/*', proxy({ ...options, href: `http://127.0.0.1:${port}` }))),
-)
+describeForwarding('Hono proxy() on @hono/node-server', (port, { onError, ...options }) => {
+  // proxy()'s hook also sees the mount's failures, which come without an environ.
+  const hook: ProxyOptions['onError'] =
+    onError && ((error, environ) => (environ === undefined ? undefined : onError(error, environ)))
+  const href = `http://127.0.0.1:${port}`
+  return serveHono(
+    new Hono().all('/*', proxy({ ...options, href, ...(hook ? { onError: hook } : {}) })),
+  )
+})
 
 const KEY: SigningKey = { id: 'k1', secret: new Uint8Array(32).fill(9) }
 

@@ -1,8 +1,11 @@
 import type { IncomingHttpHeaders } from 'node:http'
+import { WsgiProxyError } from '@wsgiproxy/core'
 import { Hono } from 'hono'
 import { afterEach, describe, expect, it } from 'vitest'
-import type { Running } from '../../../core/src/test/servers.ts'
-import { closeAll, freePort, readBody, startUpstream } from '../../../core/src/test/servers.ts'
+import type { Running } from '@wsgiproxy/test-kit/servers'
+import { closeAll, freePort, readBody, startUpstream } from '@wsgiproxy/test-kit/servers'
+import { recordingErrorHook } from '@wsgiproxy/test-kit/errors'
+import type { ProxyOptions } from './proxy.ts'
 import { proxy } from './proxy.ts'
 
 interface Seen {
@@ -145,7 +148,74 @@ describe('proxy', () => {
     expect(codes).toEqual(['UPSTREAM_UNREACHABLE'])
   })
 
-  it('throws INVALID_OPTIONS at construction for a bad href', () => {
-    expect(() => proxy({ href: 'ftp://example.com' })).toThrow(/createProxyApp/)
+  it('calls onError with the error and environ of a forwarding failure and sends its response', async () => {
+    const port = await freePort()
+    const calls: unknown[] = []
+    const app = new Hono().all(
+      '/api/*',
+      proxy({
+        href: `http://127.0.0.1:${port}`,
+        onError: (error, environ) => {
+          expect(error).toBeInstanceOf(WsgiProxyError)
+          calls.push([error.code, environ?.SCRIPT_NAME, environ?.PATH_INFO])
+          return { status: 503, headers: [['retry-after', '7']], body: null }
+        },
+      }),
+    )
+    const response = await app.request('http://public.example/api/x')
+    expect(response.status).toBe(503)
+    expect(response.headers.get('retry-after')).toBe('7')
+    expect(calls).toEqual([['UPSTREAM_UNREACHABLE', '/api', '/x']])
+  })
+
+  it('calls onError without an environ for a request it cannot turn into one', async () => {
+    const { upstream, seen } = await recordingUpstream()
+    const { onError, calls } = recordingErrorHook()
+    const app = new Hono().all(
+      '/*',
+      proxy({
+        href: upstream.origin,
+        onError,
+      }),
+    )
+    const response = await app.request('http://public.example/x', { headers: { host: 'a b' } })
+    expect(response.status).toBe(421)
+    expect(calls).toEqual([['BAD_REQUEST', undefined]])
+    expect(seen).toEqual([])
+  })
+
+  it.each([
+    [{ href: 'ftp://example.com' }, /^invalid options: proxy\.href: expected http or https/],
+    [{ href: 'http://user:secret@example.com' }, /^invalid options: proxy\.href: .*credentials/],
+    [{}, /^invalid options: proxy\.href: /],
+    [{ href: 'http://h', maxHeaders: 0 }, /^invalid options: proxy\.maxHeaders: /],
+    [
+      { href: 'http://h', onError: 'log' },
+      /^invalid options: proxy\.onError: expected a function$/,
+    ],
+    [{ href: 'http://h', getRemoteAddr: 1 }, /^invalid options: proxy\.getRemoteAddr: /],
+    [{ href: 'http://h', stringKeys: 'REMOTE_USER' }, /^invalid options: proxy\.stringKeys: /],
+    [
+      { href: 'http://h', timeouts: { headers: 0 } },
+      /^invalid options: proxy\.timeouts\.headers: /,
+    ],
+    [
+      { href: 'http://h', pickleKeys: ['x'] },
+      /^invalid options: proxy\.pickleKeys needs proxy\.pickleCodec/,
+    ],
+    [{ href: 'http://h', hreff: 'x' }, /^invalid options: proxy: .*"hreff"/],
+  ])('names proxy and the option in the error for %j', (options, message) => {
+    let caught: unknown
+    try {
+      proxy(options as ProxyOptions)
+    } catch (error) {
+      caught = error
+    }
+    expect(caught).toMatchObject({
+      code: 'INVALID_OPTIONS',
+      message: expect.stringMatching(message),
+    })
+    expect(String(caught)).not.toContain('createProxyApp')
+    expect(String(caught)).not.toContain('secret')
   })
 })

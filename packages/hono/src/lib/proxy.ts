@@ -1,38 +1,80 @@
-import type { ProxyAppOptions } from '@wsgiproxy/core'
+import type { ErrorHook, ProxyAppOptions } from '@wsgiproxy/core'
 import { createProxyApp } from '@wsgiproxy/core'
+import { checkProxyAppOptions, parseOptions } from '@wsgiproxy/core/adapter'
 import type { Handler } from 'hono'
+import * as z from 'zod'
+import { ENVIRON_FIELDS } from './_options.ts'
+import type { MountOptions } from './mount.ts'
 import { mount } from './mount.ts'
 import type { GetRemoteAddr } from './remote-addr.ts'
 
 /**
  * Options of {@link proxy}: those of core's `createProxyApp` (`href`, keys, `signer`,
- * `transport`, `timeouts`, `exposeErrors`, `onError` for forwarding failures, ...) and the client
- * address lookup and header cap of {@link mount}.
+ * `transport`, `timeouts`, `exposeErrors`, ...) and the client address lookup and header cap of
+ * {@link mount}.
  */
 export interface ProxyOptions extends ProxyAppOptions {
   /** Finds the client address sent as `X-Forwarded-For`; see `MountOptions.getRemoteAddr`. Default: found by shape in `c.env`. */
   getRemoteAddr?: GetRemoteAddr
   /** Header fields accepted per request; more gives 431. Default 100. */
   maxHeaders?: number
+  /**
+   * Called with the error and the environ on every failure: forwarding (502 unreachable, 504
+   * timeout, ...) and a request that cannot be turned into an environ (400, 431; `environ` is
+   * then `undefined`). May return the response to send instead of the problem+json one; a hook
+   * that throws gives a 500. Default: log errors of status ≥ 500.
+   */
+  onError?: ErrorHook
 }
+
+const PROXY_OPTIONS = z.looseObject({
+  href: z
+    .union([z.string(), z.instanceof(URL)], { error: 'expected a URL, as a string or URL' })
+    .superRefine((href, ctx) => {
+      const problem = hrefProblem(href)
+      if (problem !== undefined) ctx.addIssue({ code: 'custom', message: problem })
+    }),
+  ...ENVIRON_FIELDS,
+})
 
 /**
  * A Hono handler that forwards requests to `href` with the wsgiproxy protocol headers: `mount`
  * of core's `createProxyApp`. The matched route prefix is sent as `X-Forwarded-Script-Name`, so
  * a backend behind `wsgiProxy` (or core's `proxyMiddleware`) restores the public URL.
  *
- * @param options - where to forward and how (see `createProxyApp`), client address lookup
+ * @param options - where to forward and how (see `createProxyApp`), client address lookup,
+ *   error handling
  * @returns the handler, for `app.all(route, handler)`
- * @throws WsgiProxyError `INVALID_OPTIONS` for a bad href, key or option combination
+ * @throws WsgiProxyError `INVALID_OPTIONS` naming `proxy` and the option, for a bad href, key or
+ *   option combination
  * @example
  * import { proxy } from '@wsgiproxy/hono'
  * app.all('/api/*', proxy({ href: 'http://127.0.0.1:8080/', stringKeys: ['REMOTE_USER'] }))
  */
 export function proxy(options: ProxyOptions): Handler {
-  const { getRemoteAddr, maxHeaders, ...proxyOptions } = options
-  return mount(createProxyApp(proxyOptions), {
-    ...(getRemoteAddr === undefined ? {} : { getRemoteAddr }),
-    ...(maxHeaders === undefined ? {} : { maxHeaders }),
-    ...(proxyOptions.exposeErrors === undefined ? {} : { exposeErrors: proxyOptions.exposeErrors }),
-  })
+  const { href, getRemoteAddr, maxHeaders, ...forwarding } = parseOptions<ProxyOptions>(
+    PROXY_OPTIONS,
+    options,
+    'proxy',
+  )
+  checkProxyAppOptions(forwarding, 'proxy')
+  const mountOptions: MountOptions = {}
+  if (getRemoteAddr !== undefined) mountOptions.getRemoteAddr = getRemoteAddr
+  if (maxHeaders !== undefined) mountOptions.maxHeaders = maxHeaders
+  if (forwarding.exposeErrors !== undefined) mountOptions.exposeErrors = forwarding.exposeErrors
+  if (forwarding.onError !== undefined) mountOptions.onError = forwarding.onError
+  return mount(createProxyApp({ ...forwarding, href }), mountOptions)
+}
+
+// The href rules of createProxyApp, checked here so that the error names proxy.href.
+function hrefProblem(href: string | URL): string | undefined {
+  const url = URL.parse(String(href))
+  // The value itself is not echoed: a malformed one may still hold credentials.
+  if (url === null) return 'expected an http or https URL'
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+    return `expected http or https (got ${JSON.stringify(url.protocol.slice(0, -1))})`
+  }
+  if (url.username !== '' || url.password !== '') return 'must not contain credentials'
+  if (url.hash !== '') return 'must not contain a fragment'
+  return undefined
 }

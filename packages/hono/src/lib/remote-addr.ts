@@ -1,4 +1,4 @@
-import { findRemoteAddr } from '@wsgiproxy/core'
+import { findRemoteAddr } from '@wsgiproxy/core/adapter'
 import type { Context } from 'hono'
 import type { ConnInfo } from 'hono/conninfo'
 

@@ -1,16 +1,14 @@
 // spawn() over real sockets: a Hono app on @hono/node-server whose route starts a Python WSGI
-// backend (the node package's wsgi_echo.py fixture) on the first request.
-import { fileURLToPath } from 'node:url'
+// backend (the test kit's wsgi_echo.py fixture) on the first request.
+import { WsgiProxyError } from '@wsgiproxy/core'
 import { Hono } from 'hono'
 import { afterEach, describe, expect, it } from 'vitest'
-import { closeAll, send } from '../../../core/src/test/servers.ts'
-import type { SpawnHandler } from '../node.ts'
+import { closeAll, send } from '@wsgiproxy/test-kit/servers'
+import type { SpawnHandler, SpawnOptions } from '../node.ts'
 import { spawn } from '../node.ts'
-import { serveHono } from '../test/serve-hono.ts'
-
-const echoBackend = fileURLToPath(
-  new URL('../../../node/src/test/fixtures/wsgi_echo.py', import.meta.url),
-)
+import { serveHono } from '@wsgiproxy/test-kit/serve-hono'
+import { WSGI_APP as echoBackend } from '@wsgiproxy/test-kit/spawner-helpers'
+import { recordingErrorHook } from '@wsgiproxy/test-kit/errors'
 
 const handlers: SpawnHandler[] = []
 
@@ -110,5 +108,67 @@ describe('spawn (@wsgiproxy/hono/node)', () => {
     }
     expect(second.pid).not.toBe(first.pid)
     expect(py.spawner.status().starts).toBe(2)
+  })
+
+  describe('onError', () => {
+    it("is called with the spawner's error and the environ, and its response is sent", async () => {
+      const calls: unknown[] = []
+      const crashing = spawn({
+        command: [process.execPath, '-e', 'process.exit(3)'],
+        name: 'crashing',
+        logger: false,
+        orphanGuard: false,
+        onError: (error, environ) => {
+          expect(error).toBeInstanceOf(WsgiProxyError)
+          calls.push([error.status, environ?.SCRIPT_NAME, environ?.PATH_INFO])
+          return { status: 503, headers: [['x-hook', 'yes']], body: null }
+        },
+      })
+      handlers.push(crashing)
+      const response = await new Hono().all('/py/*', crashing).request('/py/x')
+      expect(response.status).toBe(503)
+      expect(response.headers.get('x-hook')).toBe('yes')
+      expect(calls).toEqual([[502, '/py', '/x']])
+    })
+
+    it('is called without an environ for a request that cannot become one', async () => {
+      const { onError, calls } = recordingErrorHook()
+      const py = spawn({
+        command: ['python3', echoBackend, '__PORT__'],
+        logger: false,
+        orphanGuard: false,
+        onError,
+      })
+      handlers.push(py)
+      const response = await new Hono()
+        .all('/py/*', py)
+        .request('/py/x', { headers: { host: 'a b' } })
+      expect(response.status).toBe(421)
+      expect(calls).toEqual([['BAD_REQUEST', undefined]])
+      expect(py.spawner.status().starts).toBe(0)
+    })
+  })
+
+  it.each([
+    [{ maxHeaders: 0 }, /^invalid options: spawn\.maxHeaders: /],
+    [
+      { getRemoteAddr: 'x-real-ip' },
+      /^invalid options: spawn\.getRemoteAddr: expected a function$/,
+    ],
+    [{ onError: 'log' }, /^invalid options: spawn\.onError: expected a function$/],
+    [{ exposeErrors: 1 }, /^invalid options: spawn\.exposeErrors: /],
+  ])('names spawn and the option in the error for %j, starting nothing', (options, message) => {
+    let caught: unknown
+    try {
+      handlers.push(
+        spawn({ command: ['python3', echoBackend, '__PORT__'], ...options } as SpawnOptions),
+      )
+    } catch (error) {
+      caught = error
+    }
+    expect(caught).toMatchObject({
+      code: 'INVALID_OPTIONS',
+      message: expect.stringMatching(message),
+    })
   })
 })

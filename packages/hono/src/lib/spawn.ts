@@ -1,16 +1,29 @@
+import type { ErrorHook } from '@wsgiproxy/core'
 import type { Spawner, SpawnerOptions } from '@wsgiproxy/node'
+import { parseOptions } from '@wsgiproxy/core/adapter'
 import { createSpawner } from '@wsgiproxy/node'
 import type { Handler } from 'hono'
+import * as z from 'zod'
+import { ENVIRON_FIELDS } from './_options.ts'
 import type { MountOptions } from './mount.ts'
 import { mount } from './mount.ts'
 
 /**
  * Options of {@link spawn}: the spawner's (`command`, `idleTimeout`, forwarding options, ...; see
- * `createSpawner` in `@wsgiproxy/node`) and the mount's. `exposeErrors` applies to both;
- * `onError` is the spawner's forwarding error hook.
+ * `createSpawner` in `@wsgiproxy/node`) and the mount's. `exposeErrors` and `onError` apply to
+ * both.
  */
-export interface SpawnOptions
-  extends SpawnerOptions, Omit<MountOptions, 'onError' | 'exposeErrors'> {}
+export interface SpawnOptions extends SpawnerOptions, Omit<MountOptions, 'onError'> {
+  /**
+   * Called with the error and the environ on every failure: the spawner's (502 when the backend
+   * exits or cannot start, 503 in backoff or with a full queue, 504 at the start timeout), the
+   * forwarding's, and a request that cannot be turned into an environ (400, 431; `environ` is
+   * then `undefined`). May return the response to send instead of the problem+json one; a hook
+   * that throws gives a 500. Default: the spawner logs its failures, the mount those of
+   * status ≥ 500.
+   */
+  onError?: ErrorHook
+}
 
 /** The Hono handler {@link spawn} returns, with the spawner it serves. */
 export type SpawnHandler = Handler & {
@@ -22,6 +35,9 @@ export type SpawnHandler = Handler & {
   [Symbol.asyncDispose](): Promise<void>
 }
 
+// The spawner's own options are checked by createSpawner.
+const SPAWN_OPTIONS = z.looseObject({ ...ENVIRON_FIELDS, exposeErrors: z.boolean().optional() })
+
 /**
  * A Hono handler that starts a backend process on the first request and forwards to it, mounted
  * like {@link mount}: the route prefix reaches the backend as `X-Forwarded-Script-Name`, so a
@@ -31,6 +47,8 @@ export type SpawnHandler = Handler & {
  *
  * @param options - the backend command and spawner options, plus the mount options
  * @returns the handler, with `spawner` and `close()`
+ * @throws WsgiProxyError `INVALID_OPTIONS` naming `spawn` and the option for a mount option or
+ *   `onError`, and naming `createSpawner` for a spawner option
  * @example
  * import { spawn } from '@wsgiproxy/hono/node'
  * const py = spawn({ command: 'python3 app.py __PORT__', idleTimeout: 60_000 })
@@ -38,12 +56,19 @@ export type SpawnHandler = Handler & {
  * process.once('SIGTERM', () => void py.close())
  */
 export function spawn(options: SpawnOptions): SpawnHandler {
-  const { getRemoteAddr, maxHeaders, ...spawnerOptions } = options
+  const { getRemoteAddr, maxHeaders, ...spawnerOptions } = parseOptions<SpawnOptions>(
+    SPAWN_OPTIONS,
+    options,
+    'spawn',
+  )
   const spawner = createSpawner(spawnerOptions)
   const mountOptions: MountOptions = {}
   if (getRemoteAddr !== undefined) mountOptions.getRemoteAddr = getRemoteAddr
   if (maxHeaders !== undefined) mountOptions.maxHeaders = maxHeaders
-  if (options.exposeErrors !== undefined) mountOptions.exposeErrors = options.exposeErrors
+  if (spawnerOptions.exposeErrors !== undefined) {
+    mountOptions.exposeErrors = spawnerOptions.exposeErrors
+  }
+  if (spawnerOptions.onError !== undefined) mountOptions.onError = spawnerOptions.onError
   const handler = mount(spawner.app, mountOptions)
   const close = (): Promise<void> => spawner.close()
   return Object.assign(handler, { spawner, close, [Symbol.asyncDispose]: close })

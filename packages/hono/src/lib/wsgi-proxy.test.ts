@@ -13,6 +13,7 @@ import {
   MemoryReplayStore,
   SignatureRejectedError,
   toEnviron,
+  WsgiProxyError,
 } from '@wsgiproxy/core'
 import { Hono } from 'hono'
 import { describe, expect, expectTypeOf, it } from 'vitest'
@@ -95,6 +96,37 @@ async function fromFront(
 /** A verifier of KEY with its own replay store. */
 function freshVerifier(): Verifier {
   return createVerifier({ keys: [KEY], replayStore: new MemoryReplayStore() })
+}
+
+/**
+ * A verifier that accepts every request after reading its body whole, as a digest check does,
+ * and hands back `payload` as the replacement body, counting how often that body is read.
+ */
+function bufferingVerifier(body: string): {
+  verifier: Verifier
+  payload: Uint8Array
+  reads: { count: number }
+} {
+  const payload = new TextEncoder().encode(body)
+  const reads = { count: 0 }
+  const verifier: Verifier = {
+    async verify(environ) {
+      const received: Uint8Array[] = []
+      for await (const chunk of environ['wsgi.input'] ?? []) received.push(chunk)
+      return {
+        status: 'valid',
+        keyid: KEY.id,
+        covered: new Set(),
+        body: {
+          async *[Symbol.asyncIterator]() {
+            reads.count++
+            yield payload
+          },
+        },
+      }
+    },
+  }
+  return { verifier, payload, reads }
 }
 
 /** A request to the backend with these headers set by hand. */
@@ -275,6 +307,36 @@ describe('wsgiProxy', () => {
       expect(body).toBe('signed payload')
       expect(environ.REQUEST_METHOD).toBe('POST')
     })
+
+    it('streams the buffered body to the handlers without reading or copying it again', async () => {
+      const { verifier, payload, reads } = bufferingVerifier('{"signed":true}')
+      const app = new Hono<{ Variables: WsgiProxyVariables }>()
+      app.use(wsgiProxy({ verifier }))
+      app.post('/json', async (c) => {
+        const readsBefore = reads.count
+        return c.json({ readsBefore, body: await c.req.json(), readsAfter: reads.count })
+      })
+      app.post('/stream', async (c) => {
+        const input = c.get('environ')['wsgi.input']
+        const chunks: Uint8Array[] = []
+        for await (const chunk of input ?? []) chunks.push(chunk)
+        return c.json({
+          sameStream: input !== null && input === c.req.raw.body,
+          sameBytes: chunks.length === 1 && chunks[0] === payload,
+        })
+      })
+      const post = async (path: string): Promise<Response> =>
+        app.request(`http://backend:8080${path}`, { method: 'POST', body: '{"signed":true}' })
+
+      // The middleware leaves the bytes unread; the handler's one read is the only one.
+      expect(await (await post('/json')).json()).toEqual({
+        readsBefore: 0,
+        body: { signed: true },
+        readsAfter: 1,
+      })
+      // The environ's wsgi.input is c.req's body, and it yields the verifier's own bytes.
+      expect(await (await post('/stream')).json()).toEqual({ sameStream: true, sameBytes: true })
+    })
   })
 
   it('answers 400 problem+json to a Host header that is not host[:port]', async () => {
@@ -283,6 +345,64 @@ describe('wsgiProxy', () => {
     expect(response.status).toBe(400)
     expect(await response.json()).toMatchObject({ code: 'BAD_REQUEST' })
     expect(seen).toEqual([])
+  })
+
+  describe('onError', () => {
+    it('is called with the error and no environ when none can be built, and its response is sent', async () => {
+      const calls: unknown[] = []
+      const { send, seen } = backend({
+        trustIps: ['loopback'],
+        onError: (error, environ) => {
+          calls.push([error instanceof WsgiProxyError, error.code, environ])
+          return { status: 421, headers: [['x-hook', 'yes']], body: null }
+        },
+      })
+      const response = await send(direct({ host: 'a b' }))
+      expect(response.status).toBe(421)
+      expect(response.headers.get('x-hook')).toBe('yes')
+      expect(calls).toEqual([[true, 'BAD_REQUEST', undefined]])
+      expect(seen).toEqual([])
+    })
+
+    it('gets a throwing getRemoteAddr as APP_ERROR with its cause; no answer keeps the 500', async () => {
+      const errors: WsgiProxyError[] = []
+      const { send, seen } = backend({
+        getRemoteAddr: () => {
+          throw new Error('no socket')
+        },
+        onError: (error) => void errors.push(error),
+      })
+      const response = await send(direct())
+      expect(response.status).toBe(500)
+      expect(await response.json()).toMatchObject({ code: 'APP_ERROR' })
+      expect(errors.map((error) => [error.code, String(error.cause)])).toEqual([
+        ['APP_ERROR', 'Error: no socket'],
+      ])
+      expect(seen).toEqual([])
+    })
+
+    it('answers a fixed 500 when the hook throws', async () => {
+      const { send } = backend({
+        onError: () => {
+          throw new Error('hook bug')
+        },
+      })
+      const response = await send(direct({ host: 'a b' }))
+      expect(response.status).toBe(500)
+      expect(await response.text()).toBe('Internal Server Error')
+    })
+
+    it('leaves refused signatures to onReject', async () => {
+      const hooks: string[] = []
+      const { send } = backend({
+        verifier: freshVerifier(),
+        requireSignature: true,
+        onReject: () => void hooks.push('onReject'),
+        onError: () => void hooks.push('onError'),
+      })
+      expect((await send(direct(FORWARDED))).status).toBe(401)
+      expect(hooks).toEqual(['onReject'])
+    })
   })
 
   it('answers HEAD through the handlers without a body', async () => {
@@ -305,10 +425,20 @@ describe('wsgiProxy', () => {
     )
     expect(conflict).toMatch(/^invalid options: wsgiProxy\.host and wsgiProxy\.domain/)
     expect(conflict).not.toContain('createEnvironRestorer')
-    expect(optionError(() => wsgiProxy({ maxHeaders: 0 }))).toMatch(/wsgiProxy\.maxHeaders/)
+    expect(optionError(() => wsgiProxy({ maxHeaders: 0 }))).toMatch(
+      /^invalid options: wsgiProxy\.maxHeaders: /,
+    )
     expect(
       optionError(() => wsgiProxy({ getRemoteAddr: 'x-real-ip' as unknown as () => undefined })),
-    ).toBe('invalid options: wsgiProxy.getRemoteAddr: expected a function (got string)')
+    ).toBe('invalid options: wsgiProxy.getRemoteAddr: expected a function')
+    expect(optionError(() => wsgiProxy({ onError: 500 as unknown as () => undefined }))).toBe(
+      'invalid options: wsgiProxy.onError: expected a function',
+    )
+    expect(optionError(() => wsgiProxy({ trustIps: 'loopback' as unknown as string[] }))).toMatch(
+      /^invalid options: wsgiProxy\.trustIps: /,
+    )
+    const unknown = optionError(() => wsgiProxy({ trustIp: ['loopback'] } as WsgiProxyOptions))
+    expect(unknown).toMatch(/^invalid options: wsgiProxy: .*"trustIp"/)
   })
 
   it('types c.get on an app declared with WsgiProxyVariables', () => {

@@ -1,13 +1,14 @@
-import type { Environ, ProxyMiddlewareOptions } from '@wsgiproxy/core'
+import type { Environ, ErrorHook, ProxyMiddlewareOptions, WsgiProxyError } from '@wsgiproxy/core'
+import { environUrl, errorResponse, toEnviron, toResponse } from '@wsgiproxy/core'
 import {
-  createEnvironRestorer,
-  environUrl,
-  errorResponse,
-  toEnviron,
-  toResponse,
-  WsgiProxyError,
-} from '@wsgiproxy/core'
-import type { MiddlewareHandler } from 'hono'
+  asWsgiProxyError,
+  createEnvironRestorerFor,
+  parseOptions,
+  toReadableStream,
+} from '@wsgiproxy/core/adapter'
+import type { Context, MiddlewareHandler } from 'hono'
+import * as z from 'zod'
+import { ENVIRON_FIELDS } from './_options.ts'
 import type { GetRemoteAddr } from './remote-addr.ts'
 import { remoteAddrOf } from './remote-addr.ts'
 
@@ -30,7 +31,7 @@ export type WsgiProxyVariables = {
  * Options of {@link wsgiProxy}: those of core's `proxyMiddleware` (`verifier`, `trustIps`,
  * `mode`, `requireSignature`, `prefix`, `popPrefix`, `scheme`, `host`, `domain`, `port`,
  * `jsonSchemas`, `pickleCodec`, `onReject`; trust is off by default), plus the client address
- * lookup and header cap.
+ * lookup, header cap and error hook.
  */
 export interface WsgiProxyOptions extends ProxyMiddlewareOptions {
   /**
@@ -41,21 +42,36 @@ export interface WsgiProxyOptions extends ProxyMiddlewareOptions {
   getRemoteAddr?: GetRemoteAddr
   /** Header fields accepted per request; more gives 431. Default 100. */
   maxHeaders?: number
+  /**
+   * Called with the error and the environ (`undefined` when none could be built) when the
+   * request cannot be turned into an environ (a bad `Host` 400, too many header fields 431) or
+   * `getRemoteAddr` throws; may return the response to send instead of the problem+json one. A
+   * hook that throws gives a fixed 500. Refused signatures and forwarded data go to `onReject`
+   * instead. Default: log errors of status ≥ 500.
+   */
+  onError?: ErrorHook
 }
+
+// The restorer's options are checked by createEnvironRestorerFor, which names wsgiProxy too.
+const WSGI_PROXY_OPTIONS = z.looseObject(ENVIRON_FIELDS)
 
 /**
  * Hono middleware for the backend side of the wsgiproxy protocol: verifies the front proxy's
  * signature and trust as core's `proxyMiddleware` does, restores the original request, sets it as
  * `c.get('environ')` and its URL as `c.get('originalUrl')`, and calls `next()`. A refused request
  * is answered here (401 with `WWW-Authenticate`, 400, 413, 431, 503 with `Retry-After`, as
- * problem+json) and never reaches the handlers. An untrusted request still goes on, with its
- * protocol headers left out of the environ. The environ is built with `SCRIPT_NAME` `''` (the path
- * as this app received it) before it is restored. `c.req` keeps the request as received: read the
- * client, host and scheme from the environ, not from `X-Forwarded-*` headers.
+ * problem+json, or what `onError` returns) and never reaches the handlers. An untrusted request
+ * still goes on, with its protocol headers left out of the environ. The environ is built with
+ * `SCRIPT_NAME` `''` (the path as this app received it) before it is restored. `c.req` keeps the
+ * request as received: read the client, host and scheme from the environ, not from
+ * `X-Forwarded-*` headers. When the verifier read the body to check its digest, `c.req` streams
+ * the bytes it holds, uncopied.
  *
- * @param options - trust, signature verification and forced values (see `proxyMiddleware`)
+ * @param options - trust, signature verification, forced values (see `proxyMiddleware`), client
+ *   address lookup, header cap, error handling
  * @returns the middleware
- * @throws WsgiProxyError `INVALID_OPTIONS` for conflicting options, as `proxyMiddleware`
+ * @throws WsgiProxyError `INVALID_OPTIONS` naming `wsgiProxy` and the option, for a bad value or
+ *   conflicting options
  * @example
  * import { wsgiProxy, type WsgiProxyVariables } from '@wsgiproxy/hono'
  * const app = new Hono<{ Variables: WsgiProxyVariables }>()
@@ -63,65 +79,79 @@ export interface WsgiProxyOptions extends ProxyMiddlewareOptions {
  * app.get('/', (c) => c.text(`hello ${c.get('environ').REMOTE_ADDR} at ${c.get('originalUrl')}`))
  */
 export function wsgiProxy(
-  options: WsgiProxyOptions = {},
+  options?: WsgiProxyOptions,
 ): MiddlewareHandler<{ Variables: WsgiProxyVariables }> {
-  const { getRemoteAddr, maxHeaders, ...restoreOptions } = options
-  if (getRemoteAddr !== undefined && typeof getRemoteAddr !== 'function') {
-    throw invalidOption(
-      `wsgiProxy.getRemoteAddr: expected a function (got ${typeof getRemoteAddr})`,
-    )
-  }
+  const { getRemoteAddr, maxHeaders, onError, ...restoreOptions } = parseOptions<WsgiProxyOptions>(
+    WSGI_PROXY_OPTIONS,
+    options,
+    'wsgiProxy',
+  )
+  const restore = createEnvironRestorerFor(restoreOptions, 'wsgiProxy')
   const environOptions = maxHeaders === undefined ? {} : { maxHeaders }
-  const restore = asWsgiProxyOptions(() => {
-    // Checks maxHeaders now rather than failing every request with it.
-    toEnviron(new Request('http://localhost/'), environOptions)
-    return createEnvironRestorer(restoreOptions)
-  })
+  const fail = failureResponder(onError ?? logError)
   return async (c, next) => {
-    let restored: Environ
-    let originalUrl: URL
+    let environ: Environ | undefined
     let received: Environ
+    let originalUrl: URL
     try {
       const remoteAddr = remoteAddrOf(c, getRemoteAddr)
       received = toEnviron(
         c.req.raw,
         remoteAddr === undefined ? environOptions : { ...environOptions, remoteAddr },
       )
+      environ = received
       const result = await restore(received)
       if (!result.ok) return toResponse(result.response)
-      restored = result.environ
-      originalUrl = environUrl(restored)
+      environ = result.environ
+      originalUrl = environUrl(environ)
     } catch (error) {
-      return toResponse(errorResponse(error))
+      return fail(error, environ)
     }
-    const input = restored['wsgi.input']
+    const input = environ['wsgi.input']
     if (input !== received['wsgi.input'] && input !== null) {
-      // The verifier read the body to check its digest; handlers get the buffered copy.
-      const chunks: Uint8Array<ArrayBuffer>[] = []
-      for await (const chunk of input) chunks.push(new Uint8Array(chunk))
-      const { method, url, headers, signal } = c.req.raw
-      c.req.raw = new Request(url, { method, headers, signal, body: new Blob(chunks) })
+      // The verifier read the body to check its digest: the handlers read its bytes through one
+      // stream, shared by c.req and the environ.
+      environ['wsgi.input'] = replaceBody(c, input)
     }
-    c.set('environ', restored)
+    c.set('environ', environ)
     c.set('originalUrl', originalUrl)
     return next()
   }
 }
 
-function invalidOption(message: string): WsgiProxyError {
-  return new WsgiProxyError('INVALID_OPTIONS', `invalid options: ${message}`, { expose: true })
+/** Makes `c.req` the received request with `input` as its body; returns the body stream. */
+function replaceBody(c: Context, input: AsyncIterable<Uint8Array>): ReadableStream<Uint8Array> {
+  const { method, url, headers, signal } = c.req.raw
+  const init: RequestInit & { duplex: 'half' } = {
+    method,
+    headers,
+    signal,
+    body: toReadableStream(input),
+    // A streamed body needs half duplex (https://fetch.spec.whatwg.org/#dom-requestinit-duplex).
+    duplex: 'half',
+  }
+  c.req.raw = new Request(url, init)
+  // The Request keeps the stream it was given, so the environ and c.req read the same one.
+  return c.req.raw.body as ReadableStream<Uint8Array>
 }
 
-// Core names the function that checked an option; a user of wsgiProxy() passed it to wsgiProxy.
-function asWsgiProxyOptions<T>(build: () => T): T {
-  try {
-    return build()
-  } catch (error) {
-    if (!(error instanceof WsgiProxyError) || error.code !== 'INVALID_OPTIONS') throw error
-    throw invalidOption(
-      error.message
-        .replace(/^invalid options: /, '')
-        .replace(/\b(?:createEnvironRestorer|toEnviron)\b/g, 'wsgiProxy'),
-    )
+/** Answers a failure: what `onError` returns, else the problem response; a fixed 500 if it throws. */
+function failureResponder(
+  onError: ErrorHook,
+): (error: unknown, environ: Environ | undefined) => Promise<Response> {
+  return async (error, environ) => {
+    try {
+      const problem = asWsgiProxyError(error)
+      return toResponse((await onError(problem, environ)) ?? errorResponse(problem))
+    } catch {
+      return new Response('Internal Server Error', {
+        status: 500,
+        headers: { 'content-type': 'text/plain; charset=utf-8' },
+      })
+    }
   }
+}
+
+function logError(error: WsgiProxyError): void {
+  if (error.status >= 500) console.error('wsgiproxy:', error)
 }

@@ -1,10 +1,17 @@
-import { createHash } from 'node:crypto'
-import { constants, watch } from 'node:fs'
+import { watch } from 'node:fs'
 import type { FSWatcher } from 'node:fs'
-import { open, stat } from 'node:fs/promises'
 import { basename, dirname, resolve } from 'node:path'
-import { WsgiProxyError, parseKeyFile } from '@wsgiproxy/core'
+import { WsgiProxyError } from '@wsgiproxy/core'
 import type { SigningKey } from '@wsgiproxy/core'
+import { parseOptions } from '@wsgiproxy/core/adapter'
+import { flag, milliseconds, optionsObject } from './http/_options.ts'
+import {
+  readKeyFileBytes,
+  parseKeyFileBytes,
+  statIdentity,
+  contentHash,
+  asKeyFileError,
+} from './_key-file-read.ts'
 
 /** Options of {@link loadKeyFile} and {@link watchKeyFile}. */
 export interface LoadKeyFileOptions {
@@ -61,11 +68,18 @@ export interface KeyFileWatcher {
   on(event: 'error', listener: (error: WsgiProxyError) => void): this
 }
 
-// A key file is a few lines; anything much larger is a wrong path.
-const MAX_KEY_FILE_BYTES = 1024 * 1024
 const DEBOUNCE_MS = 50
 const DEFAULT_POLL_INTERVAL = 1000
-const MAX_TIMER_MS = 2_147_483_647
+
+const LOAD_KEY_FILE_FIELDS = {
+  allowInsecurePermissions: flag().optional(),
+  allowWeakSecret: flag().optional(),
+}
+const loadKeyFileOptions = optionsObject(LOAD_KEY_FILE_FIELDS)
+const watchKeyFileOptions = optionsObject({
+  ...LOAD_KEY_FILE_FIELDS,
+  pollInterval: milliseconds(1).optional(),
+})
 
 /**
  * Reads and parses a key file (see `parseKeyFile` in `@wsgiproxy/core` for the format).
@@ -88,7 +102,7 @@ export async function loadKeyFile(
   path: string,
   options?: LoadKeyFileOptions,
 ): Promise<SigningKey[]> {
-  const opts = checkOptions(options, 'loadKeyFile', false)
+  const opts = parseOptions(loadKeyFileOptions, options, 'loadKeyFile')
   const bytes = await readKeyFileBytes(path, opts.allowInsecurePermissions ?? false)
   return parseKeyFileBytes(path, bytes, opts.allowWeakSecret ?? false)
 }
@@ -120,7 +134,8 @@ export async function watchKeyFile(
   path: string,
   options?: WatchKeyFileOptions,
 ): Promise<KeyFileWatcher> {
-  const opts = checkOptions(options, 'watchKeyFile', true)
+  // A copy: later changes to the caller's object do not reach a running watcher.
+  const opts = parseOptions(watchKeyFileOptions, options, 'watchKeyFile')
   // Metadata first: a change after this point shows up at the next poll at the latest.
   const statId = await statIdentity(path)
   const bytes = await readKeyFileBytes(path, opts.allowInsecurePermissions ?? false)
@@ -314,164 +329,6 @@ function call<T>(listener: (value: T) => void, value: T): void {
   }
 }
 
-async function readKeyFileBytes(path: string, allowInsecure: boolean): Promise<Uint8Array> {
-  let handle
-  try {
-    // O_NONBLOCK: opening a FIFO by mistake must not hang; it is then refused as not a file.
-    handle = await open(path, constants.O_RDONLY | (constants.O_NONBLOCK ?? 0))
-  } catch (error) {
-    throw fileError(path, `cannot open it: ${describeFsError(error)}`, error)
-  }
-  try {
-    const info = await handle.stat()
-    if (!info.isFile()) throw fileError(path, 'it is not a regular file')
-    const access = info.mode & 0o077
-    if (access !== 0 && !allowInsecure && process.platform !== 'win32') {
-      const mode = (info.mode & 0o777).toString(8).padStart(4, '0')
-      throw fileError(
-        path,
-        `group or others may access it (mode ${mode}); run \`chmod 600 ${path}\` ` +
-          '(or pass allowInsecurePermissions: true)',
-      )
-    }
-    // As OpenSSH's StrictModes: a key file another user owns could be rewritten by them.
-    const uid = process.getuid?.()
-    if (uid !== undefined && info.uid !== uid && info.uid !== 0 && !allowInsecure) {
-      throw fileError(
-        path,
-        `it is owned by uid ${info.uid}, not by this process (uid ${uid}) or root; ` +
-          `run \`chown ${uid} ${path}\` (or pass allowInsecurePermissions: true)`,
-      )
-    }
-    if (info.size > MAX_KEY_FILE_BYTES) {
-      throw fileError(path, `it has ${info.size} bytes; a key file has at most 1 MiB`)
-    }
-    const bytes = await handle.readFile()
-    if (bytes.length > MAX_KEY_FILE_BYTES) {
-      throw fileError(path, 'it grew past 1 MiB while being read')
-    }
-    return bytes
-  } catch (error) {
-    if (error instanceof WsgiProxyError) throw error
-    throw fileError(path, `cannot read it: ${describeFsError(error)}`, error)
-  } finally {
-    await handle.close().catch(() => undefined)
-  }
-}
-
-function parseKeyFileBytes(
-  path: string,
-  bytes: Uint8Array,
-  allowWeakSecret: boolean,
-): SigningKey[] {
-  let text: string
-  try {
-    text = new TextDecoder('utf-8', { fatal: true }).decode(bytes)
-  } catch (error) {
-    throw fileError(
-      path,
-      'it is not UTF-8 text; write a binary secret as a `keyid base64:<secret>` line',
-      error,
-    )
-  }
-  try {
-    return parseKeyFile(text, { allowWeakSecret })
-  } catch (error) {
-    if (error instanceof WsgiProxyError && error.code === 'INVALID_KEY_FILE') {
-      const detail = error.message.replace(/^invalid key file: /, '')
-      throw new WsgiProxyError('INVALID_KEY_FILE', `invalid key file ${path}: ${detail}`, {
-        cause: error,
-      })
-    }
-    throw error
-  }
-}
-
-// Metadata that changes whenever the file is rewritten, replaced or re-permissioned.
-async function statIdentity(path: string): Promise<string> {
-  try {
-    const info = await stat(path, { bigint: true })
-    return [info.dev, info.ino, info.size, info.mtimeNs, info.ctimeNs, info.mode].join(':')
-  } catch (error) {
-    return `error:${errorCode(error) ?? String(error)}`
-  }
-}
-
-function contentHash(bytes: Uint8Array): string {
-  return createHash('sha256').update(bytes).digest('hex')
-}
-
-function asKeyFileError(path: string, error: unknown): WsgiProxyError {
-  if (error instanceof WsgiProxyError) return error
-  return fileError(path, `reload failed: ${String(error)}`, error)
-}
-
-function fileError(path: string, problem: string, cause?: unknown): WsgiProxyError {
-  // Not exposed: the message names a path on this machine.
-  return new WsgiProxyError(
-    'INVALID_KEY_FILE',
-    `invalid key file ${path}: ${problem}`,
-    cause === undefined ? {} : { cause },
-  )
-}
-
-function describeFsError(error: unknown): string {
-  const code = errorCode(error)
-  if (code === 'ENOENT') return 'no such file (ENOENT)'
-  if (code === 'EACCES' || code === 'EPERM') return `permission denied (${code})`
-  if (code === 'EISDIR') return 'it is a directory (EISDIR)'
-  return error instanceof Error ? error.message : String(error)
-}
-
-function errorCode(error: unknown): string | undefined {
-  const code = (error as { code?: unknown } | null)?.code
-  return typeof code === 'string' ? code : undefined
-}
-
 function invalidOptions(message: string): WsgiProxyError {
   return new WsgiProxyError('INVALID_OPTIONS', `invalid options: ${message}`, { expose: true })
-}
-
-// @wsgiproxy/node does not depend on zod, so the three options are checked by hand, with the
-// same message shape as core's option errors.
-function checkOptions(
-  options: unknown,
-  what: string,
-  withPollInterval: boolean,
-): WatchKeyFileOptions {
-  if (options === undefined) return {}
-  if (typeof options !== 'object' || options === null || Array.isArray(options)) {
-    throw invalidOptions(`${what}: expected an object`)
-  }
-  const record = options as Record<string, unknown>
-  const known = ['allowInsecurePermissions', 'allowWeakSecret']
-  if (withPollInterval) known.push('pollInterval')
-  for (const key of Object.keys(record)) {
-    if (!known.includes(key)) throw invalidOptions(`${what}: unknown option "${key}"`)
-  }
-  for (const key of ['allowInsecurePermissions', 'allowWeakSecret']) {
-    const value = record[key]
-    if (value !== undefined && typeof value !== 'boolean') {
-      throw invalidOptions(`${what}.${key}: expected a boolean (got ${typeof value})`)
-    }
-  }
-  const poll = record['pollInterval']
-  if (
-    poll !== undefined &&
-    (typeof poll !== 'number' || !Number.isInteger(poll) || poll < 1 || poll > MAX_TIMER_MS)
-  ) {
-    throw invalidOptions(
-      `${what}.pollInterval: expected whole milliseconds from 1 to ${MAX_TIMER_MS} (got ${String(poll)})`,
-    )
-  }
-  // A copy: later changes to the caller's object do not reach a running watcher.
-  const checked: WatchKeyFileOptions = {}
-  if (typeof record['allowInsecurePermissions'] === 'boolean') {
-    checked.allowInsecurePermissions = record['allowInsecurePermissions']
-  }
-  if (typeof record['allowWeakSecret'] === 'boolean') {
-    checked.allowWeakSecret = record['allowWeakSecret']
-  }
-  if (typeof poll === 'number') checked.pollInterval = poll
-  return checked
 }

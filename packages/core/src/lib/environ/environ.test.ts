@@ -1,16 +1,9 @@
 import * as fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
 import type { ToEnvironOptions, ToRequestOptions } from '@wsgiproxy/core'
-import {
-  WsgiProxyError,
-  environHeaders,
-  environUrl,
-  formatAuthority,
-  toEnviron,
-  toRequest,
-  unquotePath,
-} from '@wsgiproxy/core'
-import { makeEnviron } from '../../test/environ-fixture.ts'
+import { WsgiProxyError, environUrl, toEnviron, toRequest } from '@wsgiproxy/core'
+import { environHeaders, formatAuthority, unquotePath } from '@wsgiproxy/core/adapter'
+import { makeEnviron } from '@wsgiproxy/test-kit/environ-fixture'
 import { hasDotSegment } from './environ.ts'
 
 const encoder = new TextEncoder()

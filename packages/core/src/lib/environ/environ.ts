@@ -1,10 +1,12 @@
 import * as z from 'zod'
 import { WsgiProxyError } from '../errors.ts'
-import { parseOptions } from '../_options.ts'
+import { parseOptions } from '../options.ts'
 import { trimTrailingSlashes } from '../_text.ts'
-import { toReadableStream } from '../_streams.ts'
+import { toReadableStream } from '../streams.ts'
 import type { Environ } from '../types.ts'
 import { environPath, unquotePath } from './url-path.ts'
+import { foldHeaders, headerName } from './_environ-keys.ts'
+import { DEFAULT_PORTS, HOST_HEADER, isValidPort, SERVER_NAME } from './_host.ts'
 
 /** Options of {@link toEnviron}. */
 export interface ToEnvironOptions {
@@ -24,10 +26,6 @@ export interface ToEnvironOptions {
   maxHeaders?: number
 }
 
-// RFC 9110 §7.2 / RFC 3986 §3.2.2: host [ ":" port ], restricted to the names URLs accept:
-// an IPv6 literal in brackets, or letters, digits, "-", ".", "_", "~" (names and IPv4).
-const HOST_HEADER = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~]+)(?::[0-9]{0,5})?$/
-const SERVER_NAME = /^(?:[0-9A-Fa-f:.]+|[A-Za-z0-9\-._~]+)$/
 const DOT = 0x2e
 const SLASH = 0x2f
 const SEMICOLON = 0x3b
@@ -76,9 +74,18 @@ export function toEnviron(request: Request, options?: ToEnvironOptions): Environ
   return buildEnviron(request, parseToEnvironOptions(options))
 }
 
-/** Validates {@link ToEnvironOptions} once, for adapters that build many environs. */
-export function parseToEnvironOptions(options: ToEnvironOptions | undefined): ToEnvironOptions {
-  return options === undefined ? {} : parseOptions(toEnvironOptions, options, 'toEnviron')
+/**
+ * Validates {@link ToEnvironOptions} once, for adapters that build many environs.
+ *
+ * @param options - the options
+ * @param what - the public function the caller is, for error messages (default `toEnviron`)
+ * @returns the options, checked
+ */
+export function parseToEnvironOptions(
+  options: ToEnvironOptions | undefined,
+  what = 'toEnviron',
+): ToEnvironOptions {
+  return options === undefined ? {} : parseOptions(toEnvironOptions, options, what)
 }
 
 /** {@link toEnviron} with options already validated (the per-request path of adapters). */
@@ -191,16 +198,7 @@ function partsToEnviron(parts: EnvironParts, opts: ToEnvironOptions): Environ {
   if (parts.remoteAddr !== undefined) environ.REMOTE_ADDR = parts.remoteAddr
   // Every line is read before any check, so the checks answer in the same order however many
   // lines there are.
-  let count = 0
-  for (const [rawName, value] of parts.headers) {
-    count++
-    const name = rawName.toLowerCase()
-    // Names with "_" would collide with "-" names once mapped; nginx and Apache drop them too.
-    if (name.includes('_')) continue
-    const key = environKey(name)
-    const previous = environ[key]
-    environ[key] = typeof previous === 'string' ? `${previous}, ${value}` : value
-  }
+  const count = foldHeaders(environ, parts.headers)
   // The Host header wins over an absolute-form authority, as it does in the URL Fetch adapters
   // build; without either, the empty host is refused below.
   const host = environ.HTTP_HOST ?? (target.startsWith('/') ? '' : url.host)
@@ -329,8 +327,6 @@ export function formatAuthority(name: string, port: string, scheme: string): str
   return port === '' || port === DEFAULT_PORTS[scheme] ? host : `${host}:${port}`
 }
 
-const DEFAULT_PORTS: Record<string, string> = { http: '80', https: '443' }
-
 /** Whether a `Host` value is `host[:port]` with a host name, IPv4 address or bracketed IPv6. */
 export function isValidHost(host: string): boolean {
   if (!HOST_HEADER.test(host)) return false
@@ -369,10 +365,6 @@ export function isValidServer(name: string, port: string): boolean {
   return SERVER_NAME.test(name) && isValidPort(port) && port !== ''
 }
 
-function isValidPort(port: string): boolean {
-  return port === '' || (/^[0-9]{1,5}$/.test(port) && Number(port) <= 65535)
-}
-
 /** Splits `host[:port]` (IPv6 in brackets) into a bare name and a port (the scheme's default when absent). */
 export function parseHost(host: string, scheme: string): [string, string] {
   let name = host
@@ -395,14 +387,4 @@ export function parseHost(host: string, scheme: string): [string, string] {
 
 function normalizeScriptName(scriptName: string): string {
   return trimTrailingSlashes(scriptName)
-}
-
-function environKey(name: string): string {
-  if (name === 'content-type') return 'CONTENT_TYPE'
-  if (name === 'content-length') return 'CONTENT_LENGTH'
-  return `HTTP_${name.toUpperCase().replaceAll('-', '_')}`
-}
-
-function headerName(key: string): string {
-  return key.slice(5).toLowerCase().replaceAll('_', '-')
 }

@@ -1,13 +1,8 @@
 import { describe, expect, it, vi } from 'vitest'
 import type { AppResponse, Environ, EnvironApp, ToFetchHandlerOptions } from '@wsgiproxy/core'
-import {
-  WsgiProxyError,
-  findRemoteAddr,
-  fromFetchHandler,
-  toEnviron,
-  toFetchHandler,
-} from '@wsgiproxy/core'
-import { readText, settle, trackedBody } from '../../test/bodies.ts'
+import { WsgiProxyError, fromFetchHandler, toEnviron, toFetchHandler } from '@wsgiproxy/core'
+import { findRemoteAddr } from '@wsgiproxy/core/adapter'
+import { readText, settle, trackedBody } from '@wsgiproxy/test-kit/bodies'
 
 /** An app that records the environs it gets and answers 200 with a text body. */
 function recordingApp(text = 'ok'): { app: EnvironApp; environs: Environ[] } {
@@ -215,20 +210,35 @@ describe('toFetchHandler', () => {
     expect(await response.text()).not.toContain('10.0.0.5')
   })
 
-  it('passes the error and the request to onError', async () => {
+  it('passes the error as an APP_ERROR WsgiProxyError and the environ to onError', async () => {
     const { onError, errors } = quietErrors()
-    const seen: Request[] = []
-    const request = new Request('http://example.com/')
+    const seen: Array<Environ | undefined> = []
     await toFetchHandler(failing, {
-      onError: (error, req) => {
-        seen.push(req)
-        return onError(error, req)
+      onError: (error, environ) => {
+        seen.push(environ)
+        return onError(error, environ)
       },
-    })(request)
-    expect(seen).toEqual([request])
-    expect(errors).toEqual([
-      expect.objectContaining({ message: expect.stringContaining('refused') }),
-    ])
+    })(new Request('http://example.com/some/path'))
+    expect(seen).toEqual([expect.objectContaining({ PATH_INFO: '/some/path' })])
+    expect(errors).toEqual([expect.any(WsgiProxyError)])
+    expect(errors[0]).toMatchObject({
+      code: 'APP_ERROR',
+      message: expect.stringContaining('refused'),
+      cause: expect.any(Error),
+    })
+  })
+
+  it('passes no environ to onError when the request cannot become one', async () => {
+    const seen: unknown[] = []
+    const handler = toFetchHandler(failing, {
+      maxHeaders: 1,
+      onError: (error, environ) => void seen.push(error, environ),
+    })
+    const response = await handler(
+      new Request('http://example.com/', { headers: { a: '1', b: '2' } }),
+    )
+    expect(response.status).toBe(431)
+    expect(seen).toEqual([expect.objectContaining({ code: 'TOO_MANY_HEADERS' }), undefined])
   })
 
   it('sends the response onError returns', async () => {

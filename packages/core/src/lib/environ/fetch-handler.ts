@@ -1,12 +1,12 @@
 import * as z from 'zod'
 import { buildEnviron, parseToEnvironOptions, toRequest } from './environ.ts'
-import { WsgiProxyError } from '../errors.ts'
-import { fn, parseOptions } from '../_options.ts'
+import { asWsgiProxyError, WsgiProxyError } from '../errors.ts'
+import { fn, parseOptions } from '../options.ts'
 import { findRemoteAddr } from './peer-address.ts'
-import { discardBody } from '../_streams.ts'
+import { discardBody } from '../streams.ts'
 import { errorResponse } from '../problem.ts'
 import { fromResponse, toResponse } from './response.ts'
-import type { AppResponse, Environ, EnvironApp } from '../types.ts'
+import type { Environ, EnvironApp, ErrorHook } from '../types.ts'
 
 /** A web-standard fetch handler, as `export default { fetch }` on Bun, Deno and @hono/node-server. */
 export type FetchHandler = (request: Request, context?: unknown) => Response | Promise<Response>
@@ -29,11 +29,12 @@ export interface ToFetchHandlerOptions {
   /** Show error messages in problem bodies (development only: they may name internal addresses). Default `false`. */
   exposeErrors?: boolean
   /**
-   * Called when the app throws or the request cannot be turned into an environ. Return a response
-   * to send instead of the default problem response. If it throws, a fixed 500 is sent.
-   * Default: log errors with status ≥ 500 to `console.error`.
+   * Called when the app throws or the request cannot be turned into an environ (then `environ` is
+   * `undefined`); see {@link ErrorHook}. Return a response to send instead of the default problem
+   * response. If it throws, a fixed 500 is sent. Default: log errors with status ≥ 500 to
+   * `console.error`.
    */
-  onError?: (error: unknown, request: Request) => AppResponse | void | Promise<AppResponse | void>
+  onError?: ErrorHook
 }
 
 const toFetchHandlerOptions = z.strictObject({
@@ -71,9 +72,9 @@ export function toFetchHandler(
   const exposeErrors = opts.exposeErrors ?? false
   const onError = opts.onError ?? logError
 
-  async function fail(error: unknown, request: Request): Promise<Response> {
+  async function fail(error: unknown, environ: Environ | undefined): Promise<Response> {
     try {
-      const replacement = await onError(error, request)
+      const replacement = await onError(asWsgiProxyError(error), environ)
       return toResponse(replacement ?? errorResponse(error, exposeErrors))
     } catch {
       return new Response('Internal Server Error', {
@@ -84,6 +85,7 @@ export function toFetchHandler(
   }
 
   return async (request, context) => {
+    let environ: Environ | undefined
     try {
       const remoteAddr = getRemoteAddr(request, context)
       let perRequest = environOptions
@@ -91,7 +93,7 @@ export function toFetchHandler(
         perRequest = { ...perRequest, scriptName: checkScriptName(scriptName(request, context)) }
       }
       if (remoteAddr !== undefined) perRequest = { ...perRequest, remoteAddr }
-      const environ = buildEnviron(request, perRequest)
+      environ = buildEnviron(request, perRequest)
       let response = await app(environ)
       if (request.method === 'HEAD' && response?.body) {
         void discardBody(response.body)
@@ -99,7 +101,7 @@ export function toFetchHandler(
       }
       return toResponse(response)
     } catch (error) {
-      return fail(error, request)
+      return fail(error, environ)
     }
   }
 }

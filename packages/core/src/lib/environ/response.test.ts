@@ -2,7 +2,7 @@ import * as fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
 import type { AppResponse } from '@wsgiproxy/core'
 import { fromResponse, toResponse } from '@wsgiproxy/core'
-import { readText, settle, trackedBody } from '../../test/bodies.ts'
+import { readText, settle, trackedBody } from '@wsgiproxy/test-kit/bodies'
 
 describe('toResponse', () => {
   it('builds status, reason phrase, headers and a streamed body', async () => {

@@ -1,4 +1,4 @@
-import { discardBody, toReadableStream } from '../_streams.ts'
+import { discardBody, toReadableStream } from '../streams.ts'
 import { problemResponse } from '../problem.ts'
 import type { AppResponse } from '../types.ts'
 

@@ -1,8 +1,8 @@
 import * as fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
 import type { Environ } from '@wsgiproxy/core'
-import { environPath, quotePath, unquotePath } from '@wsgiproxy/core'
-import { makeEnviron } from '../../test/environ-fixture.ts'
+import { environPath, quotePath, unquotePath } from '@wsgiproxy/core/adapter'
+import { makeEnviron } from '@wsgiproxy/test-kit/environ-fixture'
 
 /** An environ with only the path keys set (and the raw path when given). */
 function pathEnviron(scriptName: string, pathInfo: string, rawPath?: string): Environ {

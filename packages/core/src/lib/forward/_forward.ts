@@ -1,10 +1,14 @@
-import { Cancellation, LazyOutbound, subscribesToCancel } from './_cancel.ts'
-import { clientCloseHook } from './_client-close.ts'
+import {
+  Cancellation,
+  clientCancellation,
+  LazyOutbound,
+  subscribesToCancellation,
+} from './cancellation.ts'
 import { WsgiProxyError } from '../errors.ts'
 import { stripHopByHop } from './_hop-by-hop.ts'
-import { discardBody } from '../_streams.ts'
+import { discardBody } from '../streams.ts'
 import { errorResponse } from '../problem.ts'
-import type { AppResponse, Environ, OutboundRequest, ProxyErrorHook, Transport } from '../types.ts'
+import type { AppResponse, Environ, OutboundRequest, ErrorHook, Transport } from '../types.ts'
 
 /** What the forwarding step needs, resolved from validated options. */
 export interface ForwardSettings {
@@ -12,7 +16,7 @@ export interface ForwardSettings {
   headersTimeout: number | false
   bodyTimeout: number | false
   exposeErrors: boolean
-  onError: ProxyErrorHook
+  onError: ErrorHook<Environ>
 }
 
 /** The default error hook: log failures with status ≥ 500; a client that went away is not an error. */
@@ -35,9 +39,9 @@ export async function forward(
   const onClientAbort = (): void =>
     controller.abort(new WsgiProxyError('CLIENT_ABORTED', 'the client closed the request'))
   let release: () => void
-  const hook = clientCloseHook(environ)
+  const hook = clientCancellation(environ)
   if (hook !== undefined) {
-    if (hook.closed) onClientAbort()
+    if (hook.aborted) onClientAbort()
     else hook.add(onClientAbort)
     release = () => hook.delete(onClientAbort)
   } else {
@@ -62,9 +66,9 @@ export async function forward(
 
   let response: AppResponse
   try {
-    // A transport that subscribes to the cancellation never needs a signal (see _cancel.ts).
+    // A transport that subscribes to the cancellation never needs a signal (cancellation.ts).
     response = await settings.transport(
-      subscribesToCancel(settings.transport)
+      subscribesToCancellation(settings.transport)
         ? new LazyOutbound(outbound, controller)
         : { ...outbound, signal: controller.signal },
     )

@@ -14,8 +14,8 @@ import {
   toEnviron,
   toResponse,
 } from '../../index.ts'
-import { describeForwarding } from '../../test/forwarding-suite.ts'
-import { closeAll, send, startFetchFront, startUpstream } from '../../test/servers.ts'
+import { describeForwarding } from '@wsgiproxy/test-kit/forwarding-suite'
+import { closeAll, send, startFetchFront, startUpstream } from '@wsgiproxy/test-kit/servers'
 
 describeForwarding('toFetchHandler on @hono/node-server, fetchTransport', (port, options) => {
   const proxy = exactProxy({ allow: ['127.0.0.1'], ...options })
@@ -315,7 +315,9 @@ describe('exactProxy', () => {
   })
 
   it('refuses invalid options with a message naming the option', () => {
-    expect(() => exactProxy({ timeouts: { headers: -1 } })).toThrow(/exactProxy\.timeouts\.headers/)
+    expect(() => exactProxy({ timeouts: { upstreamHeaders: -1 } })).toThrow(
+      /exactProxy\.timeouts\.upstreamHeaders/,
+    )
     expect(() => exactProxy({ transport: 'x' as unknown as Transport })).toThrow(
       expect.objectContaining({ code: 'INVALID_OPTIONS' }),
     )

@@ -1,26 +1,24 @@
 import * as z from 'zod'
 import { formatAuthority, isValidServer } from '../environ/environ.ts'
+import { environPath } from '../environ/url-path.ts'
 import { WsgiProxyError } from '../errors.ts'
 import type { ForwardOptions } from './forward-options.ts'
 import { forwardOptionsSchema, forwardSettings } from './forward-options.ts'
 import type { ForwardSettings } from './_forward.ts'
 import { failure, forward } from './_forward.ts'
 import { forwardedRequestHeaders } from './_hop-by-hop.ts'
-import { fn, parseOptions } from '../_options.ts'
+import { fn, parseOptions } from '../options.ts'
 import {
   ALLOW_ENTRY_HINT,
-  allowEntryProblem,
+  allowEntryProblem as entryProblem,
   compileAllowList,
-  hostAddress,
-  isLocalhostName,
-  LOCALHOST_ADDRESSES,
   parseAddress,
 } from './_allow-list.ts'
-import type { CompiledAllowList } from './_allow-list.ts'
+import type { Checked, TargetGuard } from './_target-check.ts'
+import { checkTarget } from './_target-check.ts'
+import { appendVia, processPseudonym, viaNames } from './_via.ts'
 import { errorResponse, problemResponse } from '../problem.ts'
-import { trimOws } from '../_text.ts'
 import type { AppResponse, Environ, EnvironApp } from '../types.ts'
-import { environPath } from '../environ/url-path.ts'
 
 /** Options of {@link exactProxy}; the {@link ForwardOptions} plus the SSRF and loop guards. */
 export interface ExactProxyOptions extends ForwardOptions {
@@ -101,8 +99,19 @@ export interface AllowList {
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,64}$/
 const DEFAULT_ALLOW: readonly string[] = ['public']
 
+/**
+ * What is wrong with one `allow` entry, or `undefined` when `exactProxy` accepts it: for checkers
+ * (a config file, a command-line flag) that name the entry's place themselves.
+ *
+ * @param entry - one entry of an allow list
+ * @returns the problem, lower-case, or `undefined`
+ */
+export function allowEntryProblem(entry: string): string | undefined {
+  return entryProblem(entry)
+}
+
 const allowEntry = z.string().superRefine((entry, context) => {
-  const problem = allowEntryProblem(entry)
+  const problem = entryProblem(entry)
   if (problem !== undefined) context.addIssue({ code: 'custom', message: problem })
 })
 
@@ -158,13 +167,7 @@ export function exactProxy(options?: ExactProxyOptions): EnvironApp {
   const skipVia = pseudonym === undefined ? undefined : (name: string): boolean => name === 'via'
   // Sends a request whose target passed the guards (to `checked`, an address, when given).
   const send = (environ: Environ, url: URL, authority: string, checked: Checked) => {
-    if (checked instanceof WsgiProxyError) {
-      if (checked.code === 'LOOP_DETECTED') return refuse(checked, LOOP_DETAIL, environ, settings)
-      if (checked.code === 'TARGET_NOT_ALLOWED') {
-        return refuse(checked, NOT_ALLOWED_DETAIL, environ, settings)
-      }
-      return failure(checked, environ, settings)
-    }
+    if (checked instanceof WsgiProxyError) return refuseTarget(checked, environ, settings)
     const host = environ.HTTP_HOST
     const headers = forwardedRequestHeaders(
       environ,
@@ -197,13 +200,8 @@ export function exactProxy(options?: ExactProxyOptions): EnvironApp {
       )
       return refuse(error, LOOP_DETAIL, environ, settings)
     }
-    const { SERVER_NAME: name, SERVER_PORT: port } = environ
-    const authority = formatAuthority(name, port, scheme)
-    let url: URL | undefined
-    if (isValidServer(name, port)) {
-      const query = environ.QUERY_STRING ? `?${environ.QUERY_STRING}` : ''
-      url = URL.parse(`${scheme}://${authority}${environPath(environ) || '/'}${query}`) ?? undefined
-    }
+    const authority = formatAuthority(environ.SERVER_NAME, environ.SERVER_PORT, scheme)
+    const url = upstreamUrl(environ, scheme, authority)
     if (url === undefined) {
       const error = new WsgiProxyError(
         'INVALID_UPSTREAM',
@@ -213,9 +211,8 @@ export function exactProxy(options?: ExactProxyOptions): EnvironApp {
     }
     // Synchronous unless a name is looked up: the request is sent within this call otherwise.
     const checked = checkTarget(url, guard)
-    const target = url
     return checked instanceof Promise
-      ? checked.then((result) => send(environ, target, authority, result))
+      ? checked.then((result) => send(environ, url, authority, result))
       : send(environ, url, authority, checked)
   }
 }
@@ -256,112 +253,25 @@ const NOT_ALLOWED_DETAIL =
 const LOOP_DETAIL =
   'the request would come back to this proxy: it names this proxy itself or has passed through it already'
 
-/** What {@link checkTarget} needs from the options. */
-interface TargetGuard {
-  allow: CompiledAllowList
-  resolve: ExactProxyOptions['resolve']
-  isSelf: ExactProxyOptions['isSelf']
+/** The URL the environ's server, path and query name, or `undefined` when they name none. */
+function upstreamUrl(environ: Environ, scheme: string, authority: string): URL | undefined {
+  const { SERVER_NAME: name, SERVER_PORT: port } = environ
+  if (!isValidServer(name, port)) return undefined
+  const query = environ.QUERY_STRING ? `?${environ.QUERY_STRING}` : ''
+  return URL.parse(`${scheme}://${authority}${environPath(environ) || '/'}${query}`) ?? undefined
 }
 
-/** The address to connect to (a name was resolved), `undefined` for the URL as is, or why not. */
-type Checked = string | undefined | WsgiProxyError
-
-/** Checks the target the URL names against the loop guard and the allow list. */
-function checkTarget(url: URL, guard: TargetGuard): Checked | Promise<Checked> {
-  const { allow, resolve, isSelf } = guard
-  const port = Number(url.port || (url.protocol === 'https:' ? 443 : 80))
-  const hostname = url.hostname
-  const literal = hostAddress(hostname)
-  if (literal !== undefined) {
-    const address = literal.toString()
-    if (isSelf?.(address, port) === true) return loop(url, address)
-    return allow.allowsAddress(literal, port) ? undefined : notAllowed(url, port, address, false)
+/** Answers a target the guards refused (or whose name did not resolve). */
+function refuseTarget(
+  error: WsgiProxyError,
+  environ: Environ,
+  settings: ForwardSettings,
+): Promise<AppResponse> {
+  if (error.code === 'LOOP_DETECTED') return refuse(error, LOOP_DETAIL, environ, settings)
+  if (error.code === 'TARGET_NOT_ALLOWED') {
+    return refuse(error, NOT_ALLOWED_DETAIL, environ, settings)
   }
-  const named = allow.namesHost(hostname, port)
-  if (isLocalhostName(hostname)) {
-    return checkAddresses(url, port, guard, named, LOCALHOST_ADDRESSES, false)
-  }
-  if (resolve !== undefined && (named ? isSelf !== undefined : allow.hasAddressRules)) {
-    return resolveAndCheck(url, port, guard, named, resolve)
-  }
-  if (named) return undefined
-  // Not looked up: only `public` vouches for a name, as the name of a public host.
-  return allow.publicPort(port) ? undefined : notAllowed(url, port, undefined, false)
-}
-
-async function resolveAndCheck(
-  url: URL,
-  port: number,
-  guard: TargetGuard,
-  named: boolean,
-  resolve: NonNullable<ExactProxyOptions['resolve']>,
-): Promise<Checked> {
-  const hostname = url.hostname
-  let answer: readonly string[]
-  try {
-    // As the transport would resolve it (with the root dot, if any: no search domains then).
-    answer = await resolve(hostname)
-  } catch (error) {
-    const message = error instanceof Error ? error.message : String(error)
-    return new WsgiProxyError('UPSTREAM_UNREACHABLE', `cannot resolve ${hostname}: ${message}`, {
-      cause: error,
-    })
-  }
-  if (!Array.isArray(answer) || answer.length === 0) {
-    return new WsgiProxyError('UPSTREAM_UNREACHABLE', `${hostname} resolves to no address`)
-  }
-  const addresses = answer.map((text) => parseAddress(text))
-  return checkAddresses(url, port, guard, named, addresses, !named)
-}
-
-/** Checks the addresses a name stands for; `connect`: answer the first, to connect to it. */
-function checkAddresses(
-  url: URL,
-  port: number,
-  guard: TargetGuard,
-  named: boolean,
-  addresses: readonly (ReturnType<typeof parseAddress> | undefined)[],
-  connect: boolean,
-): Checked {
-  const { allow, isSelf } = guard
-  if (isSelf !== undefined) {
-    for (const address of addresses) {
-      if (address !== undefined && isSelf(address.toString(), port)) {
-        return loop(url, address.toString())
-      }
-    }
-  }
-  if (named) return undefined
-  for (const address of addresses) {
-    if (address === undefined || !allow.allowsAddress(address, port)) {
-      return notAllowed(url, port, address?.toString() ?? 'something not an address', true)
-    }
-  }
-  return connect ? addresses[0]?.toString() : undefined
-}
-
-function loop(url: URL, address: string): WsgiProxyError {
-  const same = url.hostname === address || url.hostname === `[${address}]`
-  return new WsgiProxyError(
-    'LOOP_DETECTED',
-    `the target ${url.host}${same ? '' : ` (${address})`} is this proxy itself: the request would come back`,
-  )
-}
-
-// The message names the target for the operator's log (never the client's response body).
-function notAllowed(
-  url: URL,
-  port: number,
-  address: string | undefined,
-  resolved: boolean,
-): WsgiProxyError {
-  const host = resolved || address === undefined ? withoutRootDot(url.hostname) : address
-  const entry = host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`
-  const via = resolved ? `, which resolves to ${address},` : ''
-  return new WsgiProxyError(
-    'TARGET_NOT_ALLOWED',
-    `the target ${url.host}${via} is not in the exactProxy allow list (add ${JSON.stringify(entry)} to allow to permit it)`,
-  )
+  return failure(error, environ, settings)
 }
 
 /**
@@ -384,54 +294,4 @@ async function refuse(
   } catch {
     return errorResponse(new WsgiProxyError('APP_ERROR', 'the error hook failed'))
   }
-}
-
-let pseudonymOfProcess: string | undefined
-
-// One random pseudonym per process (per copy of this module): 64 bits, so another proxy's entry
-// never matches by chance.
-function processPseudonym(): string {
-  if (pseudonymOfProcess === undefined) {
-    const bytes = crypto.getRandomValues(new Uint8Array(8))
-    pseudonymOfProcess = `wsgiproxy-${Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('')}`
-  }
-  return pseudonymOfProcess
-}
-
-/**
- * Whether a `Via` value has an entry received by `pseudonym`. RFC 9110 §7.6.3:
- * `Via = #( received-protocol RWS received-by [ RWS comment ] )`; compared without regard to
- * case. Linear time: the value is client input.
- */
-function viaNames(via: string, pseudonym: string): boolean {
-  const wanted = pseudonym.toLowerCase()
-  for (const element of via.split(',')) {
-    const entry = trimOws(element)
-    let start = 0
-    while (start < entry.length && !isWhitespace(entry.charCodeAt(start))) start++
-    while (start < entry.length && isWhitespace(entry.charCodeAt(start))) start++
-    let end = start
-    while (end < entry.length && !isWhitespace(entry.charCodeAt(end))) end++
-    if (end - start === wanted.length && entry.slice(start, end).toLowerCase() === wanted) {
-      return true
-    }
-  }
-  return false
-}
-
-function isWhitespace(code: number): boolean {
-  return code === 0x20 || code === 0x09
-}
-
-/** The client's `Via` with this proxy's entry appended (RFC 9110 §7.6.3). */
-function appendVia(via: string | undefined, serverProtocol: string, pseudonym: string): string {
-  // received-protocol: the version alone when the protocol is HTTP.
-  const protocol = /^HTTP\/([0-9](?:\.[0-9])?)$/.exec(serverProtocol)?.[1] ?? '1.1'
-  const entry = `${protocol} ${pseudonym}`
-  const previous = typeof via === 'string' ? trimOws(via) : ''
-  return previous === '' ? entry : `${previous}, ${entry}`
-}
-
-function withoutRootDot(hostname: string): string {
-  return hostname.endsWith('.') ? hostname.slice(0, -1) : hostname
 }

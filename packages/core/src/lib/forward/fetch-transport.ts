@@ -1,9 +1,10 @@
 import * as z from 'zod'
 import { WsgiProxyError } from '../errors.ts'
-import { fn, parseOptions } from '../_options.ts'
+import { fn, parseOptions } from '../options.ts'
 import type { RuntimeKind } from '../_runtime.ts'
 import { runtimeKind } from '../_runtime.ts'
-import { toReadableStream } from '../_streams.ts'
+import { toReadableStream } from '../streams.ts'
+import { mayRetry, toUpstreamError } from './upstream-error.ts'
 import type { AppResponse, OutboundRequest, Transport } from '../types.ts'
 
 /** Options of {@link fetchTransport}. */
@@ -20,12 +21,12 @@ const fetchTransportOptions = z.strictObject({
   fetch: fn<typeof fetch>().optional(),
 })
 
-// Content codings every runtime's fetch decodes (gzip, deflate, br): a response in one of them
-// arrives decoded, so its Content-Encoding and Content-Length no longer describe the body.
-// https://fetch.spec.whatwg.org/#http-network-fetch (step "codings"), undici #2514.
 // https://fetch.spec.whatwg.org/#forbidden-method
 const FORBIDDEN_METHODS: ReadonlySet<string> = new Set(['CONNECT', 'TRACE', 'TRACK'])
 
+// Content codings every runtime's fetch decodes (gzip, deflate, br): a response in one of them
+// arrives decoded, so its Content-Encoding and Content-Length no longer describe the body.
+// https://fetch.spec.whatwg.org/#http-network-fetch (step "codings"), undici #2514.
 const DECODED_CODINGS: ReadonlySet<string> = new Set(['gzip', 'x-gzip', 'deflate', 'br'])
 
 /**
@@ -64,35 +65,8 @@ export function fetchTransport(options?: FetchTransportOptions): Transport {
         { expose: true },
       )
     }
-    const headers = new Headers()
     const withBody = body !== null && method !== 'GET' && method !== 'HEAD'
-    let hostOverride = false
-    for (const [name, value] of outbound.headers) {
-      const lower = name.toLowerCase()
-      if (lower === 'host') {
-        if (sameAuthority(value, url)) continue
-        if (runtime === 'bun' || runtime === 'deno') {
-          hostOverride = true
-          headers.set('host', value)
-          continue
-        }
-        throw new WsgiProxyError(
-          'HOST_OVERRIDE_UNSUPPORTED',
-          `fetchTransport cannot send Host ${JSON.stringify(value)} to ${url.host}: Node's fetch ` +
-            `always sends the URL's host. Use undiciTransport() from @wsgiproxy/node, or make ` +
-            `HTTP_HOST match SERVER_NAME:SERVER_PORT`,
-        )
-      }
-      if (lower === 'content-length' && !withBody) continue
-      try {
-        headers.append(name, value)
-      } catch (error) {
-        throw new WsgiProxyError('BAD_REQUEST', `request header ${name} has an invalid value`, {
-          cause: error,
-          expose: true,
-        })
-      }
-    }
+    const { headers, hostOverride } = toFetchHeaders(outbound, withBody, runtime)
     if (!passesEncodedBytes) narrowAcceptEncoding(headers)
     const init: RequestInit & { duplex?: 'half'; decompress?: boolean; client?: unknown } = {
       method,
@@ -110,46 +84,97 @@ export function fetchTransport(options?: FetchTransportOptions): Transport {
       init.duplex = 'half'
     }
     let response: Response
-    try {
-      response = await fetchImpl(url, init)
-    } catch (error) {
-      // Sent once more when nothing answered on a pooled keep-alive socket the upstream closed
-      // just as the request went out: no body, an idempotent method (RFC 9110 §9.2.2).
-      if (!withBody && RETRY_METHODS.has(method) && !signal.aborted && socketClosed(error)) {
-        try {
-          response = await fetchImpl(url, init)
-        } catch (again) {
-          throw fetchError(again, signal, url)
+    for (let attempts = 1; ; attempts++) {
+      try {
+        response = await fetchImpl(url, init)
+        break
+      } catch (error) {
+        if (!mayRetry(method, withBody, error, attempts, signal)) {
+          throw toUpstreamError(error, url, signal)
         }
-      } else {
-        throw fetchError(error, signal, url)
       }
     }
-    if (response.type === 'opaqueredirect' || response.status === 0) {
+    return fromFetchResponse(response, url, method, passesEncodedBytes, signal)
+  }
+}
+
+/**
+ * The outbound header lines as fetch `Headers`: a `Host` that names the URL's authority is left
+ * to fetch, another is sent where the runtime can (Bun, Deno) and refused on Node; a
+ * `Content-Length` goes only with a body.
+ */
+function toFetchHeaders(
+  outbound: OutboundRequest,
+  withBody: boolean,
+  runtime: RuntimeKind,
+): { headers: Headers; hostOverride: boolean } {
+  const { url } = outbound
+  const headers = new Headers()
+  let hostOverride = false
+  for (const [name, value] of outbound.headers) {
+    const lower = name.toLowerCase()
+    if (lower === 'host') {
+      if (sameAuthority(value, url)) continue
+      if (runtime === 'bun' || runtime === 'deno') {
+        hostOverride = true
+        headers.set('host', value)
+        continue
+      }
       throw new WsgiProxyError(
-        'UPSTREAM_INVALID_RESPONSE',
-        `the runtime's fetch hid the upstream redirect from ${url.origin}`,
+        'HOST_OVERRIDE_UNSUPPORTED',
+        `fetchTransport cannot send Host ${JSON.stringify(value)} to ${url.host}: Node's fetch ` +
+          `always sends the URL's host. Use undiciTransport() from @wsgiproxy/node, or make ` +
+          `HTTP_HOST match SERVER_NAME:SERVER_PORT`,
       )
     }
-    const decoded =
-      !passesEncodedBytes &&
-      response.body !== null &&
-      method !== 'HEAD' &&
-      response.status !== 304 &&
-      isDecodedByFetch(response.headers.get('content-encoding'))
-    const responseHeaders: Array<[string, string]> = []
-    for (const line of response.headers) {
-      if (decoded && (line[0] === 'content-encoding' || line[0] === 'content-length')) continue
-      responseHeaders.push(line)
+    if (lower === 'content-length' && !withBody) continue
+    try {
+      headers.append(name, value)
+    } catch (error) {
+      throw new WsgiProxyError('BAD_REQUEST', `request header ${name} has an invalid value`, {
+        cause: error,
+        expose: true,
+      })
     }
-    const result: AppResponse = {
-      status: response.status,
-      headers: responseHeaders,
-      body: response.body,
-    }
-    if (response.statusText) result.statusText = response.statusText
-    return result
   }
+  return { headers, hostOverride }
+}
+
+/**
+ * The fetch `Response` as an {@link AppResponse}: a redirect fetch hid is refused, and a body
+ * fetch decoded loses the `Content-Encoding` and `Content-Length` that described the coded bytes.
+ */
+function fromFetchResponse(
+  response: Response,
+  url: URL,
+  method: string,
+  passesEncodedBytes: boolean,
+  signal: AbortSignal,
+): AppResponse {
+  if (response.type === 'opaqueredirect' || response.status === 0) {
+    throw new WsgiProxyError(
+      'UPSTREAM_INVALID_RESPONSE',
+      `the runtime's fetch hid the upstream redirect from ${url.origin}`,
+    )
+  }
+  const decoded =
+    !passesEncodedBytes &&
+    response.body !== null &&
+    method !== 'HEAD' &&
+    response.status !== 304 &&
+    isDecodedByFetch(response.headers.get('content-encoding'))
+  const responseHeaders: Array<[string, string]> = []
+  for (const line of response.headers) {
+    if (decoded && (line[0] === 'content-encoding' || line[0] === 'content-length')) continue
+    responseHeaders.push(line)
+  }
+  const result: AppResponse = {
+    status: response.status,
+    headers: responseHeaders,
+    body: response.body === null ? null : abortableBody(response.body, signal),
+  }
+  if (response.statusText) result.statusText = response.statusText
+  return result
 }
 
 function createDenoHostClient(): unknown {
@@ -185,75 +210,51 @@ function narrowAcceptEncoding(headers: Headers): void {
   else headers.set('accept-encoding', 'identity')
 }
 
-const UNREACHABLE_CODES: ReadonlySet<string> = new Set([
-  'ECONNREFUSED',
-  'ENOTFOUND',
-  'EAI_AGAIN',
-  'EHOSTUNREACH',
-  'ENETUNREACH',
-  'EADDRNOTAVAIL',
-])
-
-// Deno: "error sending request for url (…): client error (Connect): tcp connect error: Connection
-// refused (os error 111)", or "… (Connect): dns error: …": the connection was never made.
-const DENO_CONNECT_FAILURE = /client error \(Connect\)/
-
-// Deno: "Fetch failed: Requests to port 6000 are blocked" (https://fetch.spec.whatwg.org/#bad-port).
-const BLOCKED_PORT = /Requests to port \d+ are blocked/
-
-// Methods sent once more (without a body) when the connection closed under them, and the
-// error codes (Node's fetch puts them on the cause) that mean so.
-const RETRY_METHODS: ReadonlySet<string> = new Set(['GET', 'HEAD', 'OPTIONS'])
-const SOCKET_CLOSED_CODES: ReadonlySet<string> = new Set(['UND_ERR_SOCKET', 'ECONNRESET', 'EPIPE'])
-
-function socketClosed(error: unknown): boolean {
-  const code = (error as { cause?: { code?: unknown } } | undefined)?.cause?.code
-  return typeof code === 'string' && SOCKET_CLOSED_CODES.has(code)
-}
-
-function fetchError(error: unknown, signal: AbortSignal, url: URL): WsgiProxyError {
-  if (signal.aborted && signal.reason instanceof WsgiProxyError) return signal.reason
-  if (error instanceof WsgiProxyError) return error
-  const cause = (error as { cause?: { code?: unknown; message?: unknown } } | undefined)?.cause
-  // Node (undici) puts a system error code on the cause, Bun on the error itself, and Deno only
-  // describes the failure in the cause's message.
-  const ownCode = (error as { code?: unknown } | undefined)?.code
-  const code =
-    typeof cause?.code === 'string' ? cause.code : typeof ownCode === 'string' ? ownCode : ''
-  const detail = typeof cause?.message === 'string' ? cause.message : String(error)
-  if (code === 'UND_ERR_REQ_CONTENT_LENGTH_MISMATCH') {
-    return new WsgiProxyError('BAD_REQUEST', 'the request body does not match its Content-Length', {
-      cause: error,
-      expose: true,
-    })
+/**
+ * The body of a fetch response, read through a reader that is cancelled when `signal` aborts: the
+ * upstream connection closes and a pending read ends with the abort reason. The runtime's fetch
+ * should do this itself on abort, but Deno sometimes leaves a pending body read (and the upstream
+ * connection) open after the request signal aborts, which held a stalled response open past the
+ * body timeout and left the upstream connected after the client went away.
+ */
+function abortableBody(
+  body: ReadableStream<Uint8Array>,
+  signal: AbortSignal,
+): AsyncIterable<Uint8Array> {
+  return {
+    [Symbol.asyncIterator]: () => {
+      const reader = body.getReader()
+      const cancel = (): void => {
+        void reader.cancel(signal.reason).catch(() => {})
+      }
+      const release = (): void => signal.removeEventListener('abort', cancel)
+      if (signal.aborted) cancel()
+      else signal.addEventListener('abort', cancel, { once: true })
+      return {
+        async next(): Promise<IteratorResult<Uint8Array>> {
+          let result: ReadableStreamReadResult<Uint8Array>
+          try {
+            result = await reader.read()
+          } catch (error) {
+            release()
+            throw error
+          }
+          if (signal.aborted) {
+            release()
+            throw signal.reason
+          }
+          if (result.done) {
+            release()
+            return { done: true, value: undefined }
+          }
+          return { done: false, value: result.value }
+        },
+        async return(): Promise<IteratorResult<Uint8Array>> {
+          release()
+          void reader.cancel().catch(() => {})
+          return { done: true, value: undefined }
+        },
+      }
+    },
   }
-  if (code === 'UND_ERR_HEADERS_TIMEOUT') {
-    return new WsgiProxyError(
-      'UPSTREAM_HEADERS_TIMEOUT',
-      `no response headers from ${url.origin}`,
-      {
-        cause: error,
-      },
-    )
-  }
-  if (detail === 'bad port' || BLOCKED_PORT.test(String(error))) {
-    return new WsgiProxyError(
-      'UPSTREAM_UNREACHABLE',
-      `fetch refuses to connect to port ${url.port} (https://fetch.spec.whatwg.org/#bad-port); use undiciTransport() from @wsgiproxy/node`,
-      { cause: error },
-    )
-  }
-  if (code === 'UND_ERR_CONNECT_TIMEOUT') {
-    return new WsgiProxyError('UPSTREAM_CONNECT_TIMEOUT', `connecting to ${url.origin} timed out`, {
-      cause: error,
-    })
-  }
-  if (UNREACHABLE_CODES.has(code) || (code === '' && DENO_CONNECT_FAILURE.test(detail))) {
-    return new WsgiProxyError('UPSTREAM_UNREACHABLE', `cannot reach ${url.origin}: ${detail}`, {
-      cause: error,
-    })
-  }
-  return new WsgiProxyError('UPSTREAM_RESET', `request to ${url.origin} failed: ${detail}`, {
-    cause: error,
-  })
 }

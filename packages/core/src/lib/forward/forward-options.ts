@@ -2,20 +2,25 @@ import * as z from 'zod'
 import { fetchTransport } from './fetch-transport.ts'
 import type { ForwardSettings } from './_forward.ts'
 import { logProxyError } from './_forward.ts'
-import { duration, fn } from '../_options.ts'
-import type { ProxyErrorHook, Transport } from '../types.ts'
+import { duration, fn } from '../options.ts'
+import type { Environ, ErrorHook, Transport } from '../types.ts'
 
-/** Timeouts of a forwarded request, in milliseconds; `false` turns one off. */
+/** Timeouts of a forwarded request on the upstream side, in milliseconds; `false` turns one off. */
 export interface ProxyTimeouts {
   /**
-   * From sending the request until the response headers arrive (connecting included). A miss
-   * gives 504. Default 60000, as nginx's `proxy_read_timeout`.
+   * From sending the request upstream until the upstream's response headers arrive (connecting
+   * included). A miss gives 504. Default 60000, as nginx's `proxy_read_timeout`.
    */
-  headers?: number | false
+  upstreamHeaders?: number | false
   /**
-   * The longest pause between two chunks of the response body. A miss ends the response early
-   * (its status is already sent). Default 60000; turn it off for long-lived streams.
+   * The longest pause between two chunks of the upstream's response body. A miss ends the
+   * response early (its status is already sent). Default 60000; turn it off for long-lived
+   * streams.
    */
+  upstreamBody?: number | false
+  /** @deprecated the old name of `upstreamHeaders` (removed in 0.3). */
+  headers?: number | false
+  /** @deprecated the old name of `upstreamBody` (removed in 0.3). */
   body?: number | false
 }
 
@@ -31,20 +36,55 @@ export interface ForwardOptions {
    */
   exposeErrors?: boolean
   /** Called on every failure; may return the response to send. Default: log status ≥ 500. */
-  onError?: ProxyErrorHook
+  onError?: ErrorHook<Environ>
 }
 
-/** Default timeouts of the forwarding apps, in milliseconds. */
-export const DEFAULT_TIMEOUTS: { readonly headers: 60_000; readonly body: 60_000 } = {
+/**
+ * Default timeouts of the forwarding apps, in milliseconds (`headers` and `body` are the
+ * deprecated names, kept until 0.3).
+ */
+export const DEFAULT_TIMEOUTS: {
+  readonly upstreamHeaders: 60_000
+  readonly upstreamBody: 60_000
+  readonly headers: 60_000
+  readonly body: 60_000
+} = {
+  upstreamHeaders: 60_000,
+  upstreamBody: 60_000,
   headers: 60_000,
   body: 60_000,
 } as const
 
+// The deprecated names of the timeouts and their new ones.
+const RENAMED_TIMEOUTS = [
+  ['headers', 'upstreamHeaders'],
+  ['body', 'upstreamBody'],
+] as const
+
+const timeoutsSchema = z
+  .strictObject({
+    upstreamHeaders: duration.optional(),
+    upstreamBody: duration.optional(),
+    headers: duration.optional(),
+    body: duration.optional(),
+  })
+  .superRefine((value, context) => {
+    for (const [old, name] of RENAMED_TIMEOUTS) {
+      if (value[old] !== undefined && value[name] !== undefined) {
+        context.addIssue({
+          code: 'custom',
+          path: [old],
+          message: `is the deprecated name of timeouts.${name}; give only ${name}`,
+        })
+      }
+    }
+  })
+
 const FORWARD_OPTION_FIELDS = {
   transport: fn<Transport>().optional(),
-  timeouts: z.strictObject({ headers: duration.optional(), body: duration.optional() }).optional(),
+  timeouts: timeoutsSchema.optional(),
   exposeErrors: z.boolean().optional(),
-  onError: fn<ProxyErrorHook>().optional(),
+  onError: fn<ErrorHook<Environ>>().optional(),
 }
 
 /** A strict options schema: the {@link ForwardOptions} fields plus the app's own. */
@@ -56,8 +96,12 @@ export function forwardOptionsSchema(fields: z.ZodRawShape = {}): z.ZodType {
 export function forwardSettings(options: ForwardOptions): ForwardSettings {
   return {
     transport: options.transport ?? fetchTransport(),
-    headersTimeout: options.timeouts?.headers ?? DEFAULT_TIMEOUTS.headers,
-    bodyTimeout: options.timeouts?.body ?? DEFAULT_TIMEOUTS.body,
+    headersTimeout:
+      options.timeouts?.upstreamHeaders ??
+      options.timeouts?.headers ??
+      DEFAULT_TIMEOUTS.upstreamHeaders,
+    bodyTimeout:
+      options.timeouts?.upstreamBody ?? options.timeouts?.body ?? DEFAULT_TIMEOUTS.upstreamBody,
     exposeErrors: options.exposeErrors ?? false,
     onError: options.onError ?? logProxyError,
   }

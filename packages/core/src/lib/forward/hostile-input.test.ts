@@ -1,6 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { exactProxy } from '../../index.ts'
-import type { Running } from '../../test/servers.ts'
+import type { Running } from '@wsgiproxy/test-kit/servers'
 import {
   closeAll,
   readBody,
@@ -8,7 +8,7 @@ import {
   sendRaw,
   startFetchFront,
   startUpstream,
-} from '../../test/servers.ts'
+} from '@wsgiproxy/test-kit/servers'
 
 /** The status code of every HTTP response in a raw capture, in order. */
 function statuses(raw: string): number[] {
@@ -30,7 +30,7 @@ describe('exactProxy behind toFetchHandler, hostile input', () => {
     const proxy = exactProxy({
       allow: ['127.0.0.1'],
       onError: () => {},
-      timeouts: { headers: 500 },
+      timeouts: { upstreamHeaders: 500 },
     })
     front = await startFetchFront(
       (environ) =>

@@ -10,8 +10,14 @@ import type {
 } from '../../index.ts'
 import { createProxyApp, proxyMiddleware, toEnviron } from '../../index.ts'
 import { rewriteLocation } from './_location.ts'
-import type { Running } from '../../test/servers.ts'
-import { closeAll, echoEnviron, send, startFetchFront, startUpstream } from '../../test/servers.ts'
+import type { Running } from '@wsgiproxy/test-kit/servers'
+import {
+  closeAll,
+  echoEnviron,
+  send,
+  startFetchFront,
+  startUpstream,
+} from '@wsgiproxy/test-kit/servers'
 
 const EXTRA = {
   str: {
@@ -542,10 +548,10 @@ describe('createProxyApp prepareUpgrade', () => {
 
   it('gives the upgrade the headers timeout of any request', async () => {
     expect(await upgradeTarget({})).toMatchObject({ headersTimeout: 60_000 })
-    expect(await upgradeTarget({ timeouts: { headers: 1_500 } })).toMatchObject({
+    expect(await upgradeTarget({ timeouts: { upstreamHeaders: 1_500 } })).toMatchObject({
       headersTimeout: 1_500,
     })
-    const off = await upgradeTarget({ timeouts: { headers: false } })
+    const off = await upgradeTarget({ timeouts: { upstreamHeaders: false } })
     expect('url' in off && !('headersTimeout' in off)).toBe(true)
   })
 })

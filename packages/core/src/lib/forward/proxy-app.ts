@@ -1,20 +1,22 @@
 import * as z from 'zod'
-import { environHost, hasDotSegment } from '../environ/environ.ts'
 import { WsgiProxyError } from '../errors.ts'
 import type { ForwardOptions } from './forward-options.ts'
 import { forwardOptionsSchema, forwardSettings } from './forward-options.ts'
 import { failure, forward } from './_forward.ts'
 import type { PickleCodec } from '../protocol/header-codec.ts'
-import { assertExtraKey, encodeExtraKeys } from '../protocol/header-codec.ts'
-import { forwardedRequestHeaders, SPOOFABLE_REQUEST_HEADERS } from './_hop-by-hop.ts'
-import { rewriteLocation } from './_location.ts'
-import { fn, parseOptions } from '../_options.ts'
-import { trimOws, trimTrailingSlashes } from '../_text.ts'
-import { isProtocolHeader, PROTOCOL_HEADERS, PROTOCOL_VERSION } from '../protocol/protocol.ts'
+import { assertExtraKey } from '../protocol/header-codec.ts'
+import { SPOOFABLE_REQUEST_HEADERS } from './_hop-by-hop.ts'
+import type { LocationMapping } from './_location.ts'
+import { rewriteLocations } from './_location-headers.ts'
+import type { ExtraKeys, Href, PrepareSettings } from './_prepare-request.ts'
+import { prepareRequest } from './_prepare-request.ts'
+import { upgradeProtocols } from './_upgrade-header.ts'
+import { fn, parseOptions } from '../options.ts'
+import { trimTrailingSlashes } from '../_text.ts'
+import { isProtocolHeader } from '../protocol/protocol.ts'
 import type { AppResponse, Environ, UpgradableApp, UpgradeTarget } from '../types.ts'
-import type { Signer } from '../signing/signing.ts'
-import { MAX_COVERED_COMPONENTS } from '../signing/signing.ts'
-import { environPath } from '../environ/url-path.ts'
+import type { Signer } from '../signing/signer.ts'
+import { MAX_COVERED_COMPONENTS } from '../signing/profile.ts'
 
 /** Options of {@link createProxyApp}. */
 export interface ProxyAppOptions extends ForwardOptions {
@@ -65,8 +67,8 @@ export interface ProxyAppOptions extends ForwardOptions {
 }
 
 const keyList = z.array(z.string()).optional()
-const proxyAppOptions = forwardOptionsSchema({
-  href: z.union([z.string(), z.instanceof(URL)]),
+// Every option of createProxyApp but `href`, which callers such as the spawner fill in later.
+const proxyAppFields = {
   stringKeys: keyList,
   unicodeKeys: keyList,
   jsonKeys: keyList,
@@ -83,7 +85,59 @@ const proxyAppOptions = forwardOptionsSchema({
     .optional(),
   rewriteLocation: z.boolean().optional(),
   trustClientHeaders: keyList,
+}
+const proxyAppOptions = forwardOptionsSchema({
+  href: z.union([z.string(), z.instanceof(URL)]),
+  ...proxyAppFields,
 })
+const proxyAppOptionsWithoutHref = forwardOptionsSchema(proxyAppFields)
+
+/**
+ * Checks the options of {@link createProxyApp} but `href` (shape and combinations) without
+ * building an app; errors name `what` (`createSpawner`, ...) as the function called.
+ *
+ * @param options - the options
+ * @param what - the public function the caller is, for error messages
+ * @returns the options, checked
+ * @throws WsgiProxyError `INVALID_OPTIONS` naming `what` and the option
+ */
+export function checkProxyAppOptions<T extends Omit<ProxyAppOptions, 'href'>>(
+  options: T,
+  what: string,
+): T {
+  const opts = parseOptions<T>(proxyAppOptionsWithoutHref, options, what)
+  checkCombinations(opts, what)
+  return opts
+}
+
+function checkCombinations(opts: Omit<ProxyAppOptions, 'href'>, what: string): ExtraKeys {
+  deletedClientHeaders(opts.trustClientHeaders, what)
+  const keys = {
+    str: checkKeys(opts.stringKeys, `${what}.stringKeys`),
+    unicode: checkKeys(opts.unicodeKeys, `${what}.unicodeKeys`),
+    json: checkKeys(opts.jsonKeys, `${what}.jsonKeys`),
+    pickle: checkKeys(opts.pickleKeys, `${what}.pickleKeys`),
+  }
+  if (keys.pickle.length > 0 && opts.pickleCodec === undefined) {
+    throw new WsgiProxyError(
+      'INVALID_OPTIONS',
+      `invalid options: ${what}.pickleKeys needs ${what}.pickleCodec ` +
+        '(an object with stringify and parse, for example devalue): JavaScript has no pickle',
+      { expose: true },
+    )
+  }
+  const extraCount = keys.str.length + keys.unicode.length + keys.json.length + keys.pickle.length
+  // 4 derived components, up to 3 content fields and 8 protocol headers are signed besides the keys.
+  const maxSignedKeys = MAX_COVERED_COMPONENTS - 15
+  if (opts.signer !== undefined && extraCount > maxSignedKeys) {
+    throw new WsgiProxyError(
+      'INVALID_OPTIONS',
+      `invalid options: a signed ${what} forwards at most ${maxSignedKeys} extra keys (got ${extraCount}); send related values as one jsonKeys entry`,
+      { expose: true },
+    )
+  }
+  return keys
+}
 
 /**
  * The WSGIProxyApp: forwards every request to `href`, telling the backend how the client made
@@ -102,7 +156,7 @@ const proxyAppOptions = forwardOptionsSchema({
  * @returns the environ app; its `prepareUpgrade` builds the upstream request of an Upgrade
  *   (WebSocket) request the same way, for `@wsgiproxy/node`'s upgrade listener: 400 unless
  *   `Upgrade` is a list of protocol tokens (RFC 9110 §7.8), which is sent on as the client gave
- *   it, with the `timeouts.headers` the upstream has to answer in
+ *   it, with the `timeouts.upstreamHeaders` the upstream has to answer in
  * @throws WsgiProxyError `INVALID_OPTIONS` for a bad href, key or option combination
  * @example
  * const app = createProxyApp({ href: 'http://127.0.0.1:8080/myapp', stringKeys: ['REMOTE_USER'] })
@@ -111,116 +165,37 @@ const proxyAppOptions = forwardOptionsSchema({
 export function createProxyApp(options: ProxyAppOptions): UpgradableApp {
   const opts = parseOptions(proxyAppOptions, options, 'createProxyApp')
   const href = parseHref(opts.href)
-  const keys = {
-    str: checkKeys(opts.stringKeys, 'stringKeys'),
-    unicode: checkKeys(opts.unicodeKeys, 'unicodeKeys'),
-    json: checkKeys(opts.jsonKeys, 'jsonKeys'),
-    pickle: checkKeys(opts.pickleKeys, 'pickleKeys'),
-  }
-  if (keys.pickle.length > 0 && opts.pickleCodec === undefined) {
-    throw new WsgiProxyError(
-      'INVALID_OPTIONS',
-      'invalid options: createProxyApp.pickleKeys needs createProxyApp.pickleCodec ' +
-        '(an object with stringify and parse, for example devalue): JavaScript has no pickle',
-      { expose: true },
-    )
-  }
-  const pickleCodec = opts.pickleCodec
-  const hasExtraKeys =
-    keys.str.length + keys.unicode.length + keys.json.length + keys.pickle.length > 0
+  const keys = checkCombinations(opts, 'createProxyApp')
   const settings = forwardSettings(opts)
-  const emitForwarded = opts.forwarded ?? false
-  const signer = opts.signer
-  const extraCount = keys.str.length + keys.unicode.length + keys.json.length + keys.pickle.length
-  // 4 derived components, up to 3 content fields and 8 protocol headers are signed besides the keys.
-  const maxSignedKeys = MAX_COVERED_COMPONENTS - 15
-  if (signer !== undefined && extraCount > maxSignedKeys) {
-    throw new WsgiProxyError(
-      'INVALID_OPTIONS',
-      `invalid options: a signed createProxyApp forwards at most ${maxSignedKeys} extra keys (got ${extraCount}); send related values as one jsonKeys entry`,
-      { expose: true },
-    )
+  const deleted = deletedClientHeaders(opts.trustClientHeaders)
+  const prepare: PrepareSettings = {
+    href,
+    extraKeys:
+      keys.str.length + keys.unicode.length + keys.json.length + keys.pickle.length > 0
+        ? keys
+        : undefined,
+    pickleCodec: opts.pickleCodec,
+    forwarded: opts.forwarded ?? false,
+    signer: opts.signer,
+    skipHeader: (name) => isProtocolHeader(name) || deleted.has(name),
+    forward: settings,
   }
   const rewrite = opts.rewriteLocation ?? true
-  const deleted = deletedClientHeaders(opts.trustClientHeaders)
-  const skipHeader = (name: string): boolean => isProtocolHeader(name) || deleted.has(name)
   const upgradeTimeout =
     settings.headersTimeout === false ? {} : { headersTimeout: settings.headersTimeout }
-
-  type Prepared =
-    | { response: AppResponse }
-    | {
-        url: URL
-        method: string
-        headers: Array<[string, string]>
-        body: Outbound['body']
-        scriptName: string
-      }
-
-  // Builds the outbound url and headers (protocol headers, extra keys, signature): one path for
-  // a normal request and an Upgrade request, which keeps `Upgrade` and sends `Connection: upgrade`.
-  async function prepare(environ: Environ, upgrade: string | undefined): Promise<Prepared> {
-    if (hasDotSegment(environ.PATH_INFO)) {
-      // It would resolve outside the href's path on the backend.
-      const error = new WsgiProxyError('BAD_REQUEST', 'PATH_INFO has a "." or ".." segment', {
-        expose: true,
-      })
-      return { response: await failure(error, environ, settings) }
-    }
-    const headers = forwardedRequestHeaders(environ, [['host', href.host]], skipHeader)
-    if (upgrade !== undefined) headers.push(['connection', 'upgrade'], ['upgrade', upgrade])
-    const scheme = environ['wsgi.url_scheme']
-    const publicHost = environHost(environ)
-    const { scriptName, pathInfo } = publicPath(environ)
-    const remoteAddr = environ.REMOTE_ADDR
-    if (typeof remoteAddr === 'string' && remoteAddr !== '') {
-      headers.push([PROTOCOL_HEADERS.forwardedFor, remoteAddr])
-    }
-    headers.push([PROTOCOL_HEADERS.forwardedServer, publicHost])
-    headers.push([PROTOCOL_HEADERS.forwardedScheme, scheme])
-    if (scriptName !== '') headers.push([PROTOCOL_HEADERS.forwardedScriptName, scriptName])
-    if (href.path !== '') headers.push([PROTOCOL_HEADERS.traversalPath, href.path])
-    if (href.query !== '') headers.push([PROTOCOL_HEADERS.traversalQueryString, href.query])
-    headers.push([PROTOCOL_HEADERS.version, PROTOCOL_VERSION])
-    if (emitForwarded) {
-      headers.push([PROTOCOL_HEADERS.forwarded, forwardedValue(remoteAddr, publicHost, scheme)])
-    }
-    if (hasExtraKeys) {
-      try {
-        headers.push(...encodeExtraKeys(environ, keys, pickleCodec))
-      } catch (error) {
-        return { response: await failure(asProxyError(error), environ, settings) }
-      }
-    }
-
-    const ownQuery = environ.QUERY_STRING ?? ''
-    const query =
-      href.query === '' ? ownQuery : ownQuery === '' ? href.query : `${ownQuery}&${href.query}`
-    const url = new URL(`${href.origin}${href.path}${pathInfo}${query === '' ? '' : `?${query}`}`)
-
-    const method = environ.REQUEST_METHOD
-    let outbound: Outbound = { headers, body: upgrade === undefined ? environ['wsgi.input'] : null }
-    if (signer !== undefined) {
-      try {
-        outbound = await signer.sign({ method, url, ...outbound })
-      } catch (error) {
-        return { response: await failure(asProxyError(error), environ, settings) }
-      }
-    }
-    return { url, method, ...outbound, scriptName }
-  }
+  const mapping = (publicPath: string): LocationMapping => ({
+    backendOrigin: href.origin,
+    backendPath: href.path,
+    publicPath,
+  })
 
   const app = async (environ: Environ): Promise<AppResponse> => {
-    const prepared = await prepare(environ, undefined)
+    const prepared = await prepareRequest(environ, undefined, prepare)
     if ('response' in prepared) return prepared.response
     const { url, method, headers, body } = prepared
     const response = await forward({ url, method, headers, body }, environ, settings)
     if (!rewrite) return response
-    return rewriteLocations(response, {
-      backendOrigin: href.origin,
-      backendPath: href.path,
-      publicPath: prepared.scriptName,
-    })
+    return rewriteLocations(response, mapping(prepared.scriptName))
   }
 
   const prepareUpgrade = async (environ: Environ): Promise<UpgradeTarget | AppResponse> => {
@@ -229,37 +204,21 @@ export function createProxyApp(options: ProxyAppOptions): UpgradableApp {
       const error = new WsgiProxyError('BAD_REQUEST', upgrade.problem, { expose: true })
       return failure(error, environ, settings)
     }
-    const prepared = await prepare(environ, upgrade)
+    const prepared = await prepareRequest(environ, upgrade, prepare)
     if ('response' in prepared) return prepared.response
     const { url, method, headers } = prepared
-    const mapping = {
-      backendOrigin: href.origin,
-      backendPath: href.path,
-      publicPath: prepared.scriptName,
-    }
+    const answerMapping = mapping(prepared.scriptName)
     // An ordinary answer instead of a 101 gets the same Location rewriting as any response.
     const answerHeaders = rewrite
       ? {
           answerHeaders: (lines: Array<[string, string]>): Array<[string, string]> =>
-            rewriteLocations({ status: 200, headers: lines, body: null }, mapping).headers,
+            rewriteLocations({ status: 200, headers: lines, body: null }, answerMapping).headers,
         }
       : {}
     return { url, method, headers, ...upgradeTimeout, ...answerHeaders }
   }
 
   return Object.assign(app, { prepareUpgrade })
-}
-
-interface Outbound {
-  headers: Array<[string, string]>
-  body: AsyncIterable<Uint8Array> | null
-}
-
-interface Href {
-  origin: string
-  host: string
-  path: string
-  query: string
 }
 
 function parseHref(value: string | URL): Href {
@@ -289,7 +248,10 @@ function parseHref(value: string | URL): Href {
 }
 
 // The client headers deleted: all spoofable ones but those the options trust.
-function deletedClientHeaders(trusted: readonly string[] | undefined): Set<string> {
+function deletedClientHeaders(
+  trusted: readonly string[] | undefined,
+  what = 'createProxyApp',
+): Set<string> {
   const deleted = new Set(SPOOFABLE_REQUEST_HEADERS)
   for (const name of trusted ?? []) {
     const lower = name.toLowerCase()
@@ -299,7 +261,7 @@ function deletedClientHeaders(trusted: readonly string[] | undefined): Set<strin
         : `not one the front deletes; expected one of ${[...SPOOFABLE_REQUEST_HEADERS].join(', ')}`
       throw new WsgiProxyError(
         'INVALID_OPTIONS',
-        `invalid options: createProxyApp.trustClientHeaders names ${JSON.stringify(name)}, ${why}`,
+        `invalid options: ${what}.trustClientHeaders names ${JSON.stringify(name)}, ${why}`,
         { expose: true },
       )
     }
@@ -308,88 +270,7 @@ function deletedClientHeaders(trusted: readonly string[] | undefined): Set<strin
   return deleted
 }
 
-// RFC 9110 §7.8: `Upgrade = #protocol`, `protocol = protocol-name ["/" protocol-version]`, both
-// tokens (§5.6.2); empty list elements are ignored (§5.6.1).
-const PROTOCOL = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+(?:\/[!#$%&'*+\-.^_`|~0-9A-Za-z]+)?$/
-
-// The protocols a client's Upgrade offers, as a list to send on, or why it is refused.
-function upgradeProtocols(value: string | undefined): string | { problem: string } {
-  const protocols: string[] = []
-  for (const element of (value ?? '').split(',')) {
-    // Linear time: /^[ \t]+|[ \t]+$/g is quadratic on a long run of inner spaces.
-    const protocol = trimOws(element)
-    if (protocol === '') continue
-    if (!PROTOCOL.test(protocol)) {
-      return {
-        problem:
-          'the Upgrade header must be a list of protocols, each a token or token/version (RFC 9110 §7.8)',
-      }
-    }
-    protocols.push(protocol)
-  }
-  if (protocols.length === 0) return { problem: 'an upgrade request needs an Upgrade header' }
-  return protocols.join(', ')
-}
-
 function checkKeys(keys: readonly string[] | undefined, option: string): string[] {
-  for (const key of keys ?? []) assertExtraKey(key, `createProxyApp.${option}`)
+  for (const key of keys ?? []) assertExtraKey(key, option)
   return [...(keys ?? [])]
-}
-
-function pathKeys(environ: Environ): Environ {
-  return {
-    SCRIPT_NAME: environ.SCRIPT_NAME,
-    PATH_INFO: environ.PATH_INFO,
-    'wsgiproxy.raw_path': environ['wsgiproxy.raw_path'],
-  } as Environ
-}
-
-/** The public script name and the path below it, each as sent (raw where the client sent it). */
-function publicPath(environ: Environ): { scriptName: string; pathInfo: string } {
-  // Served at the root, the whole path is PATH_INFO: one look at the raw path is enough.
-  if (environ.SCRIPT_NAME === '') return { scriptName: '', pathInfo: environPath(environ) }
-  return {
-    scriptName: environPath({ ...pathKeys(environ), PATH_INFO: '' }),
-    pathInfo: environPath({ ...pathKeys(environ), SCRIPT_NAME: '' }),
-  }
-}
-
-// RFC 7239 §4: node and host values that are not tokens (IPv6, host:port) are quoted strings.
-const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/
-
-function forwardedValue(remoteAddr: string | undefined, host: string, scheme: string): string {
-  const node =
-    remoteAddr === undefined || remoteAddr === ''
-      ? 'unknown'
-      : remoteAddr.includes(':')
-        ? `[${remoteAddr}]`
-        : remoteAddr
-  const pairs = [`for=${quoteIfNeeded(node)}`, `host=${quoteIfNeeded(host)}`, `proto=${scheme}`]
-  return pairs.join(';')
-}
-
-function quoteIfNeeded(value: string): string {
-  return TOKEN.test(value) ? value : `"${value.replace(/["\\]/g, '\\$&')}"`
-}
-
-function rewriteLocations(
-  response: AppResponse,
-  mapping: Parameters<typeof rewriteLocation>[1],
-): AppResponse {
-  let changed = false
-  const headers = response.headers.map((line): [string, string] => {
-    const name = line[0].toLowerCase()
-    if (name !== 'location' && name !== 'content-location') return line
-    const value = rewriteLocation(line[1], mapping)
-    if (value === line[1]) return line
-    changed = true
-    return [line[0], value]
-  })
-  return changed ? { ...response, headers } : response
-}
-
-function asProxyError(error: unknown): WsgiProxyError {
-  return error instanceof WsgiProxyError
-    ? error
-    : new WsgiProxyError('APP_ERROR', 'the request could not be prepared', { cause: error })
 }

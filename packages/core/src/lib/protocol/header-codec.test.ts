@@ -15,8 +15,8 @@ import {
   MAX_PROTOCOL_HEADERS,
 } from './header-codec.ts'
 import type { Environ } from '../types.ts'
-import { makeEnviron } from '../../test/environ-fixture.ts'
-import { thrownProxyError } from '../../test/errors.ts'
+import { makeEnviron } from '@wsgiproxy/test-kit/environ-fixture'
+import { thrownProxyError } from '@wsgiproxy/test-kit/errors'
 
 /** The environ a receiver builds from header lines: `x-wsgiproxy-str-0` -> `HTTP_X_WSGIPROXY_STR_0`. */
 function receivedEnviron(lines: Array<[string, string]>): Environ {

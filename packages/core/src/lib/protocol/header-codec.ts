@@ -1,19 +1,31 @@
 // The extra-key headers of the wsgiproxy wire protocol (DESIGN.md §6):
 // `X-WSGIProxy-{Str,Unicode,Json,Pickle}-N: <percent-encoded key> <value>`.
+// The vocabulary both directions share is in extra-key-format.ts; the steps in _codec-encode.ts
+// and _codec-decode.ts.
 import type * as z from 'zod'
 import { WsgiProxyError } from '../errors.ts'
 import type { Environ } from '../types.ts'
+import {
+  badHeader,
+  checkSchema,
+  claimHeaderNumber,
+  decodeExtraValue,
+  findExtraKeyHeaders,
+  isExtraKeyHeaderKey,
+  splitHeaderLine,
+} from './_codec-decode.ts'
+import { extraValueText, invalidValue, toWireValue } from './_codec-encode.ts'
+import type { ExtraKeyKind, PickleCodec } from './extra-key-format.ts'
+import {
+  EXTRA_KEY_PATTERN,
+  extraKeyProblem,
+  MAX_ENCODED_VALUE_LENGTH,
+  MAX_PROTOCOL_HEADERS,
+} from './extra-key-format.ts'
 
-/** How an extra key's value travels: byte string, text, JSON or a pickle codec's text. */
-export type ExtraKeyKind = 'str' | 'unicode' | 'json' | 'pickle'
-
-/** Serializes rich values for pickle keys (for example devalue); required for pickleKeys. */
-export interface PickleCodec {
-  /** Turns a value into text. */
-  stringify(value: unknown): string
-  /** Turns text from {@link PickleCodec.stringify} back into a value. */
-  parse(text: string): unknown
-}
+// Defined beside the helpers that need them; still part of this module's API.
+export type { ExtraKeyKind, PickleCodec }
+export { EXTRA_KEY_PATTERN, MAX_ENCODED_VALUE_LENGTH, MAX_PROTOCOL_HEADERS }
 
 /** The environ keys to send, per kind, in the order their headers are numbered. */
 export interface ExtraKeyLists {
@@ -42,89 +54,8 @@ export interface DecodeExtraKeysOptions {
   pickleCodec?: PickleCodec | undefined
 }
 
-// DESIGN.md §6: "Caps: 64 X-WSGIProxy-* headers" (the Str/Unicode/Json/Pickle-N ones).
-/** At most this many `X-WSGIProxy-{Str,Unicode,Json,Pickle}-N` headers go with one request. */
-export const MAX_PROTOCOL_HEADERS = 64
-
-// DESIGN.md §6: "4 KiB per value", counted as it goes on the wire ("b64" + base64 included).
-/** At most this many characters in one encoded value. */
-export const MAX_ENCODED_VALUE_LENGTH = 4096
-
-// DESIGN.md §6: extra keys are identifiers, dotted names or dashed names, at most 128 characters.
-/** What an extra key looks like. */
-export const EXTRA_KEY_PATTERN: RegExp = /^[A-Za-z_][A-Za-z0-9_.-]{0,127}$/
-
-// DESIGN.md §6: keys that would pollute a prototype when merged into an object, or shadow a
-// method every environ inherits (`environ.hasOwnProperty(...)`, `String(environ)`): `prototype`
-// and the properties of Object.prototype (ECMA-262 §20.1.3, Annex B.2.2). A fixed list, so both
-// sides refuse the same keys whatever their runtime adds.
-const FORBIDDEN_KEYS: ReadonlySet<string> = new Set([
-  'prototype',
-  'constructor',
-  'hasOwnProperty',
-  'isPrototypeOf',
-  'propertyIsEnumerable',
-  'toLocaleString',
-  'toString',
-  'valueOf',
-  '__proto__',
-  '__defineGetter__',
-  '__defineSetter__',
-  '__lookupGetter__',
-  '__lookupSetter__',
-])
-
-// DESIGN.md §3 and §6: keys the protocol restores itself (or PEP 3333 reserves); an extra key
-// must not overwrite them.
-const RESERVED_KEYS: ReadonlySet<string> = new Set([
-  'REQUEST_METHOD',
-  'SCRIPT_NAME',
-  'PATH_INFO',
-  'QUERY_STRING',
-  'CONTENT_TYPE',
-  'CONTENT_LENGTH',
-  'SERVER_NAME',
-  'SERVER_PORT',
-  'SERVER_PROTOCOL',
-  'REMOTE_ADDR',
-])
-const RESERVED_PREFIXES: readonly string[] = ['HTTP_', 'wsgi.', 'wsgiproxy.']
-
-// DESIGN.md §6: the kinds in the order their headers are emitted, with the header name part.
+// DESIGN.md §6: the kinds in the order their headers are emitted.
 const KINDS: readonly ExtraKeyKind[] = ['str', 'unicode', 'json', 'pickle']
-const KIND_TITLE: Readonly<Record<ExtraKeyKind, string>> = {
-  str: 'Str',
-  unicode: 'Unicode',
-  json: 'Json',
-  pickle: 'Pickle',
-}
-
-// DESIGN.md §3: `X-WSGIProxy-Str-N` arrives as `HTTP_X_WSGIPROXY_STR_N`.
-const ENVIRON_PREFIX = 'HTTP_X_WSGIPROXY_'
-const HEADER_ENVIRON_KEY = /^HTTP_X_WSGIPROXY_(STR|UNICODE|JSON|PICKLE)_/i
-// N counts from 0 per kind, decimal without leading zeros, below MAX_PROTOCOL_HEADERS.
-const HEADER_NUMBER = /^(?:0|[1-9][0-9]?)$/
-// A bad N is shown only when it is digits: anything else the client chose is written "N".
-const SHOWN_NUMBER = /^[0-9]{1,8}$/
-
-// DESIGN.md §6: a value goes as it is when it is printable ASCII (0x20-0x7E), not empty, with no
-// leading or trailing space.
-const RAW_VALUE = /^[\x21-\x7E](?:[\x20-\x7E]*[\x21-\x7E])?$/
-const B64_PREFIX = 'b64'
-// RFC 4648 §4: the standard alphabet, whole quanta, "=" padding only to complete the last one.
-const BASE64_ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/'
-const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/
-// The longest percent-encoded key (every character escaped) plus the separating space.
-const MAX_HEADER_VALUE_LENGTH = MAX_ENCODED_VALUE_LENGTH + 1 + 3 * 128
-// The most bytes whose "b64" + base64 form fits MAX_ENCODED_VALUE_LENGTH.
-const MAX_B64_BYTES = Math.floor((MAX_ENCODED_VALUE_LENGTH - B64_PREFIX.length) / 4) * 3
-
-const BEYOND_LATIN1 = /[\u0100-\uFFFF]/
-const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/
-
-const encoder = new TextEncoder()
-// ignoreBOM: a leading U+FEFF is part of the value, not a byte-order mark to drop.
-const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true })
 
 /**
  * Checks that a configured extra key can travel: it matches {@link EXTRA_KEY_PATTERN}, is not
@@ -173,80 +104,8 @@ export function encodeExtraValue(
   pickleCodec?: PickleCodec,
 ): string {
   const what = `extra key ${JSON.stringify(key)}`
-  let text: string
-  if (kind === 'str' || kind === 'unicode') {
-    if (typeof value !== 'string') {
-      throw invalidValue(`${what} (${kind}) must be a string (got ${kindOf(value)})`)
-    }
-    text = value
-  } else if (kind === 'json') {
-    let json: unknown
-    try {
-      json = JSON.stringify(value)
-    } catch (error) {
-      throw invalidValue(
-        `${what} (json) must be serializable as JSON (got ${kindOf(value)})`,
-        error,
-      )
-    }
-    if (typeof json !== 'string') {
-      throw invalidValue(`${what} (json) must be serializable as JSON (got ${kindOf(value)})`)
-    }
-    // The receiver refuses these (prototype pollution); fail here, where the cause is known.
-    const problem =
-      json.includes('__proto__') || json.includes('prototype')
-        ? pollutionProblem(JSON.parse(json))
-        : undefined
-    if (problem !== undefined) {
-      throw invalidValue(`${what} (json) must not contain ${problem}`)
-    }
-    text = json
-  } else {
-    if (pickleCodec === undefined) {
-      throw new WsgiProxyError(
-        'INVALID_OPTIONS',
-        `invalid options: pickle ${what} needs a pickleCodec (JavaScript has no pickle)`,
-        { expose: true },
-      )
-    }
-    let pickled: unknown
-    try {
-      pickled = pickleCodec.stringify(value)
-    } catch (error) {
-      throw invalidValue(`${what} (pickle) could not be serialized by pickleCodec`, error)
-    }
-    if (typeof pickled !== 'string') {
-      throw invalidValue(
-        `${what} (pickle): pickleCodec.stringify must return a string (got ${kindOf(pickled)})`,
-      )
-    }
-    text = pickled
-  }
-
-  // Every encoding is at least as long as the text (UTF-8 bytes >= UTF-16 code units).
-  if (text.length > MAX_ENCODED_VALUE_LENGTH) throw tooLong(what)
-  if (text !== '' && RAW_VALUE.test(text) && !text.startsWith(B64_PREFIX)) return text
-
-  let binary: string
-  if (kind === 'str') {
-    if (BEYOND_LATIN1.test(text)) {
-      throw invalidValue(
-        `${what} (str) must be a byte string, every code unit 0-255 (got a wider one)`,
-      )
-    }
-    binary = text
-  } else {
-    // TextEncoder would turn a lone surrogate into U+FFFD; refuse rather than change the value.
-    if (LONE_SURROGATE.test(text)) {
-      throw invalidValue(`${what} (${kind}) must be well-formed unicode (got a lone surrogate)`)
-    }
-    const bytes = encoder.encode(text)
-    if (bytes.length > MAX_B64_BYTES) throw tooLong(what)
-    binary = ''
-    for (const byte of bytes) binary += String.fromCharCode(byte)
-  }
-  if (binary.length > MAX_B64_BYTES) throw tooLong(what)
-  return B64_PREFIX + btoa(binary)
+  const text = extraValueText(kind, what, value, pickleCodec)
+  return toWireValue(kind, what, text)
 }
 
 /**
@@ -315,66 +174,19 @@ export function decodeExtraKeys(
   options: DecodeExtraKeysOptions = {},
 ): Record<string, unknown> {
   const result = Object.create(null) as Record<string, unknown>
-  const found: Array<{ environKey: string; kind: ExtraKeyKind; number: string }> = []
-  for (const environKey of Object.keys(environ)) {
-    if (!environKey.startsWith(ENVIRON_PREFIX)) continue
-    const match = HEADER_ENVIRON_KEY.exec(environKey)
-    if (match === null) continue
-    const kind = (match[1] ?? '').toLowerCase() as ExtraKeyKind
-    found.push({ environKey, kind, number: environKey.slice(match[0].length) })
-  }
+  const found = findExtraKeyHeaders(environ)
   if (found.length === 0) return result
-  if (found.length > MAX_PROTOCOL_HEADERS) {
-    throw new WsgiProxyError(
-      'TOO_MANY_HEADERS',
-      `expected at most ${MAX_PROTOCOL_HEADERS} X-WSGIProxy-{Str,Unicode,Json,Pickle}-N headers (got ${found.length})`,
-      { expose: true },
-    )
-  }
 
   const { jsonSchemas, pickleCodec } = options
   const numbers = new Set<string>()
-  for (const { environKey, kind, number } of found) {
-    if (kind === 'pickle' && pickleCodec === undefined) continue
-    const shownNumber = SHOWN_NUMBER.test(number) ? number : 'N'
-    const header = `X-WSGIProxy-${KIND_TITLE[kind]}-${shownNumber}`
-    if (!HEADER_NUMBER.test(number) || Number(number) >= MAX_PROTOCOL_HEADERS) {
-      throw badHeader(
-        header,
-        `N must be a decimal 0-${MAX_PROTOCOL_HEADERS - 1} without leading zeros`,
-      )
-    }
-    const numberKey = `${kind} ${number}`
-    if (numbers.has(numberKey)) throw badHeader(header, 'the header is sent twice')
-    numbers.add(numberKey)
-
-    const line = environ[environKey]
-    if (typeof line !== 'string') throw badHeader(header, `expected a string (got ${kindOf(line)})`)
-    if (line.length > MAX_HEADER_VALUE_LENGTH) throw headerTooLarge(header)
-    const space = line.indexOf(' ')
-    if (space === -1) throw badHeader(header, 'expected "<key> <value>" (got no space)')
-    const encoded = line.slice(space + 1)
-    if (encoded.length > MAX_ENCODED_VALUE_LENGTH) throw headerTooLarge(header)
-
-    const key = percentDecode(line.slice(0, space))
-    if (key === undefined)
-      throw badHeader(header, 'expected a percent-encoded key (got a bad escape)')
-    const problem = extraKeyProblem(key)
-    if (problem !== undefined) throw badHeader(header, `the key ${problem}`)
-    if (Object.hasOwn(result, key))
+  for (const each of found) {
+    if (each.kind === 'pickle' && pickleCodec === undefined) continue
+    const header = claimHeaderNumber(each, numbers)
+    const { key, encoded } = splitHeaderLine(header, environ[each.environKey])
+    if (Object.hasOwn(result, key)) {
       throw badHeader(header, 'the key was already sent in another header')
-
-    const text = decodeText(header, kind, encoded)
-    let value: unknown
-    if (kind === 'json') value = parseJson(header, text)
-    else if (kind === 'pickle' && pickleCodec !== undefined) {
-      try {
-        value = pickleCodec.parse(text)
-      } catch (error) {
-        throw badHeader(header, 'expected a value pickleCodec can parse', error)
-      }
-    } else value = text
-
+    }
+    let value = decodeExtraValue(header, each.kind, encoded, pickleCodec)
     const schema =
       jsonSchemas !== undefined && Object.hasOwn(jsonSchemas, key) ? jsonSchemas[key] : undefined
     if (schema !== undefined) value = checkSchema(header, schema, value)
@@ -391,139 +203,5 @@ export function decodeExtraKeys(
  * @returns the keys, in environ order
  */
 export function extraKeyHeaderKeys(environ: Environ): string[] {
-  return Object.keys(environ).filter(
-    (key) => key.startsWith(ENVIRON_PREFIX) && HEADER_ENVIRON_KEY.test(key),
-  )
-}
-
-function extraKeyProblem(key: string): string | undefined {
-  if (!EXTRA_KEY_PATTERN.test(key)) {
-    return 'must be a letter or "_" then letters, digits, "_", "." or "-", at most 128 characters'
-  }
-  if (FORBIDDEN_KEYS.has(key)) {
-    return 'must not be prototype or a property of Object.prototype (__proto__, constructor, hasOwnProperty, toString, ...)'
-  }
-  if (RESERVED_KEYS.has(key) || RESERVED_PREFIXES.some((prefix) => key.startsWith(prefix))) {
-    return 'must not be a key the protocol sets itself (CGI keys, HTTP_*, wsgi.*, wsgiproxy.*)'
-  }
-  return undefined
-}
-
-function percentDecode(raw: string): string | undefined {
-  if (!raw.includes('%')) return raw
-  try {
-    return decodeURIComponent(raw)
-  } catch {
-    return undefined
-  }
-}
-
-function decodeText(header: string, kind: ExtraKeyKind, encoded: string): string {
-  if (!encoded.startsWith(B64_PREFIX)) {
-    if (RAW_VALUE.test(encoded)) return encoded
-    throw badHeader(
-      header,
-      'expected printable ASCII without leading or trailing space, or "b64" and base64',
-    )
-  }
-  const base64 = encoded.slice(B64_PREFIX.length)
-  if (!isCanonicalBase64(base64)) {
-    throw badHeader(header, 'expected canonical standard base64 after "b64" (RFC 4648 §4)')
-  }
-  const binary = atob(base64)
-  // A str value is a byte string: one code unit per byte, as atob gives it.
-  if (kind === 'str') return binary
-  const bytes = new Uint8Array(binary.length)
-  for (let i = 0; i < binary.length; i++) bytes[i] = binary.charCodeAt(i)
-  try {
-    return utf8.decode(bytes)
-  } catch (error) {
-    throw badHeader(header, 'expected UTF-8 after base64 decoding', error)
-  }
-}
-
-// RFC 4648 §3.5: canonical encodings set the pad bits to zero; §4: the standard alphabet.
-function isCanonicalBase64(text: string): boolean {
-  if (!BASE64.test(text)) return false
-  if (text.endsWith('=='))
-    return (BASE64_ALPHABET.indexOf(text.charAt(text.length - 3)) & 0x0f) === 0
-  if (text.endsWith('='))
-    return (BASE64_ALPHABET.indexOf(text.charAt(text.length - 2)) & 0x03) === 0
-  return true
-}
-
-function parseJson(header: string, text: string): unknown {
-  let value: unknown
-  try {
-    value = JSON.parse(text)
-  } catch (error) {
-    // The parser's message quotes the input: it stays in `cause`, never in the exposed message.
-    throw badHeader(header, 'expected JSON (got text JSON.parse refuses)', error)
-  }
-  const problem = pollutionProblem(value)
-  if (problem !== undefined) throw badHeader(header, `expected JSON without ${problem}`)
-  return value
-}
-
-// JSON.parse makes "__proto__" an own property; merged into an object it would set a prototype.
-function pollutionProblem(value: unknown): string | undefined {
-  const stack: unknown[] = [value]
-  while (stack.length > 0) {
-    const item = stack.pop()
-    if (typeof item !== 'object' || item === null) continue
-    if (Array.isArray(item)) {
-      for (const element of item) stack.push(element)
-      continue
-    }
-    const record = item as Record<string, unknown>
-    if (Object.hasOwn(record, '__proto__')) return 'a "__proto__" key'
-    const constructor = Object.hasOwn(record, 'constructor') ? record['constructor'] : undefined
-    if (typeof constructor === 'object' && constructor !== null) {
-      if (Object.hasOwn(constructor, 'prototype')) return '"constructor"."prototype"'
-    }
-    for (const child of Object.values(record)) stack.push(child)
-  }
-  return undefined
-}
-
-function checkSchema(header: string, schema: z.ZodType, value: unknown): unknown {
-  let parsed: ReturnType<z.ZodType['safeParse']>
-  try {
-    parsed = schema.safeParse(value)
-  } catch (error) {
-    throw badHeader(header, 'expected a value its schema accepts (the schema threw)', error)
-  }
-  if (!parsed.success) throw badHeader(header, 'expected a value its schema accepts', parsed.error)
-  return parsed.data
-}
-
-function badHeader(header: string, problem: string, cause?: unknown): WsgiProxyError {
-  return new WsgiProxyError('BAD_REQUEST', `invalid ${header} header: ${problem}`, {
-    cause,
-    expose: true,
-  })
-}
-
-function headerTooLarge(header: string): WsgiProxyError {
-  return new WsgiProxyError(
-    'HEADER_TOO_LARGE',
-    `invalid ${header} header: expected a value of at most ${MAX_ENCODED_VALUE_LENGTH} characters`,
-    { expose: true },
-  )
-}
-
-function invalidValue(message: string, cause?: unknown): WsgiProxyError {
-  return new WsgiProxyError('INVALID_EXTRA_VALUE', message, { cause })
-}
-
-function tooLong(what: string): WsgiProxyError {
-  return invalidValue(
-    `${what} encodes to more than ${MAX_ENCODED_VALUE_LENGTH} characters (DESIGN.md §6 cap)`,
-  )
-}
-
-function kindOf(value: unknown): string {
-  if (value === null) return 'null'
-  if (Array.isArray(value)) return 'an array'
-  return typeof value
+  return Object.keys(environ).filter((key) => isExtraKeyHeaderKey(key))
 }

@@ -1,16 +1,18 @@
 import * as z from 'zod'
-import { isValidHost, parseHost } from '../environ/environ.ts'
 import { WsgiProxyError } from '../errors.ts'
-import type { PickleCodec } from './header-codec.ts'
-import { decodeExtraKeys } from './header-codec.ts'
-import { fn, parseOptions } from '../_options.ts'
-import { trimTrailingSlashes } from '../_text.ts'
+import { fn, parseOptions } from '../options.ts'
 import { errorResponse } from '../problem.ts'
-import { isProtocolEnvironKey, PROTOCOL_VERSION } from './protocol.ts'
-import { clientAddress, compileTrust } from './trust.ts'
-import type { RejectReason, Verifier, VerifyOutcome } from '../signing/signing.ts'
+import type { RejectReason, Verifier } from '../signing/verifier.ts'
 import type { AppResponse, Environ, EnvironApp } from '../types.ts'
-import { environPath, unquotePath } from '../environ/url-path.ts'
+import {
+  applyForced,
+  resolveForced,
+  restoreForwarded,
+  toRestoreProblem,
+  withoutProtocolKeys,
+} from './_restore-steps.ts'
+import { createTrustPolicy, decideTrust } from './_trust-decision.ts'
+import type { PickleCodec } from './header-codec.ts'
 
 /** Options of {@link proxyMiddleware}. Trust is off by default: nothing is restored. */
 export interface ProxyMiddlewareOptions {
@@ -144,26 +146,31 @@ export function createEnvironRestorer(options?: ProxyMiddlewareOptions): Environ
   return buildRestorer(options, 'createEnvironRestorer')
 }
 
-function buildRestorer(options: ProxyMiddlewareOptions | undefined, what: string): EnvironRestorer {
+/**
+ * {@link createEnvironRestorer} for an adapter: errors name `what` (`wsgiProxy`, ...) as the
+ * function called.
+ *
+ * @param options - the options of `proxyMiddleware`
+ * @param what - the public function the caller is, for error messages
+ * @returns the restorer
+ * @throws WsgiProxyError `INVALID_OPTIONS` naming `what` and the option
+ */
+export function buildRestorer(
+  options: ProxyMiddlewareOptions | undefined,
+  what: string,
+): EnvironRestorer {
   const opts = parseOptions(middlewareOptions, options, what)
-  conflict(opts.prefix, 'prefix', opts.popPrefix, 'popPrefix', what)
-  conflict(opts.host, 'host', opts.domain, 'domain', what)
-  conflict(opts.host, 'host', opts.port, 'port', what)
   const forced = resolveForced(opts, what)
-  const isTrusted = compileTrust(opts.trustIps ?? [])
-  const trustConfigured = (opts.trustIps ?? []).length > 0
+  const policy = createTrustPolicy(opts)
   const decodeOptions = {
     ...(opts.jsonSchemas === undefined ? {} : { jsonSchemas: opts.jsonSchemas }),
     ...(opts.pickleCodec === undefined ? {} : { pickleCodec: opts.pickleCodec }),
   }
-
-  const { verifier, onReject } = opts
-  const requireSignature = opts.requireSignature ?? false
-  if (requireSignature && verifier === undefined) {
+  if (policy.requireSignature && policy.verifier === undefined) {
     throw invalid(`${what}.requireSignature needs ${what}.verifier`)
   }
-  const mode = opts.mode ?? 'all'
 
+  const { onReject } = opts
   const refuse = (error: WsgiProxyError, environ: Environ): RestoreResult => {
     try {
       onReject?.(error, environ)
@@ -174,73 +181,21 @@ function buildRestorer(options: ProxyMiddlewareOptions | undefined, what: string
   }
 
   return async (environ) => {
-    const peer = typeof environ.REMOTE_ADDR === 'string' ? environ.REMOTE_ADDR : ''
-    const ipTrusted = trustConfigured && peer !== '' && isTrusted(peer)
-    let outcome: VerifyOutcome | undefined
-    if (verifier !== undefined) {
-      outcome = await verifier.verify(environ)
-      if (outcome.status === 'invalid') {
-        return refuse(
-          new SignatureRejectedError(outcome.httpStatus, outcome.reason, outcome.message),
-          environ,
-        )
-      }
-      if (outcome.status === 'absent' && requireSignature) {
-        const error = new SignatureRejectedError(
-          401,
-          'malformed',
-          'the request has no wsgiproxy signature',
-        )
-        return refuse(error, environ)
-      }
+    const { verifier } = policy
+    const outcome = verifier === undefined ? undefined : await verifier.verify(environ)
+    const verdict = decideTrust(policy, environ, outcome)
+    if (verdict.refused) {
+      const { status, reason, message } = verdict
+      return refuse(new SignatureRejectedError(status, reason, message), environ)
     }
-    const signed = outcome?.status === 'valid' ? outcome : undefined
-    const trusted =
-      verifier === undefined
-        ? ipTrusted
-        : !trustConfigured
-          ? signed !== undefined
-          : mode === 'any'
-            ? signed !== undefined || ipTrusted
-            : signed !== undefined && ipTrusted
-
-    if (requireSignature && !trusted) {
-      // Signed but from a peer outside trustIps (mode 'all'): required trust is missing.
-      const error = new SignatureRejectedError(
-        401,
-        'malformed',
-        'the signed request is not trusted',
-      )
-      return refuse(error, environ)
-    }
-    const restored: Environ = { ...environ }
-    for (const key in restored) if (isProtocolEnvironKey(key)) delete restored[key]
-    // The verifier read the body to check its digest: the app gets the buffered bytes.
-    if (signed?.body !== undefined) restored['wsgi.input'] = signed.body
+    const restored = withoutProtocolKeys(environ, verdict.signed)
     try {
-      if (trusted) {
-        let source = environ
-        // On a signed request: X-Forwarded-For is the front's assertion (its right-most entry),
-        // and a protocol header the signature does not cover is never believed.
-        let clientOf = (forwardedFor: string): string =>
-          clientAddress(peer, forwardedFor, isTrusted)
-        if (signed !== undefined) {
-          source = withoutUncovered(environ, signed.covered)
-          clientOf = (forwardedFor) =>
-            clientAddress(peer, forwardedFor.split(',').at(-1) ?? '', () => true)
-        }
-        restore(restored, source, clientOf, decodeOptions)
+      if (verdict.trusted) {
+        restoreForwarded(restored, environ, verdict, policy.isTrusted, decodeOptions)
       }
       applyForced(restored, forced)
     } catch (error) {
-      const problem =
-        error instanceof WsgiProxyError
-          ? error
-          : new WsgiProxyError('BAD_REQUEST', 'the forwarded request is malformed', {
-              cause: error,
-              expose: true,
-            })
-      return refuse(problem, environ)
+      return refuse(toRestoreProblem(error), environ)
     }
     return { ok: true, environ: restored }
   }
@@ -287,213 +242,6 @@ function refusal(error: WsgiProxyError): AppResponse {
   return errorResponse(error)
 }
 
-function withoutUncovered(environ: Environ, covered: ReadonlySet<string>): Environ {
-  const source: Environ = { ...environ }
-  for (const key in source) {
-    if (
-      isProtocolEnvironKey(key) &&
-      !covered.has(key.slice(5).toLowerCase().replaceAll('_', '-'))
-    ) {
-      delete source[key]
-    }
-  }
-  return source
-}
-
-interface Forced {
-  prefix?: string
-  popPrefix?: string
-  scheme?: 'http' | 'https'
-  host?: string
-  domain?: string
-  port?: string
-}
-
-function restore(
-  restored: Environ,
-  original: Environ,
-  clientOf: (forwardedFor: string) => string,
-  decodeOptions: Parameters<typeof decodeExtraKeys>[1],
-): void {
-  const header = (name: string): string | undefined => {
-    const value = original[`HTTP_${name}`]
-    return typeof value === 'string' ? value : undefined
-  }
-  const version = header('X_WSGIPROXY_VERSION')
-  if (version !== undefined && version !== PROTOCOL_VERSION) {
-    throw badRequest(`X-WSGIProxy-Version must be ${PROTOCOL_VERSION}`)
-  }
-
-  const scheme = header('X_FORWARDED_SCHEME')
-  if (scheme !== undefined) {
-    const lower = scheme.toLowerCase()
-    if (lower !== 'http' && lower !== 'https') {
-      throw badRequest('X-Forwarded-Scheme must be http or https')
-    }
-    restored['wsgi.url_scheme'] = lower as 'http' | 'https'
-  }
-
-  const server = header('X_FORWARDED_SERVER')
-  if (server !== undefined) {
-    if (!isValidHost(server)) throw badRequest('X-Forwarded-Server must be a host[:port]')
-    setHost(restored, server)
-  }
-
-  const forwardedFor = header('X_FORWARDED_FOR')
-  if (forwardedFor !== undefined) {
-    restored.REMOTE_ADDR = clientOf(forwardedFor)
-  }
-
-  const traversal = header('X_TRAVERSAL_PATH')
-  const scriptHeader = header('X_FORWARDED_SCRIPT_NAME')
-  if (traversal !== undefined || scriptHeader !== undefined) {
-    const rawScript =
-      scriptHeader === undefined ? '' : forwardedPath(scriptHeader, 'X-Forwarded-Script-Name')
-    const path =
-      traversal === undefined ? '' : unquotePath(forwardedPath(traversal, 'X-Traversal-Path'))
-    const script = restored.SCRIPT_NAME
-    const info = restored.PATH_INFO
-    // The traversal path (the href's path) is replaced by the front's script name; it may reach
-    // into SCRIPT_NAME when this app is itself mounted below it (Plack's ReverseProxyPath).
-    let [restScript, restInfo] = [script, info]
-    if (path !== '') {
-      const full = script + info
-      if (full !== path && !full.startsWith(`${path}/`)) {
-        throw badRequest('the path does not start with X-Traversal-Path')
-      }
-      if (script.length >= path.length) restScript = script.slice(path.length)
-      else [restScript, restInfo] = ['', info.slice(path.length - script.length)]
-    }
-    // Keep the encoded forms, so %2F in the script name and the path survives.
-    const rest = environPath({
-      ...restored,
-      SCRIPT_NAME: restScript,
-      PATH_INFO: restInfo,
-    })
-    restored.SCRIPT_NAME = unquotePath(rawScript) + restScript
-    restored.PATH_INFO = restInfo
-    restored['wsgiproxy.raw_path'] = rawScript + rest
-  }
-
-  const extra = decodeExtraKeys(original, decodeOptions)
-  for (const key of Object.keys(extra)) restored[key] = extra[key]
-}
-
-// A path header: "/"-separated non-empty segments of RFC 3986 pchar (no "?", "#", spaces, "//").
-const FORWARDED_PATH = /^(?:\/[A-Za-z0-9\-._~!$&'()*+,;=:@%]+)+$/
-
-function forwardedPath(value: string, name: string): string {
-  const trimmed = trimTrailingSlashes(value)
-  if (trimmed !== '' && !FORWARDED_PATH.test(trimmed)) {
-    throw badRequest(`${name} must be a path starting with /`)
-  }
-  return trimmed
-}
-
-function applyForced(environ: Environ, forced: Forced): void {
-  if (forced.prefix !== undefined) {
-    environ.SCRIPT_NAME = forced.prefix
-  } else if (forced.popPrefix !== undefined) {
-    const pop = forced.popPrefix
-    const info = environ.PATH_INFO
-    if (info === pop) {
-      environ.PATH_INFO = ''
-    } else if (info.startsWith(`${pop}/`)) {
-      environ.PATH_INFO = info.slice(pop.length)
-    } else {
-      throw badRequest('the path is outside the configured prefix')
-    }
-    environ.SCRIPT_NAME += pop
-  }
-  if (forced.scheme !== undefined) environ['wsgi.url_scheme'] = forced.scheme
-  if (forced.host !== undefined) setHost(environ, forced.host)
-  if (forced.port !== undefined) {
-    environ.SERVER_PORT = forced.port
-    if (forced.domain === undefined) {
-      const [name] = parseHost(hostOf(environ), environ['wsgi.url_scheme'])
-      environ.HTTP_HOST = `${bracket(name)}:${forced.port}`
-    }
-  }
-  if (forced.domain !== undefined) {
-    environ.SERVER_NAME = forced.domain
-    environ.HTTP_HOST = `${bracket(forced.domain)}:${environ.SERVER_PORT}`
-  }
-}
-
-function setHost(environ: Environ, host: string): void {
-  const [name, port] = parseHost(host, environ['wsgi.url_scheme'])
-  environ.HTTP_HOST = host
-  environ.SERVER_NAME = name
-  environ.SERVER_PORT = port
-}
-
-function hostOf(environ: Environ): string {
-  const host = environ.HTTP_HOST
-  return typeof host === 'string' && host !== '' ? host : bracket(environ.SERVER_NAME)
-}
-
-function bracket(name: string): string {
-  return name.includes(':') ? `[${name}]` : name
-}
-
-function resolveForced(
-  opts: Omit<ProxyMiddlewareOptions, 'port'> & { port?: number | string },
-  what: string,
-): Forced {
-  const forced: Forced = {}
-  if (opts.prefix !== undefined) forced.prefix = forcedPath(opts.prefix, `${what}.prefix`)
-  if (opts.popPrefix !== undefined) {
-    forced.popPrefix = forcedPath(opts.popPrefix, `${what}.popPrefix`)
-  }
-  if (opts.scheme !== undefined) forced.scheme = opts.scheme
-  if (opts.host !== undefined) {
-    if (!isValidHost(opts.host) || !hasPort(opts.host)) {
-      throw invalid(
-        `${what}.host must be host:port, port included (got ${JSON.stringify(opts.host)}); use domain to force only the name`,
-      )
-    }
-    forced.host = opts.host
-  }
-  if (opts.domain !== undefined) {
-    if (!isValidHost(opts.domain) || hasPort(opts.domain)) {
-      throw invalid(
-        `${what}.domain must be a host name without port (got ${JSON.stringify(opts.domain)})`,
-      )
-    }
-    forced.domain = opts.domain.replace(/^\[(.*)\]$/, '$1')
-  }
-  if (opts.port !== undefined) {
-    const port = String(opts.port)
-    if (!/^[0-9]{1,5}$/.test(port) || Number(port) > 65535) {
-      throw invalid(`${what}.port must be 0–65535 (got ${JSON.stringify(opts.port)})`)
-    }
-    forced.port = port
-  }
-  return forced
-}
-
-function forcedPath(value: string, option: string): string {
-  const trimmed = trimTrailingSlashes(value)
-  if (trimmed !== '' && !trimmed.startsWith('/')) {
-    throw invalid(`${option} must start with "/" (got ${JSON.stringify(value)})`)
-  }
-  return trimmed
-}
-
-function hasPort(host: string): boolean {
-  return host.startsWith('[') ? host.includes(']:') : host.includes(':')
-}
-
-function conflict(a: unknown, aName: string, b: unknown, bName: string, what: string): void {
-  if (a !== undefined && b !== undefined) {
-    throw invalid(`${what}.${aName} and ${what}.${bName} cannot be given together`)
-  }
-}
-
 function invalid(message: string): WsgiProxyError {
   return new WsgiProxyError('INVALID_OPTIONS', `invalid options: ${message}`, { expose: true })
-}
-
-function badRequest(message: string): WsgiProxyError {
-  return new WsgiProxyError('BAD_REQUEST', message, { expose: true })
 }

@@ -1,6 +1,6 @@
 import * as z from 'zod'
 import { WsgiProxyError } from '../errors.ts'
-import { parseOptions } from '../_options.ts'
+import { parseOptions } from '../options.ts'
 import { trimOws } from '../_text.ts'
 import type { SigningKey } from '../types.ts'
 

@@ -1,6 +1,6 @@
 import * as z from 'zod'
 import { WsgiProxyError } from '../errors.ts'
-import { fn, parseOptions } from '../_options.ts'
+import { fn, parseOptions } from '../options.ts'
 import type { ReplayCheck, ReplayStore } from '../types.ts'
 
 /** Options of {@link MemoryReplayStore}. */

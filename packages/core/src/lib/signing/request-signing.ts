@@ -1,6 +1,7 @@
 import { toEnviron } from '../environ/environ.ts'
-import { toReadableStream } from '../_streams.ts'
-import type { Signer, Verifier, VerifyOutcome } from './signing.ts'
+import { toReadableStream } from '../streams.ts'
+import type { Signer } from './signer.ts'
+import type { Verifier, VerifyOutcome } from './verifier.ts'
 import type { Environ } from '../types.ts'
 
 /**

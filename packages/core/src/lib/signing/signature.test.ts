@@ -11,8 +11,8 @@ import {
   signBase,
   verifyBase,
 } from './signature.ts'
-import { thrownProxyError } from '../../test/errors.ts'
-import { fromBase64, RFC_SECRET } from '../../test/rfc9421.ts'
+import { thrownProxyError } from '@wsgiproxy/test-kit/errors'
+import { fromBase64, RFC_SECRET } from '@wsgiproxy/test-kit/rfc9421'
 
 // RFC 9421 Appendix B.2: the test-request message.
 const TEST_REQUEST = {

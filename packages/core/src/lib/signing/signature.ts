@@ -1,5 +1,5 @@
 // RFC 9421 HTTP Message Signatures: the generic layer (signature base, HMAC-SHA256 on WebCrypto).
-// The wsgiproxy profile on top of it lives in signing.ts.
+// The wsgiproxy profile on top of it lives in signer.ts and verifier.ts (constants in profile.ts).
 import type { InnerList, Item } from 'structured-headers'
 import { serializeDictionary, serializeInnerList, serializeItem } from 'structured-headers'
 import { WsgiProxyError } from '../errors.ts'

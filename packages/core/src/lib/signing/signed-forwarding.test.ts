@@ -16,11 +16,10 @@ import {
   MemoryReplayStore,
   proxyMiddleware,
   SignatureRejectedError,
-  signRequest,
   toEnviron,
-  verifyRequest,
 } from '../../index.ts'
-import { closeAll, echoEnviron, send, startFetchFront } from '../../test/servers.ts'
+import { signRequest, verifyRequest } from '../../protocol.ts'
+import { closeAll, echoEnviron, send, startFetchFront } from '@wsgiproxy/test-kit/servers'
 
 const OLD: SigningKey = { id: 'k2026-05', secret: new Uint8Array(32).fill(1) }
 const NEW: SigningKey = { id: 'k2026-11', secret: new Uint8Array(32).fill(2) }

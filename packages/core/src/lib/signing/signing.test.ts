@@ -13,11 +13,14 @@ import {
   signatureValue,
   signBase,
 } from './signature.ts'
-import type { Signer, SignerOptions, Verifier, VerifierOptions, VerifyOutcome } from './signing.ts'
-import { createSigner, createVerifier, MAX_COVERED_COMPONENTS } from './signing.ts'
+import { MAX_COVERED_COMPONENTS } from './profile.ts'
+import type { Signer, SignerOptions } from './signer.ts'
+import { createSigner } from './signer.ts'
+import type { Verifier, VerifierOptions, VerifyOutcome } from './verifier.ts'
+import { createVerifier } from './verifier.ts'
 import type { Environ, ReplayCheck, ReplayStore, SigningKey } from '../types.ts'
-import { thrownProxyError } from '../../test/errors.ts'
-import { RFC_SECRET } from '../../test/rfc9421.ts'
+import { thrownProxyError } from '@wsgiproxy/test-kit/errors'
+import { RFC_SECRET } from '@wsgiproxy/test-kit/rfc9421'
 
 const KEY: SigningKey = { id: 'test-shared-secret', secret: RFC_SECRET }
 const OTHER_KEY: SigningKey = { id: 'k-other', secret: new Uint8Array(32).fill(7) }

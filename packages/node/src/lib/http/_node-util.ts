@@ -19,3 +19,6 @@ export function release(body: AsyncIterable<Uint8Array> | null): void {
 
 /** Does nothing: an error listener for errors handled elsewhere. */
 export function noop(): void {}
+
+// RFC 9110 §5.6.2: a token.
+export const TOKEN: RegExp = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/

@@ -2,12 +2,12 @@
 import type { EnvironApp } from '@wsgiproxy/core'
 import { createProxyApp, createSigner, createVerifier, proxyMiddleware } from '@wsgiproxy/core'
 import { afterEach, describe, expect, it } from 'vitest'
-import { describeForwarding } from '../../../../core/src/test/forwarding-suite.ts'
-import type { Running } from '../../../../core/src/test/servers.ts'
-import { closeAll, echoEnviron, register, send } from '../../../../core/src/test/servers.ts'
+import { describeForwarding } from '@wsgiproxy/test-kit/forwarding-suite'
+import type { Running } from '@wsgiproxy/test-kit/servers'
+import { closeAll, echoEnviron, register, send } from '@wsgiproxy/test-kit/servers'
 import { serve } from './serve.ts'
 import { undiciTransport } from './undici-transport.ts'
-import { startNodeExactProxy } from '../../test/node-proxy.ts'
+import { startNodeExactProxy } from '@wsgiproxy/test-kit/node-proxy'
 
 async function serveRegistered(app: EnvironApp): Promise<Running> {
   const served = await serve(app)

@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url'
 import { afterEach, describe, expect, it, vi } from 'vitest'
 import { toEnviron, WsgiProxyError } from '@wsgiproxy/core'
 import type { AppResponse, Environ, EnvironApp } from '@wsgiproxy/core'
-import { echoEnviron, send, sendRaw, sha256 } from '../../../../core/src/test/servers.ts'
+import { echoEnviron, send, sendRaw, sha256 } from '@wsgiproxy/test-kit/servers'
 import { toNodeListener } from './node-listener.ts'
 import type { NodeListenerOptions } from './node-listener.ts'
 
@@ -282,7 +282,12 @@ describe('toNodeListener', () => {
     expect(failed.status).toBe(500)
     expect(failed.headers['content-type']).toBe('application/problem+json')
     expect(failed.body.toString()).not.toContain('secret')
-    expect(onError).toHaveBeenCalledWith(expect.any(Error), expect.anything())
+    // The thrown error arrives wrapped as APP_ERROR, with the environ of the request.
+    expect(onError).toHaveBeenCalledWith(
+      expect.objectContaining({ code: 'APP_ERROR', message: 'secret internal detail' }),
+      expect.objectContaining({ REQUEST_METHOD: 'GET', PATH_INFO: '/' }),
+    )
+    expect(onError.mock.calls[0]?.[0].cause).toMatchObject({ message: 'secret internal detail' })
     const next = await send(origin)
     expect(next).toMatchObject({ status: 200, body: Buffer.from('fine') })
   })
@@ -305,8 +310,8 @@ describe('toNodeListener', () => {
         throw new Error('boom')
       },
       {
-        onError: (error, req) => {
-          if (req.url === '/hook-fails') throw error
+        onError: (error, environ) => {
+          if (environ?.PATH_INFO === '/hook-fails') throw error
           return text(418, 'teapot')
         },
       },
@@ -315,6 +320,17 @@ describe('toNodeListener', () => {
     expect(replaced).toMatchObject({ status: 418, body: Buffer.from('teapot') })
     const fixed = await send(origin, { path: '/hook-fails' })
     expect(fixed).toMatchObject({ status: 500, body: Buffer.from('Internal Server Error') })
+  })
+
+  it('calls onError without an environ when the request cannot become one', async () => {
+    const onError = vi.fn<NonNullable<NodeListenerOptions['onError']>>()
+    const { port } = await listen(echoEnviron, { onError })
+    const refused = await rawJson(port, 'GET / HTTP/1.1\r\nHost: exa mple.com')
+    expect(refused).toMatchObject({ status: 400, json: { code: 'BAD_REQUEST' } })
+    expect(onError).toHaveBeenCalledExactlyOnceWith(
+      expect.objectContaining({ code: 'BAD_REQUEST' }),
+      undefined,
+    )
   })
 
   it('answers 500 to something that is not a response record', async () => {

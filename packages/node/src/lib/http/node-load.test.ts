@@ -8,15 +8,9 @@ import { Agent as HttpAgent, createServer, request as httpRequest } from 'node:h
 import type { AddressInfo, Socket } from 'node:net'
 import { fileURLToPath } from 'node:url'
 import { afterEach, describe, expect, it } from 'vitest'
-import type { Running } from '../../../../core/src/test/servers.ts'
-import {
-  closeAll,
-  register,
-  sha256,
-  startUpstream,
-  writeAll,
-} from '../../../../core/src/test/servers.ts'
-import { startNodeExactProxy } from '../../test/node-proxy.ts'
+import type { Running } from '@wsgiproxy/test-kit/servers'
+import { closeAll, register, sha256, startUpstream, writeAll } from '@wsgiproxy/test-kit/servers'
+import { startNodeExactProxy } from '@wsgiproxy/test-kit/node-proxy'
 
 const MiB = 1024 * 1024
 const MB = 1_000_000

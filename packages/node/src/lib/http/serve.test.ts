@@ -2,9 +2,9 @@ import { Agent, request as httpRequest } from 'node:http'
 import { connect } from 'node:net'
 import { afterEach, describe, expect, it, vi } from 'vitest'
 import type { AppResponse, EnvironApp } from '@wsgiproxy/core'
-import { send } from '../../../../core/src/test/servers.ts'
+import { send } from '@wsgiproxy/test-kit/servers'
 import { serve } from './serve.ts'
-import type { Served } from './serve.ts'
+import type { Served, ServeOptions } from './serve.ts'
 
 const running = new Set<Served>()
 
@@ -118,6 +118,51 @@ describe('serve', () => {
     await expect(serve(app, { requestTimeout: 1.5 })).rejects.toThrow(/requestTimeout/)
     await expect(serve(app, { headersTimeout: 2_000, requestTimeout: 1_000 })).rejects.toThrow(
       /headersTimeout: expected at most serve.requestTimeout/,
+    )
+  })
+
+  it('names serve and the option in every option error, listener options included', async () => {
+    await expect(serve(app, { maxHeaders: 0 })).rejects.toThrow(
+      'invalid options: serve.maxHeaders: expected a whole number ≥ 1 (got 0)',
+    )
+    await expect(serve(app, { upgradeProtocols: ['web socket'] })).rejects.toThrow(
+      'invalid options: serve.upgradeProtocols: expected a list of protocol names',
+    )
+    await expect(serve(app, { nope: 1 } as ServeOptions)).rejects.toThrow(
+      'invalid options: serve: unknown option "nope"',
+    )
+  })
+
+  it('takes the deprecated headersTimeout and requestTimeout as clientHeadersTimeout and clientRequestTimeout', async () => {
+    const current = await serve(app, { clientHeadersTimeout: 2_000, clientRequestTimeout: 5_000 })
+    running.add(current)
+    expect(current.server).toMatchObject({ headersTimeout: 2_000, requestTimeout: 5_000 })
+    const deprecated = await serve(app, { headersTimeout: 2_000, requestTimeout: 5_000 })
+    running.add(deprecated)
+    expect(deprecated.server).toMatchObject({ headersTimeout: 2_000, requestTimeout: 5_000 })
+    const mixed = await serve(app, { headersTimeout: 2_000, clientRequestTimeout: 5_000 })
+    running.add(mixed)
+    expect(mixed.server).toMatchObject({ headersTimeout: 2_000, requestTimeout: 5_000 })
+    const shorter = await serve(app, { clientRequestTimeout: 5_000 })
+    running.add(shorter)
+    expect(shorter.server.headersTimeout).toBe(5_000)
+  })
+
+  it('refuses a client timeout given under both names, naming both', async () => {
+    await expect(
+      serve(app, { headersTimeout: 1_000, clientHeadersTimeout: 1_000 }),
+    ).rejects.toThrow(
+      'invalid options: serve.headersTimeout: cannot be given with serve.clientHeadersTimeout (headersTimeout is its deprecated name)',
+    )
+    await expect(
+      serve(app, { requestTimeout: 1_000, clientRequestTimeout: 1_000 }),
+    ).rejects.toThrow(
+      'invalid options: serve.requestTimeout: cannot be given with serve.clientRequestTimeout (requestTimeout is its deprecated name)',
+    )
+    await expect(
+      serve(app, { clientHeadersTimeout: 2_000, clientRequestTimeout: 1_000 }),
+    ).rejects.toThrow(
+      'invalid options: serve.clientHeadersTimeout: expected at most serve.clientRequestTimeout (1000) (got 2000)',
     )
   })
 

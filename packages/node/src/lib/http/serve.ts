@@ -1,12 +1,14 @@
 import { createServer } from 'node:http'
-import type { Server } from 'node:http'
+import type { RequestListener, Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import type { Duplex } from 'node:stream'
-import { WsgiProxyError } from '@wsgiproxy/core'
+import * as z from 'zod'
 import type { EnvironApp } from '@wsgiproxy/core'
-import { toNodeListener } from './node-listener.ts'
+import { parseOptions } from '@wsgiproxy/core/adapter'
+import { NODE_LISTENER_FIELDS, toNodeListener } from './node-listener.ts'
 import type { NodeListenerOptions } from './node-listener.ts'
-import { toNodeUpgradeListener } from './upgrade.ts'
+import { milliseconds, optionsObject, refuseBothNames, wholeNumber } from './_options.ts'
+import { toNodeUpgradeListener, UPGRADE_FIELDS } from './upgrade.ts'
 
 /** Options of {@link serve}. */
 export interface ServeOptions extends NodeListenerOptions {
@@ -43,15 +45,29 @@ export interface ServeOptions extends NodeListenerOptions {
    * milliseconds, counted from its first byte; a slower client gets 408 and its connection is
    * closed. This is the defence against slowloris clients that trickle headers to hold
    * connections open. `0` turns it off. Default `60_000` (Node's default), or a shorter non-zero
-   * `requestTimeout`.
+   * `clientRequestTimeout`.
    */
-  headersTimeout?: number
+  clientHeadersTimeout?: number
   /**
    * How long a client may take to send a whole request (head and body), in milliseconds; a slower
    * client gets 408 and its connection is closed. `0` turns it off. Default `300_000` (Node's).
    *
-   * Both timeouts are checked every tenth of the shorter one (at least every 50 ms, at most every
-   * 30 s), so a connection is cut at most 10% late.
+   * Both client timeouts are checked every tenth of the shorter one (at least every 50 ms, at most
+   * every 30 s), so a connection is cut at most 10% late.
+   */
+  clientRequestTimeout?: number
+  /**
+   * The same as `clientHeadersTimeout`. Giving both is an `INVALID_OPTIONS` error.
+   *
+   * @deprecated renamed `clientHeadersTimeout`, since it times the client, not the upstream;
+   * removed in 0.3.
+   */
+  headersTimeout?: number
+  /**
+   * The same as `clientRequestTimeout`. Giving both is an `INVALID_OPTIONS` error.
+   *
+   * @deprecated renamed `clientRequestTimeout`, since it times the client, not the upstream;
+   * removed in 0.3.
    */
   requestTimeout?: number
 }
@@ -74,12 +90,50 @@ export interface Served {
   [Symbol.asyncDispose](): Promise<void>
 }
 
-const MAX_TIMER_MS = 2_147_483_647
 // Node's own defaults (https://nodejs.org/api/http.html#httpcreateserveroptions-requestlistener).
 const NODE_REQUEST_TIMEOUT = 300_000
 const NODE_HEADERS_TIMEOUT = 60_000
 const NODE_CHECKING_INTERVAL = 30_000
 const MIN_CHECKING_INTERVAL = 50
+
+const serveOptions = optionsObject({
+  ...NODE_LISTENER_FIELDS,
+  port: wholeNumber(0, 65535, '0–65535').optional(),
+  hostname: z
+    .custom<string>((value) => typeof value === 'string' && value !== '', {
+      error: (issue) => `expected a host name or address (got ${String(issue.input)})`,
+    })
+    .optional(),
+  closeTimeout: milliseconds(0).optional(),
+  upgradeConnectTimeout: UPGRADE_FIELDS.connectTimeout,
+  upgradeProtocols: UPGRADE_FIELDS.protocols,
+  upgradeIdleTimeout: UPGRADE_FIELDS.idleTimeout,
+  maxUpgradeConnections: UPGRADE_FIELDS.maxConnections,
+  clientHeadersTimeout: milliseconds(0).optional(),
+  clientRequestTimeout: milliseconds(0).optional(),
+  headersTimeout: milliseconds(0).optional(),
+  requestTimeout: milliseconds(0).optional(),
+}).superRefine((options, context) => {
+  refuseBothNames(context, options, 'serve', 'headersTimeout', 'clientHeadersTimeout')
+  refuseBothNames(context, options, 'serve', 'requestTimeout', 'clientRequestTimeout')
+  // The option names as the caller spelled them (the new ones when neither was given).
+  const headersName =
+    options.headersTimeout !== undefined ? 'headersTimeout' : 'clientHeadersTimeout'
+  const requestName =
+    options.requestTimeout !== undefined ||
+    (options.clientRequestTimeout === undefined && headersName === 'headersTimeout')
+      ? 'requestTimeout'
+      : 'clientRequestTimeout'
+  const { headers, request } = clientTimeouts(options)
+  const headersGiven = (options.clientHeadersTimeout ?? options.headersTimeout) !== undefined
+  if (headersGiven && request > 0 && headers > request) {
+    context.addIssue({
+      code: 'custom',
+      path: [headersName],
+      message: `expected at most serve.${requestName} (${request}) (got ${headers})`,
+    })
+  }
+})
 
 /**
  * Serves an {@link EnvironApp} on `node:http` through {@link toNodeListener}. Upgrade (WebSocket)
@@ -90,82 +144,15 @@ const MIN_CHECKING_INTERVAL = 50
  * @param app - the environ app to serve
  * @param options - where to listen, how long to drain on close, and the listener's options
  * @returns the running server once it listens
- * @throws WsgiProxyError `INVALID_OPTIONS` for bad options; the `listen` error (`EADDRINUSE`, ...)
+ * @throws WsgiProxyError `INVALID_OPTIONS` naming the bad option; the `listen` error (`EADDRINUSE`, ...)
  * @example
  * await using served = await serve(exactProxy({ transport: undiciTransport() }), { port: 8080 })
  * console.log(`listening on ${served.url}`)
  */
 export async function serve(app: EnvironApp, options: ServeOptions = {}): Promise<Served> {
-  const {
-    port = 0,
-    hostname = '127.0.0.1',
-    closeTimeout = 10_000,
-    upgradeConnectTimeout,
-    upgradeProtocols,
-    upgradeIdleTimeout,
-    maxUpgradeConnections,
-    requestTimeout = NODE_REQUEST_TIMEOUT,
-    headersTimeout = requestTimeout > 0
-      ? Math.min(NODE_HEADERS_TIMEOUT, requestTimeout)
-      : NODE_HEADERS_TIMEOUT,
-    ...listenerOptions
-  } = options
-  if (!Number.isInteger(port) || port < 0 || port > 65535) {
-    throw invalidOptions(`serve.port: expected 0–65535 (got ${String(port)})`)
-  }
-  if (typeof hostname !== 'string' || hostname === '') {
-    throw invalidOptions(
-      `serve.hostname: expected a host name or address (got ${String(hostname)})`,
-    )
-  }
-  if (!Number.isInteger(closeTimeout) || closeTimeout < 0 || closeTimeout > MAX_TIMER_MS) {
-    throw invalidOptions(
-      `serve.closeTimeout: expected whole milliseconds from 0 to ${MAX_TIMER_MS} (got ${String(closeTimeout)})`,
-    )
-  }
-  for (const [name, value] of [
-    ['requestTimeout', requestTimeout],
-    ['headersTimeout', headersTimeout],
-  ] as const) {
-    if (!Number.isInteger(value) || value < 0 || value > MAX_TIMER_MS) {
-      throw invalidOptions(
-        `serve.${name}: expected whole milliseconds from 0 to ${MAX_TIMER_MS} (got ${String(value)})`,
-      )
-    }
-  }
-  if (requestTimeout > 0 && headersTimeout > requestTimeout) {
-    throw invalidOptions(
-      `serve.headersTimeout: expected at most serve.requestTimeout (${requestTimeout}) (got ${headersTimeout})`,
-    )
-  }
-  const requestListener = toNodeListener(app, listenerOptions)
-  const server = createServer(
-    {
-      headersTimeout,
-      requestTimeout,
-      connectionsCheckingInterval: checkingInterval(headersTimeout, requestTimeout),
-    },
-    requestListener,
-  )
-  const onUpgrade = toNodeUpgradeListener(app, {
-    requestListener,
-    ...(upgradeProtocols === undefined ? {} : { protocols: upgradeProtocols }),
-    ...(upgradeIdleTimeout === undefined ? {} : { idleTimeout: upgradeIdleTimeout }),
-    ...(maxUpgradeConnections === undefined ? {} : { maxConnections: maxUpgradeConnections }),
-    ...(listenerOptions.scriptName === undefined ? {} : { scriptName: listenerOptions.scriptName }),
-    ...(listenerOptions.maxHeaders === undefined ? {} : { maxHeaders: listenerOptions.maxHeaders }),
-    ...(listenerOptions.exposeErrors === undefined
-      ? {}
-      : { exposeErrors: listenerOptions.exposeErrors }),
-    ...(upgradeConnectTimeout === undefined ? {} : { connectTimeout: upgradeConnectTimeout }),
-  })
-  // Upgraded connections leave the server's bookkeeping: keep them to cut them on close.
-  const upgraded = new Set<Duplex>()
-  server.on('upgrade', (req, socket: Duplex, head: Buffer) => {
-    upgraded.add(socket)
-    socket.once('close', () => upgraded.delete(socket))
-    onUpgrade(req, socket, head)
-  })
+  const opts = parseOptions(serveOptions, options, 'serve')
+  const { port = 0, hostname = '127.0.0.1', closeTimeout = 10_000 } = opts
+  const { server, upgraded } = createNodeServer(app, opts)
   let closing: Promise<void> | undefined
   // A connection that finishes its last request while the server closes is idle: close it then.
   server.on('request', (_req, res) => {
@@ -205,6 +192,74 @@ export async function serve(app: EnvironApp, options: ServeOptions = {}): Promis
   }
 }
 
+/**
+ * The `node:http` server with the request and upgrade listeners and the client timeouts, and the
+ * set of upgraded connections (they leave the server's bookkeeping, so `close()` cuts them).
+ */
+function createNodeServer(
+  app: EnvironApp,
+  options: ServeOptions,
+): { server: Server; upgraded: Set<Duplex> } {
+  const {
+    port: _port,
+    hostname: _hostname,
+    closeTimeout: _closeTimeout,
+    upgradeConnectTimeout,
+    upgradeProtocols,
+    upgradeIdleTimeout,
+    maxUpgradeConnections,
+    clientHeadersTimeout: _clientHeadersTimeout,
+    clientRequestTimeout: _clientRequestTimeout,
+    headersTimeout: _headersTimeout,
+    requestTimeout: _requestTimeout,
+    ...listenerOptions
+  } = options
+  const { headers, request } = clientTimeouts(options)
+  const requestListener: RequestListener = toNodeListener(app, listenerOptions)
+  const server = createServer(
+    {
+      headersTimeout: headers,
+      requestTimeout: request,
+      connectionsCheckingInterval: checkingInterval(headers, request),
+    },
+    requestListener,
+  )
+  const onUpgrade = toNodeUpgradeListener(app, {
+    requestListener,
+    ...(upgradeProtocols === undefined ? {} : { protocols: upgradeProtocols }),
+    ...(upgradeIdleTimeout === undefined ? {} : { idleTimeout: upgradeIdleTimeout }),
+    ...(maxUpgradeConnections === undefined ? {} : { maxConnections: maxUpgradeConnections }),
+    ...(listenerOptions.scriptName === undefined ? {} : { scriptName: listenerOptions.scriptName }),
+    ...(listenerOptions.maxHeaders === undefined ? {} : { maxHeaders: listenerOptions.maxHeaders }),
+    ...(listenerOptions.exposeErrors === undefined
+      ? {}
+      : { exposeErrors: listenerOptions.exposeErrors }),
+    ...(upgradeConnectTimeout === undefined ? {} : { connectTimeout: upgradeConnectTimeout }),
+  })
+  const upgraded = new Set<Duplex>()
+  server.on('upgrade', (req, socket: Duplex, head: Buffer) => {
+    upgraded.add(socket)
+    socket.once('close', () => upgraded.delete(socket))
+    onUpgrade(req, socket, head)
+  })
+  return { server, upgraded }
+}
+
+type ClientTimeoutName =
+  'clientHeadersTimeout' | 'clientRequestTimeout' | 'headersTimeout' | 'requestTimeout'
+
+/** The client's header and request timeouts from either name, with Node's defaults. */
+function clientTimeouts(options: {
+  [Name in ClientTimeoutName]?: number | undefined
+}): { headers: number; request: number } {
+  const request = options.clientRequestTimeout ?? options.requestTimeout ?? NODE_REQUEST_TIMEOUT
+  const headers =
+    options.clientHeadersTimeout ??
+    options.headersTimeout ??
+    (request > 0 ? Math.min(NODE_HEADERS_TIMEOUT, request) : NODE_HEADERS_TIMEOUT)
+  return { headers, request }
+}
+
 // Node checks both timeouts on an interval (30 s by default), so a 2 s header timeout would only
 // fire after up to 32 s: check every tenth of the shorter timeout instead.
 function checkingInterval(headersTimeout: number, requestTimeout: number): number {
@@ -214,8 +269,4 @@ function checkingInterval(headersTimeout: number, requestTimeout: number): numbe
     NODE_CHECKING_INTERVAL,
     Math.max(MIN_CHECKING_INTERVAL, Math.floor(shortest / 10)),
   )
-}
-
-function invalidOptions(message: string): WsgiProxyError {
-  return new WsgiProxyError('INVALID_OPTIONS', `invalid options: ${message}`, { expose: true })
 }

@@ -21,13 +21,8 @@ import {
 } from '@wsgiproxy/core'
 import { Agent, errors, fetch as undiciFetch } from 'undici'
 import { afterEach, describe, expect, it } from 'vitest'
-import { describeForwarding } from '../../../../core/src/test/forwarding-suite.ts'
-import {
-  closeAll,
-  freePort,
-  startFetchFront,
-  startUpstream,
-} from '../../../../core/src/test/servers.ts'
+import { describeForwarding } from '@wsgiproxy/test-kit/forwarding-suite'
+import { closeAll, freePort, startFetchFront, startUpstream } from '@wsgiproxy/test-kit/servers'
 import type { UndiciTransport, UndiciTransportOptions } from './undici-transport.ts'
 import { undiciTransport } from './undici-transport.ts'
 

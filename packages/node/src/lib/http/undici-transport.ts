@@ -2,8 +2,18 @@ import { STATUS_CODES } from 'node:http'
 import type { Readable } from 'node:stream'
 import type { AppResponse, OutboundRequest, Transport } from '@wsgiproxy/core'
 import { WsgiProxyError } from '@wsgiproxy/core'
+import type { CancelHook } from '@wsgiproxy/core/adapter'
+import {
+  cancellationOf,
+  mayRetry,
+  parseOptions,
+  subscribeToCancellation,
+  toUpstreamError,
+} from '@wsgiproxy/core/adapter'
 import type { Dispatcher } from 'undici'
 import { Agent } from 'undici'
+import * as z from 'zod'
+import { optionsObject, wholeNumber } from './_options.ts'
 
 /** Options of {@link undiciTransport}. */
 export interface UndiciTransportOptions {
@@ -34,22 +44,35 @@ export interface UndiciTransport extends Transport {
 const DEFAULT_CONNECT_TIMEOUT = 10_000
 const DEFAULT_KEEP_ALIVE_TIMEOUT = 4_000
 
-// Errors that mean nothing answered at the address (DNS, routing, no listener, no unix socket).
-const UNREACHABLE_CODES: ReadonlySet<string> = new Set([
-  'ECONNREFUSED',
-  'ENOTFOUND',
-  'EAI_AGAIN',
-  'EHOSTUNREACH',
-  'ENETUNREACH',
-  'EADDRNOTAVAIL',
-  'ENOENT',
-  'EACCES',
-])
+const positive = (): z.ZodOptional<z.ZodType<number>> =>
+  wholeNumber(1, Number.MAX_SAFE_INTEGER, 'a positive whole number').optional()
 
-// Methods whose request is sent again once (without a body) when the connection failed before
-// any answer, and the errors that mean so: the socket closed or reset under the request.
-const RETRY_METHODS: ReadonlySet<string> = new Set(['GET', 'HEAD', 'OPTIONS'])
-const RETRY_CODES: ReadonlySet<string> = new Set(['UND_ERR_SOCKET', 'ECONNRESET', 'EPIPE'])
+const undiciTransportOptions = optionsObject({
+  connectTimeout: positive(),
+  socketPath: z
+    .custom<string>((value) => typeof value === 'string' && value !== '', {
+      error: (issue) => `expected a non-empty string (got ${JSON.stringify(issue.input)})`,
+    })
+    .optional(),
+  keepAliveTimeout: positive(),
+  connections: positive(),
+  dispatcher: z
+    .custom<Dispatcher>(
+      (value) => typeof (value as { request?: unknown } | null)?.request === 'function',
+      { error: 'expected an undici Dispatcher (Agent, Pool, ...)' },
+    )
+    .optional(),
+}).superRefine((options, context) => {
+  if (options.dispatcher === undefined) return
+  for (const [key, value] of Object.entries(options)) {
+    if (key === 'dispatcher' || value === undefined) continue
+    context.addIssue({
+      code: 'custom',
+      path: [key],
+      message: 'cannot be combined with dispatcher (configure the dispatcher instead)',
+    })
+  }
+})
 
 /**
  * A {@link Transport} on undici's keep-alive pool for Node: sends `Host` exactly as given (which
@@ -66,28 +89,23 @@ const RETRY_CODES: ReadonlySet<string> = new Set(['UND_ERR_SOCKET', 'ECONNRESET'
  * await transport.close()
  */
 export function undiciTransport(options: UndiciTransportOptions = {}): UndiciTransport {
-  validateOptions(options)
-  const own = options.dispatcher === undefined
-  const dispatcher = options.dispatcher ?? createAgent(options)
+  const opts = parseOptions(undiciTransportOptions, options, 'undiciTransport')
+  const own = opts.dispatcher === undefined
+  const dispatcher = opts.dispatcher ?? createAgent(opts)
   let closing: Promise<void> | undefined
 
   const transport = (outbound: OutboundRequest): Promise<AppResponse> => {
     const { url, method } = outbound
-    const cancel = cancelOf(outbound)
-    // A request without a body and with an idempotent method is sent once more when its
-    // connection failed before any answer: a pooled keep-alive socket the upstream closed just as
-    // the request went out (RFC 9110 §9.2.2 allows the retry; undici retries only requests not
-    // yet written).
-    let retries = outbound.body === null && RETRY_METHODS.has(method) ? 1 : 0
+    const cancel = cancellationOf(outbound)
+    const hasBody = outbound.body !== null
+    let attempts = 0
     return new Promise((resolve, reject) => {
       const send = (): void => {
+        attempts++
         const handler = new ResponseHandler(method, outbound.body, cancel, resolve, (error) => {
-          if (retries > 0 && !cancel.aborted && RETRY_CODES.has(errorCode(error))) {
-            retries -= 1
-            send()
-            return
-          }
-          reject(toProxyError(error, cancel, url))
+          // Sent once more when its connection failed before any answer (core's retry rule).
+          if (mayRetry(method, hasBody, error, attempts, cancel)) send()
+          else reject(toUpstreamError(error, url, cancel))
         })
         if (handler.settled) return
         try {
@@ -116,7 +134,7 @@ export function undiciTransport(options: UndiciTransportOptions = {}): UndiciTra
   }
 
   // Tells core's forward() to hand over its cancellation instead of creating a signal.
-  Object.defineProperty(transport, CANCEL, { value: true })
+  subscribeToCancellation(transport)
   return Object.assign(transport, {
     close(): Promise<void> {
       if (!own) return Promise.resolve()
@@ -124,54 +142,6 @@ export function undiciTransport(options: UndiciTransportOptions = {}): UndiciTra
       return closing
     },
   })
-}
-
-// This transport is marked with this key, so core's `forward()` puts its request's cancellation
-// under it beside a `signal` created only when read (an AbortController per request is a
-// measurable cost); any other caller gives just the signal (core's `_cancel.ts` describes it).
-const CANCEL = Symbol.for('wsgiproxy.cancel')
-
-/** What the handler needs of a cancellation: core's object, or an AbortSignal seen the same way. */
-interface Cancel {
-  readonly aborted: boolean
-  readonly reason: unknown
-  add(listener: () => void): void
-  delete(listener: () => void): void
-}
-
-function cancelOf(outbound: OutboundRequest): Cancel {
-  const hook = (outbound as unknown as Record<symbol, Cancel | undefined>)[CANCEL]
-  if (typeof hook?.add === 'function' && typeof hook.delete === 'function') return hook
-  return new SignalCancel(outbound.signal)
-}
-
-/**
- * An AbortSignal seen as a {@link Cancel}. A class, not an object literal with getters: V8 builds
- * such a literal as a dictionary-mode object every time (slow properties and a property table per
- * request); a class instance keeps one fast hidden class.
- */
-class SignalCancel implements Cancel {
-  #signal: AbortSignal
-
-  constructor(signal: AbortSignal) {
-    this.#signal = signal
-  }
-
-  get aborted(): boolean {
-    return this.#signal.aborted
-  }
-
-  get reason(): unknown {
-    return this.#signal.reason as unknown
-  }
-
-  add(listener: () => void): void {
-    this.#signal.addEventListener('abort', listener, { once: true })
-  }
-
-  delete(listener: () => void): void {
-    this.#signal.removeEventListener('abort', listener)
-  }
 }
 
 // A response body holds at most this many bytes before undici is paused (as a Readable's
@@ -193,7 +163,7 @@ class ResponseHandler implements Dispatcher.DispatchHandler, AsyncIterable<Uint8
   settled = false
   #method: string
   #requestBody: unknown
-  #cancel: Cancel
+  #cancel: CancelHook
   #resolve: (response: AppResponse) => void
   #reject: (error: unknown) => void
   #abort: ((reason?: Error) => void) | undefined
@@ -210,7 +180,7 @@ class ResponseHandler implements Dispatcher.DispatchHandler, AsyncIterable<Uint8
   constructor(
     method: string,
     requestBody: unknown,
-    cancel: Cancel,
+    cancel: CancelHook,
     resolve: (response: AppResponse) => void,
     reject: (error: unknown) => void,
   ) {
@@ -365,95 +335,4 @@ function createAgent(options: UndiciTransportOptions): Agent {
     keepAliveMaxTimeout: keepAliveTimeout,
     connections: options.connections ?? null,
   })
-}
-
-function invalid(message: string): WsgiProxyError {
-  return new WsgiProxyError('INVALID_OPTIONS', `undiciTransport: ${message}`, { expose: true })
-}
-
-function validateOptions(options: UndiciTransportOptions): void {
-  if (typeof options !== 'object' || options === null) {
-    throw invalid(`options must be an object (got ${String(options)})`)
-  }
-  const known = ['connectTimeout', 'socketPath', 'keepAliveTimeout', 'connections', 'dispatcher']
-  for (const key of Object.keys(options)) {
-    if (!known.includes(key)) throw invalid(`unknown option ${JSON.stringify(key)}`)
-  }
-  const positive = (name: 'connectTimeout' | 'keepAliveTimeout' | 'connections'): void => {
-    const value = options[name]
-    if (value !== undefined && !(Number.isSafeInteger(value) && value > 0)) {
-      throw invalid(`${name} must be a positive integer (got ${JSON.stringify(value)})`)
-    }
-  }
-  positive('connectTimeout')
-  positive('keepAliveTimeout')
-  positive('connections')
-  const { socketPath, dispatcher } = options
-  if (socketPath !== undefined && (typeof socketPath !== 'string' || socketPath === '')) {
-    throw invalid(`socketPath must be a non-empty string (got ${JSON.stringify(socketPath)})`)
-  }
-  if (dispatcher !== undefined) {
-    if (typeof (dispatcher as { request?: unknown } | null)?.request !== 'function') {
-      throw invalid('dispatcher must be an undici Dispatcher (Agent, Pool, ...)')
-    }
-    const others = Object.keys(options).filter(
-      (key) => key !== 'dispatcher' && options[key as keyof UndiciTransportOptions] !== undefined,
-    )
-    if (others.length > 0) {
-      throw invalid(
-        `dispatcher cannot be combined with ${others.join(', ')} (configure the dispatcher instead)`,
-      )
-    }
-  }
-}
-
-function errorCode(error: unknown): string {
-  const code = (error as { code?: unknown } | null)?.code
-  if (typeof code === 'string') return code
-  const causeCode = (error as { cause?: { code?: unknown } } | null)?.cause?.code
-  return typeof causeCode === 'string' ? causeCode : ''
-}
-
-function toProxyError(error: unknown, cancel: Cancel, url: URL): WsgiProxyError {
-  if (cancel.aborted) {
-    return cancel.reason instanceof WsgiProxyError
-      ? cancel.reason
-      : new WsgiProxyError('CLIENT_ABORTED', 'the request was aborted', { cause: error })
-  }
-  if (error instanceof WsgiProxyError) return error
-  const code = errorCode(error)
-  const detail = error instanceof Error ? error.message : String(error)
-  const options = { cause: error }
-  if (code === 'UND_ERR_REQ_CONTENT_LENGTH_MISMATCH') {
-    return new WsgiProxyError('BAD_REQUEST', 'the request body does not match its Content-Length', {
-      ...options,
-      expose: true,
-    })
-  }
-  if (code === 'UND_ERR_INVALID_ARG') {
-    return new WsgiProxyError('BAD_REQUEST', `the request cannot be sent: ${detail}`, options)
-  }
-  if (code === 'UND_ERR_CONNECT_TIMEOUT') {
-    return new WsgiProxyError(
-      'UPSTREAM_CONNECT_TIMEOUT',
-      `connecting to ${url.origin} timed out`,
-      options,
-    )
-  }
-  if (UNREACHABLE_CODES.has(code)) {
-    return new WsgiProxyError(
-      'UPSTREAM_UNREACHABLE',
-      `cannot reach ${url.origin}: ${detail}`,
-      options,
-    )
-  }
-  // undici's HTTPParserError has an `HPE_*` code only for some llhttp errors.
-  if (code.startsWith('HPE_') || (error instanceof Error && error.name === 'HTTPParserError')) {
-    return new WsgiProxyError(
-      'UPSTREAM_INVALID_RESPONSE',
-      `${url.origin} sent an invalid response: ${detail}`,
-      options,
-    )
-  }
-  return new WsgiProxyError('UPSTREAM_RESET', `request to ${url.origin} failed: ${detail}`, options)
 }

@@ -4,9 +4,9 @@ import type { AddressInfo, Socket } from 'node:net'
 import { createProxyApp } from '@wsgiproxy/core'
 import { afterEach, describe, expect, it } from 'vitest'
 import { WebSocket, WebSocketServer } from 'ws'
-import { attemptSmuggle, SMUGGLED_PATH, startRecorder } from '../../test/smuggling.ts'
-import type { Recorder } from '../../test/smuggling.ts'
-import { cleanupSpawners, NODE, spawner, waitFor } from '../../test/spawner-helpers.ts'
+import { attemptSmuggle, SMUGGLED_PATH, startRecorder } from '@wsgiproxy/test-kit/smuggling'
+import type { Recorder } from '@wsgiproxy/test-kit/smuggling'
+import { cleanupSpawners, NODE, spawner, waitFor } from '@wsgiproxy/test-kit/spawner-helpers'
 import { serve } from './serve.ts'
 import type { ServeOptions, Served } from './serve.ts'
 import { toNodeUpgradeListener } from './upgrade.ts'
@@ -312,7 +312,38 @@ describe('Upgrade requests through serve(createProxyApp)', () => {
     expect(() => toNodeUpgradeListener(app, { idleTimeout: -1 })).toThrow(/idleTimeout/)
     expect(() => toNodeUpgradeListener(app, { maxConnections: 0 })).toThrow(/maxConnections/)
     expect(() => toNodeUpgradeListener(app, { headersTimeout: 1.5 })).toThrow(/headersTimeout/)
+    expect(() =>
+      toNodeUpgradeListener(app, { headersTimeout: 1_000, upstreamHeadersTimeout: 1_000 }),
+    ).toThrow(
+      'invalid options: toNodeUpgradeListener.headersTimeout: cannot be given with toNodeUpgradeListener.upstreamHeadersTimeout (headersTimeout is its deprecated name)',
+    )
   })
+
+  it.each(['upstreamHeadersTimeout', 'headersTimeout'] as const)(
+    "answers 504 at %s when the app's target names no timeout of its own",
+    async (name) => {
+      const upstream = await silentUpstream()
+      const origin = `127.0.0.1:${upstream.port}`
+      const app = Object.assign(() => ({ status: 404, headers: [], body: null }), {
+        prepareUpgrade: async () => ({
+          url: new URL(`http://${origin}/ws`),
+          method: 'GET',
+          headers: [
+            ['host', origin],
+            ['connection', 'upgrade'],
+            ['upgrade', 'websocket'],
+          ] as Array<[string, string]>,
+        }),
+      })
+      const server = createServer()
+      server.on('upgrade', toNodeUpgradeListener(app, { [name]: 300 }))
+      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+      cleanups.push(() => new Promise<void>((resolve) => server.close(() => resolve())))
+      const { head, ms } = await rawUpgrade((server.address() as AddressInfo).port)
+      expect(head).toMatch(/^HTTP\/1\.1 504 /)
+      expect(ms).toBeGreaterThanOrEqual(290)
+    },
+  )
 })
 
 describe('Upgrade requests through the spawner', () => {

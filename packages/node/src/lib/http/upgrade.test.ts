@@ -2,13 +2,8 @@ import { createServer } from 'node:http'
 import type { IncomingMessage, Server } from 'node:http'
 import { connect } from 'node:net'
 import type { AddressInfo } from 'node:net'
-import {
-  createProxyApp,
-  createSigner,
-  createVerifier,
-  PROTOCOL_VERSION,
-  toEnviron,
-} from '@wsgiproxy/core'
+import { createProxyApp, createSigner, createVerifier, toEnviron } from '@wsgiproxy/core'
+import { PROTOCOL_VERSION } from '@wsgiproxy/core/protocol'
 import type { Environ, EnvironApp } from '@wsgiproxy/core'
 import { afterEach, describe, expect, it } from 'vitest'
 import { WebSocket, WebSocketServer } from 'ws'

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it, vi } from 'vitest'
-import { cleanupSpawners, isAlive, recordPids, waitFor } from '../../test/spawner-helpers.ts'
+import { cleanupSpawners, isAlive, recordPids, waitFor } from '@wsgiproxy/test-kit/spawner-helpers'
 import { BackendProcess } from './_backend-process.ts'
 import type { BackendProcessOptions } from './_backend-process.ts'
 

@@ -124,6 +124,10 @@ interface Registry {
   signalsHooked: boolean
 }
 
+// Process-wide on purpose, and not a seam between packages: two copies of @wsgiproxy/node in one
+// process (two versions in node_modules) must share one registry, so that one exit and signal hook
+// kills every copy's process groups. A module-local value would give each copy its own hooks,
+// and the first to exit on SIGTERM would leave the other copy's backends running.
 const REGISTRY_KEY = Symbol.for('wsgiproxy.processGroups')
 // Marks every hook function of every copy: never counted as a listener of the host's.
 const HOOK_KEY = Symbol.for('wsgiproxy.processGroups.hook')

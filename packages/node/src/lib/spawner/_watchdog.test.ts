@@ -6,7 +6,7 @@ import {
   isAlive,
   recordPids,
   waitFor,
-} from '../../test/spawner-helpers.ts'
+} from '@wsgiproxy/test-kit/spawner-helpers'
 import { WATCHDOG_SH, watchdogCommand } from './_watchdog.ts'
 
 // Real processes on a loaded 2-core machine: more than Vitest's default 5 s per test and hook.

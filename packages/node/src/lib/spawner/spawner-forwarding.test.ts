@@ -1,9 +1,9 @@
 import { randomBytes } from 'node:crypto'
-import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { createSigner } from '@wsgiproxy/core'
 import { afterEach, describe, expect, it, vi } from 'vitest'
 import { WebSocket } from 'ws'
-import { closeAll, send } from '../../../../core/src/test/servers.ts'
+import { closeAll, send } from '@wsgiproxy/test-kit/servers'
 import {
   APP,
   NODE,
@@ -12,7 +12,7 @@ import {
   serveSpawner,
   spawner,
   waitFor,
-} from '../../test/spawner-helpers.ts'
+} from '@wsgiproxy/test-kit/spawner-helpers'
 
 // Real processes on a loaded 2-core machine: more than Vitest's default 5 s per test and hook.
 vi.setConfig({ testTimeout: 20_000, hookTimeout: 20_000 })
@@ -22,7 +22,10 @@ afterEach(async () => {
   await cleanupSpawners()
 })
 
-const SIGNED_BACKEND = join(APP, '..', 'signed-backend.mjs')
+// Node's own fixture: it imports the built packages.
+const SIGNED_BACKEND = fileURLToPath(
+  new URL('../../test/fixtures/signed-backend.mjs', import.meta.url),
+)
 
 describe('createSpawner forwarding', () => {
   it('serves a Python WSGI backend (wsgiref) that sees the script name, client and scheme', async () => {

@@ -1,10 +1,10 @@
 import { spawn } from 'node:child_process'
 import type { ChildProcess } from 'node:child_process'
 import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { afterEach, describe, expect, it, vi } from 'vitest'
 import {
   APP,
-  HOST,
   NODE,
   childrenOf,
   cleanupSpawners,
@@ -12,7 +12,10 @@ import {
   recordPids,
   tempDir,
   waitFor,
-} from '../../test/spawner-helpers.ts'
+} from '@wsgiproxy/test-kit/spawner-helpers'
+
+// The host process of the no-orphan tests: node's own fixture, importing node's dist/.
+const HOST = fileURLToPath(new URL('../../test/fixtures/host.mjs', import.meta.url))
 
 // Real processes on a loaded 2-core machine: more than Vitest's default 5 s per test and hook.
 vi.setConfig({ testTimeout: 20_000, hookTimeout: 20_000 })

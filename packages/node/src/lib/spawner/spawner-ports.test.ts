@@ -2,7 +2,7 @@ import { createServer } from 'node:net'
 import type { AddressInfo, Server } from 'node:net'
 import { join } from 'node:path'
 import { afterEach, describe, expect, it, vi } from 'vitest'
-import { closeAll, send } from '../../../../core/src/test/servers.ts'
+import { closeAll, send } from '@wsgiproxy/test-kit/servers'
 import {
   APP,
   NODE,
@@ -12,7 +12,7 @@ import {
   spawner,
   tempDir,
   waitFor,
-} from '../../test/spawner-helpers.ts'
+} from '@wsgiproxy/test-kit/spawner-helpers'
 import type { SpawnerLogEntry } from './spawner.ts'
 
 // Real processes on a loaded 2-core machine: more than Vitest's default 5 s per test and hook.

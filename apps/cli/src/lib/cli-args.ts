@@ -1,0 +1,125 @@
+import { parseArgs } from 'node:util'
+import type { ParseArgsConfig } from 'node:util'
+import { HELP } from './cli-help.ts'
+import type { HelpTopic } from './cli-help.ts'
+import { usageError } from './errors.ts'
+import { DEFAULT_LISTEN, listenFlag } from './listen.ts'
+import type { ListenAddress } from './listen.ts'
+import type { LogFormat } from './log.ts'
+
+/** Where the command writes; replaceable for tests. */
+export interface CliIo {
+  stdout: (text: string) => void
+  stderr: (text: string) => void
+}
+
+/** The flags of every serving subcommand. */
+export const COMMON_OPTIONS = {
+  help: { type: 'boolean', short: 'h' },
+  listen: { type: 'string' },
+  'log-format': { type: 'string' },
+  'upgrade-protocol': { type: 'string', multiple: true },
+  'upgrade-idle': { type: 'string' },
+  'max-upgrades': { type: 'string' },
+} as const
+
+/** The flags of the subcommands that forward with the protocol headers (proxy, spawn). */
+export const KEY_OPTIONS = {
+  'key-file': { type: 'string' },
+  'string-key': { type: 'string', multiple: true },
+  'unicode-key': { type: 'string', multiple: true },
+  'json-key': { type: 'string', multiple: true },
+  forwarded: { type: 'boolean' },
+} as const
+
+/**
+ * Prints the help of a subcommand.
+ *
+ * @param command - the subcommand
+ * @param io - where output goes
+ * @returns the exit status, 0
+ */
+export function help(command: HelpTopic, io: CliIo): number {
+  io.stdout(`${HELP[command]}\n`)
+  return 0
+}
+
+/**
+ * Parses the flags of a subcommand strictly.
+ *
+ * @param command - the subcommand, for the message
+ * @param args - the arguments after it
+ * @param config - its flags, and whether it takes positionals
+ * @returns what `parseArgs` gives
+ * @throws CliError (exit 1) naming the subcommand and the bad flag or argument
+ */
+export function parseCommandArgs<T extends ParseArgsConfig['options']>(
+  command: HelpTopic,
+  args: string[],
+  config: { options: T; allowPositionals?: boolean },
+): ReturnType<typeof parseArgs<{ options: T; allowPositionals: boolean; args: string[] }>> {
+  try {
+    return parseArgs({
+      args,
+      options: config.options,
+      allowPositionals: config.allowPositionals ?? false,
+      strict: true,
+    })
+  } catch (error) {
+    const message = (error as Error).message.split('. ')[0] ?? ''
+    throw usageError(
+      `${command}: ${message.charAt(0).toLowerCase()}${message.slice(1)} (see wsgiproxy ${command} --help)`,
+    )
+  }
+}
+
+/**
+ * The address of a `--listen` flag.
+ *
+ * @param value - the flag value, if given
+ * @returns the address, {@link DEFAULT_LISTEN} without the flag
+ * @throws CliError (exit 1) for a value that is not an address
+ */
+export function listenOf(value: string | undefined): ListenAddress {
+  return value === undefined ? DEFAULT_LISTEN : listenFlag('--listen', value)
+}
+
+/**
+ * The log format of a `--log-format` flag.
+ *
+ * @param value - the flag value, if given
+ * @returns the format, `undefined` without the flag
+ * @throws CliError (exit 1) for anything but text or json
+ */
+export function logFormat(value: string | undefined): LogFormat | undefined {
+  if (value === undefined || value === 'text' || value === 'json') return value
+  throw usageError(`--log-format must be text or json (got ${JSON.stringify(value)})`)
+}
+
+/**
+ * The route options of the {@link KEY_OPTIONS} flags.
+ *
+ * @param values - the flag values
+ * @returns the options given, as the config file spells them
+ */
+export function keyRouteOptions(values: {
+  'key-file'?: string | undefined
+  'string-key'?: string[] | undefined
+  'unicode-key'?: string[] | undefined
+  'json-key'?: string[] | undefined
+  forwarded?: boolean | undefined
+}): {
+  keyFile?: string
+  stringKeys?: string[]
+  unicodeKeys?: string[]
+  jsonKeys?: string[]
+  forwarded?: boolean
+} {
+  return {
+    ...(values['key-file'] === undefined ? {} : { keyFile: values['key-file'] }),
+    ...(values['string-key'] === undefined ? {} : { stringKeys: values['string-key'] }),
+    ...(values['unicode-key'] === undefined ? {} : { unicodeKeys: values['unicode-key'] }),
+    ...(values['json-key'] === undefined ? {} : { jsonKeys: values['json-key'] }),
+    ...(values.forwarded === undefined ? {} : { forwarded: values.forwarded }),
+  }
+}

@@ -1,0 +1,97 @@
+import { MIN_SECRET_BYTES } from '@wsgiproxy/core'
+import { DEFAULT_LISTEN, formatListen } from './listen.ts'
+
+/** A subcommand, or `main` for the command itself. */
+export type HelpTopic =
+  'main' | 'serve' | 'proxy' | 'spawn' | 'forward' | 'echo' | 'keygen' | 'schema'
+
+const COMMON_HELP = `  --listen host:port     where to listen (default ${formatListen(DEFAULT_LISTEN)}; port 0 picks a free one)
+  --log-format text|json request and event lines on stderr as text (default) or JSON lines
+  --upgrade-protocol NAME  forward Upgrade requests for this protocol (repeatable; default
+                         websocket); others are served with their Upgrade ignored
+  --upgrade-idle DURATION  close an upgraded tunnel idle this long (default 5m; 0: never)
+  --max-upgrades N       upgraded tunnels open at once; more get 503 (default 1000)
+  -h, --help             show this help`
+
+const KEY_HELP = `  --key-file FILE        sign forwarded requests with this key file (wsgiproxy keygen makes one)
+  --string-key KEY       forward environ KEY as X-WSGIProxy-Str-N (repeatable)
+  --unicode-key KEY      forward environ KEY as X-WSGIProxy-Unicode-N (repeatable)
+  --json-key KEY         forward environ KEY as X-WSGIProxy-Json-N (repeatable)
+  --forwarded            also send an RFC 7239 Forwarded header`
+
+/** What `--help` prints: the command's own usage (`main`) and each subcommand's. */
+export const HELP: Readonly<Record<HelpTopic, string>> = {
+  main: `usage: wsgiproxy <command> [options]
+
+commands:
+  serve     serve the routes of a config file (wsgiproxy.config.json)
+  proxy     forward every request to one server: wsgiproxy proxy http://127.0.0.1:9000
+  spawn     start a backend on the first request: wsgiproxy spawn -- python3 app.py __PORT__
+  forward   a real HTTP forward proxy (curl -x http://127.0.0.1:8080 http://example.test/)
+  echo      answer with the restored environ (HTML, or JSON for Accept: application/json)
+  keygen    print or write a key file with a fresh 32-byte secret
+  schema    print the JSON Schema of the config file
+
+Run wsgiproxy <command> --help for its options.`,
+  serve: `usage: wsgiproxy serve [--config FILE] [options]
+
+Serves the routes of a config file; see the README for the format and schema.json for editors.
+
+  -c, --config FILE      the config file (default wsgiproxy.config.json)
+${COMMON_HELP}
+  (--listen, --log-format and the upgrade flags override the config file)`,
+  proxy: `usage: wsgiproxy proxy <href> [options]
+
+Forwards every request to href (http://host:port/path?query) with the wsgiproxy protocol
+headers (X-Forwarded-*, X-Traversal-*, extra keys, signature).
+
+${KEY_HELP}
+${COMMON_HELP}`,
+  spawn: `usage: wsgiproxy spawn [options] -- <command...>
+
+Starts the command on the first request (its port in __PORT__ and $PORT), forwards to it,
+and stops it when idle or when wsgiproxy stops.
+
+  --idle DURATION        stop the backend after this long without requests (500ms, 30s, 5m)
+  --start-timeout DURATION  how long a start may take (default 60s)
+  --ready-path PATH      also wait until GET PATH answers below 500
+  --name NAME            the backend's name in log lines
+${KEY_HELP}
+${COMMON_HELP}`,
+  forward: `usage: wsgiproxy forward [options]
+
+A real HTTP forward proxy on the exact proxy: requests in absolute form
+(GET http://host:port/path HTTP/1.1) are sent to the server they name.
+Use it as curl -x http://127.0.0.1:8080 http://upstream/path. http:// only: CONNECT gets 501.
+Only public addresses are reached unless --allow says more: loopback, private, link-local and
+other internal targets get 403 in any spelling, also through a name that resolves to one.
+A request that would come back to this proxy gets 508.
+
+  --allow ENTRY          also allow this target (repeatable): a host name (example.com,
+                         *.example.com), an address or CIDR range (127.0.0.1, 10.0.0.0/8,
+                         ::1) or a preset (public, loopback, linklocal, uniquelocal),
+                         optionally with :port, :port,port or :* ([::1]:8080); giving
+                         --allow replaces the default public, so add it back to keep it
+${COMMON_HELP}`,
+  echo: `usage: wsgiproxy echo [options]
+
+The sample app behind the proxy middleware: answers with the restored environ as an HTML
+table, or as JSON when the request sends Accept: application/json.
+
+  --trust-ip ADDR        believe protocol headers from this address, CIDR range or preset
+                         (loopback, linklocal, uniquelocal; repeatable; default loopback)
+  --key-file FILE        also require a valid signature made with this key file
+${COMMON_HELP}`,
+  keygen: `usage: wsgiproxy keygen [--out FILE] [--force] [--id KEYID]
+
+Prints a key file line (keyid base64:secret) with a fresh ${MIN_SECRET_BYTES}-byte secret, or writes it
+to FILE with mode 0600.
+
+  -o, --out FILE         write the key file here instead of printing it
+  -f, --force            overwrite FILE if it exists
+  --id KEYID             the key id (default k<today's date>)
+  -h, --help             show this help`,
+  schema: `usage: wsgiproxy schema
+
+Prints the JSON Schema of wsgiproxy.config.json (the package also ships it as schema.json).`,
+}

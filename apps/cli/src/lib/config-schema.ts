@@ -1,0 +1,288 @@
+import { allowEntryProblem } from '@wsgiproxy/core/adapter'
+import * as z from 'zod'
+import { DURATION_HINT } from './duration.ts'
+
+// A number is milliseconds; a string carries a unit (DESIGN.md §9).
+const duration = z.union(
+  [z.int().min(0).max(2_147_483_647), z.string().regex(/^\d+(\.\d+)?(ms|s|m)?$/, DURATION_HINT)],
+  { error: DURATION_HINT },
+)
+const durationOrOff = z.union([duration, z.literal(false)], {
+  error: `${DURATION_HINT}, or false`,
+})
+
+const routePath = z
+  .string()
+  .regex(
+    /^\/([^/?#]+(\/[^/?#]+)*)?\/?$/,
+    'expected a path prefix starting with "/" such as "/api" (no "//", "?" or "#")',
+  )
+  .describe('The path prefix this route answers under; it becomes SCRIPT_NAME for the app.')
+
+// DESIGN.md §6: extra environ keys.
+const envKey = z
+  .string()
+  .regex(/^[A-Za-z_][A-Za-z0-9_.-]{0,127}$/, 'expected an environ key such as REMOTE_USER')
+const keyList = z.array(envKey)
+
+const timeouts = z
+  .strictObject({
+    headers: durationOrOff
+      .optional()
+      .describe('Until the response headers arrive (504 when missed). Default 60s.'),
+    body: durationOrOff
+      .optional()
+      .describe('The longest pause between two body chunks. Default 60s.'),
+  })
+  .describe('Timeouts of forwarded requests.')
+
+const forwardFields = {
+  timeouts: timeouts.optional(),
+  exposeErrors: z
+    .boolean()
+    .optional()
+    .describe(
+      'Show error details (which may name internal addresses) in error bodies. Default false.',
+    ),
+}
+
+const protocolFields = {
+  ...forwardFields,
+  stringKeys: keyList.optional().describe('Environ keys sent as X-WSGIProxy-Str-N headers.'),
+  unicodeKeys: keyList.optional().describe('Environ keys sent as X-WSGIProxy-Unicode-N headers.'),
+  jsonKeys: keyList.optional().describe('Environ keys sent as X-WSGIProxy-Json-N headers.'),
+  keyFile: z
+    .string()
+    .min(1)
+    .optional()
+    .describe(
+      'Sign every forwarded request with this key file (relative to the config file; reloaded when it changes).',
+    ),
+  forwarded: z.boolean().optional().describe('Also send an RFC 7239 Forwarded header.'),
+  rewriteLocation: z
+    .boolean()
+    .optional()
+    .describe('Rewrite Location headers that point at the backend. Default true.'),
+}
+
+const proxyRoute = z
+  .strictObject({
+    path: routePath,
+    type: z.literal('proxy'),
+    href: z
+      .url({ protocol: /^https?$/, error: 'expected an http:// or https:// URL' })
+      .describe('Where to forward: http://host:port/path?query.'),
+    ...protocolFields,
+  })
+  .describe('Forward to another server with the wsgiproxy protocol headers.')
+
+const spawnRoute = z
+  .strictObject({
+    path: routePath,
+    type: z.literal('spawn'),
+    command: z
+      .union([z.string().min(1), z.array(z.string()).min(1)], {
+        error: 'expected a command line or an argv array',
+      })
+      .describe('The backend command; __PORT__ is replaced by its port, PORT is set too.'),
+    name: z.string().min(1).optional().describe('The name in log lines.'),
+    cwd: z.string().optional().describe('Working directory, relative to the config file.'),
+    env: z
+      .record(z.string(), z.string())
+      .optional()
+      .describe('Environment variables merged over the host environment.'),
+    port: z.int().min(1).max(65535).optional().describe('A fixed port. Default: a free one.'),
+    readyPath: z
+      .string()
+      .startsWith('/', 'expected a path starting with "/"')
+      .optional()
+      .describe('Also wait for GET readyPath to answer below 500 before forwarding.'),
+    startTimeout: duration.optional().describe('How long a start may take. Default 60s.'),
+    idleTimeout: durationOrOff
+      .optional()
+      .describe('Stop the backend after this long without requests. Default false (never).'),
+    killTimeout: duration.optional().describe('SIGTERM to SIGKILL delay. Default 5s.'),
+    maxQueue: z.int().min(0).optional().describe('Requests waiting for a start. Default 100.'),
+    ...protocolFields,
+  })
+  .describe('Start a backend on the first request and forward to it.')
+
+// One allow entry, checked as exactProxy checks it, so an error names its place in the file.
+const allowEntry = z.string().superRefine((entry, context) => {
+  const problem = allowEntryProblem(entry)
+  if (problem !== undefined) context.addIssue({ code: 'custom', message: problem })
+})
+
+const exactRoute = z
+  .strictObject({
+    path: routePath,
+    type: z.literal('exact'),
+    ...forwardFields,
+    allow: z
+      .array(allowEntry)
+      .optional()
+      .describe(
+        'Where the exact proxy may connect: host names (example.com, *.example.com), IP addresses and CIDR ranges (10.0.0.0/8, ::1), presets (public, loopback, linklocal, uniquelocal), each optionally with :port, :port,port or :* ([::1]:8080). Other targets get 403. Default ["public"]: no loopback, private, link-local or other internal address, in any spelling or through a name that resolves to one.',
+      ),
+  })
+  .describe(
+    'The exact proxy: send the request to the host its Host header names, if allow permits it (a request addressed to this server itself gets 508).',
+  )
+
+/**
+ * An Upgrade protocol name, for the config file and `--upgrade-protocol`: a token
+ * (RFC 9110 §5.6.2).
+ */
+export const protocolName: z.ZodString = z
+  .string()
+  .regex(/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/, 'expected a protocol name such as "websocket"')
+
+const upgradeSchema = z
+  .strictObject({
+    protocols: z
+      .array(protocolName)
+      .optional()
+      .describe(
+        'The Upgrade protocols forwarded, compared without regard to case; a request offering none of them is served with its Upgrade ignored. Default ["websocket"].',
+      ),
+    idleTimeout: durationOrOff
+      .optional()
+      .describe(
+        'Close an upgraded tunnel after this long with no bytes either way; false (or 0) keeps idle tunnels open. Default 5m.',
+      ),
+    maxConnections: z
+      .int()
+      .min(1)
+      .max(Number.MAX_SAFE_INTEGER)
+      .optional()
+      .describe('Upgraded tunnels open at once; one more gets 503. Default 1000.'),
+  })
+  .describe('Upgrade (WebSocket) forwarding, for every route.')
+
+const echoRoute = z
+  .strictObject({
+    path: routePath,
+    type: z.literal('echo'),
+    trustIps: z
+      .array(z.string().min(1))
+      .optional()
+      .describe('Peers whose protocol headers are believed. Default ["loopback"].'),
+    keyFile: z
+      .string()
+      .min(1)
+      .optional()
+      .describe('Verify signatures with this key file (relative to the config file).'),
+  })
+  .describe('Answer with the restored environ (HTML, or JSON for Accept: application/json).')
+
+const routeSchema = z.discriminatedUnion('type', [proxyRoute, spawnRoute, exactRoute, echoRoute], {
+  error: 'expected "type" to be "proxy", "spawn", "exact" or "echo"',
+})
+
+/** The zod schema of `wsgiproxy.config.json`. */
+export const configSchema: z.ZodType<ConfigInput> = z
+  .strictObject({
+    $schema: z.string().optional().describe('The JSON Schema of this file, for editors.'),
+    listen: z
+      .union([z.string(), z.int().min(0).max(65535)], {
+        error: 'expected "host:port" or a port number',
+      })
+      .optional()
+      .describe('Where to listen: "host:port" or a port. Default "127.0.0.1:8080".'),
+    logFormat: z.enum(['text', 'json']).optional().describe('Log lines as text or JSON.'),
+    upgrade: upgradeSchema.optional(),
+    routes: z
+      .array(routeSchema)
+      .min(1, 'expected at least one route')
+      .describe('The mounted apps.'),
+  })
+  .describe('wsgiproxy serve configuration')
+
+/** Timeouts as written in the config file. */
+export interface TimeoutsInput {
+  headers?: string | number | false | undefined
+  body?: string | number | false | undefined
+}
+
+interface ForwardInput {
+  timeouts?: TimeoutsInput | undefined
+  exposeErrors?: boolean | undefined
+}
+
+interface ProtocolInput extends ForwardInput {
+  stringKeys?: string[] | undefined
+  unicodeKeys?: string[] | undefined
+  jsonKeys?: string[] | undefined
+  keyFile?: string | undefined
+  forwarded?: boolean | undefined
+  rewriteLocation?: boolean | undefined
+}
+
+/** A proxy route. */
+export interface ProxyRoute extends ProtocolInput {
+  path: string
+  type: 'proxy'
+  href: string
+}
+
+/** A spawned backend route. */
+export interface SpawnRoute extends ProtocolInput {
+  path: string
+  type: 'spawn'
+  command: string | string[]
+  name?: string | undefined
+  cwd?: string | undefined
+  env?: Record<string, string> | undefined
+  port?: number | undefined
+  readyPath?: string | undefined
+  startTimeout?: string | number | undefined
+  idleTimeout?: string | number | false | undefined
+  killTimeout?: string | number | undefined
+  maxQueue?: number | undefined
+}
+
+/** An exact proxy route. */
+export interface ExactRoute extends ForwardInput {
+  path: string
+  type: 'exact'
+  allow?: string[] | undefined
+}
+
+/** An echo route. */
+export interface EchoRoute {
+  path: string
+  type: 'echo'
+  trustIps?: string[] | undefined
+  keyFile?: string | undefined
+}
+
+/** One route of the config file. */
+export type RouteInput = ProxyRoute | SpawnRoute | ExactRoute | EchoRoute
+
+/** The `upgrade` section as written in the config file. */
+export interface UpgradeInput {
+  protocols?: string[] | undefined
+  idleTimeout?: string | number | false | undefined
+  maxConnections?: number | undefined
+}
+
+/** The config file as written. */
+export interface ConfigInput {
+  $schema?: string | undefined
+  listen?: string | number | undefined
+  logFormat?: 'text' | 'json' | undefined
+  upgrade?: UpgradeInput | undefined
+  routes: RouteInput[]
+}
+
+/**
+ * The JSON Schema of the config file, generated from {@link configSchema}.
+ *
+ * @returns the schema as a plain object
+ */
+export function configJsonSchema(): Record<string, unknown> {
+  return z.toJSONSchema(configSchema, { io: 'input', target: 'draft-2020-12' }) as Record<
+    string,
+    unknown
+  >
+}

@@ -1,0 +1,228 @@
+import type { Socket } from 'node:net'
+import { allowEntryProblem } from '@wsgiproxy/core/adapter'
+import type { Served } from '@wsgiproxy/node'
+import { buildRouteApp, exactApp, exactUpstream } from './apps.ts'
+import type { Resources } from './apps.ts'
+import {
+  COMMON_OPTIONS,
+  help,
+  KEY_OPTIONS,
+  keyRouteOptions,
+  listenOf,
+  logFormat,
+  parseCommandArgs,
+} from './cli-args.ts'
+import type { CliIo } from './cli-args.ts'
+import type { RouteInput } from './config-schema.ts'
+import { loadConfig } from './config.ts'
+import { durationFlag } from './duration.ts'
+import { usageError } from './errors.ts'
+import { DEFAULT_LISTEN, listenFlag } from './listen.ts'
+import { withRequestLog } from './log.ts'
+import { createRouter, notFound } from './router.ts'
+import { serveUntilSignal } from './serve-until-signal.ts'
+import { parseUpgradeFlags } from './upgrade-settings.ts'
+
+// The serving subcommands: each checks its flags, then serves until SIGINT or SIGTERM.
+
+/**
+ * Runs `wsgiproxy serve`: serves the routes of a config file until SIGINT or SIGTERM.
+ *
+ * @param args - the arguments after the subcommand
+ * @param io - where output goes
+ * @returns the exit status
+ */
+export async function runServe(args: string[], io: CliIo): Promise<number> {
+  const { values } = parseCommandArgs('serve', args, {
+    options: { ...COMMON_OPTIONS, config: { type: 'string', short: 'c' } },
+  })
+  if (values.help === true) return help('serve', io)
+  const file = values.config ?? 'wsgiproxy.config.json'
+  const config = await loadConfig(file)
+  const listen =
+    values.listen === undefined
+      ? (config.listen ?? DEFAULT_LISTEN)
+      : listenFlag('--listen', values.listen)
+  const format = logFormat(values['log-format']) ?? config.logFormat ?? 'text'
+  const upgrade = { ...config.upgrade, ...parseUpgradeFlags(values) }
+  return serveUntilSignal('serve', listen, format, upgrade, async (resources) => {
+    const mounts = []
+    for (const route of config.routes) {
+      mounts.push({ prefix: route.path, ...(await buildRouteApp(route, resources)) })
+    }
+    return createRouter(
+      mounts,
+      withRequestLog(notFound, resources.logger, () => '-'),
+    )
+  })
+}
+
+/**
+ * Runs `wsgiproxy proxy <href>`: forwards every request to one server until a signal.
+ *
+ * @param args - the arguments after the subcommand
+ * @param io - where output goes
+ * @returns the exit status
+ */
+export async function runProxy(args: string[], io: CliIo): Promise<number> {
+  const { values, positionals } = parseCommandArgs('proxy', args, {
+    options: { ...COMMON_OPTIONS, ...KEY_OPTIONS },
+    allowPositionals: true,
+  })
+  if (values.help === true) return help('proxy', io)
+  if (positionals.length !== 1) {
+    throw usageError(
+      `proxy expects one href such as http://127.0.0.1:9000 (got ${positionals.length} arguments; see wsgiproxy proxy --help)`,
+    )
+  }
+  const href = positionals[0] ?? ''
+  if (!/^https?:\/\/[^/]/i.test(href) || URL.parse(href) === null) {
+    throw usageError(
+      `proxy: the href must be an http:// or https:// URL such as http://127.0.0.1:9000 (got ${JSON.stringify(href)})`,
+    )
+  }
+  const route: RouteInput = { path: '/', type: 'proxy', href, ...keyRouteOptions(values) }
+  return serveUntilSignal(
+    'proxy',
+    listenOf(values.listen),
+    logFormat(values['log-format']) ?? 'text',
+    parseUpgradeFlags(values),
+    async (resources) => (await buildRouteApp(route, resources)).app,
+  )
+}
+
+/**
+ * Runs `wsgiproxy spawn -- <command...>`: starts the backend on the first request and
+ * forwards to it until a signal.
+ *
+ * @param args - the arguments after the subcommand
+ * @param io - where output goes
+ * @returns the exit status
+ */
+export async function runSpawn(args: string[], io: CliIo): Promise<number> {
+  const { values, positionals } = parseCommandArgs('spawn', args, {
+    options: {
+      ...COMMON_OPTIONS,
+      ...KEY_OPTIONS,
+      idle: { type: 'string' },
+      'start-timeout': { type: 'string' },
+      'ready-path': { type: 'string' },
+      name: { type: 'string' },
+    },
+    allowPositionals: true,
+  })
+  if (values.help === true) return help('spawn', io)
+  if (positionals.length === 0) {
+    throw usageError(
+      'spawn expects a command after --, such as: wsgiproxy spawn -- python3 -m http.server __PORT__',
+    )
+  }
+  const readyPath = values['ready-path']
+  if (readyPath !== undefined && !readyPath.startsWith('/')) {
+    throw usageError(`--ready-path must start with "/" (got ${JSON.stringify(readyPath)})`)
+  }
+  const route: RouteInput = {
+    path: '/',
+    type: 'spawn',
+    command: positionals.length === 1 ? (positionals[0] ?? '') : positionals,
+    ...keyRouteOptions(values),
+    ...(values.idle === undefined ? {} : { idleTimeout: durationFlag('--idle', values.idle) }),
+    ...(values['start-timeout'] === undefined
+      ? {}
+      : { startTimeout: durationFlag('--start-timeout', values['start-timeout']) }),
+    ...(readyPath === undefined ? {} : { readyPath }),
+    ...(values.name === undefined ? {} : { name: values.name }),
+  }
+  return serveUntilSignal(
+    'spawn',
+    listenOf(values.listen),
+    logFormat(values['log-format']) ?? 'text',
+    parseUpgradeFlags(values),
+    async (resources) => (await buildRouteApp(route, resources)).app,
+  )
+}
+
+/**
+ * Runs `wsgiproxy forward`: a forward proxy for http:// URLs until a signal.
+ *
+ * @param args - the arguments after the subcommand
+ * @param io - where output goes
+ * @returns the exit status
+ */
+export async function runForward(args: string[], io: CliIo): Promise<number> {
+  const { values } = parseCommandArgs('forward', args, {
+    options: { ...COMMON_OPTIONS, allow: { type: 'string', multiple: true } },
+  })
+  if (values.help === true) return help('forward', io)
+  const allow = values.allow
+  if (allow !== undefined) {
+    // Checked before listening, so a typo is a usage error that names the flag.
+    for (const entry of allow) {
+      const problem = allowEntryProblem(entry)
+      if (problem !== undefined) throw usageError(`--allow: ${problem}`)
+    }
+  }
+  return serveUntilSignal(
+    'forward',
+    listenOf(values.listen),
+    logFormat(values['log-format']) ?? 'text',
+    parseUpgradeFlags(values),
+    (resources) =>
+      withRequestLog(
+        exactApp(resources, allow === undefined ? {} : { allow }),
+        resources.logger,
+        exactUpstream,
+      ),
+    refuseConnect,
+  )
+}
+
+/**
+ * Runs `wsgiproxy echo`: answers with the restored environ until a signal.
+ *
+ * @param args - the arguments after the subcommand
+ * @param io - where output goes
+ * @returns the exit status
+ */
+export async function runEcho(args: string[], io: CliIo): Promise<number> {
+  const { values } = parseCommandArgs('echo', args, {
+    options: {
+      ...COMMON_OPTIONS,
+      'key-file': { type: 'string' },
+      'trust-ip': { type: 'string', multiple: true },
+    },
+  })
+  if (values.help === true) return help('echo', io)
+  const route: RouteInput = {
+    path: '/',
+    type: 'echo',
+    ...(values['trust-ip'] === undefined ? {} : { trustIps: values['trust-ip'] }),
+    ...(values['key-file'] === undefined ? {} : { keyFile: values['key-file'] }),
+  }
+  return serveUntilSignal(
+    'echo',
+    listenOf(values.listen),
+    logFormat(values['log-format']) ?? 'text',
+    parseUpgradeFlags(values),
+    async (resources) => (await buildRouteApp(route, resources)).app,
+  )
+}
+
+// A forward proxy for http:// URLs only: a CONNECT tunnel (https://) is refused plainly.
+function refuseConnect(served: Served, resources: Resources): void {
+  served.server.on('connect', (req, socket: Socket) => {
+    const text = 'CONNECT is not supported: wsgiproxy forward proxies http:// URLs only\n'
+    socket.on('error', () => {})
+    socket.end(
+      `HTTP/1.1 501 Not Implemented\r\ncontent-type: text/plain; charset=utf-8\r\n` +
+        `content-length: ${Buffer.byteLength(text)}\r\nconnection: close\r\n\r\n${text}`,
+    )
+    resources.logger.request({
+      method: 'CONNECT',
+      path: req.url ?? '',
+      status: 501,
+      ms: 0,
+      upstream: '-',
+    })
+  })
+}

@@ -1,0 +1,204 @@
+import { STATUS_CODES, validateHeaderName, validateHeaderValue } from 'node:http'
+import { problemResponse } from '@wsgiproxy/core'
+import { isAppResponse } from '@wsgiproxy/core/adapter'
+import type { AppResponse } from '@wsgiproxy/core'
+import { noop, release } from './_node-util.ts'
+
+/**
+ * What the writer uses of a `ServerResponse`; a test can give a fake with these members instead
+ * of a response on a socket.
+ */
+export interface ResponseSink {
+  /** Makes `write`/`end` throw when the body does not match its `Content-Length`. */
+  strictContentLength: boolean
+  writeHead(status: number, reason: string, headers: string[]): unknown
+  /** `false` when the buffer is full: wait for `drain`. */
+  write(chunk: Uint8Array): boolean
+  end(): unknown
+  destroy(): unknown
+  on(event: 'drain' | 'close', listener: () => void): unknown
+  off(event: 'drain' | 'close', listener: () => void): unknown
+}
+
+/** Whether the client went away, and the writer's wake-up for a read pending meanwhile. */
+export interface ResponseClient {
+  /** True once the client went away. */
+  readonly aborted: boolean
+  /** Called when the client goes away; the writer sets it while it waits for the body. */
+  wake: (() => void) | undefined
+}
+
+// Responses that never carry a body (RFC 9110 §15.3.5, §15.4.5).
+const NO_BODY_STATUS: ReadonlySet<number> = new Set([204, 304])
+
+// RFC 9112 §4: reason-phrase = 1*( HTAB / SP / VCHAR / obs-text )
+const REASON_PHRASE = /^[\t\x20-\x7e\x80-\xff]+$/
+
+/**
+ * Writes an {@link AppResponse} with backpressure; never throws. What cannot be sent as it is
+ * becomes a problem response before anything is written: something that is not a response
+ * record 500, a status outside 200–999 or a header line Node refuses 502. A response to `HEAD`,
+ * a 204 or 304, or one whose client already left is sent without its body (which is released).
+ * A body that fails mid-stream, or does not match its `Content-Length`, cuts the connection, so
+ * the client never sees a clean end; a client that leaves stops the body.
+ *
+ * @param method - the request method (`HEAD` gets no body)
+ * @param res - the response to write to
+ * @param response - what the app answered
+ * @param client - the client's state
+ * @returns once the response ended or was cut
+ */
+export async function writeResponse(
+  method: string | undefined,
+  res: ResponseSink,
+  response: AppResponse,
+  client: ResponseClient,
+): Promise<void> {
+  if (!isAppResponse(response)) {
+    response = problemResponse(500, 'the application did not answer a response record', 'APP_ERROR')
+  }
+  let { body } = response
+  const { status } = response
+  if (!Number.isInteger(status) || status < 200 || status > 999) {
+    release(body)
+    return writeResponse(
+      method,
+      res,
+      problemResponse(
+        502,
+        `the upstream answered with status ${status}, which cannot be sent as a final response`,
+        'UPSTREAM_INVALID_RESPONSE',
+      ),
+      client,
+    )
+  }
+  const head = writeHead(res, response)
+  if (head === 'destroyed') {
+    release(body)
+    return
+  }
+  if (!head) {
+    release(body)
+    return writeResponse(
+      method,
+      res,
+      problemResponse(502, 'the upstream sent an invalid header line', 'UPSTREAM_INVALID_RESPONSE'),
+      client,
+    )
+  }
+  if (method === 'HEAD' || NO_BODY_STATUS.has(status) || client.aborted) {
+    release(body)
+    body = null
+  }
+  // A body longer or shorter than the app's Content-Length throws instead of desyncing the
+  // connection (https://nodejs.org/api/http.html#responsestrictcontentlength).
+  res.strictContentLength = true
+  if (body === null) {
+    endOrDestroy(res)
+    return
+  }
+  if (await writeBody(res, body, client)) endOrDestroy(res)
+}
+
+/**
+ * Writes the body chunk by chunk, waiting for `drain` when the buffer is full; `true` when it
+ * ended and the response may end, `false` when the client left or the body failed (the response
+ * is then cut).
+ */
+async function writeBody(
+  res: ResponseSink,
+  body: AsyncIterable<Uint8Array>,
+  client: ResponseClient,
+): Promise<boolean> {
+  // One wake-up callback, re-pointed at each pending read: racing every read against one
+  // long-lived promise would keep a reaction per chunk alive until the response ends.
+  const iterator = body[Symbol.asyncIterator]()
+  try {
+    for (;;) {
+      const next = client.aborted
+        ? undefined
+        : await new Promise<IteratorResult<Uint8Array> | undefined>((resolve, reject) => {
+            client.wake = () => resolve(undefined)
+            iterator.next().then(resolve, reject)
+          })
+      if (next === undefined) {
+        // The client left: stop the source. Not awaited, since an async generator runs
+        // `return()` only once its pending `next()` settles.
+        Promise.resolve(iterator.return?.()).catch(noop)
+        return false
+      }
+      if (next.done) return true
+      if (next.value.byteLength > 0 && !res.write(next.value)) await drained(res, client)
+    }
+  } catch {
+    // Headers are sent: the only honest signal left is a cut connection, never a clean end.
+    Promise.resolve(iterator.return?.()).catch(noop)
+    res.destroy()
+    return false
+  } finally {
+    client.wake = undefined
+  }
+}
+
+function endOrDestroy(res: ResponseSink): void {
+  try {
+    res.end()
+  } catch {
+    // A body shorter than its Content-Length (strictContentLength): cut, never a clean end.
+    res.destroy()
+  }
+}
+
+/**
+ * Writes the status line and headers; `false` when a header line is invalid, checked before
+ * anything is written, because Node applies framing headers as it goes and a failed `writeHead`
+ * would leave a half-framed response behind.
+ */
+function writeHead(res: ResponseSink, response: AppResponse): boolean | 'destroyed' {
+  const { status, statusText } = response
+  const flat: string[] = []
+  for (const line of response.headers as unknown[]) {
+    if (!Array.isArray(line)) return false
+    const [name, value] = line as unknown[]
+    if (typeof name !== 'string' || typeof value !== 'string') return false
+    // Node frames the body itself (RFC 9112 §6.1): an app's Transfer-Encoding would be sent
+    // beside Node's own framing, or leave the body unframed on a keep-alive connection.
+    if (name.length === 17 && name.toLowerCase() === 'transfer-encoding') continue
+    try {
+      validateHeaderName(name)
+      validateHeaderValue(name, value)
+    } catch {
+      return false
+    }
+    // A flat array keeps repeated names as separate lines (several Set-Cookie).
+    flat.push(name, value)
+  }
+  const reason =
+    statusText !== undefined && REASON_PHRASE.test(statusText)
+      ? statusText
+      : (STATUS_CODES[status] ?? '')
+  try {
+    res.writeHead(status, reason, flat)
+  } catch {
+    // Checked above, so not expected; the response state cannot be trusted any more.
+    res.destroy()
+    return 'destroyed'
+  }
+  return true
+}
+
+function drained(res: ResponseSink, client: ResponseClient): Promise<void> {
+  return new Promise((resolve) => {
+    if (client.aborted) {
+      resolve()
+      return
+    }
+    const done = (): void => {
+      res.off('drain', done)
+      res.off('close', done)
+      resolve()
+    }
+    res.on('drain', done)
+    res.on('close', done)
+  })
+}
