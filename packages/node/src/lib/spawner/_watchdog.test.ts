@@ -37,8 +37,24 @@ describe('the orphan watchdog', () => {
     expect(watchdogCommand()).toEqual([process.execPath, ['-e', expect.any(String)]])
     expect(watchdogCommand({ ...process.versions, electron: '30.0.0' })).toEqual([
       '/bin/sh',
-      ['-c', WATCHDOG_SH],
+      ['-c', WATCHDOG_SH, 'wsgiproxy-watchdog'],
     ])
+  })
+
+  it.each([
+    ['node', process.execPath, ['-e']],
+    ['/bin/sh', '/bin/sh', ['-c']],
+  ])('kills the groups it was started with when its input ends at once (%s)', async (_, file) => {
+    // The host died before it could write a line: the groups came as arguments.
+    const plain = await group('sleep 30; true')
+    const members = membersOf(plain)
+    const versions = file === '/bin/sh' ? { ...process.versions, electron: '30.0.0' } : undefined
+    const [command, args] = watchdogCommand(versions, [`${plain}:1000`])
+    const watchdog = spawn(command, args, { detached: true, stdio: ['pipe', 'ignore', 'ignore'] })
+    recordPids(watchdog.pid)
+    watchdog.stdin?.end()
+    await waitFor(() => members.every((pid) => !isAlive(pid)), { message: 'SIGTERM' })
+    await waitFor(() => watchdog.exitCode !== null, { message: 'the watchdog to exit' })
   })
 
   it('kills the groups it guards when its input ends, with SIGKILL after their grace (/bin/sh)', async () => {

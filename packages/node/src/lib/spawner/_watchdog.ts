@@ -2,8 +2,10 @@
 // the host dies in a way no JavaScript cleanup survives (SIGKILL, the OOM killer, a native crash).
 //
 // It runs in its own session (so a terminal's Ctrl-C, sent to the foreground group, does not
-// reach it) with its stdin a pipe from the host. The host writes `+pgid graceMs` when a group
-// starts and `-pgid` when it has gone. When the host dies, however it dies, the kernel closes the
+// reach it) with its stdin a pipe from the host. The groups already guarded come as arguments
+// (`pgid:graceMs`), so that a watchdog started while the host is being killed knows them before
+// the host could write anything; then the host writes `+pgid graceMs` when a group starts and
+// `-pgid` when it has gone. When the host dies, however it dies, the kernel closes the
 // pipe's write end and the watchdog reads EOF: it sends SIGTERM to every registered group, SIGKILL
 // to those still there after their grace, then exits. Node opens the pipe close-on-exec, so
 // backends spawned later do not inherit the write end and cannot hold the EOF back. This is
@@ -17,6 +19,11 @@ import type { Socket } from 'node:net'
 const WATCHDOG_SCRIPT = `
 'use strict'
 const groups = new Map()
+for (const arg of process.argv.slice(1)) {
+  const [id, grace] = arg.split(':')
+  const pgid = Number(id)
+  if (Number.isSafeInteger(pgid) && pgid > 1) groups.set(pgid, Number(grace) || 5000)
+}
 for (const signal of ['SIGINT', 'SIGHUP']) process.on(signal, () => {})
 const fs = require('node:fs')
 // Zombies do not count: killed members whose parent is gone wait for PID 1, which may reap late.
@@ -85,6 +92,14 @@ process.stdin.on('error', reap)
 export const WATCHDOG_SH = `
 trap '' INT HUP
 groups=''
+for arg in "$@"; do
+  id=\${arg%%:*}
+  grace=\${arg#*:}
+  case $id in '' | *[!0-9]*) continue ;; esac
+  [ "$id" -gt 1 ] || continue
+  case $grace in '' | *[!0-9]*) grace=5000 ;; esac
+  groups="$groups $id:$grace"
+done
 while IFS= read -r line; do
   id=\${line#?}
   id=\${id%% *}
@@ -122,14 +137,20 @@ done
  * How to run the watchdog. `process.execPath -e` runs Node only when the host is a plain Node:
  * in a single-executable application it starts the application again, and in Electron another
  * copy of the app. Those hosts get the /bin/sh watchdog.
+ *
+ * @param versions - the host's `process.versions`
+ * @param groups - the groups to guard from the start, as `pgid:graceMs`
+ * @returns the file and arguments to spawn
  */
 export function watchdogCommand(
   versions: NodeJS.ProcessVersions = process.versions,
+  groups: readonly string[] = [],
 ): [file: string, args: string[]] {
   if (versions.electron === undefined && !isSea()) {
-    return [process.execPath, ['-e', WATCHDOG_SCRIPT]]
+    return [process.execPath, ['-e', WATCHDOG_SCRIPT, ...groups]]
   }
-  return ['/bin/sh', ['-c', WATCHDOG_SH]]
+  // `sh -c script name args...`: the first word after the script is `$0`.
+  return ['/bin/sh', ['-c', WATCHDOG_SH, 'wsgiproxy-watchdog', ...groups]]
 }
 
 function isSea(): boolean {
@@ -160,7 +181,10 @@ function startWatchdog(): Watchdog | undefined {
   lastStart = Date.now()
   let child: ChildProcess
   try {
-    const [file, args] = watchdogCommand()
+    const [file, args] = watchdogCommand(
+      process.versions,
+      [...guarded].map(([pgid, grace]) => `${pgid}:${grace}`),
+    )
     child = spawn(file, args, {
       // setsid(): its own session and group, out of reach of the terminal's signals.
       detached: true,
@@ -186,7 +210,6 @@ function startWatchdog(): Watchdog | undefined {
   // Neither the process nor the idle pipe may keep the host alive.
   child.unref()
   stdin.unref()
-  for (const [pgid, grace] of guarded) stdin.write(`+${pgid} ${grace}\n`)
   return watchdog
 }
 

@@ -148,11 +148,20 @@ function exitOf(
   })
 }
 
+// How long the host's processes may take to be gone once the host has ended. By design the
+// slowest path adds up to about 3 s: a replacement watchdog starts up to 1 s after the first died
+// (RESTART_INTERVAL), the shell watchdog looks every 1 s, and a backend that ignores SIGTERM is
+// SIGKILLed after the fixture's 1 s grace (`killTimeout`). Measured on this 2-core machine, idle
+// and with three busy-looping processes (2026-12-05): 0-80 ms for every case but the SIGTERM-
+// ignoring one, 1,039-1,044 ms for that. The old fixed 3 s was that design worst case with no
+// room for a loaded machine (2 failures in 9 loaded runs); 10 s leaves three times it.
+const ORPHANS_GONE_WITHIN_MS = 10_000
+
 /** Waits until every process of the host but the host itself (backends, shells, grandchild, watchdogs) is gone. */
 async function expectNoOrphans(pids: HostPids): Promise<void> {
   const left = (): number[] => allPids(pids).filter((pid) => pid !== pids.host && isAlive(pid))
   await waitFor(() => left().length === 0, {
-    timeout: 3_000,
+    timeout: ORPHANS_GONE_WITHIN_MS,
     message: 'every process of the host to be gone',
   }).catch((error: unknown) => {
     throw new Error(`${String(error)}; still alive: ${left().join(', ')}`)
@@ -229,7 +238,8 @@ describe('createSpawner leaves no orphans', () => {
         replacement = found[0] ?? 0
         return replacement !== 0 && isAlive(replacement)
       },
-      { message: 'a new watchdog' },
+      // It starts up to 1 s (RESTART_INTERVAL) after the first died: the same margin as above.
+      { message: 'a new watchdog', timeout: ORPHANS_GONE_WITHIN_MS },
     )
     recordPids(replacement)
     pids.watchdogs.push(replacement)
