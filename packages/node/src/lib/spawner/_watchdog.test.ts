@@ -42,8 +42,8 @@ describe('the orphan watchdog', () => {
   })
 
   it.each([
-    ['node', process.execPath, ['-e']],
-    ['/bin/sh', '/bin/sh', ['-c']],
+    ['node', process.execPath],
+    ['/bin/sh', '/bin/sh'],
   ])('kills the groups it was started with when its input ends at once (%s)', async (_, file) => {
     // The host died before it could write a line: the groups came as arguments.
     const plain = await group('sleep 30; true')
@@ -55,6 +55,8 @@ describe('the orphan watchdog', () => {
     watchdog.stdin?.end()
     await waitFor(() => members.every((pid) => !isAlive(pid)), { message: 'SIGTERM' })
     await waitFor(() => watchdog.exitCode !== null, { message: 'the watchdog to exit' })
+    expect(members.filter(isAlive)).toEqual([])
+    expect(watchdog.exitCode).toBe(0)
   })
 
   it('kills the groups it guards when its input ends, with SIGKILL after their grace (/bin/sh)', async () => {
