@@ -1,4 +1,4 @@
-// `pnpm bench`: this project against its peers in one run on one machine (DESIGN.md §10).
+// `pnpm bench`: this project against its peers in one run on one machine (docs/design.md §10).
 // Markdown to stdout, JSON to --out (default results/bench-<time>.json), progress to stderr.
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { cpus, release, type } from 'node:os'

@@ -90,6 +90,16 @@ describe('wsgiproxy', () => {
     expect(main.stdout).toContain('commands:')
   })
 
+  it('prints the version of its package.json', async () => {
+    const manifest = JSON.parse(
+      await readFile(new URL('../package.json', import.meta.url), 'utf8'),
+    ) as { version: string }
+    expect(manifest.version).not.toBe('0.0.0')
+    const result = await runCli(['--version'])
+    expect(result.code).toBe(0)
+    expect(result.stdout).toBe(`wsgiproxy ${manifest.version}\n`)
+  })
+
   it('rejects an unknown flag with exit 1 and a usage hint', async () => {
     const result = await runCli(['proxy', '--bogus', 'http://127.0.0.1:1'])
     expect(result.code).toBe(1)
@@ -156,8 +166,8 @@ describe('wsgiproxy', () => {
     const port = new URL(first.url).port
     const second = await runCli(['echo', '--listen', `127.0.0.1:${port}`])
     expect(second.code).toBe(2)
-    expect(second.stderr).toMatch(
-      /^wsgiproxy: cannot listen on 127\.0\.0\.1:\d+: the address is in use/,
+    expect(second.stderr).toBe(
+      `wsgiproxy: port ${port} is in use on 127.0.0.1; pass --listen host:port (for example --listen 127.0.0.1:9000)\n`,
     )
   })
 })

@@ -100,6 +100,7 @@ front.</p>
  *
  * @param options - where to listen, the key file, the idle timeout, the log
  * @returns the running demo
+ * @throws the error of `listen` (`code` EADDRINUSE, EACCES...) when the front cannot listen
  */
 export async function startDemo(options: DemoOptions = {}): Promise<Demo> {
   const log = options.log ?? ((line: string) => console.log(line))
@@ -136,12 +137,19 @@ export async function startDemo(options: DemoOptions = {}): Promise<Demo> {
   app.all('/py/*', mount(py.app))
 
   const hostname = options.hostname ?? '127.0.0.1'
-  const front = await new Promise<Server>((resolve, reject) => {
-    const server = serve({ fetch: app.fetch, port: options.port ?? 8080, hostname }, () =>
-      resolve(server as Server),
-    ) as Server
-    server.once('error', reject)
-  })
+  let front: Server
+  try {
+    front = await new Promise<Server>((resolve, reject) => {
+      const server = serve({ fetch: app.fetch, port: options.port ?? 8080, hostname }, () =>
+        resolve(server as Server),
+      ) as Server
+      server.once('error', reject)
+    })
+  } catch (error) {
+    // Nothing has started a backend yet; closing the spawners releases what they hold.
+    await Promise.all([echo.close(), py.close()])
+    throw error
+  }
   const port = (front.address() as AddressInfo).port
   const host = hostname.includes(':') ? `[${hostname}]` : hostname
   log(`demo: key file ${keyFile}`)

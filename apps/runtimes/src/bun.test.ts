@@ -1,3 +1,3 @@
 import { describeRuntime } from './test/runtime-suite.ts'
 
-describeRuntime('Bun (bun run), fetchTransport', 'bun')
+describeRuntime('Bun (bun run), the default transport (fetch)', 'bun')

@@ -1,3 +1,3 @@
 import { describeRuntime } from './test/runtime-suite.ts'
 
-describeRuntime('Deno (deno serve), fetchTransport', 'deno')
+describeRuntime('Deno (deno serve), the default transport (fetch)', 'deno')

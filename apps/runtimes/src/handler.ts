@@ -13,7 +13,7 @@ import {
 export interface HandlerOptions {
   /** Environment variables to read. Default: the runtime's (`Deno.env` or `process.env`). */
   env?: Readonly<Record<string, string | undefined>>
-  /** Sends the requests. Default: the runtime's `fetch` (`fetchTransport()`). */
+  /** Sends the requests. Default: core's (undici on Node, the runtime's `fetch` on Bun and Deno). */
   transport?: Transport
 }
 

@@ -1,4 +1,4 @@
 import { describeRuntime } from './test/runtime-suite.ts'
 
-describeRuntime('Node (@hono/node-server), fetchTransport', 'node')
-describeRuntime('Node (@hono/node-server), undiciTransport', 'node-undici')
+describeRuntime('Node (@hono/node-server), the default transport (undici)', 'node')
+describeRuntime('Node (@hono/node-server), fetchTransport', 'node-fetch')

@@ -1,13 +1,13 @@
 /** @module Serves the example handler on Node through @hono/node-server. */
 import { serve } from '@hono/node-server'
-import { undiciTransport } from '@wsgiproxy/node'
+import { fetchTransport } from '@wsgiproxy/core'
 import handler, { createHandler, readEnvironment } from './handler.ts'
 
 const env = readEnvironment()
-// TRANSPORT=undici: the same handler with the Node transport, which sends any Host as it is and
-// passes encoded bodies through; the default is the runtime's fetch, as on Bun and Deno.
+// The default transport on Node is undici (core's `node` condition), which sends any Host as it is
+// and passes encoded bodies through; TRANSPORT=fetch gives the runtime's fetch, as on Bun and Deno.
 const { fetch } =
-  env['TRANSPORT'] === 'undici' ? createHandler({ env, transport: undiciTransport() }) : handler
+  env['TRANSPORT'] === 'fetch' ? createHandler({ env, transport: fetchTransport() }) : handler
 const server = serve(
   { fetch, port: handler.port ?? 8000, hostname: handler.hostname ?? '127.0.0.1' },
   (info) => console.log(`Listening on http://${handler.hostname}:${info.port}/`),

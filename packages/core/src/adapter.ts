@@ -17,7 +17,16 @@ export { isAppResponse } from './lib/environ/response.ts'
 export { findRemoteAddr } from './lib/environ/peer-address.ts'
 export { asWsgiProxyError } from './lib/errors.ts'
 export { toReadableStream } from './lib/streams.ts'
-export { duration, fn, parseOptions } from './lib/options.ts'
+export type { OptionProblem, OptionScope } from './lib/options.ts'
+export { duration, explainIssues, fn, parseOptions } from './lib/options.ts'
+export {
+  callback,
+  flag,
+  MAX_TIMER_MS,
+  milliseconds,
+  optionsObject,
+  wholeNumber,
+} from './lib/schemas.ts'
 export { forwardOptionsSchema } from './lib/forward/forward-options.ts'
 export { checkProxyAppOptions } from './lib/forward/proxy-app.ts'
 export { allowEntryProblem } from './lib/forward/exact-proxy.ts'

@@ -19,6 +19,8 @@ export type {
 } from './lib/types.ts'
 export type { WsgiProxyErrorCode, WsgiProxyErrorOptions } from './lib/errors.ts'
 export { ERROR_STATUS, WsgiProxyError } from './lib/errors.ts'
+export type { LogErrorsOptions } from './lib/log.ts'
+export { logErrors } from './lib/log.ts'
 export type { ToEnvironOptions, ToRequestOptions } from './lib/environ/environ.ts'
 export { environUrl, toEnviron, toRequest } from './lib/environ/environ.ts'
 export { fromResponse, toResponse } from './lib/environ/response.ts'

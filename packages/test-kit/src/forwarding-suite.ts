@@ -1,4 +1,4 @@
-// One behavioural suite for forwarding (DESIGN.md §8), replayed across fronts and transports.
+// One behavioural suite for forwarding (docs/design.md §8), replayed across fronts and transports.
 import { randomBytes } from 'node:crypto'
 import { once } from 'node:events'
 import type { IncomingMessage } from 'node:http'

@@ -79,7 +79,7 @@ export function lines(file: string): string[] {
 
 /**
  * Whether a process is alive. A zombie counts as dead: this machine's PID 1 reaps orphans late,
- * and `kill(pid, 0)` succeeds on zombies (reference/spawner.md §5.1).
+ * and `kill(pid, 0)` succeeds on zombies (docs/spawner.md, "No orphans").
  */
 export function isAlive(pid: number): boolean {
   try {

@@ -4,7 +4,7 @@ import { HELP } from './cli-help.ts'
 import type { HelpTopic } from './cli-help.ts'
 import { usageError } from './errors.ts'
 import { DEFAULT_LISTEN, listenFlag } from './listen.ts'
-import type { ListenAddress } from './listen.ts'
+import type { ListenChoice } from './listen.ts'
 import type { LogFormat } from './log.ts'
 
 /** Where the command writes; replaceable for tests. */
@@ -74,14 +74,51 @@ export function parseCommandArgs<T extends ParseArgsConfig['options']>(
 }
 
 /**
+ * Refuses options after the command of a subcommand that runs one (spawn) unless `--` comes
+ * before the command: without it, `wsgiproxy spawn python3 -m http.server __PORT__` reads `-m`
+ * as an option of wsgiproxy, unknown or, worse, one it has (`--name`, `-h`).
+ *
+ * @param command - the subcommand, for the message
+ * @param args - the arguments after it
+ * @param options - its flags
+ * @throws CliError (exit 1) naming the option and giving the line with `--` in its place
+ */
+export function requireCommandSeparator(
+  command: HelpTopic,
+  args: string[],
+  options: NonNullable<ParseArgsConfig['options']>,
+): void {
+  const { tokens } = parseArgs({
+    args,
+    options,
+    allowPositionals: true,
+    strict: false,
+    tokens: true,
+  })
+  if (tokens.some((token) => token.kind === 'option-terminator')) return
+  const first = tokens.find((token) => token.kind === 'positional')
+  if (first === undefined) return
+  const option = tokens.find((token) => token.kind === 'option' && token.index > first.index)
+  if (option?.kind !== 'option') return
+  const line = [command, ...args.slice(0, first.index), '--', ...args.slice(first.index)]
+  throw usageError(
+    `${command}: ${JSON.stringify(option.rawName)} after the command would be read as an option of wsgiproxy; ` +
+      `put the command after -- (wsgiproxy ${command} [options] -- <command...>): wsgiproxy ${line.map(shellQuote).join(' ')}`,
+  )
+}
+
+/**
  * The address of a `--listen` flag.
  *
  * @param value - the flag value, if given
  * @returns the address, {@link DEFAULT_LISTEN} without the flag
  * @throws CliError (exit 1) for a value that is not an address
  */
-export function listenOf(value: string | undefined): ListenAddress {
-  return value === undefined ? DEFAULT_LISTEN : listenFlag('--listen', value)
+export function listenOf(value: string | undefined): ListenChoice {
+  return {
+    address: value === undefined ? DEFAULT_LISTEN : listenFlag('--listen', value),
+    source: { from: 'flag' },
+  }
 }
 
 /**
@@ -122,4 +159,9 @@ export function keyRouteOptions(values: {
     ...(values['json-key'] === undefined ? {} : { jsonKeys: values['json-key'] }),
     ...(values.forwarded === undefined ? {} : { forwarded: values.forwarded }),
   }
+}
+
+// Quotes an argument for a POSIX shell when it needs it, so the suggested line can be pasted.
+function shellQuote(arg: string): string {
+  return /^[\w@%+=:,./-]+$/.test(arg) ? arg : `'${arg.replaceAll("'", `'\\''`)}'`
 }

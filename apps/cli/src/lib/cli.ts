@@ -1,3 +1,5 @@
+import { readFileSync } from 'node:fs'
+
 import { HELP } from './cli-help.ts'
 import type { HelpTopic } from './cli-help.ts'
 import type { CliIo } from './cli-args.ts'
@@ -11,6 +13,12 @@ const DEFAULT_IO: CliIo = {
 }
 
 type Command = Exclude<HelpTopic, 'main'>
+
+/** The package's version, read from its package.json (`../../` from both src/lib and dist/lib). */
+function packageVersion(): string {
+  const text = readFileSync(new URL('../../package.json', import.meta.url), 'utf8')
+  return (JSON.parse(text) as { version: string }).version
+}
 
 const COMMANDS: Record<Command, (args: string[], io: CliIo) => Promise<number>> = {
   serve: runServe,
@@ -38,7 +46,7 @@ export async function runCli(argv: readonly string[], io: CliIo = DEFAULT_IO): P
       return first === undefined ? 1 : 0
     }
     if (first === '--version' || first === '-v') {
-      io.stdout('wsgiproxy 0.0.0\n')
+      io.stdout(`wsgiproxy ${packageVersion()}\n`)
       return 0
     }
     if (!Object.hasOwn(HELP, first) || first === 'main') {

@@ -2,7 +2,7 @@ import { allowEntryProblem } from '@wsgiproxy/core/adapter'
 import * as z from 'zod'
 import { DURATION_HINT } from './duration.ts'
 
-// A number is milliseconds; a string carries a unit (DESIGN.md §9).
+// A number is milliseconds; a string carries a unit (docs/design.md §9).
 const duration = z.union(
   [z.int().min(0).max(2_147_483_647), z.string().regex(/^\d+(\.\d+)?(ms|s|m)?$/, DURATION_HINT)],
   { error: DURATION_HINT },
@@ -19,7 +19,7 @@ const routePath = z
   )
   .describe('The path prefix this route answers under; it becomes SCRIPT_NAME for the app.')
 
-// DESIGN.md §6: extra environ keys.
+// docs/design.md §6: extra environ keys.
 const envKey = z
   .string()
   .regex(/^[A-Za-z_][A-Za-z0-9_.-]{0,127}$/, 'expected an environ key such as REMOTE_USER')

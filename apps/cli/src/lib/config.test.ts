@@ -1,5 +1,8 @@
-import { readFile } from 'node:fs/promises'
-import { describe, expect, it } from 'vitest'
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { cleanup, runCli } from '../test/run-cli.ts'
 import { configJsonSchema } from './config-schema.ts'
 import { parseConfig } from './config.ts'
 import { parseUpgradeFlags } from './upgrade-settings.ts'
@@ -38,6 +41,90 @@ describe('parseConfig', () => {
     ).toThrow(
       'config file c.json: routes[0]: unknown key "colour": remove it (see schema.json for the keys)',
     )
+  })
+})
+
+/** The message parseConfig throws for this data. */
+function error(data: unknown): string {
+  try {
+    parseConfig(data, 'c.json')
+  } catch (caught) {
+    return (caught as Error).message
+  }
+  throw new Error('parseConfig accepted the data')
+}
+
+describe('parseConfig unknown keys', () => {
+  it('reports a misspelt key first, with the key of that route type it is near', () => {
+    expect(error({ routes: [{ path: '/s', type: 'spawn', comand: 'x' }] })).toBe(
+      'config file c.json: routes[0]: unknown key "comand" (did you mean "command"?)',
+    )
+    expect(error({ routes: [{ path: '/s', type: 'spawn', command: 'x', readypath: '/' }] })).toBe(
+      'config file c.json: routes[0]: unknown key "readypath" (did you mean "readyPath"?)',
+    )
+    expect(error({ route: [{ path: '/', type: 'echo' }] })).toBe(
+      'config file c.json: unknown key "route" (did you mean "routes"?)',
+    )
+  })
+
+  it('names our key for the option names of other proxies', () => {
+    expect(error({ routes: [{ path: '/', type: 'proxy', url: 'http://127.0.0.1:1' }] })).toBe(
+      'config file c.json: routes[0]: unknown key "url" (use "href", the URL to forward to; its path goes in front of the request path)',
+    )
+    expect(error({ routes: [{ route: '/', type: 'echo' }] })).toBe(
+      'config file c.json: routes[0]: unknown key "route" (use "path", the prefix the route answers under)',
+    )
+    expect(
+      error({
+        routes: [{ path: '/', type: 'proxy', href: 'http://127.0.0.1:1', proxyTimeout: 5000 }],
+      }),
+    ).toBe(
+      'config file c.json: routes[0]: unknown key "proxyTimeout" (use "timeouts": { "headers": ... }, how long the upstream may take to answer)',
+    )
+    expect(error({ routes: [{ path: '/', type: 'spawn', command: 'x', ws: true }] })).toBe(
+      'config file c.json: routes[0]: unknown key "ws" (Upgrade (WebSocket) requests are forwarded already, byte for byte; the top-level "upgrade" section configures them)',
+    )
+  })
+
+  it('puts an unknown key before the other issues and counts them', () => {
+    expect(
+      error({
+        routes: [{ path: 'api', type: 'proxy', target: 'http://127.0.0.1:1', changeOrigin: true }],
+      }),
+    ).toBe(
+      'config file c.json: routes[0]: unknown key "target" (use "href", the URL to forward to; its path goes in front of the request path) (and 2 more)',
+    )
+  })
+})
+
+describe('wsgiproxy serve --config with an unknown key', () => {
+  let dir: string
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'wsgiproxy-config-'))
+  })
+  afterEach(async () => {
+    await cleanup()
+    await rm(dir, { recursive: true, force: true })
+  })
+
+  it.each([
+    [
+      { routes: [{ path: '/py', type: 'spawn', comand: 'python3 -m http.server __PORT__' }] },
+      'routes[0]: unknown key "comand" (did you mean "command"?)',
+    ],
+    [
+      { routes: [{ path: '/api', type: 'proxy', target: 'http://127.0.0.1:1' }] },
+      'routes[0]: unknown key "target" (use "href", the URL to forward to; its path goes in front of the request path)',
+    ],
+    [{ route: [{ path: '/', type: 'echo' }] }, 'unknown key "route" (did you mean "routes"?)'],
+  ])('exits 1 with one line for %j', async (config, line) => {
+    await writeFile(join(dir, 'bad.json'), JSON.stringify(config))
+    const result = await runCli(['serve', '--config', 'bad.json'], dir)
+    expect(result).toEqual({
+      code: 1,
+      stdout: '',
+      stderr: `wsgiproxy: config file bad.json: ${line}\n`,
+    })
   })
 })
 

@@ -1,5 +1,7 @@
 import { readFile } from 'node:fs/promises'
 import { dirname, resolve } from 'node:path'
+import type { OptionProblem } from '@wsgiproxy/core/adapter'
+import { explainIssues } from '@wsgiproxy/core/adapter'
 import type * as z from 'zod'
 import { configSchema } from './config-schema.ts'
 import type { RouteInput } from './config-schema.ts'
@@ -63,9 +65,10 @@ export async function loadConfig(file: string): Promise<Config> {
 export function parseConfig(data: unknown, file: string): Config {
   const result = configSchema.safeParse(data, { reportInput: true })
   if (!result.success) {
-    const [first, ...rest] = result.error.issues
+    // An unknown key first: a misspelt required key is also reported missing, which says less.
+    const [first, ...rest] = explainIssues(configSchema, data, result.error.issues, 'config')
     const more = rest.length === 0 ? '' : ` (and ${rest.length} more)`
-    throw usageError(`config file ${file}: ${formatIssue(first)}${more}`)
+    throw usageError(`config file ${file}: ${formatProblem(first)}${more}`)
   }
   const input = result.data
   const base = dirname(resolve(file))
@@ -96,14 +99,23 @@ function resolvePaths(route: RouteInput, base: string): RouteInput {
   return copy
 }
 
-function formatIssue(issue: z.core.$ZodIssue | undefined): string {
-  if (issue === undefined) return 'invalid'
+function formatProblem(problem: OptionProblem | undefined): string {
+  if (problem === undefined) return 'invalid'
+  if (problem.kind === 'issue') return formatIssue(problem.issue)
+  const where = formatPath(problem.path)
+  const key = JSON.stringify(problem.key)
+  const message =
+    problem.hint === undefined
+      ? `unknown key ${key}: remove it (see schema.json for the keys)`
+      : `unknown key ${key} (${problem.hint})`
+  return where === '' ? message : `${where}: ${message}`
+}
+
+function formatIssue(issue: z.core.$ZodIssue): string {
   const where = formatPath(issue.path)
   let message = issue.message.replace(/^Invalid input: /, '')
   if (issue.code === 'invalid_type' && issue.input === undefined) {
     message = `is required: expected ${issue.expected}`
-  } else if (issue.code === 'unrecognized_keys') {
-    message = `unknown ${issue.keys.length === 1 ? 'key' : 'keys'} ${issue.keys.map((key) => JSON.stringify(key)).join(', ')}: remove ${issue.keys.length === 1 ? 'it' : 'them'} (see schema.json for the keys)`
   } else if ('input' in issue && issue.input !== undefined && !/\(got /.test(message)) {
     let input: unknown = issue.input
     // A discriminated union reports the whole object at the discriminator's path.

@@ -1,6 +1,6 @@
 import { usageError } from './errors.ts'
 
-// DESIGN.md §9: the CLI and the config file accept 500ms, 30s, 5m; a bare number is milliseconds.
+// docs/design.md §9: the CLI and the config file accept 500ms, 30s, 5m; a bare number is milliseconds.
 const DURATION = /^(\d+(?:\.\d+)?)(ms|s|m)?$/
 const UNIT_MS = { ms: 1, s: 1000, m: 60_000 } as const
 const MAX_TIMER_MS = 2_147_483_647

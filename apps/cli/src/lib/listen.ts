@@ -46,6 +46,66 @@ export function listenFlag(where: string, text: string): ListenAddress {
 }
 
 /**
+ * Where a listen address came from, which says how the user picks another one: the `--listen`
+ * flag (or its default), or the config file's `listen` (set, or not set and defaulted).
+ */
+export type ListenSource =
+  { readonly from: 'flag' } | { readonly from: 'config' | 'default'; readonly file: string }
+
+/** A listen address and where it came from. */
+export interface ListenChoice {
+  /** The address. */
+  address: ListenAddress
+  /** Where it came from, for the message when it cannot be listened on. */
+  source: ListenSource
+}
+
+/**
+ * The one line that says why an address cannot be listened on and how to choose another.
+ *
+ * @param error - what listening threw (`code` EADDRINUSE, EACCES, EADDRNOTAVAIL, ENOTFOUND...)
+ * @param choice - the address and where it came from
+ * @returns the message, without the `wsgiproxy:` prefix
+ * @example
+ * listenProblem({ code: 'EADDRINUSE' }, { address, source: { from: 'flag' } })
+ * // 'port 8080 is in use on 127.0.0.1; pass --listen host:port (for example --listen 127.0.0.1:9000)'
+ */
+export function listenProblem(error: unknown, choice: ListenChoice): string {
+  const { address, source } = choice
+  const { hostname, port } = address
+  const at = (other: number): string => formatListen({ hostname, port: other })
+  const local = `${formatListen({ hostname: '127.0.0.1', port })}, or ${formatListen({ hostname: '0.0.0.0', port })} for every address`
+  const code = (error as NodeJS.ErrnoException | undefined)?.code
+  switch (code) {
+    case 'EADDRINUSE':
+      return `port ${port} is in use on ${hostname}; ${changeListen(source, at(port === 9000 ? 9001 : 9000))}`
+    case 'EACCES':
+      return port > 0 && port < 1024
+        ? `port ${port} on ${hostname} needs root privileges (ports below 1024 do); ${changeListen(source, at(8080))}`
+        : `no permission to listen on ${formatListen(address)}; ${changeListen(source, at(port === 9000 ? 9001 : 9000))}`
+    case 'EADDRNOTAVAIL':
+      return `${hostname} is not an address of this host; ${changeListen(source, local)}`
+    case 'ENOTFOUND':
+    case 'EAI_AGAIN':
+      return `cannot resolve the host name ${JSON.stringify(hostname)}; ${changeListen(source, local)}`
+    default:
+      return `cannot listen on ${formatListen(address)}: ${code ?? (error instanceof Error ? error.message : String(error))}`
+  }
+}
+
+// How the user picks another address, with an example of one.
+function changeListen(source: ListenSource, example: string): string {
+  switch (source.from) {
+    case 'flag':
+      return `pass --listen host:port (for example --listen ${example})`
+    case 'config':
+      return `change "listen" in ${source.file} or pass --listen host:port (for example ${example})`
+    case 'default':
+      return `pass --listen host:port (for example --listen ${example}) or set "listen" in ${source.file}`
+  }
+}
+
+/**
  * Formats an address as `host:port` (IPv6 in brackets).
  *
  * @param address - the address

@@ -4,8 +4,8 @@ import type { Served } from '@wsgiproxy/node'
 import { closeResources, createResources } from './apps.ts'
 import type { Resources } from './apps.ts'
 import { CliError, EXIT_RUNTIME } from './errors.ts'
-import { formatListen } from './listen.ts'
-import type { ListenAddress } from './listen.ts'
+import { listenProblem } from './listen.ts'
+import type { ListenChoice } from './listen.ts'
 import { createLogger } from './log.ts'
 import type { LogFormat } from './log.ts'
 import type { UpgradeSettings } from './upgrade-settings.ts'
@@ -16,22 +16,26 @@ import type { UpgradeSettings } from './upgrade-settings.ts'
  * stops at once (the spawner's watchdog still kills the backends).
  *
  * @param command - the subcommand, for the `listening` line
- * @param listen - where to listen
+ * @param listen - where to listen, and where that came from (for the message when it fails)
  * @param format - the log format
  * @param upgrade - the upgrade settings for `serve()`
  * @param build - makes the app; the resources it takes are closed on shutdown
  * @param setup - called with the server once it listens
  * @returns the exit status, 0 after a clean stop
- * @throws CliError (exit 2) when the address cannot be listened on
+ * @throws CliError (exit 2) when the address cannot be listened on, saying how to pick another
  */
 export async function serveUntilSignal(
   command: string,
-  listen: ListenAddress,
+  listen: ListenChoice,
   format: LogFormat,
   upgrade: UpgradeSettings,
   build: (resources: Resources) => EnvironApp | UpgradableApp | Promise<EnvironApp | UpgradableApp>,
   setup?: (served: Served, resources: Resources) => void,
 ): Promise<number> {
+  // Listen for the signals before anything else: one that came before the listener would end
+  // the process by its default action, as if it had crashed (exit by SIGINT, not 0). A signal
+  // during the start stops the server as soon as it listens.
+  const stop = waitForSignal()
   const logger = createLogger(format)
   const resources = createResources(logger)
   let served: Served
@@ -39,8 +43,8 @@ export async function serveUntilSignal(
     const app = await build(resources)
     try {
       served = await serve(app, {
-        port: listen.port,
-        hostname: listen.hostname,
+        port: listen.address.port,
+        hostname: listen.address.hostname,
         ...(upgrade.protocols === undefined ? {} : { upgradeProtocols: upgrade.protocols }),
         ...(upgrade.idleTimeout === undefined ? {} : { upgradeIdleTimeout: upgrade.idleTimeout }),
         ...(upgrade.maxConnections === undefined
@@ -51,18 +55,10 @@ export async function serveUntilSignal(
         },
       })
     } catch (error) {
-      const code = (error as NodeJS.ErrnoException).code
-      const where = formatListen(listen)
-      throw new CliError(
-        code === 'EADDRINUSE'
-          ? `cannot listen on ${where}: the address is in use (stop the other server or pick another --listen)`
-          : code === 'EADDRNOTAVAIL' || code === 'ENOTFOUND'
-            ? `cannot listen on ${where}: no such local address (use 127.0.0.1, 0.0.0.0 or an address of this host)`
-            : `cannot listen on ${where}: ${code ?? (error as Error).message}`,
-        EXIT_RUNTIME,
-      )
+      throw new CliError(listenProblem(error, listen), EXIT_RUNTIME, { cause: error })
     }
   } catch (error) {
+    stop.cancel()
     await closeResources(resources)
     throw error
   }
@@ -70,23 +66,39 @@ export async function serveUntilSignal(
   setup?.(served, resources)
   logger.event('listening', `${command} listening on ${served.url}`, { url: served.url })
 
-  const signal = await new Promise<NodeJS.Signals>((resolve) => {
-    const onSignal = (name: NodeJS.Signals): void => {
-      process.off('SIGINT', onSignal)
-      process.off('SIGTERM', onSignal)
-      // A second signal: stop now.
-      process.once('SIGINT', exitNow)
-      process.once('SIGTERM', exitNow)
-      resolve(name)
-    }
-    process.on('SIGINT', onSignal)
-    process.on('SIGTERM', onSignal)
-  })
+  const signal = await stop.signal
   logger.event('shutdown', `${signal}: draining requests and stopping backends`, { signal })
   await served.close()
   await closeResources(resources)
   logger.event('stopped', 'stopped')
   return 0
+}
+
+/** The first SIGINT or SIGTERM, and a way to stop waiting for it. */
+interface SignalWait {
+  signal: Promise<NodeJS.Signals>
+  cancel: () => void
+}
+
+// After the first signal, a second one stops at once.
+function waitForSignal(): SignalWait {
+  let resolve: ((name: NodeJS.Signals) => void) | undefined
+  const signal = new Promise<NodeJS.Signals>((settle) => {
+    resolve = settle
+  })
+  const cancel = (): void => {
+    process.off('SIGINT', onSignal)
+    process.off('SIGTERM', onSignal)
+  }
+  const onSignal = (name: NodeJS.Signals): void => {
+    cancel()
+    process.once('SIGINT', exitNow)
+    process.once('SIGTERM', exitNow)
+    resolve?.(name)
+  }
+  process.on('SIGINT', onSignal)
+  process.on('SIGTERM', onSignal)
+  return { signal, cancel }
 }
 
 function exitNow(): never {

@@ -11,13 +11,15 @@ import {
   listenOf,
   logFormat,
   parseCommandArgs,
+  requireCommandSeparator,
 } from './cli-args.ts'
 import type { CliIo } from './cli-args.ts'
 import type { RouteInput } from './config-schema.ts'
 import { loadConfig } from './config.ts'
 import { durationFlag } from './duration.ts'
 import { usageError } from './errors.ts'
-import { DEFAULT_LISTEN, listenFlag } from './listen.ts'
+import { DEFAULT_LISTEN } from './listen.ts'
+import type { ListenChoice } from './listen.ts'
 import { withRequestLog } from './log.ts'
 import { createRouter, notFound } from './router.ts'
 import { serveUntilSignal } from './serve-until-signal.ts'
@@ -39,10 +41,12 @@ export async function runServe(args: string[], io: CliIo): Promise<number> {
   if (values.help === true) return help('serve', io)
   const file = values.config ?? 'wsgiproxy.config.json'
   const config = await loadConfig(file)
-  const listen =
-    values.listen === undefined
-      ? (config.listen ?? DEFAULT_LISTEN)
-      : listenFlag('--listen', values.listen)
+  const listen: ListenChoice =
+    values.listen !== undefined
+      ? listenOf(values.listen)
+      : config.listen !== undefined
+        ? { address: config.listen, source: { from: 'config', file } }
+        : { address: DEFAULT_LISTEN, source: { from: 'default', file } }
   const format = logFormat(values['log-format']) ?? config.logFormat ?? 'text'
   const upgrade = { ...config.upgrade, ...parseUpgradeFlags(values) }
   return serveUntilSignal('serve', listen, format, upgrade, async (resources) => {
@@ -100,15 +104,17 @@ export async function runProxy(args: string[], io: CliIo): Promise<number> {
  * @returns the exit status
  */
 export async function runSpawn(args: string[], io: CliIo): Promise<number> {
+  const options = {
+    ...COMMON_OPTIONS,
+    ...KEY_OPTIONS,
+    idle: { type: 'string' },
+    'start-timeout': { type: 'string' },
+    'ready-path': { type: 'string' },
+    name: { type: 'string' },
+  } as const
+  requireCommandSeparator('spawn', args, options)
   const { values, positionals } = parseCommandArgs('spawn', args, {
-    options: {
-      ...COMMON_OPTIONS,
-      ...KEY_OPTIONS,
-      idle: { type: 'string' },
-      'start-timeout': { type: 'string' },
-      'ready-path': { type: 'string' },
-      name: { type: 'string' },
-    },
+    options,
     allowPositionals: true,
   })
   if (values.help === true) return help('spawn', io)
@@ -120,6 +126,9 @@ export async function runSpawn(args: string[], io: CliIo): Promise<number> {
   const readyPath = values['ready-path']
   if (readyPath !== undefined && !readyPath.startsWith('/')) {
     throw usageError(`--ready-path must start with "/" (got ${JSON.stringify(readyPath)})`)
+  }
+  if (values.name === '') {
+    throw usageError('--name must not be empty: it names the backend in log lines (got "")')
   }
   const route: RouteInput = {
     path: '/',

@@ -49,10 +49,9 @@ export async function runKeygen(args: string[], io: CliIo): Promise<number> {
     // `mode` applies only when the file is created: a replaced file is tightened too.
     if (values.force === true) await chmod(out, 0o600)
   } catch (error) {
-    throw new CliError(
-      `cannot write ${out}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`,
-      EXIT_RUNTIME,
-    )
+    throw new CliError(`cannot write ${out}: ${writeProblem(error)}`, EXIT_RUNTIME, {
+      cause: error,
+    })
   }
   io.stderr(`wsgiproxy: wrote key "${id}" to ${out} (mode 0600)\n`)
   return 0
@@ -72,4 +71,20 @@ export async function runSchema(args: string[], io: CliIo): Promise<number> {
   if (values.help === true) return help('schema', io)
   io.stdout(`${JSON.stringify(configJsonSchema(), null, 2)}\n`)
   return 0
+}
+
+// Why a file could not be written, and what to do.
+function writeProblem(error: unknown): string {
+  const code = (error as NodeJS.ErrnoException).code
+  switch (code) {
+    case 'ENOENT':
+      return 'its folder does not exist (ENOENT); create the folder or choose another --out'
+    case 'ENOTDIR':
+      return 'a part of the path is not a folder (ENOTDIR); choose another --out'
+    case 'EACCES':
+    case 'EPERM':
+      return `permission denied (${code}); choose another --out`
+    default:
+      return code ?? String(error)
+  }
 }

@@ -51,14 +51,19 @@ export interface RuntimeCapabilities {
   hostOverride: boolean
   /** Passes gzip bytes through with their headers; otherwise decodes them and drops `Content-Encoding`/`Content-Length`. */
   passesEncodedBytes: boolean
+  /** Adds a `user-agent` (and other headers) the client did not send, as runtime `fetch` does. */
+  addsHeaders: boolean
 }
 
-/** The capabilities of the runtimes as tested (Node 20, Bun 1.4, Deno 2.9). */
+/**
+ * The capabilities of the runtimes as tested (Node 20, Bun 1.4, Deno 2.9). `node` is core's
+ * default there (undici, through the `node` condition); `node-fetch` is `fetchTransport()` on Node.
+ */
 export const CAPABILITIES: Record<RuntimeName, RuntimeCapabilities> = {
-  node: { hostOverride: false, passesEncodedBytes: false },
-  'node-undici': { hostOverride: true, passesEncodedBytes: true },
-  bun: { hostOverride: true, passesEncodedBytes: true },
-  deno: { hostOverride: true, passesEncodedBytes: false },
+  node: { hostOverride: true, passesEncodedBytes: true, addsHeaders: false },
+  'node-fetch': { hostOverride: false, passesEncodedBytes: false, addsHeaders: true },
+  bun: { hostOverride: true, passesEncodedBytes: true, addsHeaders: true },
+  deno: { hostOverride: true, passesEncodedBytes: false, addsHeaders: true },
 }
 
 const KEY: SigningKey = { id: 'runtimes-1', secret: new Uint8Array(32).fill(7) }
@@ -102,6 +107,18 @@ export function describeRuntime(label: string, runtime: RuntimeName): void {
         ? { status: 200, hosts: ['virtual.example:8443'], codes: [] }
         : { status: 500, hosts: [], codes: ['HOST_OVERRIDE_UNSUPPORTED'] }
       await expect.poll(() => ({ status: res.status, hosts, codes })).toEqual(expected)
+    })
+
+    const added = can.addsHeaders
+      ? 'adds a user-agent the client did not send (the runtime fetch is the default transport)'
+      : 'adds no header the client did not send (undici is the default transport)'
+    it(`${added}`, async () => {
+      const upstream = await startUpstream((req, res) => res.end(JSON.stringify(req.headers)))
+      const front = await startRuntime(runtime, { UPSTREAM_PORT: String(upstream.port) })
+      const res = await send(front.origin, { headers: { 'x-client': 'yes' } })
+      const seen = JSON.parse(res.body.toString()) as Record<string, string>
+      expect(seen['x-client']).toBe('yes')
+      expect('user-agent' in seen).toBe(can.addsHeaders)
     })
 
     const coding = can.passesEncodedBytes

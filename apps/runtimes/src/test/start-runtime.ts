@@ -10,7 +10,7 @@ import type { Running } from '@wsgiproxy/test-kit/servers'
 import { register } from '@wsgiproxy/test-kit/servers'
 
 /** The runtimes (and Node transports) the handler is tested on. */
-export type RuntimeName = 'node' | 'node-undici' | 'bun' | 'deno'
+export type RuntimeName = 'node' | 'node-fetch' | 'bun' | 'deno'
 
 /** A started runtime process. */
 export interface RunningRuntime extends Running {
@@ -42,7 +42,7 @@ export function denoBinary(): string {
 function command(runtime: RuntimeName): [string, string[]] {
   switch (runtime) {
     case 'node':
-    case 'node-undici':
+    case 'node-fetch':
       return [process.execPath, [join(appRoot, 'dist', 'node.js')]]
     case 'bun':
       return [bunBinary(), ['run', handlerSource]]
@@ -87,7 +87,7 @@ export async function startRuntime(
       PORT: '0',
       NO_COLOR: '1',
       DENO_NO_UPDATE_CHECK: '1',
-      ...(runtime === 'node-undici' ? { TRANSPORT: 'undici' } : {}),
+      ...(runtime === 'node-fetch' ? { TRANSPORT: 'fetch' } : {}),
       ...env,
     },
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -1,4 +1,4 @@
-/** The JavaScript runtimes whose `fetch` differs in what a proxy needs (DESIGN.md §2: the one place that detects them). */
+/** The JavaScript runtimes whose `fetch` differs in what a proxy needs (docs/design.md §2: the one place that detects them). */
 export type RuntimeKind = 'bun' | 'deno' | 'node' | 'other'
 
 /**

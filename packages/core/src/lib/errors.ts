@@ -1,6 +1,6 @@
 /**
  * Stable error codes, each with the HTTP status a request path answers with
- * (DESIGN.md §8: upstream unreachable 502, timeouts 504, client gone 499; §9: a spawned backend
+ * (docs/design.md §8: upstream unreachable 502, timeouts 504, client gone 499; §9: a spawned backend
  * that exits or cannot start 502, starts too slowly 504, is unavailable 503).
  */
 export const ERROR_STATUS = {
@@ -34,7 +34,7 @@ export const ERROR_STATUS = {
   UPSTREAM_CONNECT_TIMEOUT: 504,
   UPSTREAM_HEADERS_TIMEOUT: 504,
   UPSTREAM_BODY_TIMEOUT: 504,
-  // The backend spawner (@wsgiproxy/node, DESIGN.md §9).
+  // The backend spawner (@wsgiproxy/node, docs/design.md §9).
   BACKEND_SPAWN_FAILED: 502,
   BACKEND_EXITED: 502,
   BACKEND_PORT_IN_USE: 502,

@@ -68,7 +68,7 @@ export function problemResponse(
 
 /**
  * The problem response for an error: its status, and its message only when the error says it is
- * safe to show; otherwise a generic detail that reveals nothing internal (DESIGN.md §8). An
+ * safe to show; otherwise a generic detail that reveals nothing internal (docs/design.md §8). An
  * exposed message is shown without its `cause`, whose message (a JSON parser's, a schema's) may
  * quote what the client sent. With `exposeErrors` every message is shown, with its cause's.
  *

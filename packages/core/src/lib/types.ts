@@ -136,7 +136,7 @@ export type ErrorHook<E extends Environ | undefined = Environ | undefined> = (
  */
 export type ProxyErrorHook = ErrorHook<Environ>
 
-/** One HMAC key: a public key id and at least 32 secret bytes (DESIGN.md §7). */
+/** One HMAC key: a public key id and at least 32 secret bytes (docs/design.md §7). */
 export interface SigningKey {
   /** The key id sent in `keyid`; public, never derived from the secret. */
   id: string

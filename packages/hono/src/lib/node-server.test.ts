@@ -13,7 +13,7 @@ import type { WsgiProxyVariables } from './wsgi-proxy.ts'
 import { wsgiProxy } from './wsgi-proxy.ts'
 import { serveHono } from '@wsgiproxy/test-kit/serve-hono'
 
-// The shared forwarding suite (DESIGN.md §8) through a Hono app: the exact proxy mounted on a
+// The shared forwarding suite (docs/design.md §8) through a Hono app: the exact proxy mounted on a
 // route, and the protocol proxy, both on core's fetch transport.
 describeForwarding('Hono mount(exactProxy()) on @hono/node-server', (port, options) => {
   const forward = exactProxy({ allow: ['127.0.0.1'], ...options })

@@ -218,4 +218,53 @@ describe('proxy', () => {
     expect(String(caught)).not.toContain('createProxyApp')
     expect(String(caught)).not.toContain('secret')
   })
+
+  it('takes a URL string for { href }', async () => {
+    const { upstream, seen } = await recordingUpstream()
+    const app = new Hono().all('/front/*', proxy(`${upstream.origin}/myapp`))
+    const response = await app.request('http://public.example/front/a?b=1')
+    expect(await response.text()).toBe('ok')
+    expect(seen.map((request) => request.url)).toEqual(['/myapp/a?b=1'])
+    expect(seen[0]?.headers['x-forwarded-script-name']).toBe('/front')
+    const fromUrl = new Hono().all('/*', proxy(new URL(upstream.origin)))
+    expect((await fromUrl.request('http://public.example/c')).status).toBe(200)
+    expect(seen.map((request) => request.url)).toEqual(['/myapp/a?b=1', '/c'])
+  })
+
+  it.each([
+    [8080, 'invalid options: proxy: expected a URL string or an options object (got 8080)'],
+    [null, 'invalid options: proxy: expected a URL string or an options object (got null)'],
+    [
+      ['http://h'],
+      'invalid options: proxy: expected a URL string or an options object (got an array)',
+    ],
+    [{ hrf: 'http://h' }, 'invalid options: proxy: unknown option "hrf" (did you mean "href"?)'],
+    [
+      { href: 'http://h', maxHeader: 10 },
+      'invalid options: proxy: unknown option "maxHeader" (did you mean "maxHeaders"?)',
+    ],
+    [
+      { target: 'http://h', changeOrigin: true },
+      'invalid options: proxy: unknown option "target" (use "href", the URL to forward to; its path goes in front of the request path); ' +
+        `proxy: unknown option "changeOrigin" (the Host sent is always the href's, as with changeOrigin: true; the client's goes in X-Forwarded-Server)`,
+    ],
+    [
+      { href: 'http://h', proxyTimeout: 5_000, maxHeaders: 0 },
+      'invalid options: proxy: unknown option "proxyTimeout" (use "timeouts": { upstreamHeaders: ms }, how long the upstream may take to answer); ' +
+        'proxy.maxHeaders: Too small: expected number to be >=1',
+    ],
+    [
+      { href: 'http://h', timeouts: { upstreamHeader: 5_000 } },
+      'invalid options: proxy.timeouts: unknown option "upstreamHeader" (did you mean "upstreamHeaders"?)',
+    ],
+  ])('explains %j in one message: unknown options first, with what to use', (options, message) => {
+    let caught: unknown
+    try {
+      proxy(options as ProxyOptions)
+    } catch (error) {
+      caught = error
+    }
+    expect(caught).toBeInstanceOf(WsgiProxyError)
+    expect((caught as WsgiProxyError).message).toBe(message)
+  })
 })

@@ -27,7 +27,26 @@ export interface ProxyOptions extends ProxyAppOptions {
   onError?: ErrorHook
 }
 
-const PROXY_OPTIONS = z.looseObject({
+// The options proxy passes on to createProxyApp, checked there (by checkProxyAppOptions, naming
+// proxy); listed here so that an unknown option is reported first, with a suggestion from all of
+// proxy's options. The type keeps the list in step with ProxyAppOptions.
+const ANY = z.unknown().optional()
+const FORWARDED_FIELDS: Record<Exclude<keyof ProxyAppOptions, 'href' | 'onError'>, z.ZodType> = {
+  stringKeys: ANY,
+  unicodeKeys: ANY,
+  jsonKeys: ANY,
+  pickleKeys: ANY,
+  pickleCodec: ANY,
+  forwarded: ANY,
+  rewriteLocation: ANY,
+  trustClientHeaders: ANY,
+  signer: ANY,
+  transport: ANY,
+  timeouts: ANY,
+  exposeErrors: ANY,
+}
+
+const PROXY_OPTIONS = z.strictObject({
   href: z
     .union([z.string(), z.instanceof(URL)], { error: 'expected a URL, as a string or URL' })
     .superRefine((href, ctx) => {
@@ -35,6 +54,7 @@ const PROXY_OPTIONS = z.looseObject({
       if (problem !== undefined) ctx.addIssue({ code: 'custom', message: problem })
     }),
   ...ENVIRON_FIELDS,
+  ...FORWARDED_FIELDS,
 })
 
 /**
@@ -42,20 +62,36 @@ const PROXY_OPTIONS = z.looseObject({
  * of core's `createProxyApp`. The matched route prefix is sent as `X-Forwarded-Script-Name`, so
  * a backend behind `wsgiProxy` (or core's `proxyMiddleware`) restores the public URL.
  *
+ * @param href - where to forward, every other option at its default: the same as
+ *   `proxy({ href })`
+ * @returns the handler, for `app.all(route, handler)`
+ * @throws WsgiProxyError `INVALID_OPTIONS` naming `proxy.href` for a bad URL
+ * @example
+ * import { proxy } from '@wsgiproxy/hono'
+ * app.all('/api/*', proxy('http://127.0.0.1:8080/'))
+ */
+export function proxy(href: string | URL): Handler
+/**
+ * A Hono handler that forwards requests to `href`, with options: see the form with a URL string
+ * above.
+ *
  * @param options - where to forward and how (see `createProxyApp`), client address lookup,
  *   error handling
  * @returns the handler, for `app.all(route, handler)`
  * @throws WsgiProxyError `INVALID_OPTIONS` naming `proxy` and the option, for a bad href, key or
- *   option combination
+ *   option combination (an unknown option first, with the option meant when it can tell), and
+ *   for a value that is neither a URL string nor an options object
  * @example
  * import { proxy } from '@wsgiproxy/hono'
  * app.all('/api/*', proxy({ href: 'http://127.0.0.1:8080/', stringKeys: ['REMOTE_USER'] }))
  */
-export function proxy(options: ProxyOptions): Handler {
+export function proxy(options: ProxyOptions): Handler
+export function proxy(options: ProxyOptions | string | URL): Handler {
   const { href, getRemoteAddr, maxHeaders, ...forwarding } = parseOptions<ProxyOptions>(
     PROXY_OPTIONS,
-    options,
+    typeof options === 'string' || options instanceof URL ? { href: options } : options,
     'proxy',
+    'a URL string or an options object',
   )
   checkProxyAppOptions(forwarding, 'proxy')
   const mountOptions: MountOptions = {}

@@ -1,5 +1,5 @@
-import type { Environ, ErrorHook, ProxyMiddlewareOptions, WsgiProxyError } from '@wsgiproxy/core'
-import { environUrl, errorResponse, toEnviron, toResponse } from '@wsgiproxy/core'
+import type { Environ, ErrorHook, ProxyMiddlewareOptions } from '@wsgiproxy/core'
+import { environUrl, errorResponse, logErrors, toEnviron, toResponse } from '@wsgiproxy/core'
 import {
   asWsgiProxyError,
   createEnvironRestorerFor,
@@ -88,7 +88,7 @@ export function wsgiProxy(
   )
   const restore = createEnvironRestorerFor(restoreOptions, 'wsgiProxy')
   const environOptions = maxHeaders === undefined ? {} : { maxHeaders }
-  const fail = failureResponder(onError ?? logError)
+  const fail = failureResponder(onError ?? logErrors())
   return async (c, next) => {
     let environ: Environ | undefined
     let received: Environ
@@ -150,8 +150,4 @@ function failureResponder(
       })
     }
   }
-}
-
-function logError(error: WsgiProxyError): void {
-  if (error.status >= 500) console.error('wsgiproxy:', error)
 }

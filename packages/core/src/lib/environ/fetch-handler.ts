@@ -1,6 +1,7 @@
 import * as z from 'zod'
 import { buildEnviron, parseToEnvironOptions, toRequest } from './environ.ts'
 import { asWsgiProxyError, WsgiProxyError } from '../errors.ts'
+import { logError } from '../log.ts'
 import { fn, parseOptions } from '../options.ts'
 import { findRemoteAddr } from './peer-address.ts'
 import { discardBody } from '../streams.ts'
@@ -31,8 +32,8 @@ export interface ToFetchHandlerOptions {
   /**
    * Called when the app throws or the request cannot be turned into an environ (then `environ` is
    * `undefined`); see {@link ErrorHook}. Return a response to send instead of the default problem
-   * response. If it throws, a fixed 500 is sent. Default: log errors with status ≥ 500 to
-   * `console.error`.
+   * response. If it throws, a fixed 500 is sent. Default `logErrors()`: one line per error with
+   * status ≥ 500 on `console.error` (with the stack when the app threw).
    */
   onError?: ErrorHook
 }
@@ -131,9 +132,4 @@ function checkScriptName(scriptName: unknown): string {
     'APP_ERROR',
     `toFetchHandler.scriptName must answer "" or a path starting with "/" (got ${JSON.stringify(scriptName)})`,
   )
-}
-
-function logError(error: unknown): void {
-  const status = (error as Partial<WsgiProxyError> | undefined)?.status ?? 500
-  if (status >= 500) console.error('wsgiproxy:', error)
 }

@@ -6,7 +6,7 @@ interface SocketLike {
 
 /**
  * Finds the client address in the second argument a runtime passes to a fetch handler (Hono's
- * `c.env`). This is the one place that knows runtime shapes (DESIGN.md §4):
+ * `c.env`). This is the one place that knows runtime shapes (docs/design.md §4):
  *
  * - `@hono/node-server`: `{ incoming: IncomingMessage }` → `incoming.socket.remoteAddress`
  * - Bun: the `Server`, whose `requestIP(request)` gives `{ address }`

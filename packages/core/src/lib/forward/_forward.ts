@@ -8,6 +8,7 @@ import { WsgiProxyError } from '../errors.ts'
 import { stripHopByHop } from './_hop-by-hop.ts'
 import { discardBody } from '../streams.ts'
 import { errorResponse } from '../problem.ts'
+import { noteAttempt } from '../log.ts'
 import type { AppResponse, Environ, OutboundRequest, ErrorHook, Transport } from '../types.ts'
 
 /** What the forwarding step needs, resolved from validated options. */
@@ -17,12 +18,6 @@ export interface ForwardSettings {
   bodyTimeout: number | false
   exposeErrors: boolean
   onError: ErrorHook<Environ>
-}
-
-/** The default error hook: log failures with status ≥ 500; a client that went away is not an error. */
-export function logProxyError(error: WsgiProxyError): void {
-  if (error.status >= 500 && error.code !== 'METHOD_NOT_SUPPORTED')
-    console.error('wsgiproxy:', error)
 }
 
 /**
@@ -35,6 +30,7 @@ export async function forward(
   environ: Environ,
   settings: ForwardSettings,
 ): Promise<AppResponse> {
+  const start = performance.now()
   const controller = new Cancellation()
   const onClientAbort = (): void =>
     controller.abort(new WsgiProxyError('CLIENT_ABORTED', 'the client closed the request'))
@@ -75,21 +71,28 @@ export async function forward(
   } catch (error) {
     clearTimeout(timer)
     release()
-    return failure(toProxyError(error, controller, outbound.url), environ, settings)
+    const problem = toProxyError(error, controller, outbound.url)
+    noteAttempt(problem, outbound.url.origin, start)
+    return failure(problem, environ, settings)
   }
   clearTimeout(timer)
   if (controller.aborted) {
     // The transport answered although the request was cancelled meanwhile.
     release()
     void discardBody(response.body)
-    return failure(toProxyError(undefined, controller, outbound.url), environ, settings)
+    const problem = toProxyError(undefined, controller, outbound.url)
+    noteAttempt(problem, outbound.url.origin, start)
+    return failure(problem, environ, settings)
   }
   const headers = stripHopByHop(response.headers, 'response')
   if (response.body === null) {
     release()
     return { ...response, headers }
   }
-  const body = watchBody(response.body, controller, outbound.url, settings, environ, release)
+  const body = watchBody(response.body, controller, outbound.url, settings, environ, () => {
+    release()
+    return start
+  })
   return { ...response, headers, body }
 }
 
@@ -129,14 +132,15 @@ function watchBody(
   url: URL,
   settings: ForwardSettings,
   environ: Environ,
-  release: () => void,
+  release: () => number,
 ): AsyncIterable<Uint8Array> {
   const { bodyTimeout } = settings
   let iterator: AsyncIterator<Uint8Array> | undefined
   let done = false
+  let start = 0
   const finish = (): void => {
     done = true
-    release()
+    start = release()
   }
   return {
     [Symbol.asyncIterator]: () => ({
@@ -166,6 +170,7 @@ function watchBody(
                 cause: error,
               })
           controller.abort(problem)
+          noteAttempt(problem, url.origin, start)
           try {
             void Promise.resolve(settings.onError(problem, environ)).catch(() => {})
           } catch {

@@ -114,7 +114,7 @@ interface Outbound {
   body: AsyncIterable<Uint8Array> | null
 }
 
-// The protocol headers of DESIGN.md §6, in the order they are sent.
+// The protocol headers of docs/design.md §6, in the order they are sent.
 function protocolHeaders(
   environ: Environ,
   publicHost: string,

@@ -224,7 +224,11 @@ describe('exactProxy', () => {
   it('answers 501 to TRACE on the fetch transport without logging an error', async () => {
     const upstream = await startUpstream((_req, res) => res.end('never'))
     const codes: string[] = []
-    const app = exactProxy({ allow: ['127.0.0.1'], onError: (e) => void codes.push(e.code) })
+    const app = exactProxy({
+      transport: fetchTransport(),
+      allow: ['127.0.0.1'],
+      onError: (e) => void codes.push(e.code),
+    })
     const res = await app({ ...environOf(`${upstream.origin}/`), REQUEST_METHOD: 'TRACE' })
     expect(res.status).toBe(501)
     expect(codes).toEqual(['METHOD_NOT_SUPPORTED'])
@@ -232,7 +236,11 @@ describe('exactProxy', () => {
 
   it('answers 502 naming the Node transport when fetch refuses a blocked port', async () => {
     const errors: WsgiProxyError[] = []
-    const app = exactProxy({ allow: ['127.0.0.1'], onError: (e) => void errors.push(e) })
+    const app = exactProxy({
+      transport: fetchTransport(),
+      allow: ['127.0.0.1'],
+      onError: (e) => void errors.push(e),
+    })
     const res = await app({ ...environOf('http://127.0.0.1:6000/'), HTTP_HOST: '127.0.0.1:6000' })
     expect(res.status).toBe(502)
     expect(errors[0]?.message).toContain('undiciTransport()')
@@ -252,7 +260,11 @@ describe('exactProxy', () => {
   it('reports that the fetch transport cannot send another Host, naming the Node transport', async () => {
     const upstream = await startUpstream((_req, res) => res.end('never'))
     const errors: WsgiProxyError[] = []
-    const app = exactProxy({ allow: ['127.0.0.1'], onError: (e) => void errors.push(e) })
+    const app = exactProxy({
+      transport: fetchTransport(),
+      allow: ['127.0.0.1'],
+      onError: (e) => void errors.push(e),
+    })
     const res = await app({
       ...environOf(`${upstream.origin}/`),
       HTTP_HOST: 'virtual.example',

@@ -33,7 +33,7 @@ const DECODED_CODINGS: ReadonlySet<string> = new Set(['gzip', 'x-gzip', 'deflate
  * A {@link Transport} on the runtime's `fetch`: redirects passed through (`redirect: 'manual'`),
  * bodies streamed (`duplex: 'half'`), the client's abort and timeouts through the signal.
  *
- * What `fetch` cannot do, and how this transport handles it (DESIGN.md §5, §8; docs/runtimes.md):
+ * What `fetch` cannot do, and how this transport handles it (docs/design.md §5, §8; docs/runtimes.md):
  * - Node's fetch cannot send a `Host` other than the URL's authority: such a request fails with
  *   `HOST_OVERRIDE_UNSUPPORTED` instead of silently sending another Host (use `undiciTransport()`
  *   from `@wsgiproxy/node`). Bun's fetch sends it as given; on Deno the transport sends it

@@ -1,7 +1,7 @@
 import * as z from 'zod'
-import { fetchTransport } from './fetch-transport.ts'
+import { defaultTransport } from '#default-transport'
 import type { ForwardSettings } from './_forward.ts'
-import { logProxyError } from './_forward.ts'
+import { logError } from '../log.ts'
 import { duration, fn } from '../options.ts'
 import type { Environ, ErrorHook, Transport } from '../types.ts'
 
@@ -26,16 +26,22 @@ export interface ProxyTimeouts {
 
 /** The options every forwarding app (`exactProxy`, `createProxyApp`) shares. */
 export interface ForwardOptions {
-  /** Sends the request. Default `fetchTransport()`; on Node, `undiciTransport()` sends any Host. */
+  /**
+   * Sends the request. Default: on Node (the `node` export condition) one shared `undiciTransport()`
+   * for the process, which adds no header and sends any Host; elsewhere `fetchTransport()`.
+   */
   transport?: Transport
   /** Timeouts; see {@link ProxyTimeouts}. */
   timeouts?: ProxyTimeouts
   /**
    * Show error messages (which may name internal addresses) in problem+json bodies. Default
-   * `false`: bodies carry a generic detail (DESIGN.md §8).
+   * `false`: bodies carry a generic detail (docs/design.md §8).
    */
   exposeErrors?: boolean
-  /** Called on every failure; may return the response to send. Default: log status ≥ 500. */
+  /**
+   * Called on every failure; may return the response to send. Default `logErrors()`: one line per
+   * failure with status ≥ 500.
+   */
   onError?: ErrorHook<Environ>
 }
 
@@ -95,7 +101,7 @@ export function forwardOptionsSchema(fields: z.ZodRawShape = {}): z.ZodType {
 /** The forwarding settings of validated {@link ForwardOptions}, defaults filled in. */
 export function forwardSettings(options: ForwardOptions): ForwardSettings {
   return {
-    transport: options.transport ?? fetchTransport(),
+    transport: options.transport ?? defaultTransport(),
     headersTimeout:
       options.timeouts?.upstreamHeaders ??
       options.timeouts?.headers ??
@@ -103,6 +109,6 @@ export function forwardSettings(options: ForwardOptions): ForwardSettings {
     bodyTimeout:
       options.timeouts?.upstreamBody ?? options.timeouts?.body ?? DEFAULT_TIMEOUTS.upstreamBody,
     exposeErrors: options.exposeErrors ?? false,
-    onError: options.onError ?? logProxyError,
+    onError: options.onError ?? logError,
   }
 }

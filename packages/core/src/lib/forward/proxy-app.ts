@@ -143,27 +143,45 @@ function checkCombinations(opts: Omit<ProxyAppOptions, 'href'>, what: string): E
  * The WSGIProxyApp: forwards every request to `href`, telling the backend how the client made
  * it. Request `/article/1?a=b` to href `http://127.0.0.1:8080/myapp?x=1` goes to
  * `/myapp/article/1?a=b&x=1` with `Host: 127.0.0.1:8080` and the protocol headers of
- * DESIGN.md §6: every `X-Forwarded-*`, `Forwarded`, `X-Traversal-*`, `X-WSGIProxy-*`, `Signature`
- * and `Signature-Input` header the client sent is deleted first, and so are the routing and
- * identity headers backend frameworks believe (`X-Real-IP`, `X-Original-URL`,
+ * docs/design.md §6: every `X-Forwarded-*`, `Forwarded`, `X-Traversal-*`, `X-WSGIProxy-*`,
+ * `Signature` and `Signature-Input` header the client sent is deleted first, and so are the
+ * routing and identity headers backend frameworks believe (`X-Real-IP`, `X-Original-URL`,
  * `X-HTTP-Method-Override`, ...; see `trustClientHeaders`), then `X-Forwarded-For`, `-Server`,
  * `-Scheme`, `-Script-Name`, `X-Traversal-Path`, `X-Traversal-Query-String`,
  * `X-WSGIProxy-Version` and one `X-WSGIProxy-{Str,Unicode,Json,Pickle}-N` per configured key
  * present in the environ are set. A backend running `proxyMiddleware` restores the request.
  * Redirects naming the backend are rewritten to host-less paths (see `rewriteLocation`).
  *
- * @param options - the href, keys to forward, transport, timeouts, error handling
+ * @param href - where to forward, with every other option at its default: the same as
+ *   `createProxyApp({ href })`
  * @returns the environ app; its `prepareUpgrade` builds the upstream request of an Upgrade
  *   (WebSocket) request the same way, for `@wsgiproxy/node`'s upgrade listener: 400 unless
  *   `Upgrade` is a list of protocol tokens (RFC 9110 §7.8), which is sent on as the client gave
  *   it, with the `timeouts.upstreamHeaders` the upstream has to answer in
- * @throws WsgiProxyError `INVALID_OPTIONS` for a bad href, key or option combination
+ * @throws WsgiProxyError `INVALID_OPTIONS` for a bad href
+ * @example
+ * export default { fetch: toFetchHandler(createProxyApp('http://127.0.0.1:8080/myapp')) }
+ */
+export function createProxyApp(href: string | URL): UpgradableApp
+/**
+ * The WSGIProxyApp with options: see the form with a URL string above.
+ *
+ * @param options - the href, keys to forward, transport, timeouts, error handling
+ * @returns the environ app, with `prepareUpgrade`
+ * @throws WsgiProxyError `INVALID_OPTIONS` for a bad href, key or option combination, and for a
+ *   value that is neither a URL string nor an options object
  * @example
  * const app = createProxyApp({ href: 'http://127.0.0.1:8080/myapp', stringKeys: ['REMOTE_USER'] })
  * export default { fetch: toFetchHandler(app, { scriptName: '/front' }) }
  */
-export function createProxyApp(options: ProxyAppOptions): UpgradableApp {
-  const opts = parseOptions(proxyAppOptions, options, 'createProxyApp')
+export function createProxyApp(options: ProxyAppOptions): UpgradableApp
+export function createProxyApp(options: ProxyAppOptions | string | URL): UpgradableApp {
+  const opts = parseOptions<ProxyAppOptions>(
+    proxyAppOptions,
+    typeof options === 'string' || options instanceof URL ? { href: options } : options,
+    'createProxyApp',
+    'a URL string or an options object',
+  )
   const href = parseHref(opts.href)
   const keys = checkCombinations(opts, 'createProxyApp')
   const settings = forwardSettings(opts)

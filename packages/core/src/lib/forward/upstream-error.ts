@@ -45,7 +45,7 @@ const DENO_CONNECT_FAILURE = /client error \(Connect\)/
 const BLOCKED_PORT = /Requests to port \d+ are blocked/
 
 /**
- * Maps what a transport's HTTP client threw to the error taxonomy (DESIGN.md §8): unreachable
+ * Maps what a transport's HTTP client threw to the error taxonomy (docs/design.md §8): unreachable
  * 502, connect and headers timeouts 504, an invalid answer 502, a request body that does not
  * match its `Content-Length` 400, anything else a reset 502. A cancelled request gives the
  * cancellation's reason (a `CLIENT_ABORTED` for a reason that is not a `WsgiProxyError`).

@@ -1,4 +1,4 @@
-// Decoding the extra-key headers of a trusted request (DESIGN.md §6), one step per function, in
+// Decoding the extra-key headers of a trusted request (docs/design.md §6), one step per function, in
 // the order `decodeExtraKeys` runs them. Every failure is a WsgiProxyError naming the header; none
 // echoes a key, a value or a parser's message (those stay in `cause`).
 import type * as z from 'zod'
@@ -22,7 +22,7 @@ const KIND_TITLE: Readonly<Record<ExtraKeyKind, string>> = {
   pickle: 'Pickle',
 }
 
-// DESIGN.md §3: `X-WSGIProxy-Str-N` arrives as `HTTP_X_WSGIPROXY_STR_N`.
+// docs/design.md §3: `X-WSGIProxy-Str-N` arrives as `HTTP_X_WSGIPROXY_STR_N`.
 const ENVIRON_PREFIX = 'HTTP_X_WSGIPROXY_'
 const HEADER_ENVIRON_KEY = /^HTTP_X_WSGIPROXY_(STR|UNICODE|JSON|PICKLE)_/i
 // N counts from 0 per kind, decimal without leading zeros, below MAX_PROTOCOL_HEADERS.

@@ -1,4 +1,4 @@
-// Encoding one extra-key value (DESIGN.md §6) in two steps: the value as text for its kind, then
+// Encoding one extra-key value (docs/design.md §6) in two steps: the value as text for its kind, then
 // that text as it goes on the wire (as it is, or "b64" + base64 of its bytes).
 import { WsgiProxyError } from '../errors.ts'
 import type { ExtraKeyKind, PickleCodec } from './extra-key-format.ts'
@@ -139,6 +139,6 @@ function pickleText(what: string, value: unknown, pickleCodec: PickleCodec | und
 
 function tooLong(what: string): WsgiProxyError {
   return invalidValue(
-    `${what} encodes to more than ${MAX_ENCODED_VALUE_LENGTH} characters (DESIGN.md §6 cap)`,
+    `${what} encodes to more than ${MAX_ENCODED_VALUE_LENGTH} characters (docs/design.md §6 cap)`,
   )
 }

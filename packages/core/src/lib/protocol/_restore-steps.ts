@@ -1,4 +1,4 @@
-// The steps a restorer runs on a request it accepted (DESIGN.md §6): strip the protocol keys,
+// The steps a restorer runs on a request it accepted (docs/design.md §6): strip the protocol keys,
 // restore what a trusted front forwarded (host, scheme, client, paths, extra keys), then apply
 // the values the options force (prefix / popPrefix, scheme, host, domain, port).
 import { isValidHost, parseHost } from '../environ/environ.ts'

@@ -1,4 +1,4 @@
-// Whether a restorer believes a request's protocol headers (DESIGN.md §6): trusted peers
+// Whether a restorer believes a request's protocol headers (docs/design.md §6): trusted peers
 // (`trustIps`), a valid RFC 9421 signature, or both, as `mode` and `requireSignature` say.
 import type { RejectReason, Verifier, VerifyOutcome } from '../signing/verifier.ts'
 import type { Environ } from '../types.ts'

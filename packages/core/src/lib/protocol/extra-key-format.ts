@@ -1,4 +1,4 @@
-// The extra-key vocabulary both directions of the codec share (DESIGN.md §6): the kinds, the caps,
+// The extra-key vocabulary both directions of the codec share (docs/design.md §6): the kinds, the caps,
 // what a key may be and what a value may look like on the wire. `header-codec.ts` re-exports the
 // public names; the helpers below serve `_codec-encode.ts` and `_codec-decode.ts`.
 
@@ -13,19 +13,19 @@ export interface PickleCodec {
   parse(text: string): unknown
 }
 
-// DESIGN.md §6: "Caps: 64 X-WSGIProxy-* headers" (the Str/Unicode/Json/Pickle-N ones).
+// docs/design.md §6: "Caps: 64 X-WSGIProxy-* headers" (the Str/Unicode/Json/Pickle-N ones).
 /** At most this many `X-WSGIProxy-{Str,Unicode,Json,Pickle}-N` headers go with one request. */
 export const MAX_PROTOCOL_HEADERS = 64
 
-// DESIGN.md §6: "4 KiB per value", counted as it goes on the wire ("b64" + base64 included).
+// docs/design.md §6: "4 KiB per value", counted as it goes on the wire ("b64" + base64 included).
 /** At most this many characters in one encoded value. */
 export const MAX_ENCODED_VALUE_LENGTH = 4096
 
-// DESIGN.md §6: extra keys are identifiers, dotted names or dashed names, at most 128 characters.
+// docs/design.md §6: extra keys are identifiers, dotted names or dashed names, at most 128 characters.
 /** What an extra key looks like. */
 export const EXTRA_KEY_PATTERN: RegExp = /^[A-Za-z_][A-Za-z0-9_.-]{0,127}$/
 
-// DESIGN.md §6: keys that would pollute a prototype when merged into an object, or shadow a
+// docs/design.md §6: keys that would pollute a prototype when merged into an object, or shadow a
 // method every environ inherits (`environ.hasOwnProperty(...)`, `String(environ)`): `prototype`
 // and the properties of Object.prototype (ECMA-262 §20.1.3, Annex B.2.2). A fixed list, so both
 // sides refuse the same keys whatever their runtime adds.
@@ -45,7 +45,7 @@ const FORBIDDEN_KEYS: ReadonlySet<string> = new Set([
   '__lookupSetter__',
 ])
 
-// DESIGN.md §3 and §6: keys the protocol restores itself (or PEP 3333 reserves); an extra key
+// docs/design.md §3 and §6: keys the protocol restores itself (or PEP 3333 reserves); an extra key
 // must not overwrite them.
 const RESERVED_KEYS: ReadonlySet<string> = new Set([
   'REQUEST_METHOD',
@@ -61,7 +61,7 @@ const RESERVED_KEYS: ReadonlySet<string> = new Set([
 ])
 const RESERVED_PREFIXES: readonly string[] = ['HTTP_', 'wsgi.', 'wsgiproxy.']
 
-// DESIGN.md §6: a value goes as it is when it is printable ASCII (0x20-0x7E), not empty, with no
+// docs/design.md §6: a value goes as it is when it is printable ASCII (0x20-0x7E), not empty, with no
 // leading or trailing space.
 /** A value that travels as it is, without base64. */
 export const RAW_VALUE: RegExp = /^[\x21-\x7E](?:[\x20-\x7E]*[\x21-\x7E])?$/

@@ -1,4 +1,4 @@
-// The extra-key headers of the wsgiproxy wire protocol (DESIGN.md §6):
+// The extra-key headers of the wsgiproxy wire protocol (docs/design.md §6):
 // `X-WSGIProxy-{Str,Unicode,Json,Pickle}-N: <percent-encoded key> <value>`.
 // The vocabulary both directions share is in extra-key-format.ts; the steps in _codec-encode.ts
 // and _codec-decode.ts.
@@ -49,12 +49,12 @@ export interface DecodeExtraKeysOptions {
   jsonSchemas?: Readonly<Record<string, z.ZodType>> | undefined
   /**
    * Decodes `X-WSGIProxy-Pickle-N` values. Default: none, and pickle headers are left undecoded
-   * (deserializing untrusted rich data is an attack surface; DESIGN.md §6).
+   * (deserializing untrusted rich data is an attack surface; docs/design.md §6).
    */
   pickleCodec?: PickleCodec | undefined
 }
 
-// DESIGN.md §6: the kinds in the order their headers are emitted.
+// docs/design.md §6: the kinds in the order their headers are emitted.
 const KINDS: readonly ExtraKeyKind[] = ['str', 'unicode', 'json', 'pickle']
 
 /**
@@ -83,7 +83,7 @@ export function assertExtraKey(key: string, option: string): void {
 }
 
 /**
- * Encodes one value for the wire (DESIGN.md §6): as it is when it is printable ASCII, not empty,
+ * Encodes one value for the wire (docs/design.md §6): as it is when it is printable ASCII, not empty,
  * without leading or trailing space and not starting with `b64`; otherwise `b64` + standard
  * base64 of its bytes. `str` values are byte strings (every code unit at most 0xFF); `unicode`
  * values are sent as UTF-8; `json` values as the UTF-8 of `JSON.stringify`; `pickle` values as

@@ -1,4 +1,4 @@
-// The wsgiproxy wire protocol, version 0.2 (DESIGN.md §6): header names both sides agree on.
+// The wsgiproxy wire protocol, version 0.2 (docs/design.md §6): header names both sides agree on.
 
 /** The protocol version sent in `X-WSGIProxy-Version`. */
 export const PROTOCOL_VERSION = '0.2'

@@ -100,7 +100,7 @@ export type EnvironRestorer = (environ: Environ) => Promise<RestoreResult>
 
 /**
  * The WSGIProxyMiddleware: on the backend, restores the request as the client made it from the
- * headers a trusted front proxy set (DESIGN.md §6): `X-Forwarded-Server` → `HTTP_HOST`,
+ * headers a trusted front proxy set (docs/design.md §6): `X-Forwarded-Server` → `HTTP_HOST`,
  * `SERVER_NAME`, `SERVER_PORT`; `X-Forwarded-Scheme` → `wsgi.url_scheme`; `X-Forwarded-For` →
  * `REMOTE_ADDR`; `X-Traversal-Path` removed from the front of `PATH_INFO`;
  * `X-Forwarded-Script-Name` prepended to `SCRIPT_NAME`; extra keys decoded. Then `prefix` /

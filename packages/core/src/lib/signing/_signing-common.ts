@@ -1,5 +1,5 @@
 // What the signer and the verifier share: the component lists, option schemas and body helpers of
-// the wsgiproxy profile (signing.md §2.3). Internal: nothing here is re-exported.
+// the wsgiproxy profile (docs/signing.md, "What is signed"). Internal: nothing here is re-exported.
 import * as z from 'zod'
 import type { KeySource } from './profile.ts'
 import { DERIVED_COMPONENTS } from './signature.ts'

@@ -1,4 +1,4 @@
-// Steps 1-6 of `createVerifier().verify` (signing.md §2.4 steps 1-5), in the order it runs them:
+// Steps 1-6 of `createVerifier().verify` (docs/signing.md, "How the backend decides"), in the order it runs them:
 // everything decided from the signature fields and the key set, before the clock, the message or
 // the MAC is consulted. Each returns what the next step needs, or a `Stop`; the order is
 // observable through the reject reasons.

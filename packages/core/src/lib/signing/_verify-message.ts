@@ -1,4 +1,4 @@
-// Steps 7-11 of `createVerifier().verify` (signing.md §2.4 steps 6-10), in the order it runs them:
+// Steps 7-11 of `createVerifier().verify` (docs/signing.md, "How the backend decides"), in the order it runs them:
 // the time window, the signature base and MAC, the replay store and the body digest. Each returns
 // what the next step needs, or a `Stop`; the order is observable through the reject reasons.
 import { isInnerList } from 'structured-headers'
@@ -23,7 +23,7 @@ export interface TimeWindow {
   skewSeconds: number
 }
 
-/** Step 7: checks the time window, in seconds, bounds inclusive (signing.md §2.4 step 6). */
+/** Step 7: checks the time window, in seconds, bounds inclusive (docs/signing.md, "How the backend decides"). */
 export function checkTimeWindow(
   { created, expires }: { created: number; expires: number },
   now: number,
@@ -155,7 +155,7 @@ async function checkDigest(
   return undefined
 }
 
-/** The message view of a received request (signing.md §2.3: both ends normalize alike). */
+/** The message view of a received request (docs/signing.md, "What is signed": both ends normalize alike). */
 function environView(environ: Environ, expectedAuthority: string | undefined): MessageView {
   const scheme = environ['wsgi.url_scheme']
   return {

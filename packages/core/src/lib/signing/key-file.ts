@@ -6,7 +6,7 @@ import type { SigningKey } from '../types.ts'
 
 /**
  * The fewest secret bytes a key may have: 32 random bytes, the output size of SHA-256
- * (RFC 2104 §3: keys shorter than the hash output are discouraged; DESIGN.md §7).
+ * (RFC 2104 §3: keys shorter than the hash output are discouraged; docs/design.md §7).
  */
 export const MIN_SECRET_BYTES = 32
 
@@ -23,7 +23,7 @@ const parseKeyFileOptions = z.strictObject({
   allowWeakSecret: z.boolean().optional(),
 })
 
-// Key ids are public and go into the `keyid` signature parameter (signing.md §2.7).
+// Key ids are public and go into the `keyid` signature parameter (docs/signing.md, "Keys").
 const KEY_ID = /^[A-Za-z0-9._~-]{1,64}$/
 // RFC 4648 §4: the standard alphabet with `=` padding; nothing else is accepted.
 const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/

@@ -1,4 +1,4 @@
-// The public constants of the wsgiproxy signature profile (DESIGN.md §7, signing.md §2.3-2.8),
+// The public constants of the wsgiproxy signature profile (docs/design.md §7, docs/signing.md),
 // shared by the signer and the verifier.
 import type { SigningKey } from '../types.ts'
 
@@ -9,7 +9,7 @@ import type { SigningKey } from '../types.ts'
  */
 export type KeySource = readonly SigningKey[] | (() => readonly SigningKey[])
 
-// The profile's label and `tag` (signing.md §2.3).
+// The profile's label and `tag` (docs/signing.md, "What is signed").
 /** The signature label and the value of its `tag` parameter. */
 export const SIGNATURE_TAG = 'wsgiproxy'
 
@@ -17,8 +17,8 @@ export const SIGNATURE_TAG = 'wsgiproxy'
 /** The only `alg` a verifier accepts (the signer leaves it out). */
 export const SIGNATURE_ALGORITHM = 'hmac-sha256'
 
-/** The most components one signature may cover (signing.md §2.4 step 5). */
+/** The most components one signature may cover (docs/signing.md, "How the backend decides"). */
 export const MAX_COVERED_COMPONENTS = 32
 
-/** The longest `Signature` or `Signature-Input` value accepted, in characters (signing.md §2.4). */
+/** The longest `Signature` or `Signature-Input` value accepted, in characters (docs/signing.md, "How the backend decides"). */
 export const MAX_SIGNATURE_FIELD_LENGTH = 8192

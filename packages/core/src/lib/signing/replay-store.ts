@@ -38,7 +38,7 @@ const memoryReplayStoreOptions = z.strictObject({
  *   correctly: an expired entry never answers `replay`, and before answering `full` the store
  *   scans for expired entries (at most once per earliest expiry).
  * - When it is full of live entries it answers `full` and **never evicts a live entry**: that
- *   would reopen the replay window for it (signing.md §2.6).
+ *   would reopen the replay window for it (docs/signing.md, "Replay store and replicas").
  *
  * It only protects one process. With N replicas that each keep their own store, a captured
  * request can be replayed up to N-1 more times inside its window, so replicas need one shared

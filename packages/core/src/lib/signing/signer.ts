@@ -1,4 +1,4 @@
-// The front proxy's side of the wsgiproxy signature profile (DESIGN.md §7, signing.md §2.3): signs
+// The front proxy's side of the wsgiproxy signature profile (docs/design.md §7, docs/signing.md, "What is signed"): signs
 // each outgoing request with hmac-sha256, a fresh nonce and an optional RFC 9530 body digest.
 import * as z from 'zod'
 import { WsgiProxyError } from '../errors.ts'
@@ -102,7 +102,7 @@ const signerOptions = z.strictObject({
 /**
  * Creates the front proxy's signer: signs each outgoing request with the first key, covering the
  * method, authority, path, query, content headers, the body digest (when on) and every protocol
- * header the proxy emits (DESIGN.md §7).
+ * header the proxy emits (docs/design.md §7).
  *
  * The signer must sign exactly what is sent: the URL passed to the transport (its `host` is the
  * `@authority`, so the transport must send `Host` equal to `url.host`) and the headers as given.

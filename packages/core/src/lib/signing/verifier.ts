@@ -1,4 +1,4 @@
-// The backend's side of the wsgiproxy signature profile (DESIGN.md §7, signing.md §2.4): checks
+// The backend's side of the wsgiproxy signature profile (docs/design.md §7, docs/signing.md, "How the backend decides"): checks
 // the one `wsgiproxy` signature of a request, step by step (_verify-fields.ts, _verify-message.ts).
 import * as z from 'zod'
 import { fn, parseOptions } from '../options.ts'
@@ -137,7 +137,7 @@ const verifierOptions = z.strictObject({
 /**
  * Creates the backend's verifier: accepts a request when it carries exactly one `wsgiproxy`
  * signature that follows the profile, is fresh, verifies with the key its `keyid` names, and
- * whose nonce was not seen before (DESIGN.md §7, signing.md §2.4).
+ * whose nonce was not seen before (docs/design.md §7, docs/signing.md, "How the backend decides").
  *
  * The checks run in this order, cheapest first: field caps (431), Structured Fields parsing,
  * parameter and component policy, time window, signature base, MAC, replay store (the nonce is

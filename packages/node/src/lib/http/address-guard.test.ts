@@ -7,7 +7,7 @@ import { closeAll, register, send, startUpstream } from '@wsgiproxy/test-kit/ser
 import { createSelfCheck, resolveHost } from './address-guard.ts'
 import type { Served } from './serve.ts'
 import { serve } from './serve.ts'
-import { undiciTransport } from './undici-transport.ts'
+import { undiciTransport } from '@wsgiproxy/core/undici'
 
 /**
  * Serves the exact proxy as a Node deployment would: undici, `resolveHost`, and `createSelfCheck`

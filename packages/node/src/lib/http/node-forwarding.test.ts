@@ -6,7 +6,7 @@ import { describeForwarding } from '@wsgiproxy/test-kit/forwarding-suite'
 import type { Running } from '@wsgiproxy/test-kit/servers'
 import { closeAll, echoEnviron, register, send } from '@wsgiproxy/test-kit/servers'
 import { serve } from './serve.ts'
-import { undiciTransport } from './undici-transport.ts'
+import { undiciTransport } from '@wsgiproxy/core/undici'
 import { startNodeExactProxy } from '@wsgiproxy/test-kit/node-proxy'
 
 async function serveRegistered(app: EnvironApp): Promise<Running> {

@@ -1,14 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type * as z from 'zod'
-import { errorResponse } from '@wsgiproxy/core'
-import type {
-  AppResponse,
-  Environ,
-  EnvironApp,
-  ErrorHook,
-  ToEnvironOptions,
-  WsgiProxyError,
-} from '@wsgiproxy/core'
+import { errorResponse, logErrors } from '@wsgiproxy/core'
+import type { AppResponse, Environ, EnvironApp, ErrorHook, ToEnvironOptions } from '@wsgiproxy/core'
 import { asWsgiProxyError, environFromParts, parseOptions } from '@wsgiproxy/core/adapter'
 import { ClientState } from './_client-state.ts'
 import { headerLines, noop } from './_node-util.ts'
@@ -96,7 +89,7 @@ export function toNodeListener(
     ...(opts.maxHeaders === undefined ? {} : { maxHeaders: opts.maxHeaders }),
   })
   const exposeErrors = opts.exposeErrors ?? false
-  const onError = opts.onError ?? logError
+  const onError = opts.onError ?? logErrors()
 
   async function fail(error: unknown, environ: Environ | undefined): Promise<AppResponse> {
     try {
@@ -151,8 +144,4 @@ export function toNodeListener(
 function hasBody(req: IncomingMessage): boolean {
   const length = req.headers['content-length']
   return req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0')
-}
-
-function logError(error: WsgiProxyError): void {
-  if (error.status >= 500) console.error('wsgiproxy:', error)
 }

@@ -146,8 +146,9 @@ const serveOptions = optionsObject({
  * @returns the running server once it listens
  * @throws WsgiProxyError `INVALID_OPTIONS` naming the bad option; the `listen` error (`EADDRINUSE`, ...)
  * @example
- * await using served = await serve(exactProxy({ transport: undiciTransport() }), { port: 8080 })
+ * const served = await serve(exactProxy(), { port: 8080 })
  * console.log(`listening on ${served.url}`)
+ * process.once('SIGTERM', () => void served.close())
  */
 export async function serve(app: EnvironApp, options: ServeOptions = {}): Promise<Served> {
   const opts = parseOptions(serveOptions, options, 'serve')

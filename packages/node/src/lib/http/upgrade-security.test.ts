@@ -10,7 +10,7 @@ import { cleanupSpawners, NODE, spawner, waitFor } from '@wsgiproxy/test-kit/spa
 import { serve } from './serve.ts'
 import type { ServeOptions, Served } from './serve.ts'
 import { toNodeUpgradeListener } from './upgrade.ts'
-import { undiciTransport } from './undici-transport.ts'
+import { undiciTransport } from '@wsgiproxy/core/undici'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 

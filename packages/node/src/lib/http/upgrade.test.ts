@@ -11,7 +11,7 @@ import type { RawData } from 'ws'
 import { serve } from './serve.ts'
 import type { Served } from './serve.ts'
 import { toNodeUpgradeListener } from './upgrade.ts'
-import { undiciTransport } from './undici-transport.ts'
+import { undiciTransport } from '@wsgiproxy/core/undici'
 
 const plainApp: EnvironApp = () => ({ status: 200, headers: [], body: null })
 

@@ -22,8 +22,8 @@ import type { SpawnerOptions, SpawnerSettings } from './options.ts'
 import { closedError, SpawnerError } from './spawner-error.ts'
 import type { SpawnerExit } from './spawner-error.ts'
 import type { Spawner, SpawnerEvents, SpawnerStatus } from './spawner.ts'
-import { undiciTransport } from '../http/undici-transport.ts'
-import type { UndiciTransport } from '../http/undici-transport.ts'
+import { undiciTransport } from '@wsgiproxy/core/undici'
+import type { UndiciTransport } from '@wsgiproxy/core/undici'
 
 /** The {@link Spawner} that `createSpawner` returns. */
 export class BackendSpawner extends EventEmitter<SpawnerEvents> implements Spawner {

@@ -1,4 +1,4 @@
-// The spawner's state machine (DESIGN.md §9): its states and the moves between them, the count of
+// The spawner's state machine (docs/design.md §9): its states and the moves between them, the count of
 // failures in a row, and the timers that act on their own: the end of a backoff, the idle stop and
 // the reset of the failure count.
 import type { SpawnerBackoff } from './options.ts'

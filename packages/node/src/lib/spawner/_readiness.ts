@@ -6,7 +6,7 @@ import { connect } from 'node:net'
 /** The loopback addresses probed on every round: a server bound to `localhost` may be either. */
 export const LOOPBACK_HOSTS: readonly ['127.0.0.1', '::1'] = ['127.0.0.1', '::1']
 
-// 25 ms doubling to 250 ms: quick for a fast backend, cheap for a slow one (DESIGN.md §9).
+// 25 ms doubling to 250 ms: quick for a fast backend, cheap for a slow one (docs/design.md §9).
 const FIRST_DELAY = 25
 const MAX_DELAY = 250
 // One connect attempt may take this long before it counts as a miss.

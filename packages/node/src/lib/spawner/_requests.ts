@@ -1,6 +1,6 @@
 // The environ app of a spawner: a request (or WebSocket upgrade) takes the ready backend or waits
 // for one, is forwarded, and stays in flight until its response body or upgraded connection ends,
-// so that an idle stop never cuts it. Failures become responses, never exceptions (DESIGN.md §8).
+// so that an idle stop never cuts it. Failures become responses, never exceptions (docs/design.md §8).
 import { errorResponse, problemResponse, WsgiProxyError } from '@wsgiproxy/core'
 import { isAppResponse } from '@wsgiproxy/core/adapter'
 import type { AppResponse, Environ, ErrorHook, UpgradableApp, UpgradeTarget } from '@wsgiproxy/core'
@@ -46,7 +46,7 @@ export async function failureResponse(
   }
   const spawnerError = problem instanceof SpawnerError ? problem : undefined
   const logs = spawnerError?.recentLogs ?? []
-  // The output may name paths, addresses and secrets: only with exposeErrors (DESIGN.md §8).
+  // The output may name paths, addresses and secrets: only with exposeErrors (docs/design.md §8).
   const response =
     exposeErrors && logs.length > 0
       ? problemResponse(

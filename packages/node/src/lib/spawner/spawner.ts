@@ -18,7 +18,7 @@ export type {
 export type { SpawnerErrorOptions, SpawnerExit } from './spawner-error.ts'
 export { SpawnerError } from './spawner-error.ts'
 
-/** The states of a {@link Spawner} (DESIGN.md §9). */
+/** The states of a {@link Spawner} (docs/design.md §9). */
 export type SpawnerState = 'idle' | 'starting' | 'ready' | 'stopping' | 'backoff' | 'closed'
 
 /** Why a backend was stopped: idle shutdown, `restart()`, start timeout, `close()`. */
@@ -128,11 +128,14 @@ export interface Spawner extends EventEmitter<SpawnerEvents> {
  * @returns the spawner; serve `spawner.app`
  * @throws WsgiProxyError `INVALID_OPTIONS` for bad options
  * @example
- * await using spawner = createSpawner({
+ * const spawner = createSpawner({
  *   command: 'python3 -m myapp --port __PORT__',
  *   idleTimeout: 15 * 60_000,
  * })
  * const served = await serve(spawner.app, { port: 8000 })
+ * // on shutdown
+ * await served.close()
+ * await spawner.close()
  */
 export function createSpawner(options: SpawnerOptions): Spawner {
   return new BackendSpawner(options)

@@ -1,19 +1,18 @@
+// Node only: loaded through the `node` condition of `#default-transport` (core's default transport
+// on Node) and the `@wsgiproxy/core/undici` entry (which `@wsgiproxy/node` re-exports). The rest
+// of core stays on Web globals; this folder is the one place that may use Node and undici.
 import { STATUS_CODES } from 'node:http'
 import type { Readable } from 'node:stream'
-import type { AppResponse, OutboundRequest, Transport } from '@wsgiproxy/core'
-import { WsgiProxyError } from '@wsgiproxy/core'
-import type { CancelHook } from '@wsgiproxy/core/adapter'
-import {
-  cancellationOf,
-  mayRetry,
-  parseOptions,
-  subscribeToCancellation,
-  toUpstreamError,
-} from '@wsgiproxy/core/adapter'
 import type { Dispatcher } from 'undici'
 import { Agent } from 'undici'
 import * as z from 'zod'
-import { optionsObject, wholeNumber } from './_options.ts'
+import { WsgiProxyError } from '../errors.ts'
+import type { CancelHook } from '../forward/cancellation.ts'
+import { cancellationOf, subscribeToCancellation } from '../forward/cancellation.ts'
+import { mayRetry, toUpstreamError } from '../forward/upstream-error.ts'
+import { parseOptions } from '../options.ts'
+import { optionsObject, wholeNumber } from '../schemas.ts'
+import type { AppResponse, OutboundRequest, Transport } from '../types.ts'
 
 /** Options of {@link undiciTransport}. */
 export interface UndiciTransportOptions {

@@ -6,19 +6,13 @@ import { createServer as createNetServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { gzipSync } from 'node:zlib'
-import type {
-  AppResponse,
-  Environ,
-  EnvironApp,
-  ExactProxyOptions,
-  Transport,
-} from '@wsgiproxy/core'
+import type { AppResponse, Environ, EnvironApp, ExactProxyOptions, Transport } from '../../index.ts'
 import {
   exactProxy as coreExactProxy,
   fetchTransport,
   toEnviron,
   WsgiProxyError,
-} from '@wsgiproxy/core'
+} from '../../index.ts'
 import { Agent, errors, fetch as undiciFetch } from 'undici'
 import { afterEach, describe, expect, it } from 'vitest'
 import { describeForwarding } from '@wsgiproxy/test-kit/forwarding-suite'
@@ -46,7 +40,7 @@ afterEach(async () => {
   await Promise.all(transports.splice(0).map((transport) => transport.close()))
 })
 
-// The shared forwarding suite (DESIGN.md §8) behind a fetch front, with this transport.
+// The shared forwarding suite (docs/design.md §8) behind a fetch front, with this transport.
 describeForwarding('toFetchHandler on @hono/node-server, undiciTransport', (port, options) => {
   const proxy = exactProxy({ ...options, transport: transportFor() })
   return startFetchFront((environ) =>
