@@ -37,6 +37,7 @@ export type { ProxyAppOptions } from './lib/forward/proxy-app.ts'
 export { createProxyApp } from './lib/forward/proxy-app.ts'
 export type {
   EnvironRestorer,
+  ProtocolWarning,
   ProxyMiddlewareOptions,
   RestoreResult,
 } from './lib/protocol/proxy-middleware.ts'

@@ -38,6 +38,8 @@ const FORWARDED_FIELDS: Record<Exclude<keyof ProxyAppOptions, 'href' | 'onError'
   pickleKeys: ANY,
   pickleCodec: ANY,
   forwarded: ANY,
+  xForwarded: ANY,
+  compat: ANY,
   rewriteLocation: ANY,
   trustClientHeaders: ANY,
   signer: ANY,

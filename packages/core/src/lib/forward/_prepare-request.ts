@@ -40,6 +40,10 @@ export interface PrepareSettings {
   pickleCodec: PickleCodec | undefined
   /** Whether to send an RFC 7239 `Forwarded` header. */
   forwarded: boolean
+  /** Whether to send `X-Forwarded-Host` and `X-Forwarded-Proto`. */
+  xForwarded: boolean
+  /** Send WSGIProxy 0.1 (`'wsgiproxy-0.1'`) instead of 0.2. */
+  compat: 'wsgiproxy-0.1' | undefined
   /** Signs the request after all headers are set. */
   signer: Signer | undefined
   /** Client headers not to forward (protocol headers and the spoofable ones not trusted). */
@@ -86,7 +90,8 @@ export async function prepareRequest(
   headers.push(...protocolHeaders(environ, publicHost, scriptName, settings))
   if (settings.extraKeys !== undefined) {
     try {
-      headers.push(...encodeExtraKeys(environ, settings.extraKeys, settings.pickleCodec))
+      const { extraKeys, pickleCodec, compat } = settings
+      headers.push(...encodeExtraKeys(environ, extraKeys, pickleCodec, compat !== undefined))
     } catch (error) {
       return notPrepared(error, environ, settings)
     }
@@ -131,11 +136,17 @@ function protocolHeaders(
   headers.push([PROTOCOL_HEADERS.forwardedServer, publicHost])
   headers.push([PROTOCOL_HEADERS.forwardedScheme, scheme])
   if (scriptName !== '') headers.push([PROTOCOL_HEADERS.forwardedScriptName, scriptName])
+  // The WSGIProxy 0.1 middleware reads the script name from X-Script-Name.
+  const v01 = settings.compat === 'wsgiproxy-0.1'
+  if (v01 && scriptName !== '') headers.push(['x-script-name', scriptName])
   if (href.path !== '') headers.push([PROTOCOL_HEADERS.traversalPath, href.path])
   if (href.query !== '') headers.push([PROTOCOL_HEADERS.traversalQueryString, href.query])
-  headers.push([PROTOCOL_HEADERS.version, PROTOCOL_VERSION])
+  headers.push([PROTOCOL_HEADERS.version, v01 ? '0.1' : PROTOCOL_VERSION])
   if (settings.forwarded) {
     headers.push([PROTOCOL_HEADERS.forwarded, forwardedValue(remoteAddr, publicHost, scheme)])
+  }
+  if (settings.xForwarded) {
+    headers.push(['x-forwarded-host', publicHost], ['x-forwarded-proto', scheme])
   }
   return headers
 }

@@ -38,6 +38,18 @@ export interface ProxyAppOptions extends ForwardOptions {
   /** Also send an RFC 7239 `Forwarded` header. Default `false`. */
   forwarded?: boolean
   /**
+   * Also send `X-Forwarded-Host` (the public host) and `X-Forwarded-Proto` (the scheme), the
+   * names Express, Django, Rails and most frameworks read. Default `false`.
+   */
+  xForwarded?: boolean
+  /**
+   * `'wsgiproxy-0.1'`: send what a WSGIProxy 0.1 receiver (Python Paste's
+   * `WSGIProxyMiddleware`) accepts: `X-WSGIProxy-Version: 0.1`, `X-Script-Name` beside
+   * `X-Forwarded-Script-Name`, extra-key values as raw UTF-8 where 0.1 allows it (str values are
+   * text), JSON ASCII-only, the empty value as `b64` (docs/protocol.md). Default: protocol 0.2.
+   */
+  compat?: 'wsgiproxy-0.1'
+  /**
    * Rewrite `Location` / `Content-Location` that name the backend to a path-absolute reference on
    * the public side (href path swapped for the script name: `http://backend/myapp/x` →
    * `/front/x`), and drop the backend's origin from one outside the href path
@@ -77,6 +89,8 @@ const proxyAppFields = {
     .object({ stringify: fn<PickleCodec['stringify']>(), parse: fn<PickleCodec['parse']>() })
     .optional(),
   forwarded: z.boolean().optional(),
+  xForwarded: z.boolean().optional(),
+  compat: z.literal('wsgiproxy-0.1').optional(),
   signer: z
     .custom<Signer>(
       (v) => typeof (v as Partial<Signer> | null)?.sign === 'function',
@@ -194,6 +208,8 @@ export function createProxyApp(options: ProxyAppOptions | string | URL): Upgrada
         : undefined,
     pickleCodec: opts.pickleCodec,
     forwarded: opts.forwarded ?? false,
+    xForwarded: opts.xForwarded ?? false,
+    compat: opts.compat,
     signer: opts.signer,
     skipHeader: (name) => isProtocolHeader(name) || deleted.has(name),
     forward: settings,

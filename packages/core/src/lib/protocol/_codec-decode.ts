@@ -13,6 +13,7 @@ import {
   MAX_PROTOCOL_HEADERS,
   pollutionProblem,
   RAW_VALUE,
+  RAW_VALUE_01,
 } from './extra-key-format.ts'
 
 const KIND_TITLE: Readonly<Record<ExtraKeyKind, string>> = {
@@ -115,12 +116,19 @@ export function claimHeaderNumber(found: FoundHeader, seen: Set<string>): string
  *
  * @param header - the header's name, for messages
  * @param line - the header's environ value
+ * @param wsgiproxy01 - read it as a WSGIProxy 0.1 front sends it: a line without a space is a key
+ *   with an empty value (the front writes `KEY `, and the trailing space is lost on the wire)
  * @returns the decoded key and the still encoded value
  */
-export function splitHeaderLine(header: string, line: unknown): { key: string; encoded: string } {
+export function splitHeaderLine(
+  header: string,
+  line: unknown,
+  wsgiproxy01 = false,
+): { key: string; encoded: string } {
   if (typeof line !== 'string') throw badHeader(header, `expected a string (got ${kindOf(line)})`)
   if (line.length > MAX_HEADER_VALUE_LENGTH) throw headerTooLarge(header)
-  const space = line.indexOf(' ')
+  let space = line.indexOf(' ')
+  if (space === -1 && wsgiproxy01) space = line.length
   if (space === -1) throw badHeader(header, 'expected "<key> <value>" (got no space)')
   const encoded = line.slice(space + 1)
   if (encoded.length > MAX_ENCODED_VALUE_LENGTH) throw headerTooLarge(header)
@@ -141,6 +149,8 @@ export function splitHeaderLine(header: string, line: unknown): { key: string; e
  * @param kind - the header's kind
  * @param encoded - the value as it came
  * @param pickleCodec - parses `pickle` values
+ * @param wsgiproxy01 - read it as a WSGIProxy 0.1 front sends it: raw values may hold DEL and
+ *   UTF-8 bytes, and every value's bytes are UTF-8 text, `str` ones too
  * @returns the value
  */
 export function decodeExtraValue(
@@ -148,8 +158,9 @@ export function decodeExtraValue(
   kind: ExtraKeyKind,
   encoded: string,
   pickleCodec: PickleCodec | undefined,
+  wsgiproxy01 = false,
 ): unknown {
-  const text = decodeText(header, kind, encoded)
+  const text = wsgiproxy01 ? decodeText01(header, encoded) : decodeText(header, kind, encoded)
   if (kind === 'json') return parseJson(header, text)
   if (kind === 'pickle' && pickleCodec !== undefined) {
     try {
@@ -227,12 +238,40 @@ function decodeText(header: string, kind: ExtraKeyKind, encoded: string): string
   const binary = atob(base64)
   // A str value is a byte string: one code unit per byte, as atob gives it.
   if (kind === 'str') return binary
+  return utf8Text(header, binary, 'expected UTF-8 after base64 decoding')
+}
+
+// WSGIProxy 0.1 (docs/protocol.md): raw values are the UTF-8 bytes of the text (a header value
+// arrives one code unit per byte), b64 ones base64 of them; every kind is text.
+function decodeText01(header: string, encoded: string): string {
+  if (encoded.startsWith(B64_PREFIX)) {
+    const base64 = encoded.slice(B64_PREFIX.length)
+    if (!isCanonicalBase64(base64)) {
+      throw badHeader(header, 'expected canonical standard base64 after "b64" (RFC 4648 §4)')
+    }
+    return utf8Text(header, atob(base64), 'expected UTF-8 after base64 decoding')
+  }
+  if (!RAW_VALUE_01.test(encoded)) {
+    throw badHeader(
+      header,
+      'expected a value without control characters or leading or trailing space, or "b64" and base64',
+    )
+  }
+  return utf8Text(header, encoded, 'expected UTF-8')
+}
+
+// A byte string (one code unit per byte, each 0-255) read as UTF-8.
+function utf8Text(header: string, binary: string, problem: string): string {
+  // ASCII needs no decoding; a code unit above 255 is not a byte.
+  if (!/[\u0080-\uFFFF]/.test(binary)) return binary
+  if (/[\u0100-\uFFFF]/.test(binary))
+    throw badHeader(header, `${problem} (got a code unit above 255)`)
   const bytes = new Uint8Array(binary.length)
   for (let i = 0; i < binary.length; i++) bytes[i] = binary.charCodeAt(i)
   try {
     return utf8.decode(bytes)
   } catch (error) {
-    throw badHeader(header, 'expected UTF-8 after base64 decoding', error)
+    throw badHeader(header, problem, error)
   }
 }
 

@@ -82,6 +82,58 @@ export function toWireValue(kind: ExtraKeyKind, what: string, text: string): str
   return B64_PREFIX + btoa(binary)
 }
 
+// WSGIProxy 0.1 sends these as b64: control characters (and DEL, which no HTTP library lets into
+// a header value), leading or trailing whitespace, a value starting with "b64", the empty value.
+// oxlint-disable-next-line no-control-regex -- control characters are the point
+const NEEDS_B64_01 = /[\x00-\x1F\x7F]|^\s|\s$|^b64|^$/
+
+/**
+ * The text a value travels as to a WSGIProxy 0.1 receiver (docs/protocol.md): `str` values are
+ * text too (any code point, sent as UTF-8) and `json` is ASCII-only, non-ASCII escaped as
+ * `\uXXXX` as Python's `json.dumps` writes it.
+ *
+ * @param kind - how the value travels
+ * @param what - the key as messages name it (`extra key "name"`)
+ * @param value - the value to encode
+ * @param pickleCodec - serializes `pickle` values; required for that kind
+ * @returns the value's text
+ */
+export function extraValueText01(
+  kind: ExtraKeyKind,
+  what: string,
+  value: unknown,
+  pickleCodec: PickleCodec | undefined,
+): string {
+  const text = extraValueText(kind, what, value, pickleCodec)
+  if (kind !== 'json') return text
+  return text.replace(
+    /[\u0080-\uFFFF]/g,
+    (char) => `\\u${char.charCodeAt(0).toString(16).padStart(4, '0')}`,
+  )
+}
+
+/**
+ * The wire form of a value's text for a WSGIProxy 0.1 receiver: its UTF-8 bytes as they are (one
+ * code unit per byte) unless {@link NEEDS_B64_01} says `b64` + base64 of them. The empty value is
+ * `b64`: the 0.1 middleware cannot parse the `KEY ` a 0.1 front writes.
+ *
+ * @param kind - how the value travels
+ * @param what - the key as messages name it (`extra key "name"`)
+ * @param text - the value's text, from {@link extraValueText01}
+ * @returns the encoded value, at most `MAX_ENCODED_VALUE_LENGTH` characters
+ */
+export function toWireValue01(kind: ExtraKeyKind, what: string, text: string): string {
+  if (text.length > MAX_ENCODED_VALUE_LENGTH) throw tooLong(what)
+  if (LONE_SURROGATE.test(text)) {
+    throw invalidValue(`${what} (${kind}) must be well-formed unicode (got a lone surrogate)`)
+  }
+  let binary = ''
+  for (const byte of encoder.encode(text)) binary += String.fromCharCode(byte)
+  const wire = NEEDS_B64_01.test(text) ? B64_PREFIX + btoa(binary) : binary
+  if (wire.length > MAX_ENCODED_VALUE_LENGTH) throw tooLong(what)
+  return wire
+}
+
 /**
  * The error for a value that cannot be sent (`INVALID_EXTRA_VALUE`): a sender's problem, so its
  * message is not exposed to clients.

@@ -113,19 +113,29 @@ export function withoutProtocolKeys(environ: Environ, signed: ValidSignature | u
  * walked through the trusted peers; with one, it is the front's assertion (its right-most entry)
  * and the protocol headers the signature does not cover are ignored.
  *
+ * With `compat` (`'wsgiproxy-0.1'`), a request saying `X-WSGIProxy-Version: 0.1` from a peer in
+ * `trustIps` is read as a WSGIProxy 0.1 front sends it: `X-Traversal-Path` without its leading
+ * `/`, `X-Script-Name` when there is no `X-Forwarded-Script-Name`, and the extra-key values of
+ * {@link DecodeExtraKeysOptions.wsgiproxy01}. A 0.2 request stays strict.
+ *
  * @param restored - the environ to restore into, from {@link withoutProtocolKeys}
  * @param environ - the request as it came
- * @param request - the peer the request came from and the signature that verified, if any
+ * @param request - the peer the request came from, whether it is in `trustIps`, and the
+ *   signature that verified, if any
  * @param isTrusted - whether an address is a trusted peer
- * @param decodeOptions - schemas and pickle codec for the extra keys
+ * @param settings - schemas and pickle codec for the extra keys, and the compat mode
  * @throws WsgiProxyError `BAD_REQUEST` (400) or 431 for malformed forwarded data
  */
 export function restoreForwarded(
   restored: Environ,
   environ: Environ,
-  request: { readonly peer: string; readonly signed: ValidSignature | undefined },
+  request: {
+    readonly peer: string
+    readonly ipTrusted: boolean
+    readonly signed: ValidSignature | undefined
+  },
   isTrusted: (address: string) => boolean,
-  decodeOptions: DecodeExtraKeysOptions,
+  settings: RestoreSettings,
 ): void {
   const { peer, signed } = request
   let source = environ
@@ -137,7 +147,15 @@ export function restoreForwarded(
     clientOf = (forwardedFor) =>
       clientAddress(peer, forwardedFor.split(',').at(-1) ?? '', () => true)
   }
-  restore(restored, source, clientOf, decodeOptions)
+  restore(restored, source, clientOf, settings, request.ipTrusted)
+}
+
+/** How {@link restoreForwarded} reads what a trusted front sent. */
+export interface RestoreSettings {
+  /** Schemas, pickle codec and the dropped-pickle callback for the extra keys. */
+  readonly decode: DecodeExtraKeysOptions
+  /** Accept WSGIProxy 0.1 requests from peers in `trustIps`. */
+  readonly compat: 'wsgiproxy-0.1' | undefined
 }
 
 /**
@@ -211,18 +229,31 @@ function restore(
   restored: Environ,
   original: Environ,
   clientOf: (forwardedFor: string) => string,
-  decodeOptions: DecodeExtraKeysOptions,
+  settings: RestoreSettings,
+  ipTrusted: boolean,
 ): void {
   const header = (name: string): string | undefined => {
     const value = original[`HTTP_${name}`]
     return typeof value === 'string' ? value : undefined
   }
   const version = header('X_WSGIPROXY_VERSION')
-  if (version !== undefined && version !== PROTOCOL_VERSION) {
-    throw badRequest(`X-WSGIProxy-Version must be ${PROTOCOL_VERSION}`)
+  const v01 = version === LEGACY_VERSION && settings.compat === 'wsgiproxy-0.1'
+  if (v01 && !ipTrusted) {
+    throw badRequest(
+      'X-WSGIProxy-Version 0.1 is accepted only from a peer in trustIps (0.1 requests are not signed)',
+    )
+  }
+  if (version !== undefined && version !== PROTOCOL_VERSION && !v01) {
+    throw badRequest(
+      version === LEGACY_VERSION
+        ? `X-WSGIProxy-Version must be ${PROTOCOL_VERSION} (a WSGIProxy 0.1 front needs compat: "wsgiproxy-0.1" on this side)`
+        : `X-WSGIProxy-Version must be ${PROTOCOL_VERSION}`,
+    )
   }
 
-  const scheme = header('X_FORWARDED_SCHEME')
+  // X-Forwarded-Proto and X-Forwarded-Host: the names most frameworks read, from trusted peers
+  // that do not send the protocol's own.
+  const scheme = header('X_FORWARDED_SCHEME') ?? lastListValue(header('X_FORWARDED_PROTO'))
   if (scheme !== undefined) {
     const lower = scheme.toLowerCase()
     if (lower !== 'http' && lower !== 'https') {
@@ -231,9 +262,11 @@ function restore(
     restored['wsgi.url_scheme'] = lower as 'http' | 'https'
   }
 
-  const server = header('X_FORWARDED_SERVER')
+  const server = header('X_FORWARDED_SERVER') ?? lastListValue(header('X_FORWARDED_HOST'))
   if (server !== undefined) {
-    if (!isValidHost(server)) throw badRequest('X-Forwarded-Server must be a host[:port]')
+    if (!isValidHost(server)) {
+      throw badRequest('X-Forwarded-Server (or X-Forwarded-Host) must be a host[:port]')
+    }
     setHost(restored, server)
   }
 
@@ -242,12 +275,21 @@ function restore(
     restored.REMOTE_ADDR = clientOf(forwardedFor)
   }
 
-  const traversal = header('X_TRAVERSAL_PATH')
-  const scriptHeader = header('X_FORWARDED_SCRIPT_NAME')
+  let traversal = header('X_TRAVERSAL_PATH')
+  let scriptHeader = header('X_FORWARDED_SCRIPT_NAME')
+  if (v01) {
+    // A 0.1 front sends the href's path without its leading "/"; its middleware read the
+    // script name from X-Script-Name.
+    if (traversal !== undefined && traversal !== '' && !traversal.startsWith('/')) {
+      traversal = `/${traversal}`
+    }
+    if (scriptHeader === undefined || scriptHeader === '') scriptHeader = header('X_SCRIPT_NAME')
+  }
   if (traversal !== undefined || scriptHeader !== undefined) {
     restorePaths(restored, traversal, scriptHeader)
   }
 
+  const decodeOptions = v01 ? { ...settings.decode, wsgiproxy01: true } : settings.decode
   const extra = decodeExtraKeys(original, decodeOptions)
   for (const key of Object.keys(extra)) restored[key] = extra[key]
 }
@@ -283,6 +325,15 @@ function restorePaths(
   restored.SCRIPT_NAME = unquotePath(rawScript) + restScript
   restored.PATH_INFO = restInfo
   restored['wsgiproxy.raw_path'] = rawScript + rest
+}
+
+// The version WSGIProxy 0.1 (Paste) sends.
+const LEGACY_VERSION = '0.1'
+
+// The right-most value of a comma-separated header: the one the nearest (trusted) proxy added.
+function lastListValue(value: string | undefined): string | undefined {
+  if (value === undefined) return undefined
+  return value.slice(value.lastIndexOf(',') + 1).trim()
 }
 
 // A path header: "/"-separated non-empty segments of RFC 3986 pchar (no "?", "#", spaces, "//").

@@ -52,6 +52,8 @@ export type TrustVerdict =
       readonly signed: ValidSignature | undefined
       /** The address of the peer that sent the request (`''` when unknown). */
       readonly peer: string
+      /** Whether that peer is in `trustIps` (whatever the signature says). */
+      readonly ipTrusted: boolean
     }
 
 /**
@@ -111,5 +113,5 @@ export function decideTrust(
     const message = 'the signed request is not trusted'
     return { refused: true, status: 401, reason: 'malformed', message }
   }
-  return { refused: false, trusted, signed, peer }
+  return { refused: false, trusted, signed, peer, ipTrusted }
 }

@@ -66,6 +66,13 @@ const RESERVED_PREFIXES: readonly string[] = ['HTTP_', 'wsgi.', 'wsgiproxy.']
 /** A value that travels as it is, without base64. */
 export const RAW_VALUE: RegExp = /^[\x21-\x7E](?:[\x20-\x7E]*[\x21-\x7E])?$/
 
+/**
+ * A raw value as a WSGIProxy 0.1 front sends it: no control character (0x00-0x1F), no leading or
+ * trailing space; DEL and bytes 0x80-0xFF (UTF-8) allowed. May be empty (the front's `KEY `).
+ */
+// oxlint-disable-next-line no-control-regex -- control characters are what it excludes
+export const RAW_VALUE_01: RegExp = /^(?:[^\x00-\x20](?:[^\x00-\x1F]*[^\x00-\x20])?)?$/
+
 /** What starts a base64-encoded value (and so what a raw value must not start with). */
 export const B64_PREFIX = 'b64'
 

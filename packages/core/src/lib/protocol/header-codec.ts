@@ -5,6 +5,7 @@
 import type * as z from 'zod'
 import { WsgiProxyError } from '../errors.ts'
 import type { Environ } from '../types.ts'
+import type { FoundHeader } from './_codec-decode.ts'
 import {
   badHeader,
   checkSchema,
@@ -14,7 +15,13 @@ import {
   isExtraKeyHeaderKey,
   splitHeaderLine,
 } from './_codec-decode.ts'
-import { extraValueText, invalidValue, toWireValue } from './_codec-encode.ts'
+import {
+  extraValueText,
+  extraValueText01,
+  invalidValue,
+  toWireValue,
+  toWireValue01,
+} from './_codec-encode.ts'
 import type { ExtraKeyKind, PickleCodec } from './extra-key-format.ts'
 import {
   EXTRA_KEY_PATTERN,
@@ -52,6 +59,17 @@ export interface DecodeExtraKeysOptions {
    * (deserializing untrusted rich data is an attack surface; docs/design.md §6).
    */
   pickleCodec?: PickleCodec | undefined
+  /**
+   * Read the headers as a WSGIProxy 0.1 front sends them (docs/protocol.md): a line without a
+   * space is a key with an empty value, raw values may hold DEL and UTF-8 bytes, and every value
+   * is UTF-8 text, `str` ones too (invalid UTF-8 is still a 400). Default `false`.
+   */
+  wsgiproxy01?: boolean | undefined
+  /**
+   * Called for each `X-WSGIProxy-Pickle-N` header left undecoded because no `pickleCodec` is
+   * configured, with the header's name and its key (`undefined` when the line has no valid key).
+   */
+  onPickleDropped?: ((header: string, key: string | undefined) => void) | undefined
 }
 
 // docs/design.md §6: the kinds in the order their headers are emitted.
@@ -108,20 +126,36 @@ export function encodeExtraValue(
   return toWireValue(kind, what, text)
 }
 
+function encodeExtraValue01(
+  kind: ExtraKeyKind,
+  key: string,
+  value: unknown,
+  pickleCodec: PickleCodec | undefined,
+): string {
+  const what = `extra key ${JSON.stringify(key)}`
+  return toWireValue01(kind, what, extraValueText01(kind, what, value, pickleCodec))
+}
+
 /**
  * The extra-key header lines for the configured keys present in the environ (not `undefined`),
  * kinds in the order str, unicode, json, pickle and keys in option order, numbered from 0 per
  * kind: `['x-wsgiproxy-str-0', 'REMOTE_USER bob']`.
  *
+ * With `wsgiproxy01`, values are encoded for a WSGIProxy 0.1 receiver (docs/protocol.md): text
+ * of every kind as raw UTF-8 unless it has control characters, leading or trailing whitespace or
+ * starts with `b64`; JSON ASCII-only; the empty value as `b64`.
+ *
  * @param environ - the environ to read the values from
  * @param keys - the keys to send, per kind
  * @param pickleCodec - serializes `pickle` values; required when `keys.pickle` is not empty
+ * @param wsgiproxy01 - encode for a WSGIProxy 0.1 receiver. Default `false`.
  * @returns the header lines (lower-case names), at most {@link MAX_PROTOCOL_HEADERS}
  */
 export function encodeExtraKeys(
   environ: Environ,
   keys: ExtraKeyLists,
   pickleCodec?: PickleCodec,
+  wsgiproxy01 = false,
 ): Array<[string, string]> {
   const lines: Array<[string, string]> = []
   const seen = new Set<string>()
@@ -146,7 +180,9 @@ export function encodeExtraKeys(
           `expected at most ${MAX_PROTOCOL_HEADERS} extra-key headers (got more with ${JSON.stringify(key)})`,
         )
       }
-      const encoded = encodeExtraValue(kind, key, value, pickleCodec)
+      const encoded = wsgiproxy01
+        ? encodeExtraValue01(kind, key, value, pickleCodec)
+        : encodeExtraValue(kind, key, value, pickleCodec)
       lines.push([`${name}${n}`, `${encodeURIComponent(key)} ${encoded}`])
       n++
     }
@@ -177,22 +213,40 @@ export function decodeExtraKeys(
   const found = findExtraKeyHeaders(environ)
   if (found.length === 0) return result
 
-  const { jsonSchemas, pickleCodec } = options
+  const { jsonSchemas, pickleCodec, wsgiproxy01 = false, onPickleDropped } = options
   const numbers = new Set<string>()
   for (const each of found) {
-    if (each.kind === 'pickle' && pickleCodec === undefined) continue
+    if (each.kind === 'pickle' && pickleCodec === undefined) {
+      onPickleDropped?.(...droppedPickle(each, environ, wsgiproxy01))
+      continue
+    }
     const header = claimHeaderNumber(each, numbers)
-    const { key, encoded } = splitHeaderLine(header, environ[each.environKey])
+    const { key, encoded } = splitHeaderLine(header, environ[each.environKey], wsgiproxy01)
     if (Object.hasOwn(result, key)) {
       throw badHeader(header, 'the key was already sent in another header')
     }
-    let value = decodeExtraValue(header, each.kind, encoded, pickleCodec)
+    let value = decodeExtraValue(header, each.kind, encoded, pickleCodec, wsgiproxy01)
     const schema =
       jsonSchemas !== undefined && Object.hasOwn(jsonSchemas, key) ? jsonSchemas[key] : undefined
     if (schema !== undefined) value = checkSchema(header, schema, value)
     result[key] = value
   }
   return result
+}
+
+// The header name and key of a pickle header nobody can decode, for the warning; a malformed
+// one is named without its key (it is dropped all the same).
+function droppedPickle(
+  found: FoundHeader,
+  environ: Environ,
+  wsgiproxy01: boolean,
+): [string, string | undefined] {
+  const header = `X-WSGIProxy-Pickle-${/^[0-9]{1,8}$/.test(found.number) ? found.number : 'N'}`
+  try {
+    return [header, splitHeaderLine(header, environ[found.environKey], wsgiproxy01).key]
+  } catch {
+    return [header, undefined]
+  }
 }
 
 /**

@@ -11,6 +11,7 @@ import {
   toRestoreProblem,
   withoutProtocolKeys,
 } from './_restore-steps.ts'
+import type { RestoreSettings } from './_restore-steps.ts'
 import { createTrustPolicy, decideTrust } from './_trust-decision.ts'
 import type { PickleCodec } from './header-codec.ts'
 
@@ -59,6 +60,36 @@ export interface ProxyMiddlewareOptions {
    * reason (a `SignatureRejectedError` carries `reason`). Default: nothing.
    */
   onReject?: (error: WsgiProxyError, environ: Environ) => void
+  /**
+   * `'wsgiproxy-0.1'`: also accept requests from a WSGIProxy 0.1 front (Python Paste's
+   * `WSGIProxyApp`) in `trustIps`: `X-WSGIProxy-Version: 0.1`, `X-Traversal-Path` without its
+   * leading `/`, `X-Script-Name`, raw UTF-8 and empty extra-key values (docs/protocol.md).
+   * Signing is not relaxed: a 0.1 request is trusted by its peer address only (400 otherwise).
+   * 0.2 requests stay strict. Default: 0.2 only.
+   */
+  compat?: 'wsgiproxy-0.1'
+  /**
+   * Called with what a restorer ignored and why: `UNTRUSTED_PEER` once, for the first request
+   * from a peer it does not trust that carries wsgiproxy headers; `PICKLE_DROPPED` once per key,
+   * for a pickle value dropped because no `pickleCodec` is configured. Default: one line on
+   * `console.warn` (`wsgiproxy: ...`).
+   */
+  onWarning?: (warning: ProtocolWarning) => void
+}
+
+/** What a restorer ignored, for {@link ProxyMiddlewareOptions.onWarning}. */
+export interface ProtocolWarning {
+  /**
+   * `UNTRUSTED_PEER`: wsgiproxy headers from a peer that is not trusted were stripped.
+   * `PICKLE_DROPPED`: a trusted `X-WSGIProxy-Pickle-N` value was dropped (no `pickleCodec`).
+   */
+  code: 'UNTRUSTED_PEER' | 'PICKLE_DROPPED'
+  /** One line that says what happened and how to change it. */
+  message: string
+  /** The peer's address (`UNTRUSTED_PEER`; `''` when unknown). */
+  peer?: string
+  /** The environ key whose value was dropped (`PICKLE_DROPPED`, when the header named one). */
+  key?: string
 }
 
 const middlewareOptions = z.strictObject({
@@ -87,6 +118,8 @@ const middlewareOptions = z.strictObject({
     .object({ stringify: fn<PickleCodec['stringify']>(), parse: fn<PickleCodec['parse']>() })
     .optional(),
   onReject: fn<NonNullable<ProxyMiddlewareOptions['onReject']>>().optional(),
+  compat: z.literal('wsgiproxy-0.1').optional(),
+  onWarning: fn<NonNullable<ProxyMiddlewareOptions['onWarning']>>().optional(),
 })
 
 /** What an {@link EnvironRestorer} answers: the restored environ, or the response that refuses the request. */
@@ -162,9 +195,14 @@ export function buildRestorer(
   const opts = parseOptions(middlewareOptions, options, what)
   const forced = resolveForced(opts, what)
   const policy = createTrustPolicy(opts)
-  const decodeOptions = {
-    ...(opts.jsonSchemas === undefined ? {} : { jsonSchemas: opts.jsonSchemas }),
-    ...(opts.pickleCodec === undefined ? {} : { pickleCodec: opts.pickleCodec }),
+  const warn = onceWarnings(opts.onWarning ?? warnOnConsole)
+  const settings: RestoreSettings = {
+    decode: {
+      ...(opts.jsonSchemas === undefined ? {} : { jsonSchemas: opts.jsonSchemas }),
+      ...(opts.pickleCodec === undefined ? {} : { pickleCodec: opts.pickleCodec }),
+      onPickleDropped: warn.pickleDropped,
+    },
+    compat: opts.compat,
   }
   if (policy.requireSignature && policy.verifier === undefined) {
     throw invalid(`${what}.requireSignature needs ${what}.verifier`)
@@ -189,9 +227,10 @@ export function buildRestorer(
       return refuse(new SignatureRejectedError(status, reason, message), environ)
     }
     const restored = withoutProtocolKeys(environ, verdict.signed)
+    if (!verdict.trusted) warn.untrusted(environ, verdict.peer)
     try {
       if (verdict.trusted) {
-        restoreForwarded(restored, environ, verdict, policy.isTrusted, decodeOptions)
+        restoreForwarded(restored, environ, verdict, policy.isTrusted, settings)
       }
       applyForced(restored, forced)
     } catch (error) {
@@ -241,6 +280,74 @@ function refusal(error: WsgiProxyError): AppResponse {
   }
   return errorResponse(error)
 }
+
+function warnOnConsole(warning: ProtocolWarning): void {
+  console.warn(`wsgiproxy: ${warning.message}`)
+}
+
+// Headers only a wsgiproxy front sends (not X-Forwarded-For or Forwarded, which any CDN or load
+// balancer adds): seeing them from an untrusted peer is worth saying once.
+function hasWsgiProxyHeaders(environ: Environ): boolean {
+  for (const key in environ) {
+    if (
+      key.startsWith('HTTP_X_WSGIPROXY_') ||
+      key.startsWith('HTTP_X_TRAVERSAL_') ||
+      key === 'HTTP_X_FORWARDED_SERVER' ||
+      key === 'HTTP_X_FORWARDED_SCHEME' ||
+      key === 'HTTP_X_FORWARDED_SCRIPT_NAME'
+    ) {
+      return true
+    }
+  }
+  return false
+}
+
+// The warnings of one restorer: the untrusted peer once, each dropped pickle key once (at most
+// MAX_WARNED_KEYS names remembered). A failing hook never changes the answer.
+function onceWarnings(onWarning: (warning: ProtocolWarning) => void): {
+  untrusted: (environ: Environ, peer: string) => void
+  pickleDropped: (header: string, key: string | undefined) => void
+} {
+  const send = (warning: ProtocolWarning): void => {
+    try {
+      onWarning(warning)
+    } catch {
+      // a failing hook must not change the answer
+    }
+  }
+  let untrustedSaid = false
+  const keysSaid = new Set<string>()
+  return {
+    untrusted: (environ, peer) => {
+      if (untrustedSaid || !hasWsgiProxyHeaders(environ)) return
+      untrustedSaid = true
+      const from = peer === '' ? 'an unknown peer' : peer
+      const how =
+        peer === ''
+          ? 'the server gave no peer address (REMOTE_ADDR), so only a signature can be trusted'
+          : `to believe a front proxy there, add it to trustIps (trustIps: [${JSON.stringify(peer)}]) or sign its requests`
+      send({
+        code: 'UNTRUSTED_PEER',
+        message: `ignored the forwarding headers of a request from ${from}, which is not trusted: ${how} (said once)`,
+        peer,
+      })
+    },
+    pickleDropped: (header, key) => {
+      const name = key ?? ''
+      if (keysSaid.has(name) || keysSaid.size >= MAX_WARNED_KEYS) return
+      keysSaid.add(name)
+      const what = key === undefined ? header : `${header} (key ${JSON.stringify(key)})`
+      send({
+        code: 'PICKLE_DROPPED',
+        message: `dropped ${what}: no pickleCodec is configured to decode pickle values (said once per key)`,
+        ...(key === undefined ? {} : { key }),
+      })
+    },
+  }
+}
+
+// Distinct dropped-pickle keys warned about, at most: a trusted front has a fixed set.
+const MAX_WARNED_KEYS = 64
 
 function invalid(message: string): WsgiProxyError {
   return new WsgiProxyError('INVALID_OPTIONS', `invalid options: ${message}`, { expose: true })
