@@ -3,8 +3,22 @@
 // The real Python programs are in apps/interop; these tests pin the details on the wire.
 import type { IncomingHttpHeaders } from 'node:http'
 import { afterEach, describe, expect, it, vi } from 'vitest'
-import type { AppResponse, Environ, ProtocolWarning, ProxyMiddlewareOptions } from '../../index.ts'
-import { createEnvironRestorer, createProxyApp, proxyMiddleware, toEnviron } from '../../index.ts'
+import type {
+  AppResponse,
+  Environ,
+  OutboundRequest,
+  ProtocolWarning,
+  ProxyMiddlewareOptions,
+} from '../../index.ts'
+import {
+  createEnvironRestorer,
+  createProxyApp,
+  createSigner,
+  createVerifier,
+  MemoryReplayStore,
+  proxyMiddleware,
+  toEnviron,
+} from '../../index.ts'
 import { closeAll, startUpstream } from '@wsgiproxy/test-kit/servers'
 
 interface Run {
@@ -145,6 +159,37 @@ describe('receiving WSGIProxy 0.1 (compat: wsgiproxy-0.1)', () => {
           'ignored the forwarding headers of a request from 198.51.100.7, which is not trusted: to believe a front proxy there, add it to trustIps (trustIps: ["198.51.100.7"]) or sign its requests (said once)',
       },
     ])
+  })
+
+  it('never trusts a 0.1 request by its signature alone: 400 from a peer outside trustIps', async () => {
+    const key = { id: 'k1', secret: new Uint8Array(32).fill(3) }
+    const sent: OutboundRequest[] = []
+    const front = createProxyApp({
+      href: 'http://backend:8080/myapp',
+      compat: 'wsgiproxy-0.1',
+      signer: createSigner({ keys: [key] }),
+      transport: async (outbound) => {
+        sent.push(outbound)
+        return { status: 200, headers: [], body: null }
+      },
+    })
+    await front(toEnviron(new Request('http://public.example/p'), { remoteAddr: '203.0.113.9' }))
+    const [outbound] = sent
+    if (outbound === undefined) throw new Error('nothing was sent')
+    const verifier = createVerifier({ keys: [key], replayStore: new MemoryReplayStore() })
+    const restore = createEnvironRestorer({
+      compat: 'wsgiproxy-0.1',
+      verifier,
+      onWarning: () => {},
+    })
+    const request = new Request(outbound.url, { headers: outbound.headers })
+    const result = await restore(toEnviron(request, { remoteAddr: '10.0.0.5' }))
+    expect(result.ok).toBe(false)
+    if (result.ok) return
+    expect(result.response.status).toBe(400)
+    let body = ''
+    for await (const chunk of result.response.body ?? []) body += new TextDecoder().decode(chunk)
+    expect(body).toContain('X-WSGIProxy-Version 0.1 is accepted only from a peer in trustIps')
   })
 
   it('keeps 0.2 requests strict: a traversal path without "/" is still a 400', async () => {
