@@ -275,7 +275,11 @@ async function echoRouteApp(route: EchoRoute, resources: Resources): Promise<Bui
     proxyMiddleware(createEchoApp(), {
       trustIps: route.trustIps ?? ['loopback'],
       ...(verifier === undefined ? {} : { verifier }),
+      ...(route.compat === undefined ? {} : { compat: route.compat }),
       onReject: (error) => logger.error(`request refused: ${error.message}`),
+      // In the command's log (a JSON line with --log-format json), not on console.warn.
+      onWarning: ({ code, message, ...fields }) =>
+        logger.event('warning', message, { code, ...fields }),
     }),
   )
   return { app: withRequestLog(app, logger, () => 'echo') }
@@ -286,6 +290,8 @@ interface ProtocolRoute {
   unicodeKeys?: string[] | undefined
   jsonKeys?: string[] | undefined
   forwarded?: boolean | undefined
+  xForwarded?: boolean | undefined
+  compat?: 'wsgiproxy-0.1' | undefined
   rewriteLocation?: boolean | undefined
   timeouts?: TimeoutsInput | undefined
   exposeErrors?: boolean | undefined
@@ -296,6 +302,8 @@ function protocolOptions(route: ProtocolRoute): {
   unicodeKeys?: string[]
   jsonKeys?: string[]
   forwarded?: boolean
+  xForwarded?: boolean
+  compat?: 'wsgiproxy-0.1'
   rewriteLocation?: boolean
   timeouts?: ProxyTimeouts
   exposeErrors?: boolean
@@ -305,6 +313,8 @@ function protocolOptions(route: ProtocolRoute): {
     ...(route.unicodeKeys === undefined ? {} : { unicodeKeys: route.unicodeKeys }),
     ...(route.jsonKeys === undefined ? {} : { jsonKeys: route.jsonKeys }),
     ...(route.forwarded === undefined ? {} : { forwarded: route.forwarded }),
+    ...(route.xForwarded === undefined ? {} : { xForwarded: route.xForwarded }),
+    ...(route.compat === undefined ? {} : { compat: route.compat }),
     ...(route.rewriteLocation === undefined ? {} : { rewriteLocation: route.rewriteLocation }),
     ...(route.timeouts === undefined ? {} : { timeouts: timeoutsOf(route.timeouts) }),
     ...(route.exposeErrors === undefined ? {} : { exposeErrors: route.exposeErrors }),

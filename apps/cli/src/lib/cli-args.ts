@@ -30,7 +30,15 @@ export const KEY_OPTIONS = {
   'unicode-key': { type: 'string', multiple: true },
   'json-key': { type: 'string', multiple: true },
   forwarded: { type: 'boolean' },
+  'x-forwarded': { type: 'boolean' },
+  compat: { type: 'string' },
 } as const
+
+/** The values of `--compat` and of the config key `compat`. */
+export const COMPAT_VALUES: readonly ['wsgiproxy-0.1'] = ['wsgiproxy-0.1']
+
+/** A protocol compatibility mode: `wsgiproxy-0.1` speaks to Python Paste's WSGIProxy 0.1. */
+export type Compat = (typeof COMPAT_VALUES)[number]
 
 /**
  * Prints the help of a subcommand.
@@ -134,6 +142,22 @@ export function logFormat(value: string | undefined): LogFormat | undefined {
 }
 
 /**
+ * The compatibility mode of a `--compat` flag.
+ *
+ * @param value - the flag value, if given
+ * @returns the mode, `undefined` without the flag
+ * @throws CliError (exit 1) for anything but an accepted value
+ */
+export function compatOf(value: string | undefined): Compat | undefined {
+  if (value === undefined) return undefined
+  const known = COMPAT_VALUES.find((accepted) => accepted === value)
+  if (known !== undefined) return known
+  throw usageError(
+    `--compat must be ${COMPAT_VALUES.join(' or ')}, for Python Paste's WSGIProxy 0.1 (got ${JSON.stringify(value)})`,
+  )
+}
+
+/**
  * The route options of the {@link KEY_OPTIONS} flags.
  *
  * @param values - the flag values
@@ -145,19 +169,26 @@ export function keyRouteOptions(values: {
   'unicode-key'?: string[] | undefined
   'json-key'?: string[] | undefined
   forwarded?: boolean | undefined
+  'x-forwarded'?: boolean | undefined
+  compat?: string | undefined
 }): {
   keyFile?: string
   stringKeys?: string[]
   unicodeKeys?: string[]
   jsonKeys?: string[]
   forwarded?: boolean
+  xForwarded?: boolean
+  compat?: Compat
 } {
+  const compat = compatOf(values.compat)
   return {
     ...(values['key-file'] === undefined ? {} : { keyFile: values['key-file'] }),
     ...(values['string-key'] === undefined ? {} : { stringKeys: values['string-key'] }),
     ...(values['unicode-key'] === undefined ? {} : { unicodeKeys: values['unicode-key'] }),
     ...(values['json-key'] === undefined ? {} : { jsonKeys: values['json-key'] }),
     ...(values.forwarded === undefined ? {} : { forwarded: values.forwarded }),
+    ...(values['x-forwarded'] === undefined ? {} : { xForwarded: values['x-forwarded'] }),
+    ...(compat === undefined ? {} : { compat }),
   }
 }
 

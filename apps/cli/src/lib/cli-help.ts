@@ -17,7 +17,10 @@ const KEY_HELP = `  --key-file FILE        sign forwarded requests with this key
   --string-key KEY       forward environ KEY as X-WSGIProxy-Str-N (repeatable)
   --unicode-key KEY      forward environ KEY as X-WSGIProxy-Unicode-N (repeatable)
   --json-key KEY         forward environ KEY as X-WSGIProxy-Json-N (repeatable)
-  --forwarded            also send an RFC 7239 Forwarded header`
+  --forwarded            also send an RFC 7239 Forwarded header
+  --x-forwarded          also send X-Forwarded-Host and X-Forwarded-Proto
+  --compat wsgiproxy-0.1 speak WSGIProxy 0.1 to an old Python WSGIProxyMiddleware backend
+                         (X-WSGIProxy-Version 0.1, X-Script-Name, UTF-8 values)`
 
 /** What `--help` prints: the command's own usage (`main`) and each subcommand's. */
 export const HELP: Readonly<Record<HelpTopic, string>> = {
@@ -81,6 +84,8 @@ table, or as JSON when the request sends Accept: application/json.
   --trust-ip ADDR        believe protocol headers from this address, CIDR range or preset
                          (loopback, linklocal, uniquelocal; repeatable; default loopback)
   --key-file FILE        also require a valid signature made with this key file
+  --compat wsgiproxy-0.1 also accept WSGIProxy 0.1 requests (an old Python WSGIProxyApp front)
+                         from --trust-ip peers, trusted by address only
 ${COMMON_HELP}`,
   keygen: `usage: wsgiproxy keygen [--out FILE] [--force] [--id KEYID]
 

@@ -46,6 +46,13 @@ const forwardFields = {
     ),
 }
 
+// The one compatibility mode (route key `compat`, flag `--compat`).
+const compat = z
+  .literal('wsgiproxy-0.1', {
+    error: 'expected "wsgiproxy-0.1", for Python Paste\'s WSGIProxy 0.1',
+  })
+  .optional()
+
 const protocolFields = {
   ...forwardFields,
   stringKeys: keyList.optional().describe('Environ keys sent as X-WSGIProxy-Str-N headers.'),
@@ -59,6 +66,15 @@ const protocolFields = {
       'Sign every forwarded request with this key file (relative to the config file; reloaded when it changes).',
     ),
   forwarded: z.boolean().optional().describe('Also send an RFC 7239 Forwarded header.'),
+  xForwarded: z
+    .boolean()
+    .optional()
+    .describe(
+      'Also send X-Forwarded-Host (the public host) and X-Forwarded-Proto (the scheme), the names most frameworks read. Default false.',
+    ),
+  compat: compat.describe(
+    '"wsgiproxy-0.1": send what a WSGIProxy 0.1 backend (Python Paste\'s WSGIProxyMiddleware) accepts: X-WSGIProxy-Version 0.1, X-Script-Name, UTF-8 values. Default: protocol 0.2.',
+  ),
   rewriteLocation: z
     .boolean()
     .optional()
@@ -172,8 +188,19 @@ const echoRoute = z
       .min(1)
       .optional()
       .describe('Verify signatures with this key file (relative to the config file).'),
+    compat: compat.describe(
+      '"wsgiproxy-0.1": also accept requests from a WSGIProxy 0.1 front (Python Paste\'s WSGIProxyApp) in trustIps, trusted by address only (0.1 had no working signatures). Default: protocol 0.2 only.',
+    ),
   })
   .describe('Answer with the restored environ (HTML, or JSON for Accept: application/json).')
+
+/** The keys of each route type, for a message about a key given to a route of another type. */
+export const ROUTE_KEYS: Readonly<Record<RouteInput['type'], readonly string[]>> = {
+  proxy: Object.keys(proxyRoute.shape),
+  spawn: Object.keys(spawnRoute.shape),
+  exact: Object.keys(exactRoute.shape),
+  echo: Object.keys(echoRoute.shape),
+}
 
 const routeSchema = z.discriminatedUnion('type', [proxyRoute, spawnRoute, exactRoute, echoRoute], {
   error: 'expected "type" to be "proxy", "spawn", "exact" or "echo"',
@@ -215,6 +242,8 @@ interface ProtocolInput extends ForwardInput {
   jsonKeys?: string[] | undefined
   keyFile?: string | undefined
   forwarded?: boolean | undefined
+  xForwarded?: boolean | undefined
+  compat?: 'wsgiproxy-0.1' | undefined
   rewriteLocation?: boolean | undefined
 }
 
@@ -254,6 +283,7 @@ export interface EchoRoute {
   type: 'echo'
   trustIps?: string[] | undefined
   keyFile?: string | undefined
+  compat?: 'wsgiproxy-0.1' | undefined
 }
 
 /** One route of the config file. */

@@ -128,6 +128,47 @@ describe('wsgiproxy serve --config with an unknown key', () => {
   })
 })
 
+describe('parseConfig compat and xForwarded', () => {
+  it('keeps "compat" on proxy, spawn and echo routes and "xForwarded" on proxy and spawn', () => {
+    const compat = 'wsgiproxy-0.1'
+    const config = parseConfig(
+      {
+        routes: [
+          { path: '/a', type: 'proxy', href: 'http://127.0.0.1:1', compat, xForwarded: true },
+          { path: '/b', type: 'spawn', command: 'x', compat, xForwarded: false },
+          { path: '/c', type: 'echo', compat },
+        ],
+      },
+      'c.json',
+    )
+    expect(config.routes).toEqual([
+      expect.objectContaining({ compat, xForwarded: true }),
+      expect.objectContaining({ compat, xForwarded: false }),
+      expect.objectContaining({ compat }),
+    ])
+  })
+
+  it('names the accepted value for another one', () => {
+    expect(
+      error({ routes: [{ path: '/', type: 'proxy', href: 'http://127.0.0.1:1', compat: 0.1 }] }),
+    ).toBe(
+      'config file c.json: routes[0].compat: expected "wsgiproxy-0.1", for Python Paste\'s WSGIProxy 0.1 (got 0.1)',
+    )
+  })
+
+  it('says which route types take a key given to a route of another type', () => {
+    expect(error({ routes: [{ path: '/', type: 'exact', compat: 'wsgiproxy-0.1' }] })).toBe(
+      'config file c.json: routes[0]: key "compat" belongs to proxy, spawn and echo routes, not to type "exact": remove it or change "type"',
+    )
+    expect(error({ routes: [{ path: '/', type: 'echo', xForwarded: true }] })).toBe(
+      'config file c.json: routes[0]: key "xForwarded" belongs to proxy and spawn routes, not to type "echo": remove it or change "type"',
+    )
+    expect(error({ routes: [{ path: '/', type: 'echo', href: 'http://127.0.0.1:1' }] })).toBe(
+      'config file c.json: routes[0]: key "href" belongs to proxy routes, not to type "echo": remove it or change "type"',
+    )
+  })
+})
+
 describe('parseConfig allow', () => {
   it('keeps the allow list of an exact route', () => {
     const config = parseConfig(

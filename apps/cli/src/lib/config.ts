@@ -3,7 +3,7 @@ import { dirname, resolve } from 'node:path'
 import type { OptionProblem } from '@wsgiproxy/core/adapter'
 import { explainIssues } from '@wsgiproxy/core/adapter'
 import type * as z from 'zod'
-import { configSchema } from './config-schema.ts'
+import { configSchema, ROUTE_KEYS } from './config-schema.ts'
 import type { RouteInput } from './config-schema.ts'
 import { usageError } from './errors.ts'
 import { listenFlag } from './listen.ts'
@@ -68,7 +68,7 @@ export function parseConfig(data: unknown, file: string): Config {
     // An unknown key first: a misspelt required key is also reported missing, which says less.
     const [first, ...rest] = explainIssues(configSchema, data, result.error.issues, 'config')
     const more = rest.length === 0 ? '' : ` (and ${rest.length} more)`
-    throw usageError(`config file ${file}: ${formatProblem(first)}${more}`)
+    throw usageError(`config file ${file}: ${formatProblem(first, data)}${more}`)
   }
   const input = result.data
   const base = dirname(resolve(file))
@@ -99,16 +99,36 @@ function resolvePaths(route: RouteInput, base: string): RouteInput {
   return copy
 }
 
-function formatProblem(problem: OptionProblem | undefined): string {
+function formatProblem(problem: OptionProblem | undefined, data: unknown): string {
   if (problem === undefined) return 'invalid'
   if (problem.kind === 'issue') return formatIssue(problem.issue)
   const where = formatPath(problem.path)
   const key = JSON.stringify(problem.key)
+  const owners = otherRouteTypes(problem.path, problem.key, data)
   const message =
-    problem.hint === undefined
-      ? `unknown key ${key}: remove it (see schema.json for the keys)`
-      : `unknown key ${key} (${problem.hint})`
+    owners !== undefined
+      ? `key ${key} belongs to ${owners.types.join(', ').replace(/, ([^,]*)$/, ' and $1')} routes, not to type ${JSON.stringify(owners.type)}: remove it or change "type"`
+      : problem.hint === undefined
+        ? `unknown key ${key}: remove it (see schema.json for the keys)`
+        : `unknown key ${key} (${problem.hint})`
   return where === '' ? message : `${where}: ${message}`
+}
+
+// A key of other route types on a route (`compat` on an exact route): the route's type and the
+// types that take the key.
+function otherRouteTypes(
+  path: readonly PropertyKey[],
+  key: string,
+  data: unknown,
+): { type: string; types: string[] } | undefined {
+  if (path.length !== 2 || path[0] !== 'routes' || typeof path[1] !== 'number') return undefined
+  const routes = (data as { routes?: unknown }).routes
+  const type = Array.isArray(routes) ? (routes[path[1]] as { type?: unknown })?.type : undefined
+  if (typeof type !== 'string' || !Object.hasOwn(ROUTE_KEYS, type)) return undefined
+  const types = Object.entries(ROUTE_KEYS)
+    .filter(([other, keys]) => other !== type && keys.includes(key))
+    .map(([other]) => other)
+  return types.length === 0 ? undefined : { type, types }
 }
 
 function formatIssue(issue: z.core.$ZodIssue): string {

@@ -5,6 +5,7 @@ import { buildRouteApp, exactApp, exactUpstream } from './apps.ts'
 import type { Resources } from './apps.ts'
 import {
   COMMON_OPTIONS,
+  compatOf,
   help,
   KEY_OPTIONS,
   keyRouteOptions,
@@ -160,9 +161,25 @@ export async function runSpawn(args: string[], io: CliIo): Promise<number> {
  */
 export async function runForward(args: string[], io: CliIo): Promise<number> {
   const { values } = parseCommandArgs('forward', args, {
-    options: { ...COMMON_OPTIONS, allow: { type: 'string', multiple: true } },
+    // --compat and --x-forwarded are parsed only to be refused with the reason.
+    options: {
+      ...COMMON_OPTIONS,
+      allow: { type: 'string', multiple: true },
+      compat: KEY_OPTIONS.compat,
+      'x-forwarded': KEY_OPTIONS['x-forwarded'],
+    },
   })
   if (values.help === true) return help('forward', io)
+  if (values.compat !== undefined) {
+    throw usageError(
+      'forward: --compat does not apply: forward is the exact proxy and sends no protocol headers (use wsgiproxy proxy --compat wsgiproxy-0.1 <href> for a WSGIProxy 0.1 backend)',
+    )
+  }
+  if (values['x-forwarded'] !== undefined) {
+    throw usageError(
+      'forward: --x-forwarded does not apply: forward is the exact proxy and sends no protocol headers (use wsgiproxy proxy --x-forwarded <href>)',
+    )
+  }
   const allow = values.allow
   if (allow !== undefined) {
     // Checked before listening, so a typo is a usage error that names the flag.
@@ -199,14 +216,17 @@ export async function runEcho(args: string[], io: CliIo): Promise<number> {
       ...COMMON_OPTIONS,
       'key-file': { type: 'string' },
       'trust-ip': { type: 'string', multiple: true },
+      compat: KEY_OPTIONS.compat,
     },
   })
   if (values.help === true) return help('echo', io)
+  const compat = compatOf(values.compat)
   const route: RouteInput = {
     path: '/',
     type: 'echo',
     ...(values['trust-ip'] === undefined ? {} : { trustIps: values['trust-ip'] }),
     ...(values['key-file'] === undefined ? {} : { keyFile: values['key-file'] }),
+    ...(compat === undefined ? {} : { compat }),
   }
   return serveUntilSignal(
     'echo',

@@ -13,12 +13,18 @@ const encoder = new TextEncoder()
 /** A response sink that records what the writer does; `write` answers `false` while `full`. */
 class FakeSink extends EventEmitter implements ResponseSink {
   strictContentLength = false
+  shouldKeepAlive = true
+  removed: string[] = []
   head: { status: number; reason: string; headers: string[] } | undefined
   written: string[] = []
   ended = false
   destroyed = false
   full = false
   headThrows = false
+
+  removeHeader(name: string): void {
+    this.removed.push(name)
+  }
 
   writeHead(status: number, reason: string, headers: string[]): void {
     if (this.headThrows) throw new TypeError('refused')
@@ -76,15 +82,22 @@ function response(
 }
 
 /** A real `ServerResponse` on an in-memory socket, and the bytes it wrote. */
-function nodeResponse(method = 'GET'): { res: ServerResponse; wire: () => string } {
+function nodeResponse(method = 'GET'): {
+  res: ServerResponse
+  wire: () => string
+  head: () => string
+} {
   const socket = new PassThrough()
   const req = new IncomingMessage(socket as unknown as Socket)
   req.method = method
+  // An HTTP/1.1 request, so Node's keep-alive logic runs as on a real connection.
+  req.httpVersionMajor = 1
+  req.httpVersionMinor = 1
   const res = new ServerResponse(req)
   res.assignSocket(socket as unknown as Socket)
   let wire = ''
   socket.on('data', (chunk: Buffer) => (wire += chunk.toString('latin1')))
-  return { res, wire: () => wire }
+  return { res, wire: () => wire, head: () => wire.slice(0, wire.indexOf('\r\n\r\n')) }
 }
 
 const tick = (): Promise<void> => new Promise((resolve) => setImmediate(resolve))
@@ -103,6 +116,52 @@ describe('writeResponse', () => {
     expect(wire()).toContain('set-cookie: a=1\r\nset-cookie: b=2\r\ncontent-length: 2\r\n')
     expect(wire()).toMatch(/\r\n\r\nhi$/)
     expect(res.writableFinished).toBe(true)
+  })
+
+  it('lets Node add its Connection header unless bare', async () => {
+    const { res, head } = nodeResponse()
+    const headers: Array<[string, string]> = [['content-length', '2']]
+    await writeResponse('GET', res, response(200, body('hi').body, headers), new ClientState())
+    await tick()
+    expect(head()).toMatch(/\r\nConnection: keep-alive$/m)
+  })
+
+  it("sends no Connection or Keep-Alive line when bare, neither Node's nor the app's", async () => {
+    const { res, head } = nodeResponse()
+    const headers: Array<[string, string]> = [
+      ['Connection', 'x-private'],
+      ['Keep-Alive', 'timeout=60'],
+      ['content-length', '2'],
+    ]
+    await writeResponse(
+      'GET',
+      res,
+      response(200, body('hi').body, headers),
+      new ClientState(),
+      true,
+    )
+    await tick()
+    expect(head()).toMatch(/^HTTP\/1\.1 200 OK\r\n/)
+    expect(head()).not.toMatch(/^(connection|keep-alive):/im)
+    expect(res.shouldKeepAlive).toBe(true)
+    expect(res.writableFinished).toBe(true)
+  })
+
+  it("still closes the connection after an app's Connection: close when bare", async () => {
+    const sink = new FakeSink()
+    const headers: Array<[string, string]> = [['connection', 'x-private, Close']]
+    await writeResponse('GET', sink, response(200, null, headers), new ClientState(), true)
+    expect(sink.removed).toEqual(['connection'])
+    expect(sink.head?.headers).toEqual([])
+    expect(sink.shouldKeepAlive).toBe(false)
+  })
+
+  it('keeps the connection headers off the problem response that replaces a bad one', async () => {
+    const sink = new FakeSink()
+    const answer = response(200, null, [['bad name', 'x']])
+    await writeResponse('GET', sink, answer, new ClientState(), true)
+    expect(sink.head?.status).toBe(502)
+    expect(sink.removed).toEqual(['connection'])
   })
 
   it('keeps a valid reason phrase and puts the standard one for an invalid one', async () => {

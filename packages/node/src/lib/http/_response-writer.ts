@@ -11,6 +11,10 @@ import { noop, release } from './_node-util.ts'
 export interface ResponseSink {
   /** Makes `write`/`end` throw when the body does not match its `Content-Length`. */
   strictContentLength: boolean
+  /** `false` closes the connection after the response. */
+  shouldKeepAlive: boolean
+  /** `removeHeader('connection')` makes Node send neither `Connection` nor `Keep-Alive`. */
+  removeHeader(name: string): unknown
   writeHead(status: number, reason: string, headers: string[]): unknown
   /** `false` when the buffer is full: wait for `drain`. */
   write(chunk: Uint8Array): boolean
@@ -34,6 +38,9 @@ const NO_BODY_STATUS: ReadonlySet<number> = new Set([204, 304])
 // RFC 9112 §4: reason-phrase = 1*( HTAB / SP / VCHAR / obs-text )
 const REASON_PHRASE = /^[\t\x20-\x7e\x80-\xff]+$/
 
+// RFC 9112 §9.6: the `close` connection option.
+const CLOSE_OPTION = /(?:^|,)[\t ]*close[\t ]*(?:,|$)/i
+
 /**
  * Writes an {@link AppResponse} with backpressure; never throws. What cannot be sent as it is
  * becomes a problem response before anything is written: something that is not a response
@@ -42,10 +49,16 @@ const REASON_PHRASE = /^[\t\x20-\x7e\x80-\xff]+$/
  * A body that fails mid-stream, or does not match its `Content-Length`, cuts the connection, so
  * the client never sees a clean end; a client that leaves stops the body.
  *
+ * With `bare`, the response has no `Connection` or `Keep-Alive` line: neither Node's own
+ * (`Connection: keep-alive`, `Keep-Alive: timeout=N`, `Connection: close`) nor the app's. An
+ * app's `Connection: close` still closes the connection after the response; otherwise the
+ * connection persists as HTTP/1.1 has it by default (RFC 9112 §9.3).
+ *
  * @param method - the request method (`HEAD` gets no body)
  * @param res - the response to write to
  * @param response - what the app answered
  * @param client - the client's state
+ * @param bare - send no connection headers (for a WSGIProxy 0.1 front). Default `false`.
  * @returns once the response ended or was cut
  */
 export async function writeResponse(
@@ -53,6 +66,7 @@ export async function writeResponse(
   res: ResponseSink,
   response: AppResponse,
   client: ResponseClient,
+  bare = false,
 ): Promise<void> {
   if (!isAppResponse(response)) {
     response = problemResponse(500, 'the application did not answer a response record', 'APP_ERROR')
@@ -70,9 +84,10 @@ export async function writeResponse(
         'UPSTREAM_INVALID_RESPONSE',
       ),
       client,
+      bare,
     )
   }
-  const head = writeHead(res, response)
+  const head = writeHead(res, response, bare)
   if (head === 'destroyed') {
     release(body)
     return
@@ -84,6 +99,7 @@ export async function writeResponse(
       res,
       problemResponse(502, 'the upstream sent an invalid header line', 'UPSTREAM_INVALID_RESPONSE'),
       client,
+      bare,
     )
   }
   if (method === 'HEAD' || NO_BODY_STATUS.has(status) || client.aborted) {
@@ -152,11 +168,13 @@ function endOrDestroy(res: ResponseSink): void {
 /**
  * Writes the status line and headers; `false` when a header line is invalid, checked before
  * anything is written, because Node applies framing headers as it goes and a failed `writeHead`
- * would leave a half-framed response behind.
+ * would leave a half-framed response behind. With `bare`, no connection header is written (see
+ * {@link writeResponse}).
  */
-function writeHead(res: ResponseSink, response: AppResponse): boolean | 'destroyed' {
+function writeHead(res: ResponseSink, response: AppResponse, bare: boolean): boolean | 'destroyed' {
   const { status, statusText } = response
   const flat: string[] = []
+  let close = false
   for (const line of response.headers as unknown[]) {
     if (!Array.isArray(line)) return false
     const [name, value] = line as unknown[]
@@ -164,6 +182,14 @@ function writeHead(res: ResponseSink, response: AppResponse): boolean | 'destroy
     // Node frames the body itself (RFC 9112 §6.1): an app's Transfer-Encoding would be sent
     // beside Node's own framing, or leave the body unframed on a keep-alive connection.
     if (name.length === 17 && name.toLowerCase() === 'transfer-encoding') continue
+    if (bare && name.length === 10) {
+      const lower = name.toLowerCase()
+      if (lower === 'connection') {
+        close ||= CLOSE_OPTION.test(value)
+        continue
+      }
+      if (lower === 'keep-alive') continue
+    }
     try {
       validateHeaderName(name)
       validateHeaderValue(name, value)
@@ -178,6 +204,12 @@ function writeHead(res: ResponseSink, response: AppResponse): boolean | 'destroy
       ? statusText
       : (STATUS_CODES[status] ?? '')
   try {
+    if (bare) {
+      // Node adds `Connection` (and `Keep-Alive: timeout=N`) itself unless the header was
+      // removed; removed, it sends neither and the connection persists by the version's default.
+      res.removeHeader('connection')
+      if (close) res.shouldKeepAlive = false
+    }
     res.writeHead(status, reason, flat)
   } catch {
     // Checked above, so not expected; the response state cannot be trusted any more.

@@ -69,6 +69,11 @@ const FIXED_500: Readonly<AppResponse> = {
  * - `wsgiproxy.signal` aborts when the response closes before it finished (the client left).
  * - Statuses 200–999 pass through; a 1xx final status or a head Node refuses becomes 502.
  * - A body that fails mid-stream cuts the connection, so the client never sees a clean end.
+ * - A response to a request with `X-WSGIProxy-Version: 0.1` (from an old Python WSGIProxy front)
+ *   has no `Connection` or `Keep-Alive` header, error responses included: that front copies every
+ *   response header into its WSGI response, and WSGI servers refuse hop-by-hop headers from an
+ *   app (PEP 3333), so wsgiref and waitress would answer 500 instead. The connection still
+ *   persists as the request's HTTP version has it by default (RFC 9112 §9.3).
  *
  * @param app - the environ app to serve
  * @param options - mount prefix, header cap, error handling
@@ -108,6 +113,11 @@ export function toNodeListener(
     // A client that leaves mid-upload makes `req` fail with "aborted"; whoever reads the body
     // sees that error, and nothing else may crash on it.
     req.on('error', noop)
+    const bare = fromWsgiProxy01(req)
+    // HTTP/1.0 persists only when the response says `Connection: keep-alive`, which is not sent.
+    if (bare && req.httpVersionMajor === 1 && req.httpVersionMinor === 0) {
+      res.shouldKeepAlive = false
+    }
     let environ: Environ | undefined
     let response: AppResponse
     try {
@@ -129,7 +139,7 @@ export function toNodeListener(
     } catch (error) {
       response = await fail(error, environ)
     }
-    await writeResponse(req.method, res, response, client)
+    await writeResponse(req.method, res, response, client, bare)
   }
 
   return (req, res) => {
@@ -138,6 +148,15 @@ export function toNodeListener(
       res.destroy()
     })
   }
+}
+
+/**
+ * Whether the request comes from a WSGIProxy 0.1 front (Paste WSGIProxy's `WSGIProxyApp`), which
+ * passes every response header but `Transfer-Encoding` to `start_response`: a hop-by-hop header
+ * there is an AssertionError in wsgiref (https://peps.python.org/pep-3333/#other-http-features).
+ */
+function fromWsgiProxy01(req: IncomingMessage): boolean {
+  return req.headers['x-wsgiproxy-version'] === '0.1'
 }
 
 // RFC 9112 §6.3: a request has a body when it has Transfer-Encoding or a non-zero Content-Length.
