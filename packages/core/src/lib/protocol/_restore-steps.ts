@@ -279,11 +279,13 @@ function restore(
   let scriptHeader = header('X_FORWARDED_SCRIPT_NAME')
   if (v01) {
     // A 0.1 front sends the href's path without its leading "/"; its middleware read the
-    // script name from X-Script-Name.
+    // script name from X-Script-Name. The 0.1 front always sends X-Forwarded-Script-Name (empty
+    // when unmounted) and passes a client's X-Script-Name through, so X-Script-Name counts only
+    // when X-Forwarded-Script-Name is absent: a front that sets X-Script-Name itself.
     if (traversal !== undefined && traversal !== '' && !traversal.startsWith('/')) {
       traversal = `/${traversal}`
     }
-    if (scriptHeader === undefined || scriptHeader === '') scriptHeader = header('X_SCRIPT_NAME')
+    if (scriptHeader === undefined) scriptHeader = header('X_SCRIPT_NAME')
   }
   if (traversal !== undefined || scriptHeader !== undefined) {
     restorePaths(restored, traversal, scriptHeader)

@@ -91,13 +91,22 @@ describe('receiving WSGIProxy 0.1 (compat: wsgiproxy-0.1)', () => {
     expect(Object.keys(environ ?? {}).filter((key) => key.startsWith('HTTP_X_'))).toEqual([])
   })
 
-  it('reads X-Script-Name when X-Forwarded-Script-Name is empty or absent', async () => {
-    for (const forwarded of [{ 'x-forwarded-script-name': '' }, {}]) {
-      const headers: Record<string, string> = { ...FROM_01_FRONT, ...forwarded }
-      if (!('x-forwarded-script-name' in forwarded)) delete headers['x-forwarded-script-name']
-      const { environ } = await run({ ...headers, 'x-script-name': '/legacy' }, COMPAT)
-      expect(environ).toMatchObject({ SCRIPT_NAME: '/legacy', PATH_INFO: '/p/q' })
-    }
+  it('reads X-Script-Name only when X-Forwarded-Script-Name is absent', async () => {
+    const headers: Record<string, string> = { ...FROM_01_FRONT }
+    delete headers['x-forwarded-script-name']
+    const { environ } = await run({ ...headers, 'x-script-name': '/legacy' }, COMPAT)
+    expect(environ).toMatchObject({ SCRIPT_NAME: '/legacy', PATH_INFO: '/p/q' })
+  })
+
+  it('never lets a client of an unmounted 0.1 front choose SCRIPT_NAME with X-Script-Name', async () => {
+    // Security regression: the 0.1 front always sends X-Forwarded-Script-Name (empty when it is
+    // not mounted) and passes the client's other headers on, X-Script-Name included.
+    const { status, environ } = await run(
+      { ...FROM_01_FRONT, 'x-forwarded-script-name': '', 'x-script-name': '/inj' },
+      COMPAT,
+    )
+    expect(status).toBe(200)
+    expect(environ).toMatchObject({ SCRIPT_NAME: '', PATH_INFO: '/p/q' })
   })
 
   it('decodes raw UTF-8, empty and b64 values of every kind as text', async () => {
