@@ -510,6 +510,8 @@ describe('packages/hono/README.md programs', () => {
     const admin = await json<Record<string, unknown>>(front.url, '/admin/users')
     expect(admin['SCRIPT_NAME']).toBe('/admin')
     expect(admin['PATH_INFO']).toBe('/users')
+    // proxy's `environ` option put it in the environ, stringKeys sent it, the signature covers it.
+    expect(admin['REMOTE_USER']).toBe('admin')
     expect((await send(front.url, { path: '/front/article/1' })).status).toBe(401)
   }, 60_000)
 

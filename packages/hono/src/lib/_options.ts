@@ -1,5 +1,6 @@
 import type { ErrorHook } from '@wsgiproxy/core'
 import { fn } from '@wsgiproxy/core/adapter'
+import type { Context } from 'hono'
 import * as z from 'zod'
 import type { GetRemoteAddr } from './remote-addr.ts'
 
@@ -18,3 +19,10 @@ export const ENVIRON_FIELDS: {
   maxHeaders: z.number().int().min(1).optional(),
   onError: fn<ErrorHook>().optional(),
 }
+
+/** The `environ` option of `mount`, `proxy` and `spawn`: extra environ keys from the context. */
+export type EnvironFromContext = (c: Context) => Record<string, unknown> | undefined
+
+/** The schema of the `environ` option (`mount`, `proxy`, `spawn`). */
+export const ENVIRON_FROM_CONTEXT: z.ZodOptional<z.ZodType<EnvironFromContext>> =
+  fn<EnvironFromContext>().optional()

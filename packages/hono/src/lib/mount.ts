@@ -3,7 +3,8 @@ import { toFetchHandler } from '@wsgiproxy/core'
 import { parseOptions } from '@wsgiproxy/core/adapter'
 import type { Context, Handler } from 'hono'
 import * as z from 'zod'
-import { ENVIRON_FIELDS } from './_options.ts'
+import { ENVIRON_FIELDS, ENVIRON_FROM_CONTEXT } from './_options.ts'
+import type { EnvironFromContext } from './_options.ts'
 import { routePrefix } from './_route-prefix.ts'
 import type { GetRemoteAddr } from './remote-addr.ts'
 import { remoteAddrOf } from './remote-addr.ts'
@@ -17,6 +18,13 @@ export interface MountOptions {
    * (core's `findRemoteAddr`, which reads what those helpers read); none elsewhere.
    */
   getRemoteAddr?: GetRemoteAddr
+  /**
+   * Environ keys to add from the context, per request: what your middleware knows and the request
+   * does not say, for example `(c) => ({ REMOTE_USER: c.get('user')?.name })`, which `proxy()`
+   * then forwards with `stringKeys: ['REMOTE_USER']`. `undefined` values are skipped; a key the
+   * request sets itself (`REQUEST_METHOD`, `HTTP_*`, `wsgi.*`, ...) gives a 500. Default: none.
+   */
+  environ?: EnvironFromContext
   /** Header fields accepted per request; more gives 431. Default 100. */
   maxHeaders?: number
   /** Show error messages in problem bodies (development only: they may name internal addresses). Default `false`. */
@@ -30,7 +38,11 @@ export interface MountOptions {
   onError?: ErrorHook
 }
 
-const MOUNT_OPTIONS = z.strictObject({ ...ENVIRON_FIELDS, exposeErrors: z.boolean().optional() })
+const MOUNT_OPTIONS = z.strictObject({
+  ...ENVIRON_FIELDS,
+  environ: ENVIRON_FROM_CONTEXT,
+  exposeErrors: z.boolean().optional(),
+})
 
 /**
  * A Hono handler that serves an environ app under the route it is registered on: the part of the
@@ -50,9 +62,14 @@ const MOUNT_OPTIONS = z.strictObject({ ...ENVIRON_FIELDS, exposeErrors: z.boolea
  * app.all('/legacy/*', mount(legacyEnvironApp)) // SCRIPT_NAME '/legacy'
  */
 export function mount(app: EnvironApp, options?: MountOptions): Handler {
-  const { getRemoteAddr, ...rest } = parseOptions<MountOptions>(MOUNT_OPTIONS, options, 'mount')
+  const { getRemoteAddr, environ, ...rest } = parseOptions<MountOptions>(
+    MOUNT_OPTIONS,
+    options,
+    'mount',
+  )
   const fetch = toFetchHandler(app, {
     ...rest,
+    ...(environ === undefined ? {} : { extraEnviron: (_request, c) => environ(c as Context) }),
     scriptName: (_request, c) => routePrefix(c as Context),
     getRemoteAddr: (_request, c) => remoteAddrOf(c as Context, getRemoteAddr),
   })

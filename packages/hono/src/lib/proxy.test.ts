@@ -71,6 +71,46 @@ describe('proxy', () => {
     })
   })
 
+  it('forwards environ keys the environ option takes from the context, such as REMOTE_USER', async () => {
+    const { upstream, seen } = await recordingUpstream()
+    const app = new Hono<{ Variables: { user: string } }>()
+    app.use('/front/*', async (c, next) => {
+      c.set('user', 'alice')
+      await next()
+    })
+    app.all(
+      '/front/*',
+      proxy({
+        href: upstream.origin,
+        environ: (c) => ({ REMOTE_USER: c.get('user') as string, 'x.unset': undefined }),
+        stringKeys: ['REMOTE_USER', 'x.unset'],
+      }),
+    )
+    const response = await app.request('http://public.example/front/x', {}, peer('203.0.113.9'))
+    expect(response.status).toBe(200)
+    expect(seen[0]?.headers['x-wsgiproxy-str-0']).toBe('REMOTE_USER alice')
+    expect(seen[0]?.headers['x-wsgiproxy-str-1']).toBeUndefined()
+  })
+
+  it('answers 500 when the environ option names a key the request sets itself', async () => {
+    const { upstream, seen } = await recordingUpstream()
+    const messages: string[] = []
+    const app = new Hono().all(
+      '/front/*',
+      proxy({
+        href: upstream.origin,
+        environ: () => ({ REMOTE_ADDR: '10.0.0.1' }),
+        onError: (error) => void messages.push(`${error.code}: ${error.message}`),
+      }),
+    )
+    const response = await app.request('http://public.example/front/x', {}, peer('203.0.113.9'))
+    expect(response.status).toBe(500)
+    expect(seen).toEqual([])
+    expect(messages).toEqual([
+      'APP_ERROR: an extra environ key (toFetchHandler\'s extraEnviron, the environ option of the Hono adapters) must not be a key the protocol sets itself (CGI keys, HTTP_*, wsgi.*, wsgiproxy.*) (got "REMOTE_ADDR")',
+    ])
+  })
+
   it('deletes the protocol headers the client sent before setting its own', async () => {
     const { upstream, seen } = await recordingUpstream()
     const app = new Hono().all('/*', proxy({ href: upstream.origin }))

@@ -3,7 +3,8 @@ import { createProxyApp } from '@wsgiproxy/core'
 import { checkProxyAppOptions, parseOptions } from '@wsgiproxy/core/adapter'
 import type { Handler } from 'hono'
 import * as z from 'zod'
-import { ENVIRON_FIELDS } from './_options.ts'
+import { ENVIRON_FIELDS, ENVIRON_FROM_CONTEXT } from './_options.ts'
+import type { EnvironFromContext } from './_options.ts'
 import type { MountOptions } from './mount.ts'
 import { mount } from './mount.ts'
 import type { GetRemoteAddr } from './remote-addr.ts'
@@ -18,6 +19,8 @@ export interface ProxyOptions extends ProxyAppOptions {
   getRemoteAddr?: GetRemoteAddr
   /** Header fields accepted per request; more gives 431. Default 100. */
   maxHeaders?: number
+  /** Environ keys to add from the context (`REMOTE_USER` for `stringKeys`); see `MountOptions.environ`. */
+  environ?: EnvironFromContext
   /**
    * Called with the error and the environ on every failure: forwarding (502 unreachable, 504
    * timeout, ...) and a request that cannot be turned into an environ (400, 431; `environ` is
@@ -56,6 +59,7 @@ const PROXY_OPTIONS = z.strictObject({
       if (problem !== undefined) ctx.addIssue({ code: 'custom', message: problem })
     }),
   ...ENVIRON_FIELDS,
+  environ: ENVIRON_FROM_CONTEXT,
   ...FORWARDED_FIELDS,
 })
 
@@ -89,7 +93,7 @@ export function proxy(href: string | URL): Handler
  */
 export function proxy(options: ProxyOptions): Handler
 export function proxy(options: ProxyOptions | string | URL): Handler {
-  const { href, getRemoteAddr, maxHeaders, ...forwarding } = parseOptions<ProxyOptions>(
+  const { href, getRemoteAddr, maxHeaders, environ, ...forwarding } = parseOptions<ProxyOptions>(
     PROXY_OPTIONS,
     typeof options === 'string' || options instanceof URL ? { href: options } : options,
     'proxy',
@@ -99,6 +103,7 @@ export function proxy(options: ProxyOptions | string | URL): Handler {
   const mountOptions: MountOptions = {}
   if (getRemoteAddr !== undefined) mountOptions.getRemoteAddr = getRemoteAddr
   if (maxHeaders !== undefined) mountOptions.maxHeaders = maxHeaders
+  if (environ !== undefined) mountOptions.environ = environ
   if (forwarding.exposeErrors !== undefined) mountOptions.exposeErrors = forwarding.exposeErrors
   if (forwarding.onError !== undefined) mountOptions.onError = forwarding.onError
   return mount(createProxyApp({ ...forwarding, href }), mountOptions)

@@ -4,7 +4,7 @@ import { parseOptions } from '@wsgiproxy/core/adapter'
 import { createSpawner } from '@wsgiproxy/node'
 import type { Handler } from 'hono'
 import * as z from 'zod'
-import { ENVIRON_FIELDS } from './_options.ts'
+import { ENVIRON_FIELDS, ENVIRON_FROM_CONTEXT } from './_options.ts'
 import type { MountOptions } from './mount.ts'
 import { mount } from './mount.ts'
 
@@ -36,7 +36,11 @@ export type SpawnHandler = Handler & {
 }
 
 // The spawner's own options are checked by createSpawner.
-const SPAWN_OPTIONS = z.looseObject({ ...ENVIRON_FIELDS, exposeErrors: z.boolean().optional() })
+const SPAWN_OPTIONS = z.looseObject({
+  ...ENVIRON_FIELDS,
+  environ: ENVIRON_FROM_CONTEXT,
+  exposeErrors: z.boolean().optional(),
+})
 
 /**
  * A Hono handler that starts a backend process on the first request and forwards to it, mounted
@@ -56,7 +60,7 @@ const SPAWN_OPTIONS = z.looseObject({ ...ENVIRON_FIELDS, exposeErrors: z.boolean
  * process.once('SIGTERM', () => void py.close())
  */
 export function spawn(options: SpawnOptions): SpawnHandler {
-  const { getRemoteAddr, maxHeaders, ...spawnerOptions } = parseOptions<SpawnOptions>(
+  const { getRemoteAddr, maxHeaders, environ, ...spawnerOptions } = parseOptions<SpawnOptions>(
     SPAWN_OPTIONS,
     options,
     'spawn',
@@ -65,6 +69,7 @@ export function spawn(options: SpawnOptions): SpawnHandler {
   const mountOptions: MountOptions = {}
   if (getRemoteAddr !== undefined) mountOptions.getRemoteAddr = getRemoteAddr
   if (maxHeaders !== undefined) mountOptions.maxHeaders = maxHeaders
+  if (environ !== undefined) mountOptions.environ = environ
   if (spawnerOptions.exposeErrors !== undefined) {
     mountOptions.exposeErrors = spawnerOptions.exposeErrors
   }

@@ -12,10 +12,19 @@ const app = new Hono()
 // /front/article/1 goes to <backend>/myapp/article/1 with X-Forwarded-For, -Server, -Scheme,
 // -Script-Name: /front, X-Traversal-Path: /myapp and X-WSGIProxy-Version.
 app.all('/front/*', proxy({ href: `${backend}/myapp` }))
-// Signed (docs/signing.md), with an extra environ key.
+// Signed (docs/signing.md), with the user your authentication middleware found as REMOTE_USER.
+app.use('/admin/*', async (c, next) => {
+  c.set('user', 'admin') // stands for your authentication middleware
+  await next()
+})
 app.all(
   '/admin/*',
-  proxy({ href: `${backend}/admin`, signer: createSigner({ keys }), stringKeys: ['REMOTE_USER'] }),
+  proxy({
+    href: `${backend}/admin`,
+    signer: createSigner({ keys }),
+    environ: (c) => ({ REMOTE_USER: c.get('user') }), // environ keys from the context
+    stringKeys: ['REMOTE_USER'], // sent as X-WSGIProxy-Str-0
+  }),
 )
 
 const port = Number(process.env.PORT ?? 8000)

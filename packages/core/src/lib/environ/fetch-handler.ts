@@ -4,6 +4,7 @@ import { asWsgiProxyError, WsgiProxyError } from '../errors.ts'
 import { logError } from '../log.ts'
 import { fn, parseOptions } from '../options.ts'
 import { findRemoteAddr } from './peer-address.ts'
+import { extraKeyProblem } from '../protocol/extra-key-format.ts'
 import { discardBody } from '../streams.ts'
 import { errorResponse } from '../problem.ts'
 import { fromResponse, toResponse } from './response.ts'
@@ -25,6 +26,14 @@ export interface ToFetchHandlerOptions {
    * (`@hono/node-server`, Bun, Deno). Default: found by shape.
    */
   getRemoteAddr?: (request: Request, context: unknown) => string | undefined
+  /**
+   * Environ keys to add per request from what the request alone does not say (given the
+   * handler's two arguments; a framework adapter passes its context): `REMOTE_USER` set by an
+   * authentication middleware, for one, so that a proxy app can forward it with `stringKeys`.
+   * `undefined` values are skipped; a key the request itself sets (`REQUEST_METHOD`, `HTTP_*`,
+   * `wsgi.*`, ...) or that is not an identifier is an `APP_ERROR` (500). Default: none.
+   */
+  extraEnviron?: (request: Request, context: unknown) => Record<string, unknown> | undefined
   /** Header fields accepted per request; more gives 431. Default 100. */
   maxHeaders?: number
   /** Show error messages in problem bodies (development only: they may name internal addresses). Default `false`. */
@@ -43,6 +52,7 @@ const toFetchHandlerOptions = z.strictObject({
     .union([z.string(), fn<(request: Request, context: unknown) => string>()])
     .optional(),
   getRemoteAddr: fn<NonNullable<ToFetchHandlerOptions['getRemoteAddr']>>().optional(),
+  extraEnviron: fn<NonNullable<ToFetchHandlerOptions['extraEnviron']>>().optional(),
   maxHeaders: z.number().int().min(1).optional(),
   exposeErrors: z.boolean().optional(),
   onError: fn<NonNullable<ToFetchHandlerOptions['onError']>>().optional(),
@@ -95,6 +105,9 @@ export function toFetchHandler(
       }
       if (remoteAddr !== undefined) perRequest = { ...perRequest, remoteAddr }
       environ = buildEnviron(request, perRequest)
+      if (opts.extraEnviron !== undefined) {
+        addExtraEnviron(environ, opts.extraEnviron(request, context))
+      }
       let response = await app(environ)
       if (request.method === 'HEAD' && response?.body) {
         void discardBody(response.body)
@@ -122,6 +135,27 @@ export function fromFetchHandler(
   handler: (request: Request, context: { environ: Environ }) => Response | Promise<Response>,
 ): EnvironApp {
   return async (environ) => fromResponse(await handler(toRequest(environ), { environ }))
+}
+
+function addExtraEnviron(environ: Environ, extra: unknown): void {
+  if (extra === undefined) return
+  if (typeof extra !== 'object' || extra === null) {
+    throw new WsgiProxyError(
+      'APP_ERROR',
+      `extra environ keys (toFetchHandler's extraEnviron, the environ option of the Hono adapters) must be an object or undefined (got ${extra === null ? 'null' : typeof extra})`,
+    )
+  }
+  for (const [key, value] of Object.entries(extra)) {
+    if (value === undefined) continue
+    const problem = extraKeyProblem(key)
+    if (problem !== undefined) {
+      throw new WsgiProxyError(
+        'APP_ERROR',
+        `an extra environ key (toFetchHandler's extraEnviron, the environ option of the Hono adapters) ${problem} (got ${JSON.stringify(key)})`,
+      )
+    }
+    environ[key] = value
+  }
 }
 
 function checkScriptName(scriptName: unknown): string {
