@@ -3,9 +3,6 @@
 // loopback address, and the conversions between a Python 0.1 environ dump and ours.
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import type { Server } from 'node:http'
-import type { AddressInfo } from 'node:net'
-import { serve as serveNodeServer } from '@hono/node-server'
 import { createProxyApp, proxyMiddleware } from '@wsgiproxy/core'
 import type {
   Environ,
@@ -18,6 +15,7 @@ import { mount, proxy, wsgiProxy } from '@wsgiproxy/hono'
 import type { WsgiProxyVariables } from '@wsgiproxy/hono'
 import { serve } from '@wsgiproxy/node'
 import { Hono } from 'hono'
+import { serveHono } from '@wsgiproxy/test-kit/serve-hono'
 import { echoEnviron, register, send } from '@wsgiproxy/test-kit/servers'
 import type { Running } from '@wsgiproxy/test-kit/servers'
 import { spawner } from '@wsgiproxy/test-kit/spawner-helpers'
@@ -107,25 +105,6 @@ function visible(environ: Environ): Record<string, unknown> {
     if (key !== 'wsgi.input' && key !== 'wsgiproxy.signal') out[key] = value
   }
   return out
-}
-
-/** Serves a Hono app with @hono/node-server on 127.0.0.1 port 0; `closeAll` stops it. */
-async function serveHono(app: Pick<Hono, 'fetch'>): Promise<Running> {
-  const server = await new Promise<Server>((resolve) => {
-    const s = serveNodeServer({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, () =>
-      resolve(s as Server),
-    )
-  })
-  const { port } = server.address() as AddressInfo
-  return register({
-    port,
-    origin: `http://127.0.0.1:${port}`,
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.closeAllConnections()
-        server.close(() => resolve())
-      }),
-  })
 }
 
 /** This project's receivers: core's `proxyMiddleware` on node `serve`, and Hono `wsgiProxy`. */
