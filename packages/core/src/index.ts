@@ -33,7 +33,23 @@ export type { ForwardOptions, ProxyTimeouts } from './lib/forward/forward-option
 export { DEFAULT_TIMEOUTS } from './lib/forward/forward-options.ts'
 export type { AllowList, ExactProxyOptions } from './lib/forward/exact-proxy.ts'
 export { exactProxy, parseAllowList } from './lib/forward/exact-proxy.ts'
-export type { ProxyAppOptions } from './lib/forward/proxy-app.ts'
+export type { ProxyApp, ProxyAppOptions } from './lib/forward/proxy-app.ts'
+export type {
+  BalanceStrategy,
+  EjectionOptions,
+  HealthCheckOptions,
+  PoolOptions,
+  RetryOptions,
+  TargetLimits,
+  UpstreamTarget,
+} from './lib/pool/options.ts'
+export type {
+  PoolEventDetail,
+  TargetState,
+  TargetStatus,
+  UpstreamPool,
+  UpstreamPoolStatus,
+} from './lib/pool/upstream-pool.ts'
 export { createProxyApp } from './lib/forward/proxy-app.ts'
 export type {
   EnvironRestorer,

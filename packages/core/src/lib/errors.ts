@@ -34,6 +34,8 @@ export const ERROR_STATUS = {
   UPSTREAM_CONNECT_TIMEOUT: 504,
   UPSTREAM_HEADERS_TIMEOUT: 504,
   UPSTREAM_BODY_TIMEOUT: 504,
+  // Every target of a pool is at its concurrency limit and the wait queue is full or timed out.
+  UPSTREAM_OVERLOADED: 503,
   // The backend spawner (@wsgiproxy/node, docs/design.md §9).
   BACKEND_SPAWN_FAILED: 502,
   BACKEND_EXITED: 502,

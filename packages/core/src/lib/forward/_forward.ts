@@ -30,6 +30,23 @@ export async function forward(
   environ: Environ,
   settings: ForwardSettings,
 ): Promise<AppResponse> {
+  const sent = await send(outbound, environ, settings)
+  return sent.error === undefined ? sent.response : failure(sent.error, environ, settings)
+}
+
+/** What {@link send} gives: the upstream response, or why there is none. */
+export type Sent =
+  { response: AppResponse; error?: undefined } | { error: WsgiProxyError; response?: undefined }
+
+/**
+ * {@link forward} without answering a failure: the upstream response, or the error for the caller
+ * to answer or retry. Never throws.
+ */
+export async function send(
+  outbound: Omit<OutboundRequest, 'signal'>,
+  environ: Environ,
+  settings: ForwardSettings,
+): Promise<Sent> {
   const start = performance.now()
   const controller = new Cancellation()
   const onClientAbort = (): void =>
@@ -73,7 +90,7 @@ export async function forward(
     release()
     const problem = toProxyError(error, controller, outbound.url)
     noteAttempt(problem, outbound.url.origin, start)
-    return failure(problem, environ, settings)
+    return { error: problem }
   }
   clearTimeout(timer)
   if (controller.aborted) {
@@ -82,18 +99,18 @@ export async function forward(
     void discardBody(response.body)
     const problem = toProxyError(undefined, controller, outbound.url)
     noteAttempt(problem, outbound.url.origin, start)
-    return failure(problem, environ, settings)
+    return { error: problem }
   }
   const headers = stripHopByHop(response.headers, 'response')
   if (response.body === null) {
     release()
-    return { ...response, headers }
+    return { response: { ...response, headers } }
   }
   const body = watchBody(response.body, controller, outbound.url, settings, environ, () => {
     release()
     return start
   })
-  return { ...response, headers, body }
+  return { response: { ...response, headers, body } }
 }
 
 /**

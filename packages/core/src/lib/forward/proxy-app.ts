@@ -6,7 +6,6 @@ import { failure, forward } from './_forward.ts'
 import type { PickleCodec } from '../protocol/header-codec.ts'
 import { assertExtraKey } from '../protocol/header-codec.ts'
 import { SPOOFABLE_REQUEST_HEADERS } from './_hop-by-hop.ts'
-import type { LocationMapping } from './_location.ts'
 import { rewriteLocations } from './_location-headers.ts'
 import type { ExtraKeys, Href, PrepareSettings } from './_prepare-request.ts'
 import { prepareRequest } from './_prepare-request.ts'
@@ -17,14 +16,27 @@ import { isProtocolHeader } from '../protocol/protocol.ts'
 import type { AppResponse, Environ, UpgradableApp, UpgradeTarget } from '../types.ts'
 import type { Signer } from '../signing/signer.ts'
 import { MAX_COVERED_COMPONENTS } from '../signing/profile.ts'
+import type { PoolOptions, UpstreamTarget } from '../pool/options.ts'
+import { hasPoolOptions, POOL_OPTION_FIELDS, poolSettings, TARGET_SCHEMA } from '../pool/options.ts'
+import type { TargetRoute } from '../pool/_pooled-app.ts'
+import { createPooledApp } from '../pool/_pooled-app.ts'
+import type { UpstreamPool } from '../pool/upstream-pool.ts'
+import { Pool, PoolTarget } from '../pool/upstream-pool.ts'
 
 /** Options of {@link createProxyApp}. */
-export interface ProxyAppOptions extends ForwardOptions {
+export interface ProxyAppOptions extends ForwardOptions, PoolOptions {
   /**
    * Where to forward: scheme, host, port, optional path and query
-   * (`http://127.0.0.1:8080/myapp?some=querystring`). Required.
+   * (`http://127.0.0.1:8080/myapp?some=querystring`); a list of them for a pool of targets with
+   * the same weight (docs/pools.md). Required, unless `targets` is given.
    */
-  href: string | URL
+  href?: string | URL | ReadonlyArray<string | URL>
+  /**
+   * A pool of targets with weights, instead of `href`: `[{ href, weight }]` (docs/pools.md).
+   * Each request goes to one target (see `balance`); each target gets its own `Host`, path and
+   * signature.
+   */
+  targets?: readonly UpstreamTarget[]
   /** Environ keys sent as byte strings (`X-WSGIProxy-Str-N`), when present. Default none. */
   stringKeys?: readonly string[]
   /** Environ keys sent as text, UTF-8 (`X-WSGIProxy-Unicode-N`). Default none. */
@@ -100,9 +112,18 @@ const proxyAppFields = {
   rewriteLocation: z.boolean().optional(),
   trustClientHeaders: keyList,
 }
+const hrefSchema = z.union([z.string(), z.instanceof(URL)], {
+  error: 'expected a URL, as a string or URL',
+})
 const proxyAppOptions = forwardOptionsSchema({
-  href: z.union([z.string(), z.instanceof(URL)]),
+  href: z
+    .union([hrefSchema, z.array(hrefSchema).min(1, { error: 'expected at least one URL' })], {
+      error: 'expected a URL, as a string or URL, or a list of them',
+    })
+    .optional(),
+  targets: z.array(TARGET_SCHEMA).min(1, { error: 'expected at least one target' }).optional(),
   ...proxyAppFields,
+  ...POOL_OPTION_FIELDS,
 })
 const proxyAppOptionsWithoutHref = forwardOptionsSchema(proxyAppFields)
 
@@ -176,32 +197,45 @@ function checkCombinations(opts: Omit<ProxyAppOptions, 'href'>, what: string): E
  * @example
  * export default { fetch: toFetchHandler(createProxyApp('http://127.0.0.1:8080/myapp')) }
  */
-export function createProxyApp(href: string | URL): UpgradableApp
+export function createProxyApp(href: string | URL): ProxyApp
 /**
  * The WSGIProxyApp with options: see the form with a URL string above.
  *
- * @param options - the href, keys to forward, transport, timeouts, error handling
- * @returns the environ app, with `prepareUpgrade`
+ * With several targets (`href: [...]` or `targets: [{ href, weight }]`) or any pool option, the
+ * app forwards through a pool (docs/pools.md): each request goes to one target chosen by
+ * `balance`, failing targets are ejected for a while (`ejection`, `healthCheck`), a request that
+ * never reached its target is tried on another (`retries`), and `limits` caps the requests in
+ * flight per target with a bounded queue, beyond which the answer is 503 `UPSTREAM_OVERLOADED`
+ * with `Retry-After`. `app.pool` reports the targets' states and emits `ejected` / `restored`.
+ *
+ * @param options - the href (or targets), keys to forward, transport, timeouts, error handling,
+ *   pool options
+ * @returns the environ app, with `prepareUpgrade`, and `pool` when it forwards through one
  * @throws WsgiProxyError `INVALID_OPTIONS` for a bad href, key or option combination, and for a
  *   value that is neither a URL string nor an options object
  * @example
  * const app = createProxyApp({ href: 'http://127.0.0.1:8080/myapp', stringKeys: ['REMOTE_USER'] })
  * export default { fetch: toFetchHandler(app, { scriptName: '/front' }) }
+ * @example
+ * const app = createProxyApp({
+ *   targets: [{ href: 'http://10.0.0.1:8080' }, { href: 'http://10.0.0.2:8080', weight: 2 }],
+ *   healthCheck: { path: '/healthz' },
+ * })
+ * app.pool?.addEventListener('ejected', (event) => console.warn(event.detail))
  */
-export function createProxyApp(options: ProxyAppOptions): UpgradableApp
-export function createProxyApp(options: ProxyAppOptions | string | URL): UpgradableApp {
+export function createProxyApp(options: ProxyAppOptions): ProxyApp
+export function createProxyApp(options: ProxyAppOptions | string | URL): ProxyApp {
   const opts = parseOptions<ProxyAppOptions>(
     proxyAppOptions,
     typeof options === 'string' || options instanceof URL ? { href: options } : options,
     'createProxyApp',
     'a URL string or an options object',
   )
-  const href = parseHref(opts.href)
+  const targets = targetsOf(opts)
   const keys = checkCombinations(opts, 'createProxyApp')
   const settings = forwardSettings(opts)
   const deleted = deletedClientHeaders(opts.trustClientHeaders)
-  const prepare: PrepareSettings = {
-    href,
+  const shared: Omit<PrepareSettings, 'href'> = {
     extraKeys:
       keys.str.length + keys.unicode.length + keys.json.length + keys.pickle.length > 0
         ? keys
@@ -215,47 +249,140 @@ export function createProxyApp(options: ProxyAppOptions | string | URL): Upgrada
     forward: settings,
   }
   const rewrite = opts.rewriteLocation ?? true
+  const routeOf = (href: Href): TargetRoute => ({
+    prepare: { ...shared, href },
+    respond: (response, publicPath) =>
+      rewrite
+        ? rewriteLocations(response, {
+            backendOrigin: href.origin,
+            backendPath: href.path,
+            publicPath,
+          })
+        : response,
+  })
   const upgradeTimeout =
     settings.headersTimeout === false ? {} : { headersTimeout: settings.headersTimeout }
-  const mapping = (publicPath: string): LocationMapping => ({
-    backendOrigin: href.origin,
-    backendPath: href.path,
-    publicPath,
-  })
 
-  const app = async (environ: Environ): Promise<AppResponse> => {
-    const prepared = await prepareRequest(environ, undefined, prepare)
+  const prepareUpgradeTo = async (
+    environ: Environ,
+    upgrade: string,
+    route: TargetRoute,
+  ): Promise<UpgradeTarget | AppResponse> => {
+    const prepared = await prepareRequest(environ, upgrade, route.prepare)
     if ('response' in prepared) return prepared.response
-    const { url, method, headers, body } = prepared
-    const response = await forward({ url, method, headers, body }, environ, settings)
-    if (!rewrite) return response
-    return rewriteLocations(response, mapping(prepared.scriptName))
-  }
-
-  const prepareUpgrade = async (environ: Environ): Promise<UpgradeTarget | AppResponse> => {
-    const upgrade = upgradeProtocols(environ.HTTP_UPGRADE)
-    if (typeof upgrade !== 'string') {
-      const error = new WsgiProxyError('BAD_REQUEST', upgrade.problem, { expose: true })
-      return failure(error, environ, settings)
-    }
-    const prepared = await prepareRequest(environ, upgrade, prepare)
-    if ('response' in prepared) return prepared.response
-    const { url, method, headers } = prepared
-    const answerMapping = mapping(prepared.scriptName)
+    const { url, method, headers, scriptName } = prepared
     // An ordinary answer instead of a 101 gets the same Location rewriting as any response.
     const answerHeaders = rewrite
       ? {
           answerHeaders: (lines: Array<[string, string]>): Array<[string, string]> =>
-            rewriteLocations({ status: 200, headers: lines, body: null }, answerMapping).headers,
+            route.respond({ status: 200, headers: lines, body: null }, scriptName).headers,
         }
       : {}
     return { url, method, headers, ...upgradeTimeout, ...answerHeaders }
   }
+  const only = targets.length === 1 && !hasPoolOptions(opts) ? targets[0] : undefined
+  if (only !== undefined) {
+    const route = routeOf(only.href)
+    const app = async (environ: Environ): Promise<AppResponse> => {
+      const prepared = await prepareRequest(environ, undefined, route.prepare)
+      if ('response' in prepared) return prepared.response
+      const { url, method, headers, body } = prepared
+      const response = await forward({ url, method, headers, body }, environ, settings)
+      return route.respond(response, prepared.scriptName)
+    }
+    const prepareUpgrade = async (environ: Environ): Promise<UpgradeTarget | AppResponse> => {
+      const upgrade = upgradeOf(environ)
+      if (upgrade instanceof WsgiProxyError) return failure(upgrade, environ, settings)
+      return prepareUpgradeTo(environ, upgrade, route)
+    }
+    return Object.assign(app, { prepareUpgrade, pool: undefined })
+  }
 
-  return Object.assign(app, { prepareUpgrade })
+  const members = targets.map((target) => new PoolTarget(target.href, target.name, target.weight))
+  const { signer } = opts
+  const pool = new Pool(
+    members,
+    poolSettings(opts),
+    settings.transport,
+    signer === undefined ? undefined : (request) => signer.sign(request),
+  )
+  const routes = new Map(members.map((member) => [member, routeOf(member.href)]))
+  const app = createPooledApp(pool, routes, settings)
+  const prepareUpgrade = async (environ: Environ): Promise<UpgradeTarget | AppResponse> => {
+    const upgrade = upgradeOf(environ)
+    if (upgrade instanceof WsgiProxyError) return failure(upgrade, environ, settings)
+    const target = pool.pickForUpgrade(pool.keyOf(environ))
+    if (target instanceof WsgiProxyError) {
+      const response = await failure(target, environ, settings)
+      response.headers.push(['retry-after', String(pool.settings.limits.retryAfter)])
+      return response
+    }
+    return prepareUpgradeTo(environ, upgrade, routes.get(target) as TargetRoute)
+  }
+  return Object.assign(app, { prepareUpgrade, pool: pool as UpstreamPool })
 }
 
-function parseHref(value: string | URL): Href {
+// 400 unless `Upgrade` is a list of protocol tokens (RFC 9110 §7.8).
+function upgradeOf(environ: Environ): string | WsgiProxyError {
+  const upgrade = upgradeProtocols(environ.HTTP_UPGRADE)
+  return typeof upgrade === 'string'
+    ? upgrade
+    : new WsgiProxyError('BAD_REQUEST', upgrade.problem, { expose: true })
+}
+
+/** The app {@link createProxyApp} returns: an `UpgradableApp`, with its pool when it has one. */
+export interface ProxyApp extends UpgradableApp {
+  /**
+   * The pool of targets, for `status()` and its `ejected` / `restored` events, and `close()` to
+   * stop its health checks; `undefined` for one href without pool options.
+   */
+  readonly pool: UpstreamPool | undefined
+}
+
+interface Target {
+  href: Href
+  name: string
+  weight: number
+}
+
+// The targets of `href` (one or a list) or `targets`: exactly one of them, each a valid href,
+// none twice.
+function targetsOf(opts: ProxyAppOptions): Target[] {
+  const { href, targets } = opts
+  if ((href === undefined) === (targets === undefined)) {
+    throw new WsgiProxyError(
+      'INVALID_OPTIONS',
+      href === undefined
+        ? 'invalid options: createProxyApp: href is required (or targets, for a pool)'
+        : 'invalid options: createProxyApp: give href or targets, not both',
+      { expose: true },
+    )
+  }
+  const list: UpstreamTarget[] =
+    targets !== undefined
+      ? [...targets]
+      : Array.isArray(href)
+        ? href.map((one: string | URL) => ({ href: one }))
+        : [{ href: href as string | URL }]
+  const option = targets !== undefined ? 'targets' : 'href'
+  const seen = new Set<string>()
+  return list.map((target, index) => {
+    const where = list.length > 1 || targets !== undefined ? `${option}[${index}]` : option
+    const parsed = parseHref(target.href, where)
+    const name = `${parsed.origin}${parsed.path}${parsed.query === '' ? '' : `?${parsed.query}`}`
+    if (seen.has(name)) {
+      throw new WsgiProxyError(
+        'INVALID_OPTIONS',
+        `invalid options: createProxyApp.${where} names ${name} a second time; give it a weight instead`,
+        { expose: true },
+      )
+    }
+    seen.add(name)
+    return { href: parsed, name, weight: target.weight ?? 1 }
+  })
+}
+
+function parseHref(value: string | URL, option = 'href'): Href {
   const url = URL.parse(String(value))
   const problem =
     url === null
@@ -268,9 +395,13 @@ function parseHref(value: string | URL): Href {
             ? 'must not contain a fragment'
             : undefined
   if (url === null || problem !== undefined) {
-    throw new WsgiProxyError('INVALID_OPTIONS', `invalid options: createProxyApp.href ${problem}`, {
-      expose: true,
-    })
+    throw new WsgiProxyError(
+      'INVALID_OPTIONS',
+      `invalid options: createProxyApp.${option} ${problem}`,
+      {
+        expose: true,
+      },
+    )
   }
   return {
     origin: url.origin,

@@ -1,0 +1,216 @@
+// The proxy app of a pool: each try takes a target from the pool (waiting in its queue when every
+// target is at its limit), prepares the request for that target (Host, path, signature), sends
+// it, reports the outcome for passive health, and tries another target when the rules of
+// docs/pools.md allow; the target stays counted in flight until the response body ends.
+import { WsgiProxyError } from '../errors.ts'
+import type { CancelHook } from '../forward/cancellation.ts'
+import { clientCancellation } from '../forward/cancellation.ts'
+import type { ForwardSettings } from '../forward/_forward.ts'
+import { failure, send } from '../forward/_forward.ts'
+import type { PrepareSettings } from '../forward/_prepare-request.ts'
+import { prepareRequest } from '../forward/_prepare-request.ts'
+import type { AppResponse, Environ } from '../types.ts'
+import type { Pool, PoolTarget } from './upstream-pool.ts'
+
+/** Per target: its prepare settings and how its responses are mapped (Location rewriting). */
+export interface TargetRoute {
+  prepare: PrepareSettings
+  respond: (response: AppResponse, scriptName: string) => AppResponse
+}
+
+// Failures that say something about the target (passive health counts them); a client that
+// left or a request that cannot be sent says nothing about it.
+const TARGET_FAILURES: ReadonlySet<string> = new Set([
+  'UPSTREAM_UNREACHABLE',
+  'UPSTREAM_CONNECT_TIMEOUT',
+  'UPSTREAM_RESET',
+  'UPSTREAM_INVALID_RESPONSE',
+  'UPSTREAM_HEADERS_TIMEOUT',
+])
+
+// The request never reached the target: no connection was made.
+const NEVER_REACHED: ReadonlySet<string> = new Set([
+  'UPSTREAM_UNREACHABLE',
+  'UPSTREAM_CONNECT_TIMEOUT',
+])
+
+// RFC 9110 §9.2.2: idempotent methods whose bodiless request may be sent again after it may have
+// reached a target (PUT and DELETE change state an application may not expect twice; core's
+// transports retry the same set).
+const RETRY_METHODS: ReadonlySet<string> = new Set(['GET', 'HEAD', 'OPTIONS'])
+
+/**
+ * A request body that remembers whether anyone began to read it: a body never read can be sent
+ * to another target; one partly sent cannot.
+ */
+class TrackedBody implements AsyncIterable<Uint8Array> {
+  touched = false
+  readonly #source: AsyncIterable<Uint8Array>
+
+  constructor(source: AsyncIterable<Uint8Array>) {
+    this.#source = source
+  }
+
+  [Symbol.asyncIterator](): AsyncIterator<Uint8Array> {
+    this.touched = true
+    return this.#source[Symbol.asyncIterator]()
+  }
+}
+
+/**
+ * The environ app over a pool.
+ *
+ * @param pool - the pool
+ * @param routes - per target (by the pool's target), its prepare settings and response mapping
+ * @param settings - the forwarding settings
+ * @returns the app
+ */
+export function createPooledApp(
+  pool: Pool,
+  routes: ReadonlyMap<PoolTarget, TargetRoute>,
+  settings: ForwardSettings,
+): (environ: Environ) => Promise<AppResponse> {
+  const { retries, limits } = pool.settings
+  const attempts = retries === false ? 1 : retries.attempts
+  const triesHeader = retries === false ? undefined : retries.header
+
+  const answerFailure = async (
+    error: WsgiProxyError,
+    environ: Environ,
+    tries: number,
+  ): Promise<AppResponse> => {
+    const response = await failure(error, environ, settings)
+    if (error.code === 'UPSTREAM_OVERLOADED' && !hasHeader(response, 'retry-after')) {
+      response.headers.push(['retry-after', String(limits.retryAfter)])
+    }
+    if (triesHeader !== undefined && tries > 0) response.headers.push([triesHeader, String(tries)])
+    return response
+  }
+
+  return async (environ) => {
+    const input = environ['wsgi.input']
+    const body = input === null || input === undefined ? null : new TrackedBody(input)
+    if (body !== null) environ['wsgi.input'] = body
+    const method = environ.REQUEST_METHOD
+    const key = pool.keyOf(environ)
+    const cancel = cancellationOf(environ)
+    const tried: PoolTarget[] = []
+    let lastError: WsgiProxyError | undefined
+    // Whether the try under way is a retry (the budget counts it until it has an answer).
+    let retrying = false
+    const endRetry = (): void => {
+      if (retrying) pool.endRetry()
+      retrying = false
+    }
+    pool.begin()
+    try {
+      for (;;) {
+        const taken = await pool.acquire(key, tried, cancel)
+        if (taken === undefined || taken instanceof WsgiProxyError) {
+          // No target left to try: the last try's failure is the answer.
+          return await answerFailure(lastError ?? (taken as WsgiProxyError), environ, tried.length)
+        }
+        const target = taken
+        tried.push(target)
+        const route = routes.get(target) as TargetRoute
+        const prepared = await prepareRequest(environ, undefined, route.prepare)
+        if ('response' in prepared) {
+          pool.release(target)
+          return prepared.response
+        }
+        const { url, headers } = prepared
+        const sent = await send({ url, method, headers, body: prepared.body }, environ, settings)
+        endRetry()
+        if (sent.error === undefined) {
+          const { response } = sent
+          pool.report(target, response.status < 500)
+          const released = releaseOnEnd(response, () => pool.release(target))
+          if (triesHeader !== undefined) released.headers.push([triesHeader, String(tried.length)])
+          return route.respond(released, prepared.scriptName)
+        }
+        pool.release(target)
+        const error = sent.error
+        if (TARGET_FAILURES.has(error.code)) pool.report(target, false)
+        lastError = error
+        retrying =
+          tried.length < attempts &&
+          mayTryAgain(error, method, body) &&
+          cancel?.aborted !== true &&
+          pool.beginRetry()
+        if (!retrying) return await answerFailure(error, environ, tried.length)
+      }
+    } finally {
+      endRetry()
+      pool.end()
+    }
+  }
+}
+
+/**
+ * Whether a failed try may go to another target: it never reached its target and its body was
+ * not read, or it is an idempotent request without a body that failed before any answer.
+ */
+function mayTryAgain(error: WsgiProxyError, method: string, body: TrackedBody | null): boolean {
+  if (NEVER_REACHED.has(error.code)) return body === null || !body.touched
+  return error.code === 'UPSTREAM_RESET' && body === null && RETRY_METHODS.has(method)
+}
+
+// The client's cancellation as a hook: the adapter's, or one over `wsgiproxy.signal`.
+function cancellationOf(environ: Environ): CancelHook | undefined {
+  const hook = clientCancellation(environ)
+  if (hook !== undefined) return hook
+  const signal = environ['wsgiproxy.signal']
+  if (signal === undefined) return undefined
+  return {
+    get aborted() {
+      return signal.aborted
+    },
+    get reason() {
+      return signal.reason as unknown
+    },
+    add: (listener) => signal.addEventListener('abort', listener, { once: true }),
+    delete: (listener) => signal.removeEventListener('abort', listener),
+  }
+}
+
+// Calls `release` once when the response body has ended, failed or been abandoned (at once for
+// a response without a body).
+function releaseOnEnd(response: AppResponse, release: () => void): AppResponse {
+  const { body } = response
+  if (body === null) {
+    release()
+    return response
+  }
+  let released = false
+  const once = (): void => {
+    if (released) return
+    released = true
+    release()
+  }
+  const watched: AsyncIterable<Uint8Array> = {
+    [Symbol.asyncIterator]: () => {
+      const iterator = body[Symbol.asyncIterator]()
+      return {
+        async next(): Promise<IteratorResult<Uint8Array>> {
+          try {
+            const result = await iterator.next()
+            if (result.done === true) once()
+            return result
+          } catch (error) {
+            once()
+            throw error
+          }
+        },
+        async return(): Promise<IteratorResult<Uint8Array>> {
+          once()
+          return (await iterator.return?.()) ?? { done: true, value: undefined }
+        },
+      }
+    },
+  }
+  return { ...response, body: watched }
+}
+
+function hasHeader(response: AppResponse, name: string): boolean {
+  return response.headers.some(([key]) => key.toLowerCase() === name)
+}
