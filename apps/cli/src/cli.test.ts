@@ -285,7 +285,7 @@ describe('wsgiproxy serve', () => {
     const missing = await runCli(['serve', '--config', 'bad.json'], dir)
     expect(missing.code).toBe(1)
     expect(missing.stderr).toBe(
-      'wsgiproxy: config file bad.json: routes[1].href: is required: expected string\n',
+      'wsgiproxy: config file bad.json: routes[1]: a proxy route needs "href" (a URL or a list of them) or "targets"\n',
     )
 
     await writeFile(

@@ -6,7 +6,13 @@ import {
   proxyMiddleware,
   WsgiProxyError,
 } from '@wsgiproxy/core'
-import type { Environ, EnvironApp, ProxyTimeouts, UpgradableApp } from '@wsgiproxy/core'
+import type {
+  Environ,
+  EnvironApp,
+  ProxyTimeouts,
+  UpgradableApp,
+  UpstreamPool,
+} from '@wsgiproxy/core'
 import {
   createSelfCheck,
   createSpawner,
@@ -33,6 +39,7 @@ import { createEchoApp } from './echo-app.ts'
 import { usageError } from './errors.ts'
 import type { Logger } from './log.ts'
 import { withRequestLog } from './log.ts'
+import { poolOptionsOf, watchPool } from './pool-route.ts'
 
 /** What the running command owns and closes on shutdown. */
 export interface Resources {
@@ -42,6 +49,8 @@ export interface Resources {
   readonly transport: UndiciTransport
   /** The spawners started. */
   readonly spawners: Spawner[]
+  /** The upstream pools of proxy routes (their health checks stop on shutdown). */
+  readonly pools: UpstreamPool[]
   /** The key files watched. */
   readonly watchers: KeyFileWatcher[]
   /**
@@ -58,7 +67,14 @@ export interface Resources {
  * @returns the resources
  */
 export function createResources(logger: Logger): Resources {
-  return { logger, transport: undiciTransport(), spawners: [], watchers: [], self: undefined }
+  return {
+    logger,
+    transport: undiciTransport(),
+    spawners: [],
+    pools: [],
+    watchers: [],
+    self: undefined,
+  }
 }
 
 /**
@@ -69,6 +85,7 @@ export function createResources(logger: Logger): Resources {
  */
 export async function closeResources(resources: Resources): Promise<void> {
   await Promise.allSettled(resources.spawners.map((spawner) => spawner.close()))
+  for (const pool of resources.pools) pool.close()
   for (const watcher of resources.watchers) watcher.close()
   await resources.transport.close().catch(() => {})
 }
@@ -213,20 +230,24 @@ async function proxyRouteApp(route: ProxyRoute, resources: Resources): Promise<B
   const signer = await signerFor(route.keyFile, resources)
   const app = guard(() =>
     createProxyApp({
-      href: route.href,
+      ...poolOptionsOf(route),
       transport,
       ...protocolOptions(route),
       ...(signer === undefined ? {} : { signer }),
       onError: logProxyError(logger),
     }),
   )
-  const upstream = new URL(route.href).origin
-  return {
-    app: upgradable(
-      app,
-      withRequestLog(app, logger, () => upstream),
-    ),
+  if (app.pool !== undefined) {
+    resources.pools.push(app.pool)
+    watchPool(app.pool, route.path, logger)
   }
+  // A pool notes the target of each request in the environ; one href is always the same.
+  const only = typeof route.href === 'string' ? new URL(route.href).origin : 'pool'
+  const upstream = (environ: Environ): string => {
+    const target = environ['wsgiproxy.upstream']
+    return typeof target === 'string' ? new URL(target).origin : only
+  }
+  return { app: upgradable(app, withRequestLog(app, logger, upstream)) }
 }
 
 async function spawnRouteApp(route: SpawnRoute, resources: Resources): Promise<BuiltApp> {

@@ -28,7 +28,7 @@ export const HELP: Readonly<Record<HelpTopic, string>> = {
 
 commands:
   serve     serve the routes of a config file (wsgiproxy.config.json)
-  proxy     forward every request to one server: wsgiproxy proxy http://127.0.0.1:9000
+  proxy     forward every request to one server (or a pool): wsgiproxy proxy http://127.0.0.1:9000
   spawn     start a backend on the first request: wsgiproxy spawn -- python3 app.py __PORT__
   forward   a real HTTP forward proxy (curl -x http://127.0.0.1:8080 http://example.test/)
   echo      answer with the restored environ (HTML, or JSON for Accept: application/json)
@@ -43,11 +43,18 @@ Serves the routes of a config file; see the README for the format and schema.jso
   -c, --config FILE      the config file (default wsgiproxy.config.json)
 ${COMMON_HELP}
   (--listen, --log-format and the upgrade flags override the config file)`,
-  proxy: `usage: wsgiproxy proxy <href> [options]
+  proxy: `usage: wsgiproxy proxy <href> [<href>...] [options]
 
 Forwards every request to href (http://host:port/path?query) with the wsgiproxy protocol
-headers (X-Forwarded-*, X-Traversal-*, extra keys, signature).
+headers (X-Forwarded-*, X-Traversal-*, extra keys, signature). Several hrefs make a pool:
+each request goes to one of them, a failing one is left out for a while, and a request that
+never reached one is tried on another (docs/pools.md; weights and more in a config file).
 
+  --balance STRATEGY     least-outstanding (default), round-robin, or sticky by a hash of
+                         client-address, header:NAME or cookie:NAME
+  --health-path PATH     check every href with GET PATH; a failing one takes no requests
+  --health-interval DURATION  between two checks (default 5s)
+  --max-concurrent N     requests in flight per href; more wait (up to 100), then get 503
 ${KEY_HELP}
 ${COMMON_HELP}`,
   spawn: `usage: wsgiproxy spawn [options] -- <command...>

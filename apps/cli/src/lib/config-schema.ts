@@ -81,16 +81,121 @@ const protocolFields = {
     .describe('Rewrite Location headers that point at the backend. Default true.'),
 }
 
+const upstreamUrl = z.url({ protocol: /^https?$/, error: 'expected an http:// or https:// URL' })
+const count = (min: number, max: number) => z.int().min(min).max(max)
+// RFC 9110 §5.6.2: a header field name (and a cookie name) is a token.
+const token = z.string().regex(/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/, 'expected a token such as x-user')
+
+// The pool keys of a proxy route (docs/pools.md), as createProxyApp takes them, durations as
+// everywhere in the file.
+const poolFields = {
+  targets: z
+    .array(
+      z.strictObject({
+        href: upstreamUrl.describe('Where to forward: http://host:port/path?query.'),
+        weight: count(1, 1000).optional().describe('Its share of the requests. Default 1.'),
+      }),
+    )
+    .min(1, 'expected at least one target')
+    .optional()
+    .describe('A pool of weighted targets, instead of href.'),
+  balance: z
+    .union(
+      [
+        z.literal('least-outstanding'),
+        z.literal('round-robin'),
+        z.strictObject({
+          hash: z.union([
+            z.literal('client-address'),
+            z.strictObject({ header: token }),
+            z.strictObject({ cookie: token }),
+          ]),
+        }),
+      ],
+      {
+        error:
+          'expected "least-outstanding", "round-robin" or { "hash": "client-address" | { "header": NAME } | { "cookie": NAME } }',
+      },
+    )
+    .optional()
+    .describe(
+      'How a target is chosen: least outstanding requests (default), round robin by weight, or sticky by a hash of the client address, a header or a cookie.',
+    ),
+  ejection: z
+    .union([
+      z.literal(false),
+      z.strictObject({
+        consecutiveFailures: count(1, 1000).optional().describe('Failures in a row. Default 5.'),
+        baseTime: duration.optional().describe('The first ejection. Default 30s.'),
+        maxTime: duration.optional().describe('The longest ejection. Default 5m.'),
+        maxPercent: count(0, 100).optional().describe('Most targets ejected at once. Default 50.'),
+      }),
+    ])
+    .optional()
+    .describe('Passive health: leave out a target that keeps failing; false: never. Default on.'),
+  healthCheck: z
+    .strictObject({
+      path: z
+        .string()
+        .startsWith('/', 'expected a path starting with "/"')
+        .describe('GET this path.'),
+      interval: duration.optional().describe('Between checks. Default 5s.'),
+      timeout: duration.optional().describe('How long a check may take. Default 2s.'),
+      healthyThreshold: count(1, 100).optional().describe('Passes to come back. Default 2.'),
+      unhealthyThreshold: count(1, 100).optional().describe('Failures to go down. Default 2.'),
+    })
+    .optional()
+    .describe('Active health checks of every target. Default: none.'),
+  retries: z
+    .union([
+      z.literal(false),
+      z.strictObject({
+        attempts: count(1, 10).optional().describe('Tries per request. Default 3.'),
+        budget: z
+          .number()
+          .min(0)
+          .max(1)
+          .optional()
+          .describe('Retries in flight, as a fraction of requests in flight. Default 0.5.'),
+        minConcurrency: count(0, 100_000).optional().describe('Retries always allowed. Default 3.'),
+        header: token.optional().describe('Send the number of tries in this response header.'),
+      }),
+    ])
+    .optional()
+    .describe(
+      'Retries on another target when a request never reached one; false: never. Default on.',
+    ),
+  limits: z
+    .strictObject({
+      maxConcurrent: count(1, 1_000_000)
+        .optional()
+        .describe('Requests in flight per target. Default: unlimited.'),
+      maxQueue: count(0, 1_000_000)
+        .optional()
+        .describe('Requests waiting for a free target. Default 100.'),
+      queueTimeout: duration.optional().describe('The longest wait. Default 10s.'),
+      retryAfter: count(0, 86_400)
+        .optional()
+        .describe('Retry-After of the 503, in seconds. Default 1.'),
+    })
+    .optional()
+    .describe('Per-target concurrency limits; beyond them and the queue, 503 with Retry-After.'),
+}
+
 const proxyRoute = z
   .strictObject({
     path: routePath,
     type: z.literal('proxy'),
     href: z
-      .url({ protocol: /^https?$/, error: 'expected an http:// or https:// URL' })
-      .describe('Where to forward: http://host:port/path?query.'),
+      .union([upstreamUrl, z.array(upstreamUrl).min(1, 'expected at least one URL')], {
+        error: 'expected an http:// or https:// URL, or a list of them',
+      })
+      .optional()
+      .describe('Where to forward: http://host:port/path?query, or a list of them for a pool.'),
     ...protocolFields,
+    ...poolFields,
   })
-  .describe('Forward to another server with the wsgiproxy protocol headers.')
+  .describe('Forward to another server (or a pool of them) with the wsgiproxy protocol headers.')
 
 const spawnRoute = z
   .strictObject({
@@ -247,11 +352,52 @@ interface ProtocolInput extends ForwardInput {
   rewriteLocation?: boolean | undefined
 }
 
-/** A proxy route. */
+/** A proxy route: one href, a list of them, or weighted targets, and the pool keys. */
 export interface ProxyRoute extends ProtocolInput {
   path: string
   type: 'proxy'
-  href: string
+  href?: string | string[] | undefined
+  targets?: Array<{ href: string; weight?: number | undefined }> | undefined
+  balance?:
+    | 'least-outstanding'
+    | 'round-robin'
+    | { hash: 'client-address' | { header: string } | { cookie: string } }
+    | undefined
+  ejection?:
+    | false
+    | {
+        consecutiveFailures?: number | undefined
+        baseTime?: string | number | undefined
+        maxTime?: string | number | undefined
+        maxPercent?: number | undefined
+      }
+    | undefined
+  healthCheck?:
+    | {
+        path: string
+        interval?: string | number | undefined
+        timeout?: string | number | undefined
+        healthyThreshold?: number | undefined
+        unhealthyThreshold?: number | undefined
+      }
+    | undefined
+  retries?:
+    | false
+    | {
+        attempts?: number | undefined
+        budget?: number | undefined
+        minConcurrency?: number | undefined
+        header?: string | undefined
+      }
+    | undefined
+  limits?:
+    | {
+        maxConcurrent?: number | undefined
+        maxQueue?: number | undefined
+        queueTimeout?: string | number | undefined
+        retryAfter?: number | undefined
+      }
+    | undefined
 }
 
 /** A spawned backend route. */

@@ -285,3 +285,54 @@ describe('parseListen', () => {
     expect(parseListen('nowhere')).toBe(undefined)
   })
 })
+
+describe('parseConfig pools', () => {
+  it('keeps a list of hrefs, weighted targets and the pool keys of a proxy route', () => {
+    const config = parseConfig(
+      {
+        routes: [
+          { path: '/a', type: 'proxy', href: ['http://127.0.0.1:1', 'http://127.0.0.1:2'] },
+          {
+            path: '/b',
+            type: 'proxy',
+            targets: [{ href: 'http://127.0.0.1:3', weight: 3 }],
+            balance: { hash: { cookie: 'sid' } },
+            ejection: { consecutiveFailures: 2, baseTime: '10s' },
+            healthCheck: { path: '/healthz', interval: '1s' },
+            retries: { attempts: 2, header: 'x-tries' },
+            limits: { maxConcurrent: 10, queueTimeout: '2s' },
+          },
+        ],
+      },
+      'c.json',
+    )
+    expect(config.routes[0]).toMatchObject({ href: ['http://127.0.0.1:1', 'http://127.0.0.1:2'] })
+    expect(config.routes[1]).toMatchObject({
+      targets: [{ href: 'http://127.0.0.1:3', weight: 3 }],
+      limits: { maxConcurrent: 10, queueTimeout: '2s' },
+    })
+  })
+
+  it.each([
+    [
+      {
+        path: '/',
+        type: 'proxy',
+        href: 'http://127.0.0.1:1',
+        targets: [{ href: 'http://127.0.0.1:2' }],
+      },
+      'routes[0]: give "href" or "targets", not both',
+    ],
+    [{ path: '/', type: 'proxy', href: [] }, 'routes[0].href: expected at least one URL'],
+    [
+      { path: '/', type: 'proxy', href: 'http://127.0.0.1:1', balance: 'random' },
+      'routes[0].balance: expected "least-outstanding", "round-robin" or',
+    ],
+    [
+      { path: '/', type: 'proxy', targets: [{ href: 'http://127.0.0.1:1', weight: 0 }] },
+      'routes[0].targets[0].weight',
+    ],
+  ])('names a bad pool key: %j', (route, message) => {
+    expect(() => parseConfig({ routes: [route] }, 'c.json')).toThrow(message)
+  })
+})

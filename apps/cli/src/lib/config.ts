@@ -71,6 +71,16 @@ export function parseConfig(data: unknown, file: string): Config {
     throw usageError(`config file ${file}: ${formatProblem(first, data)}${more}`)
   }
   const input = result.data
+  input.routes.forEach((route, index) => {
+    if (route.type !== 'proxy' || (route.href === undefined) !== (route.targets === undefined)) {
+      return
+    }
+    throw usageError(
+      route.href === undefined
+        ? `config file ${file}: routes[${index}]: a proxy route needs "href" (a URL or a list of them) or "targets"`
+        : `config file ${file}: routes[${index}]: give "href" or "targets", not both`,
+    )
+  })
   const base = dirname(resolve(file))
   const routes = input.routes.map((route) => resolvePaths(route, base))
   const listen =

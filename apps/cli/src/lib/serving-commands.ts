@@ -25,6 +25,7 @@ import { withRequestLog } from './log.ts'
 import { createRouter, notFound } from './router.ts'
 import { serveUntilSignal } from './serve-until-signal.ts'
 import { parseUpgradeFlags } from './upgrade-settings.ts'
+import { POOL_OPTIONS, poolRouteOptions } from './pool-route.ts'
 
 // The serving subcommands: each checks its flags, then serves until SIGINT or SIGTERM.
 
@@ -63,7 +64,8 @@ export async function runServe(args: string[], io: CliIo): Promise<number> {
 }
 
 /**
- * Runs `wsgiproxy proxy <href>`: forwards every request to one server until a signal.
+ * Runs `wsgiproxy proxy <href...>`: forwards every request to one server, or to a pool of
+ * them, until a signal.
  *
  * @param args - the arguments after the subcommand
  * @param io - where output goes
@@ -71,22 +73,30 @@ export async function runServe(args: string[], io: CliIo): Promise<number> {
  */
 export async function runProxy(args: string[], io: CliIo): Promise<number> {
   const { values, positionals } = parseCommandArgs('proxy', args, {
-    options: { ...COMMON_OPTIONS, ...KEY_OPTIONS },
+    options: { ...COMMON_OPTIONS, ...KEY_OPTIONS, ...POOL_OPTIONS },
     allowPositionals: true,
   })
   if (values.help === true) return help('proxy', io)
-  if (positionals.length !== 1) {
+  if (positionals.length === 0) {
     throw usageError(
-      `proxy expects one href such as http://127.0.0.1:9000 (got ${positionals.length} arguments; see wsgiproxy proxy --help)`,
+      'proxy expects an href such as http://127.0.0.1:9000, or several for a pool (see wsgiproxy proxy --help)',
     )
   }
-  const href = positionals[0] ?? ''
-  if (!/^https?:\/\/[^/]/i.test(href) || URL.parse(href) === null) {
-    throw usageError(
-      `proxy: the href must be an http:// or https:// URL such as http://127.0.0.1:9000 (got ${JSON.stringify(href)})`,
-    )
+  for (const href of positionals) {
+    if (!/^https?:\/\/[^/]/i.test(href) || URL.parse(href) === null) {
+      throw usageError(
+        `proxy: the href must be an http:// or https:// URL such as http://127.0.0.1:9000 (got ${JSON.stringify(href)})`,
+      )
+    }
   }
-  const route: RouteInput = { path: '/', type: 'proxy', href, ...keyRouteOptions(values) }
+  const href = positionals.length === 1 ? (positionals[0] as string) : positionals
+  const route: RouteInput = {
+    path: '/',
+    type: 'proxy',
+    href,
+    ...keyRouteOptions(values),
+    ...poolRouteOptions(values),
+  }
   return serveUntilSignal(
     'proxy',
     listenOf(values.listen),

@@ -49,6 +49,45 @@ const PROTOCOL_HEADERS = {
 describe('proxy', () => {
   afterEach(closeAll)
 
+  it('balances over several targets and sends a GET refused by one to another', async () => {
+    const one = await recordingUpstream()
+    const two = await recordingUpstream()
+    const dead = await freePort()
+    const app = new Hono().all(
+      '/front/*',
+      proxy({
+        href: [
+          `${one.upstream.origin}/myapp`,
+          `${two.upstream.origin}/myapp`,
+          `http://127.0.0.1:${dead}`,
+        ],
+        balance: 'round-robin',
+        retries: { header: 'x-tries' },
+      }),
+    )
+    const tries: Array<string | null> = []
+    for (let i = 0; i < 6; i++) {
+      const response = await app.request('http://public.example/front/x', {}, peer('203.0.113.9'))
+      expect(response.status).toBe(200)
+      tries.push(response.headers.get('x-tries'))
+      await response.arrayBuffer()
+    }
+    expect(one.seen.length + two.seen.length).toBe(6)
+    expect(one.seen.length).toBeGreaterThanOrEqual(2)
+    expect(two.seen.length).toBeGreaterThanOrEqual(2)
+    expect(tries).toContain('2')
+    expect(one.seen[0]?.headers['x-forwarded-script-name']).toBe('/front')
+  })
+
+  it('reports a bad target of a list', () => {
+    expect(() => proxy({ href: ['http://127.0.0.1:1', 'ftp://x'] })).toThrow(
+      'invalid options: proxy.href.1: expected http or https (got "ftp")',
+    )
+    expect(() => proxy({ href: 'http://127.0.0.1:1', balance: 'random' as 'round-robin' })).toThrow(
+      "createProxyApp.balance: expected 'least-outstanding'",
+    )
+  })
+
   it('forwards to href with the protocol headers of the matched route', async () => {
     const { upstream, seen } = await recordingUpstream()
     const app = new Hono().all('/front/*', proxy({ href: `${upstream.origin}/myapp?k=v` }))

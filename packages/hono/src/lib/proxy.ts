@@ -1,5 +1,5 @@
 import type { ErrorHook, ProxyAppOptions } from '@wsgiproxy/core'
-import { createProxyApp } from '@wsgiproxy/core'
+import { createProxyApp, WsgiProxyError } from '@wsgiproxy/core'
 import { checkProxyAppOptions, parseOptions } from '@wsgiproxy/core/adapter'
 import type { Handler } from 'hono'
 import * as z from 'zod'
@@ -35,6 +35,12 @@ export interface ProxyOptions extends ProxyAppOptions {
 // proxy's options. The type keeps the list in step with ProxyAppOptions.
 const ANY = z.unknown().optional()
 const FORWARDED_FIELDS: Record<Exclude<keyof ProxyAppOptions, 'href' | 'onError'>, z.ZodType> = {
+  targets: ANY,
+  balance: ANY,
+  ejection: ANY,
+  healthCheck: ANY,
+  retries: ANY,
+  limits: ANY,
   stringKeys: ANY,
   unicodeKeys: ANY,
   jsonKeys: ANY,
@@ -51,13 +57,19 @@ const FORWARDED_FIELDS: Record<Exclude<keyof ProxyAppOptions, 'href' | 'onError'
   exposeErrors: ANY,
 }
 
+const ONE_HREF = z
+  .union([z.string(), z.instanceof(URL)], { error: 'expected a URL, as a string or URL' })
+  .superRefine((href, ctx) => {
+    const problem = hrefProblem(href)
+    if (problem !== undefined) ctx.addIssue({ code: 'custom', message: problem })
+  })
+
 const PROXY_OPTIONS = z.strictObject({
   href: z
-    .union([z.string(), z.instanceof(URL)], { error: 'expected a URL, as a string or URL' })
-    .superRefine((href, ctx) => {
-      const problem = hrefProblem(href)
-      if (problem !== undefined) ctx.addIssue({ code: 'custom', message: problem })
-    }),
+    .union([ONE_HREF, z.array(ONE_HREF).min(1, { error: 'expected at least one URL' })], {
+      error: 'expected a URL, as a string or URL, or a list of them',
+    })
+    .optional(),
   ...ENVIRON_FIELDS,
   environ: ENVIRON_FROM_CONTEXT,
   ...FORWARDED_FIELDS,
@@ -99,14 +111,30 @@ export function proxy(options: ProxyOptions | string | URL): Handler {
     'proxy',
     'a URL string or an options object',
   )
-  checkProxyAppOptions(forwarding, 'proxy')
+  const { targets, balance, ejection, healthCheck, retries, limits, ...rest } = forwarding
+  if ((href === undefined) === (targets === undefined)) {
+    throw new WsgiProxyError(
+      'INVALID_OPTIONS',
+      href === undefined
+        ? 'invalid options: proxy.href: expected a URL, as a string or URL (or targets, for a pool)'
+        : 'invalid options: proxy: give href or targets, not both',
+      { expose: true },
+    )
+  }
+  checkProxyAppOptions(rest, 'proxy')
   const mountOptions: MountOptions = {}
   if (getRemoteAddr !== undefined) mountOptions.getRemoteAddr = getRemoteAddr
   if (maxHeaders !== undefined) mountOptions.maxHeaders = maxHeaders
   if (environ !== undefined) mountOptions.environ = environ
   if (forwarding.exposeErrors !== undefined) mountOptions.exposeErrors = forwarding.exposeErrors
   if (forwarding.onError !== undefined) mountOptions.onError = forwarding.onError
-  return mount(createProxyApp({ ...forwarding, href }), mountOptions)
+  // createProxyApp checks the targets and pool options (its messages name createProxyApp).
+  const pool = { targets, balance, ejection, healthCheck, retries, limits }
+  const given = Object.fromEntries(Object.entries(pool).filter(([, value]) => value !== undefined))
+  return mount(
+    createProxyApp({ ...rest, ...given, ...(href === undefined ? {} : { href }) }),
+    mountOptions,
+  )
 }
 
 // The href rules of createProxyApp, checked here so that the error names proxy.href.

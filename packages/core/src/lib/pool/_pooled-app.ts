@@ -112,6 +112,8 @@ export function createPooledApp(
         }
         const target = taken
         tried.push(target)
+        // For a request log: the target this try went to.
+        environ['wsgiproxy.upstream'] = target.name
         const route = routes.get(target) as TargetRoute
         const prepared = await prepareRequest(environ, undefined, route.prepare)
         if ('response' in prepared) {
