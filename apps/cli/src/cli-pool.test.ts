@@ -28,6 +28,7 @@ function loadGets(url: string, concurrency: number) {
   const state = { running: true }
   const statuses = new Map<string, number>()
   const pids = new Map<number, number>()
+  const retried = { count: 0 }
   const note = (key: string): void => {
     statuses.set(key, (statuses.get(key) ?? 0) + 1)
   }
@@ -37,6 +38,7 @@ function loadGets(url: string, concurrency: number) {
         const response = await fetch(url)
         const text = await response.text()
         note(String(response.status))
+        if (Number(response.headers.get('x-tries') ?? 1) > 1) retried.count++
         if (response.status === 200) {
           const pid = (JSON.parse(text) as { pid: number }).pid
           pids.set(pid, (pids.get(pid) ?? 0) + 1)
@@ -49,6 +51,7 @@ function loadGets(url: string, concurrency: number) {
   return {
     statuses,
     pids,
+    retried,
     total: (): number => [...statuses.values()].reduce((sum, n) => sum + n, 0),
     stop: async (): Promise<void> => {
       state.running = false
@@ -77,7 +80,11 @@ describe('wsgiproxy serve with a pool', () => {
     const cli = await startCli([
       'serve',
       '--config',
-      configFile({ href: upstreams.map((u) => u.origin), ejection: { baseTime: '1s' } }),
+      configFile({
+        href: upstreams.map((u) => u.origin),
+        ejection: { baseTime: '1s' },
+        retries: { header: 'x-tries' },
+      }),
     ])
     const load = loadGets(`${cli.url}/`, 64)
     await until(() => (load.pids.get(victim.pid) ?? 0) > 100, 'load on every upstream')
@@ -87,11 +94,13 @@ describe('wsgiproxy serve with a pool', () => {
     const ejectMs = Date.now() - killedAt
     // It comes back on its port: readmitted when its ejection time is up, then it serves again.
     const back = await startUpstreamProcess({ port: victim.port })
+    const backAt = Date.now()
     await cli.waitFor(new RegExp(`pool /: ${victim.origin} restored`))
+    const restoreMs = Date.now() - backAt
     await until(() => (load.pids.get(back.pid) ?? 0) > 100, 'requests on the restarted upstream')
     await load.stop()
     console.log(
-      `pool failover: ${load.total()} GETs at c64, killed 1 of 3: ejected after ${ejectMs} ms (measured from the kill to the log line); answers ${JSON.stringify(Object.fromEntries(load.statuses))}`,
+      `pool failover: ${load.total()} GETs at c64, killed 1 of 3: ejected after ${ejectMs} ms (from the kill to the log line), ${load.retried.count} answered after a retry, restored ${restoreMs} ms after it listened again (ejection 1 s); answers ${JSON.stringify(Object.fromEntries(load.statuses))}`,
     )
     expect(Object.fromEntries(load.statuses)).toEqual({ '200': load.total() })
     // The issue's bound: ejected within a second of the kill (a few ms under load, measured).
