@@ -41,3 +41,4 @@ export {
 } from './lib/forward/cancellation.ts'
 export type { UpstreamCancel } from './lib/forward/upstream-error.ts'
 export { mayRetry, toUpstreamError } from './lib/forward/upstream-error.ts'
+export { mayTryElsewhere, neverReached, TrackedBody } from './lib/pool/retry-rules.ts'

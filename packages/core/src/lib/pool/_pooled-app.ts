@@ -11,6 +11,7 @@ import type { PrepareSettings } from '../forward/_prepare-request.ts'
 import { prepareRequest } from '../forward/_prepare-request.ts'
 import type { AppResponse, Environ } from '../types.ts'
 import type { Pool, PoolTarget } from './upstream-pool.ts'
+import { mayTryElsewhere, neverReached, TrackedBody } from './retry-rules.ts'
 
 /** Per target: its prepare settings and how its responses are mapped (Location rewriting). */
 export interface TargetRoute {
@@ -27,35 +28,6 @@ const TARGET_FAILURES: ReadonlySet<string> = new Set([
   'UPSTREAM_INVALID_RESPONSE',
   'UPSTREAM_HEADERS_TIMEOUT',
 ])
-
-// The request never reached the target: no connection was made.
-const NEVER_REACHED: ReadonlySet<string> = new Set([
-  'UPSTREAM_UNREACHABLE',
-  'UPSTREAM_CONNECT_TIMEOUT',
-])
-
-// RFC 9110 §9.2.2: idempotent methods whose bodiless request may be sent again after it may have
-// reached a target (PUT and DELETE change state an application may not expect twice; core's
-// transports retry the same set).
-const RETRY_METHODS: ReadonlySet<string> = new Set(['GET', 'HEAD', 'OPTIONS'])
-
-/**
- * A request body that remembers whether anyone began to read it: a body never read can be sent
- * to another target; one partly sent cannot.
- */
-class TrackedBody implements AsyncIterable<Uint8Array> {
-  touched = false
-  readonly #source: AsyncIterable<Uint8Array>
-
-  constructor(source: AsyncIterable<Uint8Array>) {
-    this.#source = source
-  }
-
-  [Symbol.asyncIterator](): AsyncIterator<Uint8Array> {
-    this.touched = true
-    return this.#source[Symbol.asyncIterator]()
-  }
-}
 
 /**
  * The environ app over a pool.
@@ -96,7 +68,7 @@ export function createPooledApp(
     const cancel = cancellationOf(environ)
     const tried: PoolTarget[] = []
     let lastError: WsgiProxyError | undefined
-    // Whether the try under way is a retry (the budget counts it until it has an answer).
+    // Whether the try under way is a retry the budget counts (until it has an answer).
     let retrying = false
     const endRetry = (): void => {
       if (retrying) pool.endRetry()
@@ -134,27 +106,19 @@ export function createPooledApp(
         const error = sent.error
         if (TARGET_FAILURES.has(error.code)) pool.report(target, false)
         lastError = error
-        retrying =
+        let again =
           tried.length < attempts &&
-          mayTryAgain(error, method, body) &&
-          cancel?.aborted !== true &&
-          pool.beginRetry()
-        if (!retrying) return await answerFailure(error, environ, tried.length)
+          mayTryElsewhere(error, method, body) &&
+          cancel?.aborted !== true
+        // A try that never reached its target put no load on one: its retry is not budgeted.
+        if (again && !neverReached(error)) again = retrying = pool.beginRetry()
+        if (!again) return await answerFailure(error, environ, tried.length)
       }
     } finally {
       endRetry()
       pool.end()
     }
   }
-}
-
-/**
- * Whether a failed try may go to another target: it never reached its target and its body was
- * not read, or it is an idempotent request without a body that failed before any answer.
- */
-function mayTryAgain(error: WsgiProxyError, method: string, body: TrackedBody | null): boolean {
-  if (NEVER_REACHED.has(error.code)) return body === null || !body.touched
-  return error.code === 'UPSTREAM_RESET' && body === null && RETRY_METHODS.has(method)
 }
 
 // The client's cancellation as a hook: the adapter's, or one over `wsgiproxy.signal`.

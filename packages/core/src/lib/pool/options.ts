@@ -71,9 +71,10 @@ export interface RetryOptions {
   /** Tries per request, the first included, each on another target. Default `3`. */
   attempts?: number
   /**
-   * The retry budget: retries in flight may be at most this fraction of the requests in flight
-   * (Envoy's `budget_percent`), so a failing pool does not multiply its load. Default `0.5`: when
-   * one of two targets dies, the requests it held can all go to the other.
+   * The retry budget: retries in flight of tries that may have reached a target (a reset) may be
+   * at most this fraction of the requests in flight (Envoy's `budget_percent`), so a failing pool
+   * does not multiply its load; a try that never reached a target loaded none and is not counted.
+   * Default `0.5`: when one of two targets dies, the requests it held can all go to the other.
    */
   budget?: number
   /** Retries always allowed in flight, whatever the budget says. Default `3`. */

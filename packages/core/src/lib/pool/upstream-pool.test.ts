@@ -327,19 +327,34 @@ describe('retries', () => {
     expect(reset.seen.length).toBeGreaterThanOrEqual(1)
   })
 
-  it('does not retry beyond the budget or with retries off', async () => {
+  it('does not retry with retries off, nor a reset beyond the budget', async () => {
     const port = await freePort()
     const good = await named('good')
-    for (const retries of [false, { budget: 0, minConcurrency: 0 }] as const) {
-      const { fetch } = front({
-        href: [`http://127.0.0.1:${port}`, good.origin],
-        balance: 'round-robin',
-        retries,
-      })
-      const response = await fetch('/')
-      expect(response.status).toBe(502)
-      expect(await response.json()).toMatchObject({ code: 'UPSTREAM_UNREACHABLE' })
-    }
+    const refusedFirst = front({
+      href: [`http://127.0.0.1:${port}`, good.origin],
+      balance: 'round-robin',
+      retries: false,
+    })
+    const refused = await refusedFirst.fetch('/')
+    expect(refused.status).toBe(502)
+    expect(await refused.json()).toMatchObject({ code: 'UPSTREAM_UNREACHABLE' })
+
+    const reset = await named('reset', (req) => req.socket.destroy())
+    const resetFirst = front({
+      href: [reset.origin, good.origin],
+      balance: 'round-robin',
+      retries: { budget: 0, minConcurrency: 0 },
+    })
+    const response = await resetFirst.fetch('/')
+    expect(response.status).toBe(502)
+    expect(await response.json()).toMatchObject({ code: 'UPSTREAM_RESET' })
+    // A try that never reached its target is retried whatever the budget: it loaded no target.
+    const budgetless = front({
+      href: [`http://127.0.0.1:${port}`, good.origin],
+      balance: 'round-robin',
+      retries: { budget: 0, minConcurrency: 0 },
+    })
+    expect((await budgetless.fetch('/')).status).toBe(200)
   })
 
   it('answers the last failure when every target failed', async () => {
