@@ -1,14 +1,8 @@
 // The Spawner: wires the options, the state machine, the request gate, the start orchestration and
 // the log together, and turns the process events into state changes.
 import { EventEmitter } from 'node:events'
-import { createProxyApp } from '@wsgiproxy/core'
-import type {
-  Environ,
-  ErrorHook,
-  ProxyAppOptions,
-  UpgradableApp,
-  WsgiProxyError,
-} from '@wsgiproxy/core'
+import type { Environ, ErrorHook, ProxyAppOptions, UpgradableApp } from '@wsgiproxy/core'
+import type { UndiciTransport } from '@wsgiproxy/core/undici'
 import type { BackendProcess, ProcessExit } from './_backend-process.ts'
 import { Gate } from './_gate.ts'
 import type { Round } from './_gate.ts'
@@ -16,16 +10,20 @@ import { Lifecycle } from './_lifecycle.ts'
 import { SpawnerLog } from './_log.ts'
 import { sleep } from './_readiness.ts'
 import { createSpawnerApp, failureResponse } from './_requests.ts'
+import {
+  backoffError,
+  closeTransport,
+  connectProxy,
+  createForwarding,
+  emitSafely,
+} from './_spawner-support.ts'
 import { Starter } from './_start.ts'
-import { parseSpawnerOptions } from './options.ts'
-import type { SpawnerOptions, SpawnerSettings } from './options.ts'
+import type { SpawnerSettings } from './options.ts'
 import { closedError, SpawnerError } from './spawner-error.ts'
 import type { SpawnerExit } from './spawner-error.ts'
 import type { Spawner, SpawnerEvents, SpawnerStatus } from './spawner.ts'
-import { undiciTransport } from '@wsgiproxy/core/undici'
-import type { UndiciTransport } from '@wsgiproxy/core/undici'
 
-/** The {@link Spawner} that `createSpawner` returns. */
+/** The {@link Spawner} that `createSpawner` returns without `instances`: one process. */
 export class BackendSpawner extends EventEmitter<SpawnerEvents> implements Spawner {
   readonly app: UpgradableApp
   readonly name: string
@@ -49,22 +47,22 @@ export class BackendSpawner extends EventEmitter<SpawnerEvents> implements Spawn
   #restartPending = false
   #closing: Promise<void> | undefined
 
-  constructor(options: SpawnerOptions) {
+  /** @param settings - the checked options (`parseSpawnerOptions`) */
+  constructor(settings: SpawnerSettings) {
     super()
-    const settings = parseSpawnerOptions(options)
     this.#settings = settings
     this.name = settings.name
     const { proxy } = settings
-    this.#onError = proxy.onError ?? ((error) => this.#logFailure(error))
-    let transport = proxy.transport
-    if (transport === undefined) transport = this.#ownTransport = undiciTransport()
-    this.#proxyOptions = { ...proxy, transport, onError: this.#onError }
     this.#log = new SpawnerLog({
       name: this.name,
       size: settings.logLines,
       logger: settings.logger,
       onOutput: (entry) => this.#emitSafely('log', entry),
     })
+    const forwarding = createForwarding(settings, this.#log)
+    this.#onError = forwarding.onError
+    this.#proxyOptions = forwarding.proxyOptions
+    this.#ownTransport = forwarding.ownTransport
     this.#life = new Lifecycle({ backoff: settings.backoff, idleTimeout: settings.idleTimeout })
     this.#gate = new Gate({
       maxQueue: settings.maxQueue,
@@ -196,12 +194,6 @@ export class BackendSpawner extends EventEmitter<SpawnerEvents> implements Spawn
     if (backend === this.#current) this.#armIdle()
   }
 
-  #logFailure(error: WsgiProxyError): void {
-    // Start failures were logged once when they happened, not once per waiting request.
-    if (error instanceof SpawnerError || error.status < 500) return
-    this.#log.notice(null, `request failed: ${error.message}`)
-  }
-
   // --- starting -------------------------------------------------------------------------------
 
   #beginStart(): void {
@@ -223,14 +215,13 @@ export class BackendSpawner extends EventEmitter<SpawnerEvents> implements Spawn
     const readyAt = Date.now()
     backend.readyAt = readyAt
     this.#coldStartMs = readyAt - startedAt
-    const host = backend.host ?? '127.0.0.1'
-    const authority = host.includes(':') ? `[${host}]:${backend.port}` : `${host}:${backend.port}`
-    backend.proxy = createProxyApp({ ...this.#proxyOptions, href: `http://${authority}` })
+    connectProxy(backend, this.#proxyOptions)
     this.#life.to('ready')
     this.#life.armReset()
     this.#gate.resolve(round, backend)
     if (backend.pid !== undefined) {
       const { port } = backend
+      const host = backend.host ?? '127.0.0.1'
       this.#emitSafely('ready', { pid: backend.pid, port, host, coldStartMs: this.#coldStartMs })
     }
     this.#armIdle()
@@ -346,20 +337,13 @@ export class BackendSpawner extends EventEmitter<SpawnerEvents> implements Spawn
     await Promise.all(backends.map((backend) => backend.stop('close')))
     this.#starter.releaseWatchdog()
     // Requests still open to the dead backends fail at once; do not wait on the pool for long.
-    if (this.#ownTransport !== undefined) {
-      await Promise.race([this.#ownTransport.close().catch(() => {}), sleep(1_000)])
-    }
+    await closeTransport(this.#ownTransport)
   }
 
   // --- errors and events ----------------------------------------------------------------------
 
   #backoffError(): SpawnerError {
-    const seconds = this.#life.retryAfter
-    return new SpawnerError(
-      'BACKEND_BACKOFF',
-      `the backend failed ${this.#life.failures} times in a row; retry in ${seconds} s`,
-      { expose: true, retryAfter: seconds, recentLogs: this.#log.lines() },
-    )
+    return backoffError(this.#life, this.#log)
   }
 
   #fail(error: SpawnerError): void {
@@ -368,18 +352,7 @@ export class BackendSpawner extends EventEmitter<SpawnerEvents> implements Spawn
     this.#emitSafely('error', error)
   }
 
-  // Listeners are the host's code. One that throws is reported and the others still run: an
-  // exception out of emit() would cut a state change short (a group never reaped, a running
-  // process forgotten, an unhandled rejection). Without listeners nothing is emitted, so an
-  // 'error' nobody listens to never throws.
   #emitSafely<K extends keyof SpawnerEvents>(event: K, ...args: SpawnerEvents[K]): void {
-    for (const listener of this.rawListeners(event)) {
-      try {
-        Reflect.apply(listener, this, args)
-      } catch (error) {
-        const reason = error instanceof Error ? (error.stack ?? String(error)) : String(error)
-        this.#log.notice(null, `a '${String(event)}' listener threw: ${reason}`, true)
-      }
-    }
+    emitSafely(this, this.#log, event, ...args)
   }
 }

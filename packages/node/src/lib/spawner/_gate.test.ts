@@ -21,6 +21,16 @@ describe('Gate', () => {
     expect(g.pending).toBeUndefined()
   })
 
+  it('resolves the open round with resolveOpen, and nothing without one', async () => {
+    const { gate: g } = gate()
+    g.resolveOpen('nobody waits')
+    expect(g.pending).toBeUndefined()
+    const waits = [g.wait(undefined), g.wait(undefined)]
+    g.resolveOpen('first ready')
+    await expect(Promise.all(waits)).resolves.toEqual(['first ready', 'first ready'])
+    expect(g.pending).toBeUndefined()
+  })
+
   it('asks for a start before it counts the request', () => {
     const queuedAtDemand: number[] = []
     const g: Gate<string> = new Gate({

@@ -79,6 +79,13 @@ export class Gate<T> {
     round.resolve(value)
   }
 
+  /** Resolves the open round, if there is one (a pool instance became ready). */
+  resolveOpen(value: T): void {
+    const round = this.#round
+    this.#round = undefined
+    round?.resolve(value)
+  }
+
   /** Rejects `round`; later requests wait for a new one. */
   reject(round: Round<T>, error: unknown): void {
     if (this.#round === round) this.#round = undefined

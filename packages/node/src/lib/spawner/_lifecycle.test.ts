@@ -106,6 +106,32 @@ describe('Lifecycle', () => {
     expect(life.state).toBe('starting')
   })
 
+  it('holds starts for the backoff delay without leaving its state (a pool still serving)', () => {
+    const life = at(['starting', 'ready'])
+    fail(life, 3)
+    const ended = vi.fn<() => void>()
+    expect(life.holdStarts(ended)).toEqual({ delayMs: 2_000, retryAt: 2_000 })
+    expect(life.state).toBe('ready')
+    expect(life.retryAt).toBe(2_000)
+    vi.advanceTimersByTime(1_999)
+    expect(ended).not.toHaveBeenCalled()
+    vi.advanceTimersByTime(1)
+    expect(ended).toHaveBeenCalledOnce()
+    expect(life.retryAt).toBeUndefined()
+    expect(life.state).toBe('ready')
+  })
+
+  it('ends a hold with endBackoff, the count cleared and the state kept', () => {
+    const life = at(['starting', 'ready'])
+    fail(life, 2)
+    const ended = vi.fn<() => void>()
+    life.holdStarts(ended)
+    life.endBackoff()
+    expect(life).toMatchObject({ state: 'ready', failures: 0, retryAt: undefined })
+    vi.runAllTimers()
+    expect(ended).not.toHaveBeenCalled()
+  })
+
   it('clears the failure count after a backend stayed ready for backoff.reset', () => {
     const life = at(['starting', 'ready'])
     fail(life, 1)

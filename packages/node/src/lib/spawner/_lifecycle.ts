@@ -55,7 +55,7 @@ export class Lifecycle {
     return this.#failures
   }
 
-  /** In backoff: when starting is allowed again (ms since the epoch). */
+  /** In backoff (or a hold): when starting is allowed again (ms since the epoch). */
   get retryAt(): number | undefined {
     return this.#retryAt
   }
@@ -106,27 +106,46 @@ export class Lifecycle {
    * @returns the delay and when it ends
    */
   backOff(): { delayMs: number; retryAt: number } {
-    const { base, max } = this.#backoff
-    const delayMs = Math.min(base * 2 ** (this.#failures - BACKOFF_AFTER), max)
-    const retryAt = Date.now() + delayMs
-    this.#retryAt = retryAt
     this.to('backoff')
-    clearTimeout(this.#backoffTimer)
-    this.#backoffTimer = setTimeout(() => {
-      if (this.#state !== 'backoff') return
-      this.#retryAt = undefined
-      this.to('idle')
-    }, delayMs)
-    this.#backoffTimer.unref()
-    return { delayMs, retryAt }
+    return this.#wait(() => {
+      if (this.#state === 'backoff') this.to('idle')
+    })
   }
 
-  /** Ends a backoff now, with the failure count cleared (`restart()`). */
+  /**
+   * The same delay as {@link backOff} without leaving the state: a pool that still serves from
+   * its other instances starts no process until `retryAt`, then `onEnd` is called.
+   *
+   * @param onEnd - called when starting is allowed again (not after `endBackoff()` or `close()`)
+   * @returns the delay and when it ends
+   */
+  holdStarts(onEnd: () => void): { delayMs: number; retryAt: number } {
+    return this.#wait(() => {
+      if (this.#state !== 'backoff' && this.#state !== 'closed') onEnd()
+    })
+  }
+
+  /** Ends a backoff (or a hold) now, with the failure count cleared (`restart()`). */
   endBackoff(): void {
     clearTimeout(this.#backoffTimer)
     this.#retryAt = undefined
     this.#failures = 0
-    this.to('idle')
+    if (this.#state === 'backoff') this.to('idle')
+  }
+
+  // `base * 2^(failures - 2)` ms, at most `max`; `retryAt` is set until `then` runs.
+  #wait(then: () => void): { delayMs: number; retryAt: number } {
+    const { base, max } = this.#backoff
+    const delayMs = Math.min(base * 2 ** (this.#failures - BACKOFF_AFTER), max)
+    const retryAt = Date.now() + delayMs
+    this.#retryAt = retryAt
+    clearTimeout(this.#backoffTimer)
+    this.#backoffTimer = setTimeout(() => {
+      this.#retryAt = undefined
+      then()
+    }, delayMs)
+    this.#backoffTimer.unref()
+    return { delayMs, retryAt }
   }
 
   /** A backend became ready: the failure count clears once `backoff.reset` ms have passed. */

@@ -83,7 +83,12 @@ async function handle(admission: Admission, environ: Environ): Promise<AppRespon
   return { ...response, body: trackBody(response.body, () => admission.release(backend)) }
 }
 
-async function handleUpgrade(
+/**
+ * Forwards a WebSocket upgrade to the backend `admission` gives; it stays in flight until the
+ * client connection closes. (A pool's upgrades take this path too: once the upstream connection
+ * is being opened, nothing can be sent again.)
+ */
+export async function handleUpgrade(
   admission: Admission,
   environ: Environ,
 ): Promise<UpgradeTarget | AppResponse> {
@@ -116,7 +121,10 @@ async function handleUpgrade(
  * Wraps a response body to call `done` once when it ends, fails or is cancelled. `return()` is
  * passed on at once, even while a read is pending (an async generator would wait for that read).
  */
-function trackBody(body: AsyncIterable<Uint8Array>, done: () => void): AsyncIterable<Uint8Array> {
+export function trackBody(
+  body: AsyncIterable<Uint8Array>,
+  done: () => void,
+): AsyncIterable<Uint8Array> {
   let finished = false
   const finish = (): void => {
     if (finished) return

@@ -141,3 +141,78 @@ describe('parseSpawnerOptions', () => {
     )
   })
 })
+
+describe('parseSpawnerOptions instances', () => {
+  it('fills in the defaults of a pool, and has none without one', () => {
+    expect(parseSpawnerOptions({ command }).instances).toBeUndefined()
+    expect(parseSpawnerOptions({ command, instances: {} }).instances).toEqual({
+      min: 1,
+      max: 1,
+      busyAt: 8,
+      idleTimeout: 30_000,
+    })
+    expect(parseSpawnerOptions({ command, instances: { min: 3 } }).instances).toMatchObject({
+      min: 3,
+      max: 3,
+    })
+    expect(parseSpawnerOptions({ command, instances: { max: 4 } }).instances).toMatchObject({
+      min: 1,
+      max: 4,
+    })
+  })
+
+  it('allows a fixed port for one instance and port 0 for many', () => {
+    expect(parseSpawnerOptions({ command, port: 8000, instances: { max: 1 } }).port).toBe(8000)
+    const stdout = /listening on (?<port>\d+)/
+    const settings = parseSpawnerOptions({
+      command,
+      port: 0,
+      ready: { stdout },
+      instances: { max: 8 },
+    })
+    expect(settings.instances?.max).toBe(8)
+  })
+
+  it.each([
+    [
+      { instances: 2 },
+      'createSpawner.instances: expected { min?, max?, busyAt?, idleTimeout? } (got 2)',
+    ],
+    [
+      { instances: { min: 0 } },
+      'createSpawner.instances.min: expected an integer from 1 to 64 (got 0)',
+    ],
+    [
+      { instances: { min: 1.5 } },
+      'createSpawner.instances.min: expected an integer from 1 to 64 (got 1.5)',
+    ],
+    [
+      { instances: { max: 65 } },
+      'createSpawner.instances.max: expected an integer from 1 to 64 (got 65)',
+    ],
+    [
+      { instances: { min: 4, max: 2 } },
+      'createSpawner.instances.max: expected at least instances.min, 4 (got 2)',
+    ],
+    [
+      { instances: { busyAt: 0 } },
+      'createSpawner.instances.busyAt: expected a positive integer (got 0)',
+    ],
+    [
+      { instances: { idleTimeout: false } },
+      'createSpawner.instances.idleTimeout: expected whole milliseconds from 1 to 2147483647 (got false)',
+    ],
+    [{ instances: { size: 2 } }, 'createSpawner.instances.size: unknown option'],
+  ])('names the pool option in what it refuses (%j)', (options, message) => {
+    expect(refusal({ command, ...options })).toBe(`invalid options: ${message}`)
+  })
+
+  it('refuses a fixed port for a pool of more than one instance, saying what to do', () => {
+    expect(refusal({ command, port: 8000, instances: { min: 2 } })).toBe(
+      'invalid options: createSpawner.port: 8000 cannot serve a pool of up to 2 instances: ' +
+        'each instance needs a port of its own. Leave port out (each instance gets a free port), ' +
+        'use port: 0 with a ready.stdout pattern that reads the port each instance picks, or set ' +
+        'instances.max to 1',
+    )
+  })
+})

@@ -1,9 +1,10 @@
-// The options of createSpawner: their types, their defaults, and the one schema that checks them.
+// The options of createSpawner: their types and their defaults. The one schema that checks them is
+// _options-schema.ts.
 import { WsgiProxyError } from '@wsgiproxy/core'
-import type { ProxyAppOptions } from '@wsgiproxy/core'
-import { checkProxyAppOptions, duration, fn, parseOptions } from '@wsgiproxy/core/adapter'
-import * as z from 'zod'
+import type { PoolOptions, ProxyAppOptions } from '@wsgiproxy/core'
+import { checkProxyAppOptions, parseOptions } from '@wsgiproxy/core/adapter'
 import { commandName } from './_command.ts'
+import { spawnerOptionsSchema } from './_options-schema.ts'
 import { kernelPort } from './_ports.ts'
 
 /** One line of backend output (or a message of the spawner itself). */
@@ -48,8 +49,37 @@ export interface SpawnerBackoff {
   reset?: number
 }
 
-/** Options of {@link createSpawner}. The forwarding options are those of `createProxyApp`. */
-export interface SpawnerOptions extends Omit<ProxyAppOptions, 'href'> {
+/** A pool of backend processes; see {@link SpawnerOptions.instances}. */
+export interface SpawnerInstances {
+  /**
+   * Processes started together (by the first request or `start()`) and kept running: a crashed
+   * one is replaced. From 1 to 64. Default `1`.
+   */
+  min?: number
+  /**
+   * The most processes: one more starts while every running one is busy (see `busyAt`). From
+   * `min` to 64. Default: `min` (a pool of fixed size).
+   */
+  max?: number
+  /**
+   * Requests (and upgraded connections) in flight from which an instance counts as busy. Default `8`.
+   */
+  busyAt?: number
+  /**
+   * An instance above `min` with nothing in flight for this long is stopped, in milliseconds.
+   * Default `30_000`.
+   */
+  idleTimeout?: number
+}
+
+/**
+ * Options of {@link createSpawner}. The forwarding options are those of `createProxyApp`, but
+ * its targets and pool options: the spawner's targets are its processes (see `instances`).
+ */
+export interface SpawnerOptions extends Omit<
+  ProxyAppOptions,
+  'href' | 'targets' | keyof PoolOptions
+> {
   /**
    * The backend's command: an argv array, or a string split on whitespace (run by `/bin/sh -c`
    * with `exec` in front when it uses shell syntax: quotes, `$`, `&&`, ...). `__PORT__` is
@@ -112,6 +142,15 @@ export interface SpawnerOptions extends Omit<ProxyAppOptions, 'href'> {
    * SIGKILL or crashes natively. Default `true` (POSIX only).
    */
   orphanGuard?: boolean
+  /**
+   * Run a pool of processes instead of one: each request goes to the least busy ready instance,
+   * the pool grows up to `max` while every instance is busy and shrinks back to `min` when the
+   * extras are idle, a crashed instance is replaced (idempotent requests it failed are retried on
+   * another one), and `restart()` replaces the instances one at a time without failing a
+   * request. Every instance gets its own port, so a fixed `port` allows only `max: 1`.
+   * Default: one process, as without a pool (see docs/spawner.md, "Pools of instances").
+   */
+  instances?: SpawnerInstances
 }
 
 /** Checked options with their defaults filled in: what the parts of a spawner read. */
@@ -137,6 +176,8 @@ export interface SpawnerSettings {
   logger: SpawnerLogger | undefined
   handleSignals: boolean
   orphanGuard: boolean
+  /** The pool, with its defaults filled in, or `undefined` for a single process. */
+  instances: Required<SpawnerInstances> | undefined
   /** The forwarding options that were given (checked), for `createProxyApp`. */
   proxy: Omit<ProxyAppOptions, 'href'>
 }
@@ -146,8 +187,8 @@ const DEFAULT_KILL_TIMEOUT = 5_000
 const DEFAULT_MAX_QUEUE = 100
 const DEFAULT_LOG_LINES = 200
 const DEFAULT_BACKOFF = { base: 1_000, max: 30_000, reset: 60_000 } as const
-// The longest delay setTimeout keeps (a longer one fires at once).
-const MAX_TIMER_MS = 2_147_483_647
+const DEFAULT_BUSY_AT = 8
+const DEFAULT_INSTANCE_IDLE = 30_000
 
 /**
  * Checks `createSpawner` options (every problem named `createSpawner.<option>`) and fills in the
@@ -185,6 +226,7 @@ export function parseSpawnerOptions(options: SpawnerOptions): SpawnerSettings {
     logger,
     handleSignals,
     orphanGuard,
+    instances,
     ...proxy
   } = parseOptions<SpawnerOptions>(spawnerOptionsSchema, options, 'createSpawner')
   // What is not the spawner's own is createProxyApp's (or unknown, which core then names). The
@@ -217,157 +259,23 @@ export function parseSpawnerOptions(options: SpawnerOptions): SpawnerSettings {
     logger: logger === false ? undefined : (logger ?? writeToStderr),
     handleSignals: handleSignals ?? true,
     orphanGuard: orphanGuard ?? true,
+    instances: instances === undefined ? undefined : poolSettings(instances),
     proxy: proxyOptions,
+  }
+}
+
+function poolSettings(instances: SpawnerInstances): Required<SpawnerInstances> {
+  const min = instances.min ?? 1
+  return {
+    min,
+    max: instances.max ?? min,
+    busyAt: instances.busyAt ?? DEFAULT_BUSY_AT,
+    idleTimeout: instances.idleTimeout ?? DEFAULT_INSTANCE_IDLE,
   }
 }
 
 function writeToStderr(entry: SpawnerLogEntry): void {
   process.stderr.write(`${entry.line}\n`)
-}
-
-// --- the schema -------------------------------------------------------------------------------
-
-/** How a refused value is shown in a message. */
-function describe(value: unknown): string {
-  if (typeof value === 'string') return JSON.stringify(value)
-  if (typeof value === 'function') return 'a function'
-  if (Array.isArray(value)) return 'an array'
-  return String(value)
-}
-
-/** The error option of a check whose message reads `expected <expected> (got <the value>)`. */
-function got(expected: string): { error: (issue: { input?: unknown }) => string } {
-  return { error: (issue) => `expected ${expected} (got ${describe(issue.input)})` }
-}
-
-/** A whole number from `min` to `max`: one message for whichever bound or type is missed. */
-function wholeNumber(expected: string, min: number, max = Number.POSITIVE_INFINITY): z.ZodNumber {
-  const message = got(expected)
-  return z
-    .number(message)
-    .refine(Number.isInteger, { ...message, abort: true })
-    .min(min, message)
-    .max(max, message)
-}
-
-/** Whole milliseconds a timer can wait, from `min`. */
-function milliseconds(min: number): z.ZodNumber {
-  return wholeNumber(`whole milliseconds from ${min} to ${MAX_TIMER_MS}`, min, MAX_TIMER_MS)
-}
-
-/**
- * An optional option whose refused values read `expected <expected> (got <the value>)`, for
- * shared schemas with a message of their own for a wrong type (or none). The union with
- * `undefined` is what makes zod use this message: it answers a one-option union with the
- * option's own issues.
- */
-function optional(schema: z.ZodType, expected: string): z.ZodType {
-  return z.union([schema, z.undefined()], got(expected)).optional()
-}
-
-/** An object of the options in `shape`, naming any other key `<key>: unknown option`. */
-function optionGroup(shape: z.ZodRawShape, expected: string): z.ZodType {
-  return z.looseObject(shape, got(expected)).superRefine((value, ctx) => {
-    for (const key of Object.keys(value)) {
-      if (!Object.hasOwn(shape, key)) {
-        ctx.addIssue({ code: 'custom', path: [key], message: 'unknown option' })
-      }
-    }
-  })
-}
-
-const COMMAND = 'a string or a non-empty array of strings'
-const flag = z.boolean(got('a boolean')).optional()
-// (Not `.min(1)`: zod runs length checks on any value with a length, a function too.)
-const nonEmptyString = z
-  .string(got('a non-empty string'))
-  .refine((value) => value !== '', got('a non-empty string'))
-const PATH = 'a path starting with "/"'
-
-const command = z.union(
-  [
-    z.string().refine((value) => value.trim() !== '', 'expected a command (got an empty string)'),
-    z
-      .array(z.string())
-      .min(1, got(COMMAND))
-      .refine((argv) => argv[0] !== '', got(COMMAND)),
-  ],
-  got(COMMAND),
-)
-
-// Any object (process.env too, which is not a plain one), its values strings or undefined.
-const env = z
-  .custom<Record<string, string | undefined>>(
-    (value) => typeof value === 'object' && value !== null && !Array.isArray(value),
-    { ...got('an object of strings'), abort: true },
-  )
-  .superRefine((value, ctx) => {
-    for (const [key, entry] of Object.entries(value)) {
-      if (entry !== undefined && typeof entry !== 'string') {
-        const message = `expected a string or undefined (got ${describe(entry)})`
-        ctx.addIssue({ code: 'custom', path: [key], message })
-      }
-    }
-  })
-
-// The spawner's own options. The rest pass through to checkProxyAppOptions.
-const spawnerOptionsSchema = z
-  .looseObject(
-    {
-      command,
-      name: nonEmptyString.optional(),
-      cwd: nonEmptyString.optional(),
-      env: env.optional(),
-      inheritEnv: flag,
-      shell: flag,
-      handleSignals: flag,
-      orphanGuard: flag,
-      port: wholeNumber('0–65535', 0, 65535).optional(),
-      allocatePort: optional(fn<() => number | Promise<number>>(), 'a function'),
-      ready: optionGroup(
-        {
-          http: z.string(got(PATH)).startsWith('/', got(PATH)).optional(),
-          stdout: z.instanceof(RegExp, got('a RegExp')).optional(),
-        },
-        '{ http?, stdout? }',
-      ).optional(),
-      startTimeout: milliseconds(1).optional(),
-      killTimeout: milliseconds(1).optional(),
-      drainTimeout: milliseconds(0).optional(),
-      idleTimeout: optional(duration, `whole milliseconds from 1 to ${MAX_TIMER_MS} or false`),
-      maxQueue: wholeNumber('a positive integer', 1).optional(),
-      backoff: optionGroup(
-        {
-          base: milliseconds(1).optional(),
-          max: milliseconds(1).optional(),
-          reset: milliseconds(1).optional(),
-        },
-        '{ base?, max?, reset? }',
-      ).optional(),
-      logLines: wholeNumber('a non-negative integer', 0).optional(),
-      logger: z
-        .union([z.literal(false), fn<SpawnerLogger>()], got('a function or false'))
-        .optional(),
-    },
-    got('an options object'),
-  )
-  .superRefine(checkCombinations)
-
-// Rules across options; each problem names the option to change.
-function checkCombinations(options: Record<string, unknown>, ctx: z.RefinementCtx): void {
-  if (options.allocatePort !== undefined && options.port !== undefined) {
-    ctx.addIssue({
-      code: 'custom',
-      path: ['allocatePort'],
-      message: 'cannot be combined with port',
-    })
-  }
-  const ready = options.ready as SpawnerReadiness | undefined
-  if (options.port === 0 && !(ready?.stdout?.source.includes('(?<port>') ?? false)) {
-    const message =
-      '0 (the app picks its port) needs ready.stdout with a named group "port" to read it from'
-    ctx.addIssue({ code: 'custom', path: ['port'], message })
-  }
 }
 
 function definedOnly<T extends object>(value: T): Partial<T> {

@@ -1,15 +1,20 @@
 // The spawner's public API: createSpawner, the Spawner it returns, their types and SpawnerError.
-// The parts live beside it: options.ts (the options and their schema), _gate.ts (requests waiting
-// for a start), _lifecycle.ts (states and timers), _start.ts (ports, spawn, readiness), _log.ts
-// (output lines), _requests.ts (the environ app) and _backend-spawner.ts, which wires them.
+// The parts live beside it: options.ts (the options; their schema is _options-schema.ts),
+// _gate.ts (requests waiting for a start), _lifecycle.ts (states and timers), _start.ts (ports,
+// spawn, readiness), _log.ts (output lines), _requests.ts (the environ app) and
+// _backend-spawner.ts, which wires them. A pool (`instances`) is _pool.ts, which wires the same
+// parts with those of _pool-*.ts.
 import type { EventEmitter } from 'node:events'
 import type { UpgradableApp } from '@wsgiproxy/core'
 import { BackendSpawner } from './_backend-spawner.ts'
+import { BackendPool } from './_pool.ts'
+import { parseSpawnerOptions } from './options.ts'
 import type { SpawnerLogEntry, SpawnerOptions } from './options.ts'
 import type { SpawnerError, SpawnerExit } from './spawner-error.ts'
 
 export type {
   SpawnerBackoff,
+  SpawnerInstances,
   SpawnerLogEntry,
   SpawnerLogger,
   SpawnerOptions,
@@ -24,13 +29,50 @@ export type SpawnerState = 'idle' | 'starting' | 'ready' | 'stopping' | 'backoff
 /** Why a backend was stopped: idle shutdown, `restart()`, start timeout, `close()`. */
 export type SpawnerStopReason = 'idle' | 'restart' | 'timeout' | 'close'
 
+/**
+ * The state of one process of a pool: `starting` until its readiness check passes, `ready` while
+ * it takes requests, `draining` while it finishes its requests in flight before a stop (a rolling
+ * `restart()`), `stopping` until its process group has gone.
+ */
+export type SpawnerInstanceState = 'starting' | 'ready' | 'draining' | 'stopping'
+
+/** One process of a pool, in {@link SpawnerStatus.instances}. */
+export interface SpawnerInstanceStatus {
+  /** Its pid (also its process group id). */
+  pid: number
+  /** Its port. */
+  port: number
+  /** The loopback address it answered on, or `null` before it is ready. */
+  host: string | null
+  /** Its state. */
+  state: SpawnerInstanceState
+  /** Requests and upgraded connections in flight to it. */
+  inFlight: number
+  /** When it was spawned (ms since the epoch). */
+  startedAt: number
+  /** When it became ready (ms since the epoch), or `null`. */
+  readyAt: number | null
+}
+
+/**
+ * Why the number of instances of a pool changed (the `scale` event): `start` (the first request,
+ * `start()`, or a start again after a failed one), `busy` (every instance was busy), `idle` (an
+ * extra instance, or with the spawner's `idleTimeout` the whole pool, was idle), `crash` (an
+ * instance crashed, or its replacement starts), `failed` (a start failed), `restart` (a rolling
+ * `restart()` added a new instance or retired an old one).
+ */
+export type SpawnerScaleReason = 'start' | 'busy' | 'idle' | 'crash' | 'failed' | 'restart'
+
 /** What `status()` reports. */
 export interface SpawnerStatus {
   /** The spawner's name. */
   name: string
-  /** The current state. */
+  /** The current state; for a pool, `ready` while at least one instance is. */
   state: SpawnerState
-  /** The current backend's pid (also its process group id), or `null`. */
+  /**
+   * The current backend's pid (also its process group id), or `null`. For a pool: that of the
+   * longest ready instance (else of one starting), as are `port`, `host`, `startedAt` and `readyAt`.
+   */
   pid: number | null
   /** The current backend's port, or `null`. */
   port: number | null
@@ -42,7 +84,7 @@ export interface SpawnerStatus {
   crashes: number
   /** Failed starts (and very short lives) in a row; two or more lead to backoff. */
   consecutiveFailures: number
-  /** Requests and upgraded connections in flight to the current backend. */
+  /** Requests and upgraded connections in flight to the current backend (a pool: to all). */
   inFlight: number
   /** Requests waiting for a start. */
   queued: number
@@ -60,6 +102,8 @@ export interface SpawnerStatus {
   lastError: string | null
   /** The last output lines, prefixed `[name pid]`. */
   recentLogs: string[]
+  /** Only for a pool (`instances`): every process, in the order they were spawned. */
+  instances?: SpawnerInstanceStatus[]
 }
 
 /** The events of a {@link Spawner} and their arguments. */
@@ -74,8 +118,15 @@ export interface SpawnerEvents {
   stop: [info: { pid: number; reason: SpawnerStopReason }]
   /** The idle timeout passed: the backend is being stopped. */
   idle: [info: { pid: number }]
-  /** Starting failed again: starts are refused until `retryAt`. */
+  /**
+   * Starting failed again: starts are refused until `retryAt` (a pool that still serves from
+   * other instances starts none until then).
+   */
   backoff: [info: { failures: number; delayMs: number; retryAt: number }]
+  /**
+   * A pool's number of instances (starting or ready) changed, and why. Only for `instances`.
+   */
+  scale: [info: { instances: number; reason: SpawnerScaleReason }]
   /** A line of backend output. */
   log: [entry: SpawnerLogEntry]
   /** A start failed or a ready backend crashed. Emitted only when someone listens. */
@@ -91,17 +142,26 @@ export interface Spawner extends EventEmitter<SpawnerEvents> {
   readonly app: UpgradableApp
   /** The name in log prefixes. */
   readonly name: string
-  /** Starts the backend now, if it is not running; resolves when it is ready. */
+  /**
+   * Starts the backend now, if it is not running; resolves when it is ready. A pool starts `min`
+   * instances and resolves when those starts have ended, at least one of them ready.
+   */
   start(): Promise<void>
   /**
    * Stops admitting requests to the running backend (they wait), lets those in flight finish
    * (up to `drainTimeout`), stops it and starts a new one; resolves when the new one is ready.
    * Without a running backend it only ends a backoff.
+   *
+   * A pool restarts one instance at a time without refusing a request: a new instance starts,
+   * and once it is ready the old one leaves routing, finishes its requests in flight (up to
+   * `drainTimeout`) and stops. It resolves when every old process has gone, and rejects (the old
+   * instance serving on) when a new one cannot start.
    */
   restart(): Promise<void>
   /**
-   * Rejects waiting requests with 503, stops the backend (SIGTERM, SIGKILL after `killTimeout`)
-   * and resolves when its process group has gone. Later requests get 503. Idempotent.
+   * Rejects waiting requests with 503, stops the backend (every instance of a pool: SIGTERM,
+   * SIGKILL after `killTimeout`) and resolves when their process groups have gone. Later
+   * requests get 503. Idempotent.
    */
   close(): Promise<void>
   /** The current state and counters. */
@@ -111,14 +171,15 @@ export interface Spawner extends EventEmitter<SpawnerEvents> {
 }
 
 /**
- * Starts a backend process on the first request (any language: the port is in `__PORT__` and
- * `PORT`) and forwards requests to it with the protocol headers of `createProxyApp`, so a
- * backend running `proxyMiddleware` sees the original host, scheme, client and script name. One
- * start however many requests arrive together; readiness by TCP on 127.0.0.1 and ::1 raced
- * against the process's exit and `startTimeout`; idle shutdown that never cuts work in flight;
- * crash-loop backoff; and no orphans: the backend leads its own process group, which is killed
- * whole on stop, `close()`, host exit, SIGINT/SIGTERM/SIGHUP, and (through a watchdog process)
- * when the host is killed.
+ * Starts a backend process (or, with `instances`, a pool of them) on the first request (any
+ * language: the port is in `__PORT__` and `PORT`) and forwards requests to it with the protocol
+ * headers of `createProxyApp`, so a backend running `proxyMiddleware` sees the original host,
+ * scheme, client and script name. One start however many requests arrive together; readiness by
+ * TCP on 127.0.0.1 and ::1 raced against the process's exit and `startTimeout`; idle shutdown
+ * that never cuts work in flight; crash-loop backoff; and no orphans: the backend leads its own
+ * process group, which is killed whole on stop, `close()`, host exit, SIGINT/SIGTERM/SIGHUP, and
+ * (through a watchdog process) when the host is killed. A pool sends each request to the least busy instance, grows while all
+ * are busy, replaces crashed instances and restarts them one at a time (docs/spawner.md).
  *
  * Statuses: 502 when the process exits or cannot be spawned (or its fixed port is taken), 504 at
  * the start timeout, 503 when the wait queue is full, in backoff (with `Retry-After`) and after
@@ -138,5 +199,7 @@ export interface Spawner extends EventEmitter<SpawnerEvents> {
  * await spawner.close()
  */
 export function createSpawner(options: SpawnerOptions): Spawner {
-  return new BackendSpawner(options)
+  const settings = parseSpawnerOptions(options)
+  if (settings.instances === undefined) return new BackendSpawner(settings)
+  return new BackendPool(settings, settings.instances)
 }
