@@ -7,7 +7,8 @@ import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import type { UpstreamProcess } from '@wsgiproxy/test-kit/upstream-processes'
 import { startUpstreamProcess, stopUpstreamProcesses } from '@wsgiproxy/test-kit/upstream-processes'
-import { cleanup, runCli, startCli } from './test/run-cli.ts'
+import { APP, NODE } from '@wsgiproxy/test-kit/spawner-helpers'
+import { cleanup, isAlive, runCli, startCli, trackBackend } from './test/run-cli.ts'
 
 afterEach(async () => {
   await cleanup()
@@ -243,4 +244,37 @@ describe('wsgiproxy serve with a pool', () => {
     expect(result.code).toBe(1)
     expect(result.stderr).toBe(`wsgiproxy: ${message}\n`)
   })
+
+  it('serves a spawn route from a pool of instances and loses no GET when one is killed', async () => {
+    const cli = await startCli([
+      'serve',
+      '--config',
+      configFile({ type: 'spawn', command: [NODE, APP], instances: { min: 2, max: 2 } }),
+    ])
+    const load = loadGets(`${cli.url}/`, 16)
+    await until(() => load.pids.size === 2, 'answers from two instances')
+    const [first, second] = [...load.pids.keys()] as [number, number]
+    for (const pid of [first, second]) trackBackend(pid)
+    process.kill(first, 'SIGKILL')
+    await until(() => load.pids.size === 3, 'a replacement instance answering')
+    const replacement = [...load.pids.keys()].find((pid) => pid !== first && pid !== second)
+    trackBackend(replacement as number)
+    await load.stop()
+    expect(Object.fromEntries(load.statuses)).toEqual({ '200': load.total() })
+    await cli.waitFor(/\[node\] 2 instances \(crash\)|\[node\] 1 instance \(crash\)/)
+    process.kill(cli.pid, 'SIGTERM')
+    await cli.exited
+    expect([second, replacement].filter((pid) => isAlive(pid as number))).toEqual([])
+  })
+
+  it.each([['0'], ['3-2'], ['65'], ['two']])(
+    'wsgiproxy spawn refuses --instances %s',
+    async (value) => {
+      const result = await runCli(['spawn', '--instances', value, '--', NODE, APP])
+      expect(result.code).toBe(1)
+      expect(result.stderr).toBe(
+        `wsgiproxy: --instances must be a count N or a range MIN-MAX from 1 to 64, such as 2 or 2-8 (got ${JSON.stringify(value)})\n`,
+      )
+    },
+  )
 })

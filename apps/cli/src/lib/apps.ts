@@ -24,6 +24,7 @@ import type {
   KeyFileWatcher,
   ListenerAddress,
   Spawner,
+  SpawnerInstances,
   SpawnerOptions,
   UndiciTransport,
 } from '@wsgiproxy/node'
@@ -267,6 +268,7 @@ async function spawnRouteApp(route: SpawnRoute, resources: Resources): Promise<B
       ...(route.startTimeout === undefined ? {} : { startTimeout: toMs(route.startTimeout) }),
       ...(route.killTimeout === undefined ? {} : { killTimeout: toMs(route.killTimeout) }),
       ...(route.maxQueue === undefined ? {} : { maxQueue: route.maxQueue }),
+      ...(route.instances === undefined ? {} : { instances: instancesOf(route.instances) }),
       ...(route.idleTimeout === undefined
         ? {}
         : { idleTimeout: route.idleTimeout === false ? false : toMs(route.idleTimeout) }),
@@ -342,6 +344,17 @@ function protocolOptions(route: ProtocolRoute): {
   }
 }
 
+// The `instances` of a spawn route, its idle time in milliseconds.
+function instancesOf(instances: NonNullable<SpawnRoute['instances']>): SpawnerInstances {
+  const { min, max, busyAt, idleTimeout } = instances
+  return {
+    ...(min === undefined ? {} : { min }),
+    ...(max === undefined ? {} : { max }),
+    ...(busyAt === undefined ? {} : { busyAt }),
+    ...(idleTimeout === undefined ? {} : { idleTimeout: Math.max(1, toMs(idleTimeout)) }),
+  }
+}
+
 function watchSpawner(spawner: Spawner, logger: Logger): void {
   const name = spawner.name
   spawner.on('spawn', ({ pid, port }) =>
@@ -363,6 +376,17 @@ function watchSpawner(spawner: Spawner, logger: Logger): void {
       'exit',
       `[${name}] pid ${pid ?? '-'} exited (${signal === null ? `code ${code}` : signal})`,
       { name, pid, code, signal },
+    ),
+  )
+  spawner.on('scale', ({ instances, reason }) =>
+    logger.event(
+      'scale',
+      `[${name}] ${instances} instance${instances === 1 ? '' : 's'} (${reason})`,
+      {
+        name,
+        instances,
+        reason,
+      },
     ),
   )
   spawner.on('error', (error) =>

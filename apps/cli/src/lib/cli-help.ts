@@ -66,6 +66,8 @@ and stops it when idle or when wsgiproxy stops.
   --start-timeout DURATION  how long a start may take (default 60s)
   --ready-path PATH      also wait until GET PATH answers below 500
   --name NAME            the backend's name in log lines
+  --instances N|MIN-MAX  run N backend processes, or MIN growing to MAX under load (least-busy
+                         routing, extras stopped when idle; each gets its own __PORT__)
 ${KEY_HELP}
 ${COMMON_HELP}`,
   forward: `usage: wsgiproxy forward [options]

@@ -224,9 +224,26 @@ const spawnRoute = z
       .describe('Stop the backend after this long without requests. Default false (never).'),
     killTimeout: duration.optional().describe('SIGTERM to SIGKILL delay. Default 5s.'),
     maxQueue: z.int().min(0).optional().describe('Requests waiting for a start. Default 100.'),
+    instances: z
+      .strictObject({
+        min: count(1, 64).optional().describe('Processes started on the first request. Default 1.'),
+        max: count(1, 64)
+          .optional()
+          .describe('Processes at most: one more starts when every one is busy. Default min.'),
+        busyAt: count(1, 1_000_000)
+          .optional()
+          .describe('Requests in flight that make an instance busy. Default 8.'),
+        idleTimeout: duration
+          .optional()
+          .describe('Stop an instance above min after this long without requests. Default 30s.'),
+      })
+      .optional()
+      .describe(
+        'A pool of backend processes: least-busy routing, growth under load, rolling restarts (docs/spawner.md).',
+      ),
     ...protocolFields,
   })
-  .describe('Start a backend on the first request and forward to it.')
+  .describe('Start a backend on the first request (or a pool of them) and forward to it.')
 
 // One allow entry, checked as exactProxy checks it, so an error names its place in the file.
 const allowEntry = z.string().superRefine((entry, context) => {
@@ -414,6 +431,14 @@ export interface SpawnRoute extends ProtocolInput {
   idleTimeout?: string | number | false | undefined
   killTimeout?: string | number | undefined
   maxQueue?: number | undefined
+  instances?:
+    | {
+        min?: number | undefined
+        max?: number | undefined
+        busyAt?: number | undefined
+        idleTimeout?: string | number | undefined
+      }
+    | undefined
 }
 
 /** An exact proxy route. */

@@ -122,6 +122,7 @@ export async function runSpawn(args: string[], io: CliIo): Promise<number> {
     'start-timeout': { type: 'string' },
     'ready-path': { type: 'string' },
     name: { type: 'string' },
+    instances: { type: 'string' },
   } as const
   requireCommandSeparator('spawn', args, options)
   const { values, positionals } = parseCommandArgs('spawn', args, {
@@ -152,6 +153,7 @@ export async function runSpawn(args: string[], io: CliIo): Promise<number> {
       : { startTimeout: durationFlag('--start-timeout', values['start-timeout']) }),
     ...(readyPath === undefined ? {} : { readyPath }),
     ...(values.name === undefined ? {} : { name: values.name }),
+    ...(values.instances === undefined ? {} : { instances: instancesFlag(values.instances) }),
   }
   return serveUntilSignal(
     'spawn',
@@ -264,4 +266,17 @@ function refuseConnect(served: Served, resources: Resources): void {
       upstream: '-',
     })
   })
+}
+
+// `--instances N` (N processes) or `--instances MIN-MAX` (a pool that grows under load).
+function instancesFlag(value: string): { min: number; max: number } {
+  const match = /^([1-9]\d?)(?:-([1-9]\d?))?$/.exec(value)
+  const min = Number(match?.[1])
+  const max = match?.[2] === undefined ? min : Number(match[2])
+  if (match === null || max < min || max > 64) {
+    throw usageError(
+      `--instances must be a count N or a range MIN-MAX from 1 to 64, such as 2 or 2-8 (got ${JSON.stringify(value)})`,
+    )
+  }
+  return { min, max }
 }
