@@ -6,21 +6,28 @@ import { dirname, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import { detectLoadTool, loadToolVersion } from './lib/load.ts'
 import type { LoadTool } from './lib/load.ts'
+import { renderPoolMarkdown } from './lib/pool-report.ts'
+import { POOL_SERVERS } from './lib/pool-servers.ts'
 import { checkTargets, renderMarkdown, summarizeCells } from './lib/report.ts'
-import { runBenchmark, WORKLOADS } from './lib/run.ts'
+import { measures, POOL_UPSTREAMS, runBenchmark, WORKLOADS } from './lib/run.ts'
 import type { RunSettings } from './lib/run.ts'
 import { SERVERS } from './lib/servers.ts'
 
+const ALL_SERVERS = [...SERVERS, ...POOL_SERVERS]
+// `--workloads pool` names the pool's workloads.
+const POOL_WORKLOADS = WORKLOADS.filter((w) => w.pool === true).map((w) => w.id)
+
 const USAGE = `usage: node dist/main.js [--quick | --smoke] [options]
 
-  --quick              one round, 2 s per load, fewer servers (under 90 s)
+  --quick              one round, 2 s per load, fewer servers (about 2 minutes)
   --smoke              200 requests per load with autocannon, 8 MiB download: checks the plumbing
   --reps N             rounds (default 3)
   --duration S         seconds per load measurement (default 5)
   --warmup S           seconds of warm-up per server and workload (default 2)
   --download-mib N     size of the download workload (default 256)
-  --servers a,b        server ids (default all): ${SERVERS.map((s) => s.id).join(', ')}
-  --workloads a,b      workload ids (default all): ${WORKLOADS.map((w) => w.id).join(', ')}
+  --servers a,b        server ids (default all): ${ALL_SERVERS.map((s) => s.id).join(', ')}
+  --workloads a,b      workload ids (default all): ${WORKLOADS.map((w) => w.id).join(', ')};
+                       pool = ${POOL_WORKLOADS.join(',')} (only the pool-* servers run them)
   --load wrk|autocannon  load generator (default wrk when installed)
   --out FILE           where to write the JSON results
 `
@@ -83,7 +90,7 @@ const load: LoadTool =
       ? values.load
       : fail(`--load must be wrk or autocannon (got "${values.load}")`)
 
-const allServers = SERVERS.map((s) => s.id)
+const allServers = ALL_SERVERS.map((s) => s.id)
 // Quick runs leave out the two variants that only explain the others (global fetch, Pool.request).
 const quickServers = allServers.filter(
   (id) => id !== 'wsgiproxy-fetch-global' && id !== 'undici-request',
@@ -96,10 +103,23 @@ const serverIds = list(
 )
 const workloadIds = list(
   'workloads',
-  values.workloads,
+  values.workloads
+    ?.split(',')
+    .flatMap((id) => (id === 'pool' ? POOL_WORKLOADS : [id]))
+    .join(','),
   WORKLOADS.map((w) => w.id),
   WORKLOADS.map((w) => w.id),
 )
+const selectedWorkloads = WORKLOADS.filter((w) => workloadIds.includes(w.id))
+// Only servers that measure one of the workloads run: the pool's run the pool workloads only.
+const selectedServers = ALL_SERVERS.filter(
+  (s) => serverIds.includes(s.id) && selectedWorkloads.some((w) => measures(s, w)),
+)
+if (selectedServers.length === 0) {
+  fail(
+    'none of the servers runs any of the workloads (the pool-* servers run only pool-* workloads)',
+  )
+}
 
 const defaults = {
   full: { reps: 3, duration: 5, warmup: 2, mib: 256 },
@@ -118,7 +138,9 @@ const settings: RunSettings = {
 }
 
 const started = new Date()
-const cells = await runBenchmark(serverIds, workloadIds, settings, (line) => console.error(line))
+const cells = await runBenchmark(selectedServers, workloadIds, settings, (line) =>
+  console.error(line),
+)
 const summaries = summarizeCells(cells)
 const targets = checkTargets(summaries)
 const cpu = cpus()
@@ -126,25 +148,26 @@ const mib = settings.downloadBytes / 1048576
 const context = [
   `date: ${started.toISOString()}`,
   `machine: ${cpu.length} × ${cpu[0]?.model.trim() ?? 'unknown CPU'}, ${type()} ${release()}, Node ${process.version}`,
-  `load: ${loadToolVersion(load)}, one thread, loopback; upstream and every proxy in separate processes`,
+  `load: ${loadToolVersion(load)}, one thread, loopback; upstream and every proxy in separate processes` +
+    (selectedWorkloads.some((w) => w.pool === true)
+      ? ` (${POOL_UPSTREAMS} upstreams for the pool workloads)`
+      : ''),
   `mode: ${mode}; ${settings.reps} round(s) of ${settings.amount === undefined ? `${settings.duration} s` : `${settings.amount} requests`} per load after ${settings.warmup} s warm-up, order rotated each round; download: ${mib} MiB once per round`,
 ]
-const workloads = WORKLOADS.filter((w) => workloadIds.includes(w.id)).map((w) =>
+const workloads = selectedWorkloads.map((w) =>
   w.kind === 'download' ? { ...w, label: `${mib} MiB download` } : w,
 )
-const servers = SERVERS.filter((s) => serverIds.includes(s.id)).map(({ id, label }) => ({
-  id,
-  label,
-}))
+const servers = selectedServers.map(({ id, label, pool }) => ({ id, label, pool: pool ?? false }))
+const ofPool = (pool: boolean) => (item: { pool?: boolean }) => (item.pool ?? false) === pool
 process.stdout.write(
   renderMarkdown({
     title: `wsgiproxy benchmark (${mode})`,
     context,
-    servers,
-    workloads,
+    servers: servers.filter(ofPool(false)),
+    workloads: workloads.filter(ofPool(false)),
     summaries,
     targets,
-  }),
+  }) + renderPoolMarkdown(servers.filter(ofPool(true)), workloads.filter(ofPool(true)), summaries),
 )
 
 const out = resolve(

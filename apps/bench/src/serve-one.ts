@@ -1,16 +1,31 @@
 // One benchmarked server per process: `node dist/serve-one.js upstream` or
-// `node dist/serve-one.js <server id> <upstream url>`. Prints `READY <port>` once listening and
+// `node dist/serve-one.js <server id> <upstream url>...`. Prints `READY <port>` once listening and
 // exits cleanly on SIGTERM or when its parent goes away (stdin closes).
-import { serverInfo, startUpstream } from './lib/servers.ts'
-import type { RunningServer } from './lib/servers.ts'
+import { POOL_SERVERS } from './lib/pool-servers.ts'
+import { SERVERS, startUpstream } from './lib/servers.ts'
+import type { RunningServer, ServerInfo } from './lib/servers.ts'
 
-const [id, upstream] = process.argv.slice(2)
-if (id === undefined || (id !== 'upstream' && upstream === undefined)) {
-  console.error('usage: serve-one.js upstream | serve-one.js <server id> <upstream url>')
+function usage(): never {
+  console.error('usage: serve-one.js upstream | serve-one.js <server id> <upstream url>...')
   process.exit(1)
 }
+
+function serverInfo(id: string): ServerInfo {
+  const all = [...SERVERS, ...POOL_SERVERS]
+  const info = all.find((server) => server.id === id)
+  if (info === undefined) {
+    throw new Error(`unknown server "${id}": expected one of ${all.map((s) => s.id).join(', ')}`)
+  }
+  return info
+}
+
+const [id, ...hrefs] = process.argv.slice(2)
+const [first, ...rest] = hrefs.map((href) => new URL(href))
+if (id === undefined) usage()
 const running: RunningServer =
-  id === 'upstream' ? await startUpstream() : await serverInfo(id).start(new URL(upstream ?? ''))
+  id === 'upstream'
+    ? await startUpstream()
+    : await serverInfo(id).start([first ?? usage(), ...rest])
 process.stdout.write(`READY ${running.port}\n`)
 
 let stopping = false

@@ -18,11 +18,15 @@ export interface ServerProcess {
 const SERVE_ONE = fileURLToPath(new URL('../serve-one.js', import.meta.url))
 
 /**
- * Starts `serve-one.js` for a server id (or the upstream) and waits for its `READY <port>` line.
- * The child's stdin is a pipe from this process, so it exits when this process dies.
+ * Starts `serve-one.js` for a server id in front of `upstreams` (or the upstream itself, with
+ * none) and waits for its `READY <port>` line. The child's stdin is a pipe from this process, so
+ * it exits when this process dies.
  */
-export function startServerProcess(id: string, upstream?: URL): Promise<ServerProcess> {
-  const args = [SERVE_ONE, id, ...(upstream === undefined ? [] : [upstream.href])]
+export function startServerProcess(
+  id: string,
+  upstreams: readonly URL[] = [],
+): Promise<ServerProcess> {
+  const args = [SERVE_ONE, id, ...upstreams.map((upstream) => upstream.href)]
   const child = spawn(process.execPath, args, {
     stdio: ['pipe', 'pipe', 'inherit'],
     env: { ...process.env, NODE_ENV: 'production' },

@@ -7,6 +7,8 @@ export interface Workload {
   label: string
   /** `load`: requests/s at fixed concurrency; `download`: one large body, MiB/s. */
   kind: 'load' | 'download'
+  /** Through the pool servers, over three upstreams (`pool-report.ts`). Default `false`. */
+  pool?: boolean
 }
 
 /** One measurement of one server on one workload. */
@@ -22,6 +24,8 @@ export interface Sample {
   cpuMicrosPerRequest: number
   /** Proxy process peak RSS during this measurement, in MB (10^6 bytes). */
   peakRssMB: number
+  /** Pool workloads: the requests each upstream answered during this measurement, in order. */
+  spread?: number[]
 }
 
 /** All samples of one server on one workload, and their summary. */
@@ -42,6 +46,8 @@ export interface CellSummary {
   peakRssMB: number
   errors: number
   badStatus: number
+  /** Pool workloads: the requests each upstream answered, summed over the samples. */
+  spread?: number[]
 }
 
 /** The median of a non-empty list (mean of the middle two for an even count); NaN when empty. */
@@ -54,9 +60,13 @@ export function median(values: readonly number[]): number {
     : ((sorted[mid - 1] as number) + (sorted[mid] as number)) / 2
 }
 
-/** Summarizes a cell: medians of rate, latency and CPU, the highest peak RSS, summed errors. */
+/**
+ * Summarizes a cell: medians of rate, latency and CPU, the highest peak RSS, summed errors and
+ * (when every sample has one) summed requests per upstream.
+ */
 export function summarize(samples: readonly Sample[]): CellSummary {
   const rates = samples.map((s) => s.rate)
+  const spread = sumSpreads(samples)
   return {
     rate: median(rates),
     rateMin: Math.min(...rates),
@@ -67,7 +77,18 @@ export function summarize(samples: readonly Sample[]): CellSummary {
     peakRssMB: Math.max(...samples.map((s) => s.peakRssMB)),
     errors: samples.reduce((sum, s) => sum + s.errors, 0),
     badStatus: samples.reduce((sum, s) => sum + s.badStatus, 0),
+    ...(spread === undefined ? {} : { spread }),
   }
+}
+
+// Requests per upstream summed over the samples; undefined unless every sample counted them.
+function sumSpreads(samples: readonly Sample[]): number[] | undefined {
+  let total: number[] | undefined
+  for (const { spread } of samples) {
+    if (spread === undefined) return undefined
+    total = total === undefined ? [...spread] : total.map((n, i) => n + (spread[i] ?? 0))
+  }
+  return total
 }
 
 /** A target of issue 5 checked against one run. */
@@ -183,7 +204,8 @@ export function checkTargets(summaries: Summaries): TargetCheck[] {
 
 const unit = (w: Workload): string => (w.kind === 'download' ? 'MiB/s' : 'req/s')
 
-const fmt = (value: number, digits = 0): string =>
+/** A number with `digits` decimals, or `–` when it is not finite. */
+export const fmt = (value: number, digits = 0): string =>
   Number.isFinite(value) ? value.toFixed(digits) : '–'
 
 /** Everything the Markdown report needs. */
@@ -197,15 +219,37 @@ export interface ReportInput {
   targets: readonly TargetCheck[]
 }
 
-/** Renders the run as Markdown: rates, latency, CPU and memory, ratios, targets. */
+/** The head of a Markdown table: the first column left-aligned, the others right-aligned. */
+export function tableHead(cols: readonly string[]): string[] {
+  return [
+    `| ${cols.join(' | ')} |`,
+    `|${cols.map((_, i) => (i === 0 ? '---' : '---:')).join('|')}|`,
+  ]
+}
+
+/**
+ * Renders the run as Markdown: rates, latency, CPU and memory, ratios, targets. The tables are
+ * left out when no server was measured on any workload.
+ */
 export function renderMarkdown(input: ReportInput): string {
-  const { servers, workloads, summaries } = input
+  const { servers, workloads } = input
   const lines: string[] = [`## ${input.title}`, '', ...input.context.map((c) => `- ${c}`), '']
+  if (servers.length > 0 && workloads.length > 0) renderTables(lines, input)
+  if (input.targets.length > 0) {
+    lines.push('', '### Targets', '')
+    for (const t of input.targets) {
+      const op = t.direction === 'min' ? '≥' : '≤'
+      lines.push(
+        `- ${t.met ? 'met' : 'MISSED'}: ${t.description} = ${fmt(t.value, 2)} (${op} ${t.bound})`,
+      )
+    }
+  }
+  return `${lines.join('\n')}\n`
+}
+
+function renderTables(lines: string[], { servers, workloads, summaries }: ReportInput): void {
   const head = (cols: readonly string[]): void => {
-    lines.push(
-      `| ${cols.join(' | ')} |`,
-      `|${cols.map((_, i) => (i === 0 ? '---' : '---:')).join('|')}|`,
-    )
+    lines.push(...tableHead(cols))
   }
 
   lines.push('### Throughput (median, min–max)', '')
@@ -251,15 +295,4 @@ export function renderMarkdown(input: ReportInput): string {
       lines.push(`| ${s.label} | ${row.join(' | ')} |`)
     }
   }
-
-  if (input.targets.length > 0) {
-    lines.push('', '### Targets', '')
-    for (const t of input.targets) {
-      const op = t.direction === 'min' ? '≥' : '≤'
-      lines.push(
-        `- ${t.met ? 'met' : 'MISSED'}: ${t.description} = ${fmt(t.value, 2)} (${op} ${t.bound})`,
-      )
-    }
-  }
-  return `${lines.join('\n')}\n`
 }

@@ -3,10 +3,11 @@
 // proxy with keep-alive to the upstream.
 import { createServer } from 'node:http'
 import type { IncomingHttpHeaders, IncomingMessage, Server, ServerResponse } from 'node:http'
-import type { AddressInfo } from 'node:net'
+import type { AddressInfo, Socket } from 'node:net'
 import { pipeline } from 'node:stream/promises'
 import { Agent as HttpAgent } from 'node:http'
 import type { ServerType } from '@hono/node-server'
+import type { ProxyAppOptions } from '@wsgiproxy/core'
 
 /** A server started by {@link startServer}. */
 export interface RunningServer {
@@ -14,13 +15,19 @@ export interface RunningServer {
   close(): Promise<void>
 }
 
+/** The upstreams a server is started with: one, or the pool's three (see `pool-servers.ts`). */
+export type Upstreams = readonly [URL, ...URL[]]
+
 /** What each benchmarked server is and which path of which project it measures. */
 export interface ServerInfo {
   /** Short id used on the command line and in the JSON. */
   id: string
   /** Row label in the tables. */
   label: string
-  start(upstream: URL): Promise<RunningServer>
+  /** Measured on the pool workloads (three upstreams) instead of the others. Default `false`. */
+  pool?: boolean
+  /** Starts it in front of `upstreams`; a server that is not a pool's uses the first. */
+  start(upstreams: Upstreams): Promise<RunningServer>
 }
 
 /** Bytes the upstream serves for `GET /1k`. */
@@ -30,14 +37,24 @@ export const SMALL_BODY_BYTES = 1024
 const BLOCK = Buffer.alloc(64 * 1024, 0x61)
 const SMALL = BLOCK.subarray(0, SMALL_BODY_BYTES)
 
+/** The upstream answers here with the number of other requests it has answered, as text. */
+export const REQUEST_COUNT_PATH = '/__bench/requests'
+
 /**
- * The upstream: `GET /1k` (1 KiB), `POST /echo` (the body streamed back) and
- * `GET /download/<bytes>` (that many bytes with a Content-Length, written with backpressure).
+ * The upstream: `GET /1k` (1 KiB), `POST /echo` (the body streamed back),
+ * `GET /download/<bytes>` (that many bytes with a Content-Length, written with backpressure) and
+ * `GET /__bench/requests` (how many requests it answered, so a run can see how a pool divides them).
  */
 export function startUpstream(): Promise<RunningServer> {
+  let answered = 0
   return listen(
     createServer((req, res) => {
       const url = req.url ?? '/'
+      if (url === REQUEST_COUNT_PATH) {
+        res.writeHead(200, { 'content-type': 'text/plain' }).end(String(answered))
+        return
+      }
+      answered++
       if (url === '/1k') {
         res.writeHead(200, { 'content-type': 'text/plain', 'content-length': SMALL.length })
         res.end(SMALL)
@@ -75,7 +92,8 @@ async function download(res: ServerResponse, total: number): Promise<void> {
   res.end()
 }
 
-function listen(server: Server): Promise<RunningServer> {
+/** Listens on a free port of 127.0.0.1 with a long keep-alive timeout. */
+export function listen(server: Server): Promise<RunningServer> {
   server.keepAliveTimeout = 60_000
   return new Promise((resolve, reject) => {
     server.once('error', reject)
@@ -137,24 +155,39 @@ function badGateway(res: ServerResponse): void {
   else res.writeHead(502).end()
 }
 
+/** http-proxy's `error` listener: 502 when nothing was sent yet, else the connection closes. */
+export function onHttpProxyError(
+  _error: Error,
+  _req: IncomingMessage,
+  res: ServerResponse | Socket,
+): void {
+  if ('writeHead' in res) badGateway(res)
+  else res.destroy()
+}
+
+/**
+ * The node listener over `createProxyApp` with undici and every protocol header on
+ * (X-Forwarded-*, X-Traversal-*, Forwarded): `wsgiproxy-node`, and the pool's entries.
+ */
+export async function startNodeListener(
+  options: Pick<ProxyAppOptions, 'href' | 'balance'>,
+): Promise<RunningServer> {
+  const { createProxyApp } = await import('@wsgiproxy/core')
+  const { serve, undiciTransport } = await import('@wsgiproxy/node')
+  return serve(createProxyApp({ ...options, transport: undiciTransport(), forwarded: true }))
+}
+
 /** Every server a run can start, in table order. Each imports only what it measures. */
 export const SERVERS: readonly ServerInfo[] = [
   {
     id: 'wsgiproxy-node',
     label: 'wsgiproxy node listener + undici',
-    // createProxyApp with every protocol header on (X-Forwarded-*, X-Traversal-*, Forwarded).
-    start: async (upstream) => {
-      const { createProxyApp } = await import('@wsgiproxy/core')
-      const { serve, undiciTransport } = await import('@wsgiproxy/node')
-      return serve(
-        createProxyApp({ href: upstream, transport: undiciTransport(), forwarded: true }),
-      )
-    },
+    start: ([upstream]) => startNodeListener({ href: upstream }),
   },
   {
     id: 'wsgiproxy-fetch',
     label: 'wsgiproxy fetch path + undici, @hono/node-server',
-    start: async (upstream) => {
+    start: async ([upstream]) => {
       const { createProxyApp, toFetchHandler } = await import('@wsgiproxy/core')
       const { undiciTransport } = await import('@wsgiproxy/node')
       const app = createProxyApp({ href: upstream, transport: undiciTransport(), forwarded: true })
@@ -164,7 +197,7 @@ export const SERVERS: readonly ServerInfo[] = [
   {
     id: 'wsgiproxy-fetch-global',
     label: 'wsgiproxy fetch path + global fetch, @hono/node-server',
-    start: async (upstream) => {
+    start: async ([upstream]) => {
       const { createProxyApp, fetchTransport, toFetchHandler } = await import('@wsgiproxy/core')
       const app = createProxyApp({ href: upstream, transport: fetchTransport(), forwarded: true })
       return honoListen(toFetchHandler(app))
@@ -173,24 +206,21 @@ export const SERVERS: readonly ServerInfo[] = [
   {
     id: 'http-proxy',
     label: 'http-proxy 1.18.1',
-    start: async (upstream) => {
+    start: async ([upstream]) => {
       const { default: httpProxy } = await import('http-proxy')
       const proxy = httpProxy.createProxyServer({
         target: upstream.origin,
         agent: new HttpAgent({ keepAlive: true }),
         xfwd: true,
       })
-      proxy.on('error', (_error, _req, res) => {
-        if ('writeHead' in res) badGateway(res)
-        else res.destroy()
-      })
+      proxy.on('error', onHttpProxyError)
       return listen(createServer((req, res) => proxy.web(req, res)))
     },
   },
   {
     id: 'fastify-http-proxy',
     label: '@fastify/http-proxy 11.6.3 (fastify 5.12.8)',
-    start: async (upstream) => {
+    start: async ([upstream]) => {
       const { default: Fastify } = await import('fastify')
       const { default: fastifyHttpProxy } = await import('@fastify/http-proxy')
       const app = Fastify({ logger: false })
@@ -202,7 +232,7 @@ export const SERVERS: readonly ServerInfo[] = [
   {
     id: 'hono-proxy',
     label: 'hono/proxy (hono 4.13.19), @hono/node-server 2.1.9',
-    start: async (upstream) => {
+    start: async ([upstream]) => {
       const { Hono } = await import('hono')
       const { proxy } = await import('hono/proxy')
       const app = new Hono()
@@ -216,7 +246,7 @@ export const SERVERS: readonly ServerInfo[] = [
   {
     id: 'undici-stream',
     label: 'hand-written node:http + undici 7.30.2 Pool.stream',
-    start: async (upstream) => {
+    start: async ([upstream]) => {
       const { Pool } = await import('undici')
       const pool = new Pool(upstream.origin)
       return listen(
@@ -242,7 +272,7 @@ export const SERVERS: readonly ServerInfo[] = [
   {
     id: 'undici-request',
     label: 'hand-written node:http + undici 7.30.2 Pool.request',
-    start: async (upstream) => {
+    start: async ([upstream]) => {
       const { Pool } = await import('undici')
       const pool = new Pool(upstream.origin)
       return listen(
@@ -264,14 +294,3 @@ export const SERVERS: readonly ServerInfo[] = [
     },
   },
 ]
-
-/** Looks up a server by id, with the list of ids in the error. */
-export function serverInfo(id: string): ServerInfo {
-  const info = SERVERS.find((server) => server.id === id)
-  if (info === undefined) {
-    throw new Error(
-      `unknown server "${id}": expected one of ${SERVERS.map((s) => s.id).join(', ')}`,
-    )
-  }
-  return info
-}

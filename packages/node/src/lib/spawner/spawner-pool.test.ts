@@ -190,6 +190,7 @@ describe('createSpawner with instances', () => {
     process.kill(victim ?? 0, 'SIGKILL')
     await sleep(2_000)
     const { failures, pids, requests } = await clients.stop()
+    console.log(`spawner pool kill: ${requests} GETs at c16, ${failures.length} failed`)
     expect(failures).toEqual([])
     expect(requests).toBeGreaterThan(100)
     expect(pids.get(survivor ?? 0)).toBeGreaterThan(0)
@@ -217,9 +218,14 @@ describe('createSpawner with instances', () => {
       send(front.origin, { method: 'POST', path: '/slow?ms=500', body: 'payload' }),
     )
     await waitFor(() => backend.status().inFlight >= 2, { message: 'the POSTs in flight' })
+    const restartStart = Date.now()
     await backend.restart()
+    const restartMs = Date.now() - restartStart
     await sleep(300)
-    const { failures, pids } = await clients.stop()
+    const { failures, pids, requests } = await clients.stop()
+    console.log(
+      `spawner pool rolling restart: ${requests} GETs at c16 and 2 POSTs, ${failures.length} failed; restart() took ${restartMs} ms`,
+    )
     expect(failures).toEqual([])
     const posted = await Promise.all(posts)
     expect(posted.map((r) => r.status)).toEqual([200, 200])
