@@ -108,6 +108,68 @@ describe('wsgiproxy serve with a pool', () => {
     expect(ejectMs).toBeLessThan(1_000)
   })
 
+  it('spreads 10,000 requests over three upstream processes within 10 percent of their weights', async () => {
+    const upstreams = await Promise.all([0, 1, 2].map(() => startUpstreamProcess()))
+    const cli = await startCli([
+      'serve',
+      '--config',
+      configFile({
+        targets: upstreams.map((u, i) => ({ href: u.origin, weight: i + 1 })),
+        balance: 'round-robin',
+      }),
+    ])
+    const counts = new Map<number, number>()
+    let sent = 0
+    await Promise.all(
+      Array.from({ length: 16 }, async () => {
+        while (sent < 10_000) {
+          sent++
+          const response = await fetch(`${cli.url}/`)
+          const { pid } = (await response.json()) as { pid: number }
+          counts.set(pid, (counts.get(pid) ?? 0) + 1)
+        }
+      }),
+    )
+    upstreams.forEach((upstream, i) => {
+      const expected = (10_000 * (i + 1)) / 6
+      expect(Math.abs((counts.get(upstream.pid) ?? 0) - expected) / expected).toBeLessThan(0.1)
+    })
+  })
+
+  it('keeps hashed keys on their upstream process when a third is added, moving only those it wins', async () => {
+    const upstreams = await Promise.all([0, 1, 2].map(() => startUpstreamProcess()))
+    const hash = { hash: { header: 'x-user' } }
+    const two = await startCli([
+      'serve',
+      '--config',
+      configFile({ href: upstreams.slice(0, 2).map((u) => u.origin), balance: hash }),
+    ])
+    const three = await startCli([
+      'serve',
+      '--config',
+      configFile({ href: upstreams.map((u) => u.origin), balance: hash }),
+    ])
+    const pidFor = async (url: string, key: string): Promise<number> => {
+      const response = await fetch(`${url}/`, { headers: { 'x-user': key } })
+      return ((await response.json()) as { pid: number }).pid
+    }
+    let kept = 0
+    let toNew = 0
+    let elsewhere = 0
+    for (let i = 0; i < 1_000; i++) {
+      const before = await pidFor(two.url, `user-${i}`)
+      const after = await pidFor(three.url, `user-${i}`)
+      if (after === before) kept++
+      else if (after === upstreams[2]!.pid) toNew++
+      else elsewhere++
+    }
+    // Every key the new upstream does not win stays: at least 99 % (here all) of them.
+    expect(kept / (kept + elsewhere)).toBeGreaterThanOrEqual(0.99)
+    expect(elsewhere).toBe(0)
+    expect(toNew).toBeGreaterThan(200)
+    expect(toNew).toBeLessThan(470)
+  })
+
   it('fails POSTs in flight on a killed upstream with 502 UPSTREAM_RESET and never replays them', async () => {
     const upstreams = await Promise.all([0, 1, 2].map(() => startUpstreamProcess()))
     const victim = upstreams[0] as UpstreamProcess
