@@ -80,6 +80,12 @@ export interface UpgradeTarget {
    * passed as they are.
    */
   answerHeaders?: (headers: Array<[string, string]>) => Array<[string, string]>
+  /**
+   * Called once with how the upstream took the upgrade: `true` for a `101` or an ordinary answer
+   * below 500, `false` when it could not be reached, timed out or answered 5xx; not called when
+   * the client left first. A pool counts it for passive health. Absent: nobody asks.
+   */
+  onResult?: (ok: boolean) => void
 }
 
 /** An {@link EnvironApp} that can also forward Upgrade requests (the proxy app). */

@@ -9,6 +9,7 @@ import { stripHopByHop } from './_hop-by-hop.ts'
 import { discardBody } from '../streams.ts'
 import { errorResponse } from '../problem.ts'
 import { noteAttempt } from '../log.ts'
+import { toUpstreamError } from './upstream-error.ts'
 import type { AppResponse, Environ, OutboundRequest, ErrorHook, Transport } from '../types.ts'
 
 /** What the forwarding step needs, resolved from validated options. */
@@ -129,13 +130,12 @@ export async function failure(
   }
 }
 
+// A transport's failure in the error taxonomy: a cancellation's reason, a WsgiProxyError as it
+// is, anything else read as toUpstreamError reads a client's error (its code, or its cause's): a
+// plain error is a reset, never "unreachable", which would let a pool send it again.
 function toProxyError(error: unknown, cancel: Cancellation, url: URL): WsgiProxyError {
   if (cancel.aborted && cancel.reason instanceof WsgiProxyError) return cancel.reason
-  if (error instanceof WsgiProxyError) return error
-  const message = error instanceof Error ? error.message : String(error)
-  return new WsgiProxyError('UPSTREAM_UNREACHABLE', `request to ${url.origin} failed: ${message}`, {
-    cause: error,
-  })
+  return toUpstreamError(error, url)
 }
 
 /**

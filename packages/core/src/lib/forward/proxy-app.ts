@@ -314,10 +314,14 @@ export function createProxyApp(options: ProxyAppOptions | string | URL): ProxyAp
     const target = pool.pickForUpgrade(pool.keyOf(environ))
     if (target instanceof WsgiProxyError) {
       const response = await failure(target, environ, settings)
-      response.headers.push(['retry-after', String(pool.settings.limits.retryAfter)])
-      return response
+      const retryAfter = String(pool.settings.limits.retryAfter)
+      return { ...response, headers: [...response.headers, ['retry-after', retryAfter]] }
     }
-    return prepareUpgradeTo(environ, upgrade, routes.get(target) as TargetRoute)
+    environ['wsgiproxy.upstream'] = target.name
+    const prepared = await prepareUpgradeTo(environ, upgrade, routes.get(target) as TargetRoute)
+    if (!('url' in prepared)) return prepared
+    // Passive health hears how the upstream took it (a refused upgrade is not retried).
+    return { ...prepared, onResult: (ok: boolean) => pool.report(target, ok) }
   }
   return Object.assign(app, { prepareUpgrade, pool: pool as UpstreamPool })
 }

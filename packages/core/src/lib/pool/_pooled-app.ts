@@ -2,7 +2,7 @@
 // target is at its limit), prepares the request for that target (Host, path, signature), sends
 // it, reports the outcome for passive health, and tries another target when the rules of
 // docs/pools.md allow; the target stays counted in flight until the response body ends.
-import { WsgiProxyError } from '../errors.ts'
+import { asWsgiProxyError, WsgiProxyError } from '../errors.ts'
 import type { CancelHook } from '../forward/cancellation.ts'
 import { clientCancellation } from '../forward/cancellation.ts'
 import type { ForwardSettings } from '../forward/_forward.ts'
@@ -27,6 +27,7 @@ const TARGET_FAILURES: ReadonlySet<string> = new Set([
   'UPSTREAM_RESET',
   'UPSTREAM_INVALID_RESPONSE',
   'UPSTREAM_HEADERS_TIMEOUT',
+  'UPSTREAM_BODY_TIMEOUT',
 ])
 
 /**
@@ -52,11 +53,13 @@ export function createPooledApp(
     tries: number,
   ): Promise<AppResponse> => {
     const response = await failure(error, environ, settings)
+    const extra: Array<[string, string]> = []
     if (error.code === 'UPSTREAM_OVERLOADED' && !hasHeader(response, 'retry-after')) {
-      response.headers.push(['retry-after', String(limits.retryAfter)])
+      extra.push(['retry-after', String(limits.retryAfter)])
     }
-    if (triesHeader !== undefined && tries > 0) response.headers.push([triesHeader, String(tries)])
-    return response
+    if (triesHeader !== undefined && tries > 0) extra.push([triesHeader, String(tries)])
+    // A copy: the error hook's response may be shared or frozen.
+    return extra.length === 0 ? response : { ...response, headers: [...response.headers, ...extra] }
   }
 
   return async (environ) => {
@@ -78,29 +81,43 @@ export function createPooledApp(
     try {
       for (;;) {
         const taken = await pool.acquire(key, tried, cancel)
-        if (taken === undefined || taken instanceof WsgiProxyError) {
-          // No target left to try: the last try's failure is the answer.
-          return await answerFailure(lastError ?? (taken as WsgiProxyError), environ, tried.length)
-        }
+        // No target left to try: the last try's failure is the answer.
+        if (taken === undefined)
+          return await answerFailure(lastError as WsgiProxyError, environ, tried.length)
+        // Overloaded (the queue full or its wait over), or the client left while waiting.
+        if (taken instanceof WsgiProxyError)
+          return await answerFailure(taken, environ, tried.length)
         const target = taken
         tried.push(target)
         // For a request log: the target this try went to.
         environ['wsgiproxy.upstream'] = target.name
         const route = routes.get(target) as TargetRoute
-        const prepared = await prepareRequest(environ, undefined, route.prepare)
+        let prepared: Awaited<ReturnType<typeof prepareRequest>>
+        try {
+          prepared = await prepareRequest(environ, undefined, route.prepare)
+        } catch (error) {
+          // Only an environ user code broke gets here; the slot must not leak.
+          pool.release(target)
+          throw error
+        }
         if ('response' in prepared) {
           pool.release(target)
-          return prepared.response
+          return withTries(prepared.response, triesHeader, tried.length)
         }
         const { url, headers } = prepared
         const sent = await send({ url, method, headers, body: prepared.body }, environ, settings)
         endRetry()
         if (sent.error === undefined) {
           const { response } = sent
-          pool.report(target, response.status < 500)
-          const released = releaseOnEnd(response, () => pool.release(target))
-          if (triesHeader !== undefined) released.headers.push([triesHeader, String(tried.length)])
-          return route.respond(released, prepared.scriptName)
+          // A 5xx is a failure at once; any other answer once its body has come whole.
+          if (response.status >= 500) pool.report(target, false)
+          const watched = releaseOnEnd(response, (error) => {
+            pool.release(target)
+            if (response.status >= 500) return
+            if (error === undefined) pool.report(target, true)
+            else if (TARGET_FAILURES.has(error.code)) pool.report(target, false)
+          })
+          return route.respond(withTries(watched, triesHeader, tried.length), prepared.scriptName)
         }
         pool.release(target)
         const error = sent.error
@@ -139,19 +156,22 @@ function cancellationOf(environ: Environ): CancelHook | undefined {
   }
 }
 
-// Calls `release` once when the response body has ended, failed or been abandoned (at once for
-// a response without a body).
-function releaseOnEnd(response: AppResponse, release: () => void): AppResponse {
+// Calls `done` once when the response body has ended (no error), failed (its error) or been
+// abandoned by the client (a CLIENT_ABORTED error); at once for a response without a body.
+function releaseOnEnd(
+  response: AppResponse,
+  done: (error: WsgiProxyError | undefined) => void,
+): AppResponse {
   const { body } = response
   if (body === null) {
-    release()
+    done(undefined)
     return response
   }
-  let released = false
-  const once = (): void => {
-    if (released) return
-    released = true
-    release()
+  let finished = false
+  const once = (error: WsgiProxyError | undefined): void => {
+    if (finished) return
+    finished = true
+    done(error)
   }
   const watched: AsyncIterable<Uint8Array> = {
     [Symbol.asyncIterator]: () => {
@@ -160,21 +180,27 @@ function releaseOnEnd(response: AppResponse, release: () => void): AppResponse {
         async next(): Promise<IteratorResult<Uint8Array>> {
           try {
             const result = await iterator.next()
-            if (result.done === true) once()
+            if (result.done === true) once(undefined)
             return result
           } catch (error) {
-            once()
+            once(asWsgiProxyError(error, 'the response body failed'))
             throw error
           }
         },
         async return(): Promise<IteratorResult<Uint8Array>> {
-          once()
+          once(new WsgiProxyError('CLIENT_ABORTED', 'the client stopped reading'))
           return (await iterator.return?.()) ?? { done: true, value: undefined }
         },
       }
     },
   }
   return { ...response, body: watched }
+}
+
+// The response with the number of tries in `header`, when one is configured.
+function withTries(response: AppResponse, header: string | undefined, tries: number): AppResponse {
+  if (header === undefined) return response
+  return { ...response, headers: [...response.headers, [header, String(tries)]] }
 }
 
 function hasHeader(response: AppResponse, name: string): boolean {

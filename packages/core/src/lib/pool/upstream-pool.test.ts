@@ -245,6 +245,8 @@ describe('passive health', () => {
     }, 'three ejections')
     const durations = seen.filter((e) => e.type === 'ejected').map((e) => e.durationMs)
     expect(durations.slice(0, 3)).toEqual([100, 200, 250])
+    // The count of ejections is a count, not the back-off multiplier.
+    expect(pool.status().targets[0]!.ejections).toBe(durations.length)
   })
 })
 
@@ -528,5 +530,162 @@ describe('pool options', () => {
     const two = await app.prepareUpgrade({ ...environ })
     const origins = [one, two].map((t) => ('url' in t ? t.url.origin : 'none'))
     expect(origins.toSorted()).toEqual(upstreams.map((u) => u.origin).toSorted())
+  })
+})
+
+// Regression tests for what a review found (each failed before its fix).
+describe('pool edge cases', () => {
+  it('never sends a request again after a transport threw a plain error', async () => {
+    const handled: string[] = []
+    const transport = async (outbound: { url: URL; method: string }) => {
+      handled.push(`${outbound.method} ${outbound.url.host}`)
+      // A wrapping transport that lets fetch's own error through, after the upstream acted.
+      throw new TypeError('fetch failed', { cause: { code: 'ECONNRESET' } })
+    }
+    const { fetch } = front({
+      href: ['http://a.test', 'http://b.test'],
+      transport: transport as never,
+      retries: { header: 'x-tries' },
+    })
+    const response = await fetch('/charge', { method: 'POST' })
+    expect(response.status).toBe(502)
+    expect(await response.json()).toMatchObject({ code: 'UPSTREAM_RESET' })
+    expect(handled).toHaveLength(1)
+  })
+
+  it('hands a freed target to a later waiter when the first one waits for another target', async () => {
+    const gateA = held()
+    const gateB = held()
+    const a = await named('a', async (req, res) => {
+      if (req.url === '/reset') return void req.socket.destroy()
+      if (req.url === '/hold') await gateA.gate
+      res.setHeader('x-upstream', 'a')
+      res.end('a')
+    })
+    const b = await named('b', async (_req, res) => {
+      await gateB.gate
+      res.setHeader('x-upstream', 'b')
+      res.end('b')
+    })
+    const { fetch, pool } = front({
+      href: [a.origin, b.origin],
+      balance: 'round-robin',
+      limits: { maxConcurrent: 1, queueTimeout: 4_000 },
+    })
+    const text = (path: string) => fetch(path).then((r) => r.text())
+    expect(await text('/quick')).toBe('a') // round robin's next is b
+    const p1 = text('/hold') // b, held
+    await until(() => b.seen.length === 1, 'p1 on b')
+    const p2 = text('/reset') // a resets it; its retry waits for b
+    await until(() => pool.status().queued === 1, 'the retry of p2 queued for b')
+    const p4 = text('/hold') // a, held
+    await until(() => a.seen.length === 3, 'p4 on a')
+    const p3 = text('/after') // every target full: queued behind the retry
+    await until(() => pool.status().queued === 2, 'p3 queued')
+    gateA.release()
+    // a is free again: p3 takes it, although the retry ahead of it waits for b.
+    expect(await p3).toBe('a')
+    expect(await p4).toBe('a')
+    expect(pool.status().queued).toBe(1)
+    gateB.release()
+    expect(await Promise.all([p1, p2])).toEqual(['b', 'b'])
+  })
+
+  it('reports how an upgrade went to passive health', async () => {
+    const { app, pool } = front({
+      href: ['http://127.0.0.1:1', 'http://127.0.0.1:2'],
+      ejection: { consecutiveFailures: 2 },
+      balance: 'round-robin',
+    })
+    const environ = {
+      REQUEST_METHOD: 'GET',
+      SCRIPT_NAME: '',
+      PATH_INFO: '/ws',
+      QUERY_STRING: '',
+      SERVER_NAME: 'front.test',
+      SERVER_PORT: '80',
+      SERVER_PROTOCOL: 'HTTP/1.1',
+      HTTP_HOST: 'front.test',
+      HTTP_UPGRADE: 'websocket',
+      'wsgi.url_scheme': 'http' as const,
+      'wsgi.input': null,
+    }
+    for (let i = 0; i < 4; i++) {
+      const env: Record<string, unknown> = { ...environ }
+      const target = await app.prepareUpgrade(env as never)
+      if (!('url' in target)) throw new Error('expected an upgrade target')
+      expect(env['wsgiproxy.upstream']).toBe(target.url.origin)
+      target.onResult?.(target.url.port !== '1')
+    }
+    expect(pool.status().targets.map((t) => t.state)).toEqual(['ejected', 'healthy'])
+  })
+
+  it('stops a health check on the wire when the pool is closed', async () => {
+    const signals: AbortSignal[] = []
+    const transport = (outbound: { signal: AbortSignal }) =>
+      new Promise<never>((_resolve, reject) => {
+        signals.push(outbound.signal)
+        outbound.signal.addEventListener('abort', () => reject(outbound.signal.reason))
+      })
+    const { pool } = front({
+      href: ['http://a.test'],
+      healthCheck: { path: '/h', timeout: 60_000 },
+      transport: transport as never,
+    })
+    await until(() => signals.length === 1, 'the first check')
+    pool.close()
+    expect(signals[0]!.aborted).toBe(true)
+  })
+
+  it('adds its headers to a copy of the response the error hook returns', async () => {
+    const shared = Object.freeze({ status: 599, headers: Object.freeze([]) as never, body: null })
+    const app = createProxyApp({
+      href: ['http://127.0.0.1:1'],
+      retries: { header: 'x-tries' },
+      onError: () => shared,
+    })
+    pools.push(app.pool!)
+    const handler = toFetchHandler(app)
+    for (let i = 0; i < 3; i++) {
+      const response = await handler(new Request('http://front.test/'))
+      expect(response.status).toBe(599)
+      expect(response.headers.get('x-tries')).toBe('1')
+    }
+    expect(shared.headers).toEqual([])
+  })
+
+  it('counts a body cut after the headers as a failure of its target', async () => {
+    const cutting = await named('cut', (_req, res) => {
+      res.writeHead(200, { 'content-length': '1000' })
+      res.write('x', () => res.destroy())
+    })
+    const { fetch, pool } = front({
+      href: [cutting.origin, 'http://127.0.0.1:1'],
+      ejection: { consecutiveFailures: 2 },
+      balance: 'round-robin',
+      retries: false,
+    })
+    for (let i = 0; i < 4; i++) {
+      const response = await fetch('/')
+      await response.arrayBuffer().catch(() => {})
+    }
+    expect(pool.status().targets[0]).toMatchObject({ state: 'ejected', ejections: 1 })
+  })
+
+  it('frees the slot of a try whose environ cannot be prepared', async () => {
+    const target = await named('t')
+    const { app, fetch } = front({ href: [target.origin], limits: { maxConcurrent: 1 } })
+    await expect(app({ REQUEST_METHOD: 'GET', 'wsgi.input': null } as never)).rejects.toThrow()
+    expect((await fetch('/')).status).toBe(200)
+  })
+
+  it('hashes on Content-Type, which the environ keeps without HTTP_', async () => {
+    const upstreams = await Promise.all(['a', 'b', 'c'].map((name) => named(name)))
+    const { pool } = front({
+      href: upstreams.map((u) => u.origin),
+      balance: { hash: { header: 'Content-Type' } },
+    })
+    const impl = pool as unknown as { keyOf(environ: object): string | undefined }
+    expect(impl.keyOf({ CONTENT_TYPE: 'text/plain' })).toBe('text/plain')
   })
 })

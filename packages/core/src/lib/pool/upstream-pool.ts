@@ -84,7 +84,10 @@ export class PoolTarget implements Balanced {
   requests = 0
   failures = 0
   consecutiveFailures = 0
+  /** Ejections so far. */
   ejections = 0
+  /** The back-off multiplier: grows with each ejection, falls back while the target behaves. */
+  multiplier = 0
   ejectedUntil: number | undefined
   restoredAt = 0
   down = false
@@ -92,6 +95,8 @@ export class PoolTarget implements Balanced {
   checkStreak = 0
   timer: ReturnType<typeof setTimeout> | undefined
   checkTimer: ReturnType<typeof setTimeout> | undefined
+  /** Aborts the health check on the wire (on `close()`). */
+  probe: AbortController | undefined
 
   constructor(href: Href, name: string, weight: number) {
     this.href = href
@@ -192,6 +197,7 @@ export class Pool extends EventTarget implements UpstreamPool {
     for (const target of this.targets) {
       clearTimeout(target.timer)
       clearTimeout(target.checkTimer)
+      target.probe?.abort(new WsgiProxyError('CLIENT_ABORTED', 'the pool was closed'))
     }
     for (const waiter of this.#queue.splice(0)) {
       this.#settle(waiter, this.#overloaded('the pool was closed'))
@@ -207,8 +213,10 @@ export class Pool extends EventTarget implements UpstreamPool {
     const { hash } = balance
     if (hash === 'client-address') return nonEmpty(environ.REMOTE_ADDR)
     if ('header' in hash) {
-      const name = `HTTP_${hash.header.toUpperCase().replaceAll('-', '_')}`
-      return nonEmpty(environ[name as `HTTP_${string}`])
+      const name = hash.header.toUpperCase().replaceAll('-', '_')
+      // PEP 3333: the two content headers have keys without the HTTP_ prefix.
+      const key = name === 'CONTENT_TYPE' || name === 'CONTENT_LENGTH' ? name : `HTTP_${name}`
+      return nonEmpty(environ[key])
     }
     return cookieValue(environ.HTTP_COOKIE, hash.cookie)
   }
@@ -255,6 +263,7 @@ export class Pool extends EventTarget implements UpstreamPool {
     const chosen = this.#pick(candidates, key)
     if (chosen !== undefined) return chosen
     const { maxQueue, queueTimeout } = this.settings.limits
+    if (cancel?.aborted === true) return asAbort(cancel.reason)
     if (this.#queue.length >= maxQueue) {
       return this.#overloaded('every target is at its concurrency limit and the queue is full')
     }
@@ -325,8 +334,9 @@ export class Pool extends EventTarget implements UpstreamPool {
     const now = this.#now()
     // The multiplier falls back by one for every base time the target went without an ejection.
     const calm = Math.floor((now - target.restoredAt) / ejection.baseTime)
-    target.ejections = Math.max(1, target.ejections - Math.max(0, calm) + 1)
-    const durationMs = Math.min(ejection.baseTime * target.ejections, ejection.maxTime)
+    target.multiplier = Math.max(1, target.multiplier - Math.max(0, calm) + 1)
+    target.ejections++
+    const durationMs = Math.min(ejection.baseTime * target.multiplier, ejection.maxTime)
     target.ejectedUntil = now + durationMs
     target.timer = unref(setTimeout(() => this.#restore(target), durationMs))
     this.#emit('ejected', { href: target.name, reason: 'failures', durationMs })
@@ -371,9 +381,14 @@ export class Pool extends EventTarget implements UpstreamPool {
 
   async #probe(target: PoolTarget, path: string, timeout: number): Promise<boolean> {
     const controller = new AbortController()
-    const timer = setTimeout(() => {
-      controller.abort(new WsgiProxyError('UPSTREAM_HEADERS_TIMEOUT', 'the health check timed out'))
-    }, timeout)
+    target.probe = controller
+    const timer = unref(
+      setTimeout(() => {
+        controller.abort(
+          new WsgiProxyError('UPSTREAM_HEADERS_TIMEOUT', 'the health check timed out'),
+        )
+      }, timeout),
+    )
     try {
       const url = new URL(path, target.href.origin)
       let headers: Array<[string, string]> = [
@@ -396,6 +411,7 @@ export class Pool extends EventTarget implements UpstreamPool {
       return false
     } finally {
       clearTimeout(timer)
+      target.probe = undefined
     }
   }
 
@@ -421,19 +437,26 @@ export class Pool extends EventTarget implements UpstreamPool {
     return chosen
   }
 
-  // A slot freed or a target came back: waiting requests go, in order, while one fits.
+  // A slot freed or a target came back: every waiting request that can take a target now takes
+  // one, in the order they came (a waiter that excludes the free target does not hold up those
+  // behind it).
   #drainQueue(): void {
-    while (this.#queue.length > 0) {
-      const waiter = this.#queue[0] as Waiter
+    for (let i = 0; i < this.#queue.length;) {
+      const waiter = this.#queue[i] as Waiter
       const candidates = this.#candidates(waiter.exclude)
       if (candidates.length === 0) {
-        this.#queue.shift()
+        this.#queue.splice(i, 1)
         this.#settle(waiter, this.#overloaded('no target is left to try'))
         continue
       }
       const chosen = this.#pick(candidates, waiter.key)
-      if (chosen === undefined) return
-      this.#queue.shift()
+      if (chosen === undefined) {
+        // Nothing free for a waiter that excludes nothing: nothing is free for anyone.
+        if (waiter.exclude.length === 0) return
+        i++
+        continue
+      }
+      this.#queue.splice(i, 1)
       this.#settle(waiter, chosen)
     }
   }

@@ -80,6 +80,7 @@ export function tunnel(
   // Every way of failing before the upstream answered: a problem response, then both closed.
   function answer(error: WsgiProxyError): void {
     if (!settle()) return
+    target.onResult?.(false)
     upstream.destroy()
     void writeAnswer(socket, errorResponse(error, settings.exposeErrors))
   }
@@ -106,6 +107,7 @@ export function tunnel(
       upSocket.destroy()
       return
     }
+    target.onResult?.(true)
     join(socket, early, forwarded, settings, res, upSocket, upHead)
   })
   upstream.once('response', (res: IncomingMessage) => {
@@ -113,6 +115,7 @@ export function tunnel(
       upstream.destroy()
       return
     }
+    target.onResult?.((res.statusCode ?? 0) < 500)
     passOrdinaryAnswer(socket, early, upstream, target, settings, res)
   })
   upstream.end()

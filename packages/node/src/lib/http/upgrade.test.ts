@@ -12,6 +12,7 @@ import { serve } from './serve.ts'
 import type { Served } from './serve.ts'
 import { toNodeUpgradeListener } from './upgrade.ts'
 import { undiciTransport } from '@wsgiproxy/core/undici'
+import { freePort } from '@wsgiproxy/test-kit/servers'
 
 const plainApp: EnvironApp = () => ({ status: 200, headers: [], body: null })
 
@@ -111,6 +112,39 @@ function refusedStatus(ws: WebSocket): Promise<number> {
 }
 
 describe('WebSocket forwarding through the proxy app', () => {
+  it('tells a pool how each upgrade went, so a dead target is ejected', async () => {
+    const live = await echoUpstream()
+    const dead = await freePort()
+    const transport = undiciTransport()
+    cleanups.push(() => transport.close())
+    const app = createProxyApp({
+      href: [`http://127.0.0.1:${dead}`, `http://127.0.0.1:${live.port}`],
+      balance: 'round-robin',
+      ejection: { consecutiveFailures: 2 },
+      transport,
+      onError: () => {},
+    })
+    cleanups.push(() => app.pool?.close())
+    const proxy = await serveApp(app)
+    const outcomes: Array<number | 'open'> = []
+    for (let i = 0; i < 6; i++) {
+      const ws = client(`ws://127.0.0.1:${proxy.port}/`)
+      outcomes.push(
+        await new Promise<number | 'open'>((resolve) => {
+          ws.once('open', () => resolve('open'))
+          ws.once('unexpected-response', (_req, res: IncomingMessage) => {
+            res.resume()
+            resolve(res.statusCode ?? 0)
+          })
+        }),
+      )
+      ws.terminate()
+    }
+    // Round robin: dead, live, dead (ejected now), then live only.
+    expect(outcomes).toEqual([502, 'open', 502, 'open', 'open', 'open'])
+    expect(app.pool?.status().targets.map((t) => t.state)).toEqual(['ejected', 'healthy'])
+  })
+
   it('echoes 10,000 messages in order through the proxy', async () => {
     const upstream = await echoUpstream()
     const proxy = await proxyTo(`http://127.0.0.1:${upstream.port}/myapp`)

@@ -196,6 +196,8 @@ export class BackendPool extends EventEmitter<SpawnerEvents> implements Spawner 
     }
     return this.#gate.wait(signal).then((first) => {
       const chosen = this.#instances.pick() ?? first
+      // Requests that waited for the first instance count toward growing the pool too.
+      if (chosen.inFlight >= this.#busyAt) this.#supervisor.scaleUp()
       this.#take(chosen)
       return chosen
     })

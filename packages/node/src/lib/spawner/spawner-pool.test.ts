@@ -178,6 +178,17 @@ describe('createSpawner with instances', () => {
     expect(backend.status().state).toBe('ready')
   })
 
+  it('grows when the requests that waited for the first instance make it busy', async () => {
+    const backend = spawner({ command, instances: { min: 1, max: 3, busyAt: 2 } })
+    const scales = record(backend, 'scale')
+    const front = await serveSpawner(backend)
+    // Cold: all four wait at the gate for the first instance, then make it busy at once.
+    const cold = hold(front.origin, 4)
+    await waitFor(() => backend.status().inFlight === 4, { message: '4 requests in flight' })
+    expect(scales.map((s) => `${s.reason} ${s.instances}`)).toEqual(['start 1', 'busy 2'])
+    await cold.release()
+  })
+
   it('loses no request when an instance is killed under load, and replaces it', async () => {
     const backend = spawner({ command, instances: { min: 2 } })
     const errors: string[] = []
