@@ -37,7 +37,10 @@ function fail(message: string): never {
   process.exit(1)
 }
 
+// `pnpm bench -- --workloads pool` passes the `--` on: what follows it is ours all the same.
+const args = process.argv.slice(2)
 const { values } = parseArgs({
+  args: args[0] === '--' ? args.slice(1) : args,
   options: {
     quick: { type: 'boolean', default: false },
     smoke: { type: 'boolean', default: false },
