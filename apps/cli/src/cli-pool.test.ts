@@ -69,6 +69,12 @@ async function until(check: () => boolean, what: string, timeoutMs = 20_000): Pr
   }
 }
 
+/** The pid of the upstream process that answered a request with this `x-user` key. */
+async function pidFor(url: string, key: string): Promise<number> {
+  const response = await fetch(`${url}/`, { headers: { 'x-user': key } })
+  return ((await response.json()) as { pid: number }).pid
+}
+
 function rssBytes(pid: number): number {
   const match = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
   return Number(match?.[1] ?? 0) * 1024
@@ -149,10 +155,6 @@ describe('wsgiproxy serve with a pool', () => {
       '--config',
       configFile({ href: upstreams.map((u) => u.origin), balance: hash }),
     ])
-    const pidFor = async (url: string, key: string): Promise<number> => {
-      const response = await fetch(`${url}/`, { headers: { 'x-user': key } })
-      return ((await response.json()) as { pid: number }).pid
-    }
     let kept = 0
     let toNew = 0
     let elsewhere = 0
