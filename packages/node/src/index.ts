@@ -7,7 +7,7 @@ export type { UndiciTransport, UndiciTransportOptions } from '@wsgiproxy/core/un
 export { undiciTransport } from '@wsgiproxy/core/undici'
 export type { NodeListenerOptions } from './lib/http/node-listener.ts'
 export { toNodeListener } from './lib/http/node-listener.ts'
-export type { Served, ServeOptions } from './lib/http/serve.ts'
+export type { Served, ServeOptions, ServeTls, TlsCertificate } from './lib/http/serve.ts'
 export { serve } from './lib/http/serve.ts'
 export type { NodeUpgradeListener, NodeUpgradeListenerOptions } from './lib/http/upgrade.ts'
 export { toNodeUpgradeListener } from './lib/http/upgrade.ts'

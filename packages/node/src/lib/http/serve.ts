@@ -1,14 +1,21 @@
 import { createServer } from 'node:http'
 import type { RequestListener, Server } from 'node:http'
+import { createServer as createHttpsServer } from 'node:https'
+import type { Server as HttpsServer } from 'node:https'
 import type { AddressInfo } from 'node:net'
 import type { Duplex } from 'node:stream'
 import * as z from 'zod'
 import type { EnvironApp } from '@wsgiproxy/core'
+import { WsgiProxyError } from '@wsgiproxy/core'
 import { parseOptions } from '@wsgiproxy/core/adapter'
 import { NODE_LISTENER_FIELDS, toNodeListener } from './node-listener.ts'
 import type { NodeListenerOptions } from './node-listener.ts'
 import { milliseconds, optionsObject, refuseBothNames, wholeNumber } from './_options.ts'
 import { toNodeUpgradeListener, UPGRADE_FIELDS } from './upgrade.ts'
+import type { ServeTls } from './_tls.ts'
+import { SERVE_TLS, TlsContexts } from './_tls.ts'
+
+export type { ServeTls, TlsCertificate } from './_tls.ts'
 
 /** Options of {@link serve}. */
 export interface ServeOptions extends NodeListenerOptions {
@@ -16,6 +23,12 @@ export interface ServeOptions extends NodeListenerOptions {
   port?: number
   /** The address to listen on. Default `127.0.0.1`: loopback only, so nothing is exposed by accident. */
   hostname?: string
+  /**
+   * Serve HTTPS with this key and certificate (PEM), more certificates by server name (`sni`),
+   * TLS 1.2 or newer by default; `wsgi.url_scheme` is then `https`. `served.setTls()` replaces
+   * them while serving. Default: plain HTTP. See docs/tls-http2.md.
+   */
+  tls?: ServeTls
   /**
    * On `close()`, how long in-flight requests may run before their connections are cut, in
    * milliseconds. Default `10_000`.
@@ -74,12 +87,18 @@ export interface ServeOptions extends NodeListenerOptions {
 
 /** A running server from {@link serve}. */
 export interface Served {
-  /** The `node:http` server. */
-  server: Server
+  /** The `node:http` server (`node:https` with `tls`). */
+  server: Server | HttpsServer
   /** The port it listens on. */
   port: number
-  /** `http://hostname:port`. */
+  /** `http://hostname:port` (`https://` with `tls`). */
   url: string
+  /**
+   * Replaces the TLS certificates for new connections (open ones keep theirs): checked first, so
+   * a key that does not match its certificate throws `INVALID_OPTIONS` and the old ones stay.
+   * Throws `INVALID_OPTIONS` on a server started without `tls`.
+   */
+  setTls(tls: ServeTls): void
   /**
    * Stops accepting connections, closes idle keep-alive connections at once, waits for in-flight
    * requests to finish and cuts those still running after `closeTimeout`. Resolves once every
@@ -104,6 +123,7 @@ const serveOptions = optionsObject({
       error: (issue) => `expected a host name or address (got ${String(issue.input)})`,
     })
     .optional(),
+  tls: SERVE_TLS.optional(),
   closeTimeout: milliseconds(0).optional(),
   upgradeConnectTimeout: UPGRADE_FIELDS.connectTimeout,
   upgradeProtocols: UPGRADE_FIELDS.protocols,
@@ -153,7 +173,8 @@ const serveOptions = optionsObject({
 export async function serve(app: EnvironApp, options: ServeOptions = {}): Promise<Served> {
   const opts = parseOptions(serveOptions, options, 'serve')
   const { port = 0, hostname = '127.0.0.1', closeTimeout = 10_000 } = opts
-  const { server, upgraded } = createNodeServer(app, opts)
+  const tls = opts.tls === undefined ? undefined : new TlsContexts(opts.tls, 'serve.tls')
+  const { server, upgraded } = createNodeServer(app, opts, tls)
   let closing: Promise<void> | undefined
   // A connection that finishes its last request while the server closes is idle: close it then.
   server.on('request', (_req, res) => {
@@ -184,10 +205,23 @@ export async function serve(app: EnvironApp, options: ServeOptions = {}): Promis
     })
     return closing
   }
+  const setTls = (next: ServeTls): void => {
+    if (tls === undefined) {
+      throw new WsgiProxyError(
+        'INVALID_OPTIONS',
+        'invalid options: setTls: this server was started without tls (serve({ tls }))',
+        { expose: true },
+      )
+    }
+    const checked = parseOptions<ServeTls>(SERVE_TLS, next, 'setTls')
+    tls.replace(checked, 'setTls')
+    ;(server as HttpsServer).setSecureContext(tls.serverOptions)
+  }
   return {
     server,
     port: bound,
-    url: `http://${host}:${bound}`,
+    url: `${tls === undefined ? 'http' : 'https'}://${host}:${bound}`,
+    setTls,
     close,
     [Symbol.asyncDispose]: close,
   }
@@ -200,10 +234,12 @@ export async function serve(app: EnvironApp, options: ServeOptions = {}): Promis
 function createNodeServer(
   app: EnvironApp,
   options: ServeOptions,
-): { server: Server; upgraded: Set<Duplex> } {
+  tls: TlsContexts | undefined,
+): { server: Server | HttpsServer; upgraded: Set<Duplex> } {
   const {
     port: _port,
     hostname: _hostname,
+    tls: _tls,
     closeTimeout: _closeTimeout,
     upgradeConnectTimeout,
     upgradeProtocols,
@@ -217,14 +253,22 @@ function createNodeServer(
   } = options
   const { headers, request } = clientTimeouts(options)
   const requestListener: RequestListener = toNodeListener(app, listenerOptions)
-  const server = createServer(
-    {
-      headersTimeout: headers,
-      requestTimeout: request,
-      connectionsCheckingInterval: checkingInterval(headers, request),
-    },
-    requestListener,
-  )
+  const httpOptions = {
+    headersTimeout: headers,
+    requestTimeout: request,
+    connectionsCheckingInterval: checkingInterval(headers, request),
+  }
+  const server =
+    tls === undefined
+      ? createServer(httpOptions, requestListener)
+      : createHttpsServer(
+          {
+            ...httpOptions,
+            ...tls.serverOptions,
+            SNICallback: (name, callback) => callback(null, tls.lookup(name)),
+          },
+          requestListener,
+        )
   const onUpgrade = toNodeUpgradeListener(app, {
     requestListener,
     ...(upgradeProtocols === undefined ? {} : { protocols: upgradeProtocols }),
