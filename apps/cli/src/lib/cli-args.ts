@@ -1,3 +1,4 @@
+import { resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import type { ParseArgsConfig } from 'node:util'
 import { HELP } from './cli-help.ts'
@@ -6,6 +7,7 @@ import { usageError } from './errors.ts'
 import { DEFAULT_LISTEN, listenFlag } from './listen.ts'
 import type { ListenChoice } from './listen.ts'
 import type { LogFormat } from './log.ts'
+import type { TlsFiles } from './tls-files.ts'
 
 /** Where the command writes; replaceable for tests. */
 export interface CliIo {
@@ -21,6 +23,8 @@ export const COMMON_OPTIONS = {
   'upgrade-protocol': { type: 'string', multiple: true },
   'upgrade-idle': { type: 'string' },
   'max-upgrades': { type: 'string' },
+  'tls-cert': { type: 'string' },
+  'tls-key': { type: 'string' },
 } as const
 
 /** The flags of the subcommands that forward with the protocol headers (proxy, spawn). */
@@ -116,17 +120,45 @@ export function requireCommandSeparator(
 }
 
 /**
- * The address of a `--listen` flag.
+ * The address of a `--listen` flag, with the certificate files of `--tls-cert`/`--tls-key`.
  *
- * @param value - the flag value, if given
+ * @param values - the parsed flags
  * @returns the address, {@link DEFAULT_LISTEN} without the flag
- * @throws CliError (exit 1) for a value that is not an address
+ * @throws CliError (exit 1) for a value that is not an address, or one TLS flag without the other
  */
-export function listenOf(value: string | undefined): ListenChoice {
+export function listenOf(values: {
+  listen?: string | undefined
+  'tls-cert'?: string | undefined
+  'tls-key'?: string | undefined
+}): ListenChoice {
+  const tls = tlsFlags(values)
   return {
-    address: value === undefined ? DEFAULT_LISTEN : listenFlag('--listen', value),
+    address: values.listen === undefined ? DEFAULT_LISTEN : listenFlag('--listen', values.listen),
     source: { from: 'flag' },
+    ...(tls === undefined ? {} : { tls }),
   }
+}
+
+/**
+ * The certificate files of `--tls-cert` and `--tls-key` (relative to the working directory).
+ *
+ * @param values - the parsed flags
+ * @returns the files, or `undefined` without the flags
+ * @throws CliError (exit 1) when only one of the two is given
+ */
+export function tlsFlags(values: {
+  'tls-cert'?: string | undefined
+  'tls-key'?: string | undefined
+}): TlsFiles | undefined {
+  const cert = values['tls-cert']
+  const key = values['tls-key']
+  if (cert === undefined && key === undefined) return undefined
+  if (cert === undefined || key === undefined) {
+    throw usageError(
+      `${cert === undefined ? '--tls-key needs --tls-cert' : '--tls-cert needs --tls-key'} (the certificate and its private key, PEM files)`,
+    )
+  }
+  return { cert: resolve(cert), key: resolve(key) }
 }
 
 /**

@@ -11,6 +11,9 @@ const COMMON_HELP = `  --listen host:port     where to listen (default ${formatL
                          websocket); others are served with their Upgrade ignored
   --upgrade-idle DURATION  close an upgraded tunnel idle this long (default 5m; 0: never)
   --max-upgrades N       upgraded tunnels open at once; more get 503 (default 1000)
+  --tls-cert FILE        serve HTTPS with this certificate (PEM), read again when it changes
+                         or on SIGHUP
+  --tls-key FILE         its private key (PEM); both or neither
   -h, --help             show this help`
 
 const KEY_HELP = `  --key-file FILE        sign forwarded requests with this key file (wsgiproxy keygen makes one)

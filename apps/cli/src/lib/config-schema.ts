@@ -328,6 +328,24 @@ const routeSchema = z.discriminatedUnion('type', [proxyRoute, spawnRoute, exactR
   error: 'expected "type" to be "proxy", "spawn", "exact" or "echo"',
 })
 
+const pemFile = z.string().min(1, 'expected a file name')
+const tlsSchema = z
+  .strictObject({
+    cert: pemFile.describe('The certificate (PEM, intermediates after it), relative to this file.'),
+    key: pemFile.describe('Its private key (PEM), relative to this file.'),
+    sni: z
+      .record(z.string(), z.strictObject({ cert: pemFile, key: pemFile }))
+      .optional()
+      .describe('More certificates by server name: "api.example.com" or "*.example.com".'),
+    minVersion: z
+      .enum(['TLSv1.2', 'TLSv1.3'])
+      .optional()
+      .describe('The oldest TLS version accepted. Default "TLSv1.2".'),
+  })
+  .describe(
+    'Serve HTTPS with these files; they are read again when they change or on SIGHUP (--tls-cert and --tls-key replace cert and key).',
+  )
+
 /** The zod schema of `wsgiproxy.config.json`. */
 export const configSchema: z.ZodType<ConfigInput> = z
   .strictObject({
@@ -339,6 +357,7 @@ export const configSchema: z.ZodType<ConfigInput> = z
       .optional()
       .describe('Where to listen: "host:port" or a port. Default "127.0.0.1:8080".'),
     logFormat: z.enum(['text', 'json']).optional().describe('Log lines as text or JSON.'),
+    tls: tlsSchema.optional(),
     upgrade: upgradeSchema.optional(),
     routes: z
       .array(routeSchema)
@@ -467,11 +486,20 @@ export interface UpgradeInput {
   maxConnections?: number | undefined
 }
 
+/** The `tls` section as written in the config file. */
+export interface TlsInput {
+  cert: string
+  key: string
+  sni?: Record<string, { cert: string; key: string }> | undefined
+  minVersion?: 'TLSv1.2' | 'TLSv1.3' | undefined
+}
+
 /** The config file as written. */
 export interface ConfigInput {
   $schema?: string | undefined
   listen?: string | number | undefined
   logFormat?: 'text' | 'json' | undefined
+  tls?: TlsInput | undefined
   upgrade?: UpgradeInput | undefined
   routes: RouteInput[]
 }

@@ -4,12 +4,13 @@ import type { OptionProblem } from '@wsgiproxy/core/adapter'
 import { explainIssues } from '@wsgiproxy/core/adapter'
 import type * as z from 'zod'
 import { configSchema, ROUTE_KEYS } from './config-schema.ts'
-import type { RouteInput } from './config-schema.ts'
+import type { RouteInput, TlsInput } from './config-schema.ts'
 import { usageError } from './errors.ts'
 import { listenFlag } from './listen.ts'
 import type { ListenAddress } from './listen.ts'
 import { upgradeOf } from './upgrade-settings.ts'
 import type { UpgradeSettings } from './upgrade-settings.ts'
+import type { TlsFiles } from './tls-files.ts'
 
 /** A config file read and validated, relative paths resolved. */
 export interface Config {
@@ -17,6 +18,8 @@ export interface Config {
   listen: ListenAddress | undefined
   /** The log format, if the file says. */
   logFormat: 'text' | 'json' | undefined
+  /** The certificate files, resolved against the config file's directory, if the file says. */
+  tls: TlsFiles | undefined
   /** The upgrade settings the file gives (none: `serve()`'s defaults). */
   upgrade: UpgradeSettings
   /** The routes, with `keyFile` and `cwd` resolved against the config file's directory. */
@@ -87,7 +90,8 @@ export function parseConfig(data: unknown, file: string): Config {
     input.listen === undefined
       ? undefined
       : listenFlag(`config file ${file}: listen`, String(input.listen))
-  return { listen, logFormat: input.logFormat, upgrade: upgradeOf(input.upgrade), routes }
+  const tls = input.tls === undefined ? undefined : tlsFilesOf(input.tls, base)
+  return { listen, logFormat: input.logFormat, tls, upgrade: upgradeOf(input.upgrade), routes }
 }
 
 // Node 20 reports only a character position: add the line and column an editor shows.
@@ -100,6 +104,20 @@ function jsonErrorMessage(error: unknown, text: string): string {
   const line = before.split('\n').length
   const column = before.length - before.lastIndexOf('\n')
   return `${message} (line ${line} column ${column})`
+}
+
+function tlsFilesOf(tls: TlsInput, base: string): TlsFiles {
+  const pair = ({ cert, key }: { cert: string; key: string }) => ({
+    cert: resolve(base, cert),
+    key: resolve(base, key),
+  })
+  return {
+    ...pair(tls),
+    ...(tls.sni === undefined
+      ? {}
+      : { sni: Object.fromEntries(Object.entries(tls.sni).map(([name, p]) => [name, pair(p)])) }),
+    ...(tls.minVersion === undefined ? {} : { minVersion: tls.minVersion }),
+  }
 }
 
 function resolvePaths(route: RouteInput, base: string): RouteInput {

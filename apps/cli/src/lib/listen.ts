@@ -1,4 +1,5 @@
 import { usageError } from './errors.ts'
+import type { TlsFiles } from './tls-files.ts'
 
 /** Where a server listens. */
 export interface ListenAddress {
@@ -58,6 +59,8 @@ export interface ListenChoice {
   address: ListenAddress
   /** Where it came from, for the message when it cannot be listened on. */
   source: ListenSource
+  /** Serve HTTPS with these certificate files. */
+  tls?: TlsFiles | undefined
 }
 
 /**

@@ -3,7 +3,9 @@ import { serve } from '@wsgiproxy/node'
 import type { Served } from '@wsgiproxy/node'
 import { closeResources, createResources } from './apps.ts'
 import type { Resources } from './apps.ts'
-import { CliError, EXIT_RUNTIME } from './errors.ts'
+import { WsgiProxyError } from '@wsgiproxy/core'
+import { CliError, EXIT_RUNTIME, usageError } from './errors.ts'
+import { readTls, watchTls } from './tls-files.ts'
 import { listenProblem } from './listen.ts'
 import type { ListenChoice } from './listen.ts'
 import { createLogger } from './log.ts'
@@ -40,11 +42,13 @@ export async function serveUntilSignal(
   const resources = createResources(logger)
   let served: Served
   try {
+    const tls = listen.tls === undefined ? undefined : await readTls(listen.tls)
     const app = await build(resources)
     try {
       served = await serve(app, {
         port: listen.address.port,
         hostname: listen.address.hostname,
+        ...(tls === undefined ? {} : { tls }),
         ...(upgrade.protocols === undefined ? {} : { upgradeProtocols: upgrade.protocols }),
         ...(upgrade.idleTimeout === undefined ? {} : { upgradeIdleTimeout: upgrade.idleTimeout }),
         ...(upgrade.maxConnections === undefined
@@ -55,6 +59,10 @@ export async function serveUntilSignal(
         },
       })
     } catch (error) {
+      // A key that does not match its certificate is the user's to fix, like a bad flag.
+      if (error instanceof WsgiProxyError && error.code === 'INVALID_OPTIONS') {
+        throw usageError(error.message.replace(/^invalid options: serve\.tls/, 'tls'))
+      }
       throw new CliError(listenProblem(error, listen), EXIT_RUNTIME, { cause: error })
     }
   } catch (error) {
@@ -64,9 +72,11 @@ export async function serveUntilSignal(
   }
   resources.self = served.server.address()
   setup?.(served, resources)
+  const unwatch = listen.tls === undefined ? undefined : watchTls(listen.tls, served, logger)
   logger.event('listening', `${command} listening on ${served.url}`, { url: served.url })
 
   const signal = await stop.signal
+  unwatch?.()
   logger.event('shutdown', `${signal}: draining requests and stopping backends`, { signal })
   await served.close()
   await closeResources(resources)

@@ -9,6 +9,7 @@ import {
   help,
   KEY_OPTIONS,
   keyRouteOptions,
+  tlsFlags,
   listenOf,
   logFormat,
   parseCommandArgs,
@@ -43,12 +44,15 @@ export async function runServe(args: string[], io: CliIo): Promise<number> {
   if (values.help === true) return help('serve', io)
   const file = values.config ?? 'wsgiproxy.config.json'
   const config = await loadConfig(file)
-  const listen: ListenChoice =
+  const chosen: ListenChoice =
     values.listen !== undefined
-      ? listenOf(values.listen)
+      ? listenOf(values)
       : config.listen !== undefined
         ? { address: config.listen, source: { from: 'config', file } }
         : { address: DEFAULT_LISTEN, source: { from: 'default', file } }
+  // --tls-cert/--tls-key replace the file's tls.
+  const tls = tlsFlags(values) ?? config.tls
+  const listen: ListenChoice = tls === undefined ? chosen : { ...chosen, tls }
   const format = logFormat(values['log-format']) ?? config.logFormat ?? 'text'
   const upgrade = { ...config.upgrade, ...parseUpgradeFlags(values) }
   return serveUntilSignal('serve', listen, format, upgrade, async (resources) => {
@@ -99,7 +103,7 @@ export async function runProxy(args: string[], io: CliIo): Promise<number> {
   }
   return serveUntilSignal(
     'proxy',
-    listenOf(values.listen),
+    listenOf(values),
     logFormat(values['log-format']) ?? 'text',
     parseUpgradeFlags(values),
     async (resources) => (await buildRouteApp(route, resources)).app,
@@ -157,7 +161,7 @@ export async function runSpawn(args: string[], io: CliIo): Promise<number> {
   }
   return serveUntilSignal(
     'spawn',
-    listenOf(values.listen),
+    listenOf(values),
     logFormat(values['log-format']) ?? 'text',
     parseUpgradeFlags(values),
     async (resources) => (await buildRouteApp(route, resources)).app,
@@ -202,7 +206,7 @@ export async function runForward(args: string[], io: CliIo): Promise<number> {
   }
   return serveUntilSignal(
     'forward',
-    listenOf(values.listen),
+    listenOf(values),
     logFormat(values['log-format']) ?? 'text',
     parseUpgradeFlags(values),
     (resources) =>
@@ -242,7 +246,7 @@ export async function runEcho(args: string[], io: CliIo): Promise<number> {
   }
   return serveUntilSignal(
     'echo',
-    listenOf(values.listen),
+    listenOf(values),
     logFormat(values['log-format']) ?? 'text',
     parseUpgradeFlags(values),
     async (resources) => (await buildRouteApp(route, resources)).app,

@@ -121,7 +121,7 @@ export async function startCli(args: string[], cwd?: string): Promise<CliProcess
       waiters.add(check)
       check()
     })
-  const match = await waitFor(/listening on (http:\/\/[\w.:[\]-]+)/)
+  const match = await waitFor(/listening on (https?:\/\/[\w.:[\]-]+)/)
   return {
     child,
     pid: child.pid ?? 0,
