@@ -7,6 +7,7 @@ import { request } from 'node:https'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { connect } from 'node:tls'
+import { connect as http2Connect } from 'node:http2'
 import { X509Certificate } from 'node:crypto'
 import { afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { selfSignedCertificate } from '@wsgiproxy/test-kit/tls'
@@ -218,6 +219,44 @@ describe('wsgiproxy with tls', () => {
     expect(mismatched.code).toBe(1)
     expect(mismatched.stderr).toMatch(
       /^wsgiproxy: tls: the key and certificate cannot be used \(.+\)\n$/,
+    )
+  })
+
+  it('speaks HTTP/2 with --http2, HTTP/1.1 on the same port', async () => {
+    const files = await certFiles(first)
+    const cli = await startCli([
+      'echo',
+      '--listen',
+      '127.0.0.1:0',
+      '--tls-cert',
+      files.cert,
+      '--tls-key',
+      files.key,
+      '--http2',
+    ])
+    const port = Number(new URL(cli.url).port)
+    const client = http2Connect(`https://localhost:${port}`, { ca: first.cert })
+    const body = await new Promise<string>((resolve, reject) => {
+      const req = client.request({ ':path': '/', accept: 'application/json' })
+      let text = ''
+      req.setEncoding('utf8').on('data', (chunk: string) => (text += chunk))
+      req.once('end', () => resolve(text))
+      req.once('error', reject)
+      req.end()
+    })
+    client.close()
+    expect(JSON.parse(body)).toMatchObject({
+      SERVER_PROTOCOL: 'HTTP/2',
+      'wsgi.url_scheme': 'https',
+    })
+    expect((await getJson(port, first.cert)).SERVER_PROTOCOL).toBe('HTTP/1.1')
+  })
+
+  it('refuses --http2 without TLS', async () => {
+    const result = await runCli(['echo', '--listen', '127.0.0.1:0', '--http2'])
+    expect(result.code).toBe(1)
+    expect(result.stderr).toBe(
+      'wsgiproxy: HTTP/2 needs TLS: give --tls-cert and --tls-key (or tls in the config file); cleartext h2c is not supported\n',
     )
   })
 })

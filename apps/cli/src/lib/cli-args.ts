@@ -25,6 +25,7 @@ export const COMMON_OPTIONS = {
   'max-upgrades': { type: 'string' },
   'tls-cert': { type: 'string' },
   'tls-key': { type: 'string' },
+  http2: { type: 'boolean' },
 } as const
 
 /** The flags of the subcommands that forward with the protocol headers (proxy, spawn). */
@@ -130,13 +131,35 @@ export function listenOf(values: {
   listen?: string | undefined
   'tls-cert'?: string | undefined
   'tls-key'?: string | undefined
+  http2?: boolean | undefined
 }): ListenChoice {
   const tls = tlsFlags(values)
-  return {
-    address: values.listen === undefined ? DEFAULT_LISTEN : listenFlag('--listen', values.listen),
-    source: { from: 'flag' },
-    ...(tls === undefined ? {} : { tls }),
+  return withHttp2(
+    {
+      address: values.listen === undefined ? DEFAULT_LISTEN : listenFlag('--listen', values.listen),
+      source: { from: 'flag' },
+      ...(tls === undefined ? {} : { tls }),
+    },
+    values.http2,
+  )
+}
+
+/**
+ * The listen choice with HTTP/2 on (`--http2` or the config file's `http2`), which needs TLS.
+ *
+ * @param listen - the choice so far
+ * @param http2 - whether HTTP/2 was asked for
+ * @returns the choice
+ * @throws CliError (exit 1) for HTTP/2 without TLS
+ */
+export function withHttp2(listen: ListenChoice, http2: boolean | undefined): ListenChoice {
+  if (http2 !== true) return listen
+  if (listen.tls === undefined) {
+    throw usageError(
+      'HTTP/2 needs TLS: give --tls-cert and --tls-key (or tls in the config file); cleartext h2c is not supported',
+    )
   }
+  return { ...listen, http2: true }
 }
 
 /**

@@ -14,6 +14,7 @@ const COMMON_HELP = `  --listen host:port     where to listen (default ${formatL
   --tls-cert FILE        serve HTTPS with this certificate (PEM), read again when it changes
                          or on SIGHUP
   --tls-key FILE         its private key (PEM); both or neither
+  --http2                with TLS: also speak HTTP/2 (by ALPN), HTTP/1.1 on the same port
   -h, --help             show this help`
 
 const KEY_HELP = `  --key-file FILE        sign forwarded requests with this key file (wsgiproxy keygen makes one)

@@ -358,6 +358,10 @@ export const configSchema: z.ZodType<ConfigInput> = z
       .describe('Where to listen: "host:port" or a port. Default "127.0.0.1:8080".'),
     logFormat: z.enum(['text', 'json']).optional().describe('Log lines as text or JSON.'),
     tls: tlsSchema.optional(),
+    http2: z
+      .boolean()
+      .optional()
+      .describe('With tls: also speak HTTP/2 (by ALPN), HTTP/1.1 on the same port. Default false.'),
     upgrade: upgradeSchema.optional(),
     routes: z
       .array(routeSchema)
@@ -500,6 +504,7 @@ export interface ConfigInput {
   listen?: string | number | undefined
   logFormat?: 'text' | 'json' | undefined
   tls?: TlsInput | undefined
+  http2?: boolean | undefined
   upgrade?: UpgradeInput | undefined
   routes: RouteInput[]
 }

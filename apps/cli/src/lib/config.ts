@@ -20,6 +20,8 @@ export interface Config {
   logFormat: 'text' | 'json' | undefined
   /** The certificate files, resolved against the config file's directory, if the file says. */
   tls: TlsFiles | undefined
+  /** Whether to speak HTTP/2, if the file says. */
+  http2: boolean | undefined
   /** The upgrade settings the file gives (none: `serve()`'s defaults). */
   upgrade: UpgradeSettings
   /** The routes, with `keyFile` and `cwd` resolved against the config file's directory. */
@@ -91,7 +93,14 @@ export function parseConfig(data: unknown, file: string): Config {
       ? undefined
       : listenFlag(`config file ${file}: listen`, String(input.listen))
   const tls = input.tls === undefined ? undefined : tlsFilesOf(input.tls, base)
-  return { listen, logFormat: input.logFormat, tls, upgrade: upgradeOf(input.upgrade), routes }
+  return {
+    listen,
+    logFormat: input.logFormat,
+    tls,
+    http2: input.http2,
+    upgrade: upgradeOf(input.upgrade),
+    routes,
+  }
 }
 
 // Node 20 reports only a character position: add the line and column an editor shows.

@@ -61,6 +61,8 @@ export interface ListenChoice {
   source: ListenSource
   /** Serve HTTPS with these certificate files. */
   tls?: TlsFiles | undefined
+  /** Also speak HTTP/2 (with `tls`). */
+  http2?: boolean | undefined
 }
 
 /**

@@ -49,6 +49,7 @@ export async function serveUntilSignal(
         port: listen.address.port,
         hostname: listen.address.hostname,
         ...(tls === undefined ? {} : { tls }),
+        ...(listen.http2 === true ? { http2: true } : {}),
         ...(upgrade.protocols === undefined ? {} : { upgradeProtocols: upgrade.protocols }),
         ...(upgrade.idleTimeout === undefined ? {} : { upgradeIdleTimeout: upgrade.idleTimeout }),
         ...(upgrade.maxConnections === undefined

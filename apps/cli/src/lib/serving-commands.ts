@@ -10,6 +10,7 @@ import {
   KEY_OPTIONS,
   keyRouteOptions,
   tlsFlags,
+  withHttp2,
   listenOf,
   logFormat,
   parseCommandArgs,
@@ -52,7 +53,10 @@ export async function runServe(args: string[], io: CliIo): Promise<number> {
         : { address: DEFAULT_LISTEN, source: { from: 'default', file } }
   // --tls-cert/--tls-key replace the file's tls.
   const tls = tlsFlags(values) ?? config.tls
-  const listen: ListenChoice = tls === undefined ? chosen : { ...chosen, tls }
+  const listen = withHttp2(
+    tls === undefined ? chosen : { ...chosen, tls },
+    values.http2 ?? config.http2,
+  )
   const format = logFormat(values['log-format']) ?? config.logFormat ?? 'text'
   const upgrade = { ...config.upgrade, ...parseUpgradeFlags(values) }
   return serveUntilSignal('serve', listen, format, upgrade, async (resources) => {

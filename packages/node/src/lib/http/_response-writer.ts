@@ -16,12 +16,19 @@ export interface ResponseSink {
   /** `removeHeader('connection')` makes Node send neither `Connection` nor `Keep-Alive`. */
   removeHeader(name: string): unknown
   writeHead(status: number, reason: string, headers: string[]): unknown
+  /** An HTTP/2 response (`node:http2`'s compatibility API) has its stream. */
+  readonly stream?: unknown
   /** `false` when the buffer is full: wait for `drain`. */
   write(chunk: Uint8Array): boolean
   end(): unknown
   destroy(): unknown
   on(event: 'drain' | 'close', listener: () => void): unknown
   off(event: 'drain' | 'close', listener: () => void): unknown
+}
+
+// An HTTP/2 response's head: a status and headers, no reason phrase.
+interface Http2Sink {
+  writeHead(status: number, headers: string[]): unknown
 }
 
 /** Whether the client went away, and the writer's wake-up for a read pending meanwhile. */
@@ -40,6 +47,15 @@ const REASON_PHRASE = /^[\t\x20-\x7e\x80-\xff]+$/
 
 // RFC 9112 §9.6: the `close` connection option.
 const CLOSE_OPTION = /(?:^|,)[\t ]*close[\t ]*(?:,|$)/i
+
+// RFC 9113 §8.2.2: connection-specific fields, which an HTTP/2 message must not carry.
+const HTTP2_CONNECTION_FIELDS: ReadonlySet<string> = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'transfer-encoding',
+  'upgrade',
+])
 
 /**
  * Writes an {@link AppResponse} with backpressure; never throws. What cannot be sent as it is
@@ -73,7 +89,9 @@ export async function writeResponse(
   }
   let { body } = response
   const { status } = response
-  if (!Number.isInteger(status) || status < 200 || status > 999) {
+  // HTTP/2 carries a status of three digits from 100 to 599 (RFC 9113 §8.3.2, Node's check).
+  const highest = res.stream === undefined ? 999 : 599
+  if (!Number.isInteger(status) || status < 200 || status > highest) {
     release(body)
     return writeResponse(
       method,
@@ -173,6 +191,7 @@ function endOrDestroy(res: ResponseSink): void {
  */
 function writeHead(res: ResponseSink, response: AppResponse, bare: boolean): boolean | 'destroyed' {
   const { status, statusText } = response
+  const http2 = res.stream !== undefined
   const flat: string[] = []
   let close = false
   for (const line of response.headers as unknown[]) {
@@ -182,6 +201,7 @@ function writeHead(res: ResponseSink, response: AppResponse, bare: boolean): boo
     // Node frames the body itself (RFC 9112 §6.1): an app's Transfer-Encoding would be sent
     // beside Node's own framing, or leave the body unframed on a keep-alive connection.
     if (name.length === 17 && name.toLowerCase() === 'transfer-encoding') continue
+    if (http2 && HTTP2_CONNECTION_FIELDS.has(name.toLowerCase())) continue
     if (bare && name.length === 10) {
       const lower = name.toLowerCase()
       if (lower === 'connection') {
@@ -210,7 +230,9 @@ function writeHead(res: ResponseSink, response: AppResponse, bare: boolean): boo
       res.removeHeader('connection')
       if (close) res.shouldKeepAlive = false
     }
-    res.writeHead(status, reason, flat)
+    // HTTP/2 has no reason phrase (RFC 9113 §8.3.2); Node warns when given one.
+    if (http2) (res as unknown as Http2Sink).writeHead(status, flat)
+    else res.writeHead(status, reason, flat)
   } catch {
     // Checked above, so not expected; the response state cannot be trusted any more.
     res.destroy()

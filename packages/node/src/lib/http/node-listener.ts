@@ -120,20 +120,24 @@ export function toNodeListener(
     }
     let environ: Environ | undefined
     let response: AppResponse
+    const http2 = req.httpVersionMajor === 2
     try {
       environ = environFromParts(
         {
           method: req.method ?? 'GET',
           target: req.url ?? '/',
-          headers: headerLines(req.rawHeaders),
+          headers: http2 ? http2HeaderLines(req.rawHeaders) : headerLines(req.rawHeaders),
           scheme: (req.socket as { encrypted?: boolean }).encrypted === true ? 'https' : 'http',
-          input: hasBody(req) ? (req as AsyncIterable<Uint8Array>) : null,
+          input: (http2 ? !http2EndedWithHeaders(req) : hasBody(req))
+            ? (req as AsyncIterable<Uint8Array>)
+            : null,
           ...(req.socket.remoteAddress === undefined
             ? {}
             : { remoteAddr: req.socket.remoteAddress }),
         },
         environOptions,
       )
+      if (http2) environ.SERVER_PROTOCOL = 'HTTP/2'
       client.attach(environ)
       response = await app(environ)
     } catch (error) {
@@ -157,6 +161,33 @@ export function toNodeListener(
  */
 function fromWsgiProxy01(req: IncomingMessage): boolean {
   return req.headers['x-wsgiproxy-version'] === '0.1'
+}
+
+// RFC 9113 §8.3.1: an HTTP/2 request's pseudo-header fields are not headers; `:authority` is
+// its Host when it sent none (a client may send both; then they name the same authority).
+function http2HeaderLines(raw: string[]): Array<[string, string]> {
+  const lines: Array<[string, string]> = []
+  let authority: string | undefined
+  let host = false
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    const name = raw[i] ?? ''
+    const value = raw[i + 1] ?? ''
+    if (name.startsWith(':')) {
+      if (name === ':authority') authority = value
+      continue
+    }
+    if (name === 'host') host = true
+    lines.push([name, value])
+  }
+  if (!host && authority !== undefined) lines.unshift(['host', authority])
+  return lines
+}
+
+// An HTTP/2 request without a body ends its stream with its headers (RFC 9113 §8.1).
+function http2EndedWithHeaders(req: IncomingMessage): boolean {
+  return (
+    (req as unknown as { stream?: { endAfterHeaders?: boolean } }).stream?.endAfterHeaders === true
+  )
 }
 
 // RFC 9112 §6.3: a request has a body when it has Transfer-Encoding or a non-zero Content-Length.

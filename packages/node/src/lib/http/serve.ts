@@ -2,6 +2,9 @@ import { createServer } from 'node:http'
 import type { RequestListener, Server } from 'node:http'
 import { createServer as createHttpsServer } from 'node:https'
 import type { Server as HttpsServer } from 'node:https'
+import { createSecureServer } from 'node:http2'
+import type { Http2SecureServer } from 'node:http2'
+import type { SecureContext } from 'node:tls'
 import type { AddressInfo } from 'node:net'
 import type { Duplex } from 'node:stream'
 import * as z from 'zod'
@@ -12,6 +15,7 @@ import { NODE_LISTENER_FIELDS, toNodeListener } from './node-listener.ts'
 import type { NodeListenerOptions } from './node-listener.ts'
 import { milliseconds, optionsObject, refuseBothNames, wholeNumber } from './_options.ts'
 import { toNodeUpgradeListener, UPGRADE_FIELDS } from './upgrade.ts'
+import { trackConnections } from './_connections.ts'
 import type { ServeTls } from './_tls.ts'
 import { SERVE_TLS, TlsContexts } from './_tls.ts'
 
@@ -29,6 +33,12 @@ export interface ServeOptions extends NodeListenerOptions {
    * them while serving. Default: plain HTTP. See docs/tls-http2.md.
    */
   tls?: ServeTls
+  /**
+   * With `tls`: speak HTTP/2 to clients that offer it (ALPN `h2`) and HTTP/1.1 to the others on
+   * the same port; the environ's `SERVER_PROTOCOL` is then `HTTP/2` and `:authority` its Host.
+   * WebSocket upgrades go over HTTP/1.1 as before. Default `false`. See docs/tls-http2.md.
+   */
+  http2?: boolean
   /**
    * On `close()`, how long in-flight requests may run before their connections are cut, in
    * milliseconds. Default `10_000`.
@@ -85,10 +95,13 @@ export interface ServeOptions extends NodeListenerOptions {
   requestTimeout?: number
 }
 
-/** A running server from {@link serve}. */
-export interface Served {
-  /** The `node:http` server (`node:https` with `tls`). */
-  server: Server | HttpsServer
+/**
+ * A running server from {@link serve}; `S` is its server: `node:http`'s, `node:https`'s with
+ * `tls`, `node:http2`'s secure server with `http2`.
+ */
+export interface Served<S extends Server | HttpsServer | Http2SecureServer = Server | HttpsServer> {
+  /** The server. */
+  server: S
   /** The port it listens on. */
   port: number
   /** `http://hostname:port` (`https://` with `tls`). */
@@ -124,6 +137,7 @@ const serveOptions = optionsObject({
     })
     .optional(),
   tls: SERVE_TLS.optional(),
+  http2: z.boolean({ error: 'expected true or false' }).optional(),
   closeTimeout: milliseconds(0).optional(),
   upgradeConnectTimeout: UPGRADE_FIELDS.connectTimeout,
   upgradeProtocols: UPGRADE_FIELDS.protocols,
@@ -134,6 +148,13 @@ const serveOptions = optionsObject({
   headersTimeout: milliseconds(0).optional(),
   requestTimeout: milliseconds(0).optional(),
 }).superRefine((options, context) => {
+  if (options.http2 === true && options.tls === undefined) {
+    context.addIssue({
+      code: 'custom',
+      path: ['http2'],
+      message: 'needs tls: HTTP/2 is offered over TLS (ALPN); cleartext h2c is not supported',
+    })
+  }
   refuseBothNames(context, options, 'serve', 'headersTimeout', 'clientHeadersTimeout')
   refuseBothNames(context, options, 'serve', 'requestTimeout', 'clientRequestTimeout')
   // The option names as the caller spelled them (the new ones when neither was given).
@@ -170,16 +191,32 @@ const serveOptions = optionsObject({
  * console.log(`listening on ${served.url}`)
  * process.once('SIGTERM', () => void served.close())
  */
-export async function serve(app: EnvironApp, options: ServeOptions = {}): Promise<Served> {
+export async function serve(
+  app: EnvironApp,
+  options: ServeOptions & { http2: true },
+): Promise<Served<Http2SecureServer>>
+/**
+ * Serves an environ app; see the form above.
+ *
+ * @param app - the environ app to serve
+ * @param options - where to listen, TLS, how long to drain on close, and the listener's options
+ * @returns the running server once it listens
+ */
+export async function serve(app: EnvironApp, options?: ServeOptions): Promise<Served>
+export async function serve(
+  app: EnvironApp,
+  options: ServeOptions = {},
+): Promise<Served<Server | HttpsServer | Http2SecureServer>> {
   const opts = parseOptions(serveOptions, options, 'serve')
   const { port = 0, hostname = '127.0.0.1', closeTimeout = 10_000 } = opts
   const tls = opts.tls === undefined ? undefined : new TlsContexts(opts.tls, 'serve.tls')
   const { server, upgraded } = createNodeServer(app, opts, tls)
+  const connections = trackConnections(server, opts.http2 === true)
   let closing: Promise<void> | undefined
   // A connection that finishes its last request while the server closes is idle: close it then.
   server.on('request', (_req, res) => {
     res.once('close', () => {
-      if (closing) setImmediate(() => server.closeIdleConnections())
+      if (closing) setImmediate(() => connections.closeIdle())
     })
   })
   await new Promise<void>((resolve, reject) => {
@@ -194,14 +231,14 @@ export async function serve(app: EnvironApp, options: ServeOptions = {}): Promis
   const close = (): Promise<void> => {
     closing ??= new Promise<void>((resolve) => {
       const timer = setTimeout(() => {
-        server.closeAllConnections()
+        connections.closeAll()
         for (const socket of upgraded) socket.destroy()
       }, closeTimeout)
       server.close(() => {
         clearTimeout(timer)
         resolve()
       })
-      server.closeIdleConnections()
+      connections.closeIdle()
     })
     return closing
   }
@@ -235,11 +272,12 @@ function createNodeServer(
   app: EnvironApp,
   options: ServeOptions,
   tls: TlsContexts | undefined,
-): { server: Server | HttpsServer; upgraded: Set<Duplex> } {
+): { server: Server | HttpsServer | Http2SecureServer; upgraded: Set<Duplex> } {
   const {
     port: _port,
     hostname: _hostname,
     tls: _tls,
+    http2,
     closeTimeout: _closeTimeout,
     upgradeConnectTimeout,
     upgradeProtocols,
@@ -258,17 +296,27 @@ function createNodeServer(
     requestTimeout: request,
     connectionsCheckingInterval: checkingInterval(headers, request),
   }
-  const server =
+  const secure =
     tls === undefined
+      ? undefined
+      : {
+          ...httpOptions,
+          ...tls.serverOptions,
+          SNICallback: (
+            name: string,
+            callback: (error: Error | null, context?: SecureContext) => void,
+          ) => callback(null, tls.lookup(name)),
+        }
+  const server =
+    secure === undefined
       ? createServer(httpOptions, requestListener)
-      : createHttpsServer(
-          {
-            ...httpOptions,
-            ...tls.serverOptions,
-            SNICallback: (name, callback) => callback(null, tls.lookup(name)),
-          },
-          requestListener,
-        )
+      : http2 === true
+        ? // One port for both: HTTP/2 by ALPN, HTTP/1.1 (and its upgrades) for the others.
+          createSecureServer(
+            { ...secure, allowHTTP1: true },
+            requestListener as unknown as Parameters<typeof createSecureServer>[1],
+          )
+        : createHttpsServer(secure, requestListener)
   const onUpgrade = toNodeUpgradeListener(app, {
     requestListener,
     ...(upgradeProtocols === undefined ? {} : { protocols: upgradeProtocols }),

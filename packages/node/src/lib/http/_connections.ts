@@ -1,0 +1,73 @@
+// Closing a server's connections on `served.close()`: idle ones at once, the rest after the
+// close timeout. node:http and node:https servers do it themselves; an HTTP/2 server (with
+// HTTP/1.1 beside it) has sessions and plain sockets to track.
+import type { Server } from 'node:http'
+import type { Http2SecureServer, ServerHttp2Session } from 'node:http2'
+import type { Server as HttpsServer } from 'node:https'
+import type { Socket } from 'node:net'
+import type { TLSSocket } from 'node:tls'
+
+/** What `close()` does to the connections. */
+export interface Connections {
+  /** Closes the connections with nothing in flight (an HTTP/2 session: GOAWAY, then done). */
+  closeIdle(): void
+  /** Cuts every connection. */
+  closeAll(): void
+}
+
+/**
+ * The connections of a server from `serve`.
+ *
+ * @param server - the server
+ * @param http2 - whether it is the HTTP/2 server (with HTTP/1.1 beside it)
+ * @returns how to close them
+ */
+export function trackConnections(
+  server: Server | HttpsServer | Http2SecureServer,
+  http2: boolean,
+): Connections {
+  if (!http2) {
+    const http = server as Server
+    return {
+      closeIdle: () => http.closeIdleConnections(),
+      closeAll: () => http.closeAllConnections(),
+    }
+  }
+  const sessions = new Set<ServerHttp2Session>()
+  // HTTP/1.1 sockets and their requests in flight.
+  const sockets = new Map<Socket, number>()
+  const h2 = server as Http2SecureServer
+  h2.on('session', (session: ServerHttp2Session) => {
+    sessions.add(session)
+    session.once('close', () => sessions.delete(session))
+  })
+  h2.on('secureConnection', (socket: TLSSocket) => {
+    if (socket.alpnProtocol === 'h2') return
+    sockets.set(socket, 0)
+    socket.once('close', () => sockets.delete(socket))
+  })
+  h2.on(
+    'request',
+    (
+      req: { httpVersionMajor: number; socket: Socket },
+      res: { once(event: 'close', listener: () => void): unknown },
+    ) => {
+      if (req.httpVersionMajor !== 1) return
+      const socket = req.socket
+      sockets.set(socket, (sockets.get(socket) ?? 0) + 1)
+      res.once('close', () => {
+        if (sockets.has(socket)) sockets.set(socket, (sockets.get(socket) ?? 1) - 1)
+      })
+    },
+  )
+  return {
+    closeIdle: () => {
+      for (const session of sessions) if (!session.closed) session.close()
+      for (const [socket, inFlight] of sockets) if (inFlight === 0) socket.destroy()
+    },
+    closeAll: () => {
+      for (const session of sessions) session.destroy()
+      for (const socket of sockets.keys()) socket.destroy()
+    },
+  }
+}
