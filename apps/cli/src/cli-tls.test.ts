@@ -50,6 +50,20 @@ function presented(port: number, servername = 'localhost'): Promise<string> {
   })
 }
 
+/** `wsgiproxy echo` on HTTPS with these files. */
+function echoWithTls(files: { cert: string; key: string }, ...more: string[]) {
+  return startCli([
+    'echo',
+    '--listen',
+    '127.0.0.1:0',
+    '--tls-cert',
+    files.cert,
+    '--tls-key',
+    files.key,
+    ...more,
+  ])
+}
+
 function fingerprint(pair: TestCertificate): string {
   return new X509Certificate(pair.cert).fingerprint256
 }
@@ -89,15 +103,7 @@ async function until(check: () => Promise<boolean>, what: string): Promise<void>
 describe('wsgiproxy with tls', () => {
   it('serves HTTPS with --tls-cert and --tls-key, the environ saying https', async () => {
     const files = await certFiles(first)
-    const cli = await startCli([
-      'echo',
-      '--listen',
-      '127.0.0.1:0',
-      '--tls-cert',
-      files.cert,
-      '--tls-key',
-      files.key,
-    ])
+    const cli = await echoWithTls(files)
     expect(cli.url).toMatch(/^https:\/\/127\.0\.0\.1:\d+$/)
     const port = Number(new URL(cli.url).port)
     const environ = await getJson(port, first.cert)
@@ -106,15 +112,7 @@ describe('wsgiproxy with tls', () => {
 
   it('reads the certificates again when their files change, and keeps them when the new ones are bad', async () => {
     const files = await certFiles(first)
-    const cli = await startCli([
-      'echo',
-      '--listen',
-      '127.0.0.1:0',
-      '--tls-cert',
-      files.cert,
-      '--tls-key',
-      files.key,
-    ])
+    const cli = await echoWithTls(files)
     const port = Number(new URL(cli.url).port)
     expect(await presented(port)).toBe(fingerprint(first))
     await certFiles(second, files.dir)
@@ -133,15 +131,7 @@ describe('wsgiproxy with tls', () => {
 
   it('reads them again on SIGHUP, and keeps serving', async () => {
     const files = await certFiles(first)
-    const cli = await startCli([
-      'echo',
-      '--listen',
-      '127.0.0.1:0',
-      '--tls-cert',
-      files.cert,
-      '--tls-key',
-      files.key,
-    ])
+    const cli = await echoWithTls(files)
     const port = Number(new URL(cli.url).port)
     // New contents with the old times: the poll sees no change, only SIGHUP can.
     const times = [statSync(files.cert), statSync(files.key)]
@@ -224,16 +214,7 @@ describe('wsgiproxy with tls', () => {
 
   it('speaks HTTP/2 with --http2, HTTP/1.1 on the same port', async () => {
     const files = await certFiles(first)
-    const cli = await startCli([
-      'echo',
-      '--listen',
-      '127.0.0.1:0',
-      '--tls-cert',
-      files.cert,
-      '--tls-key',
-      files.key,
-      '--http2',
-    ])
+    const cli = await echoWithTls(files, '--http2')
     const port = Number(new URL(cli.url).port)
     const client = http2Connect(`https://localhost:${port}`, { ca: first.cert })
     const body = await new Promise<string>((resolve, reject) => {

@@ -16,7 +16,7 @@ export { environPath, quotePath, unquotePath } from './lib/environ/url-path.ts'
 export { isAppResponse } from './lib/environ/response.ts'
 export { findRemoteAddr } from './lib/environ/peer-address.ts'
 export { asWsgiProxyError } from './lib/errors.ts'
-export { toReadableStream } from './lib/streams.ts'
+export { onBodyEnd, toReadableStream } from './lib/streams.ts'
 export type { OptionProblem, OptionScope } from './lib/options.ts'
 export { duration, explainIssues, fn, parseOptions } from './lib/options.ts'
 export {

@@ -1,3 +1,5 @@
+import { WsgiProxyError } from './errors.ts'
+
 /**
  * A web ReadableStream over an async iterable, pulled on demand (backpressure) and cancelled by
  * calling the iterator's `return()`. A ReadableStream is passed through as it is.
@@ -40,5 +42,48 @@ export async function discardBody(body: AsyncIterable<Uint8Array> | null): Promi
     else await body[Symbol.asyncIterator]().return?.()
   } catch {
     // the body failed while being discarded: nothing left to release
+  }
+}
+
+/**
+ * Wraps a body to call `done` once when it has been read to the end (`undefined`), failed (the
+ * error) or been abandoned by its reader (`return()`: a `CLIENT_ABORTED` error). `return()` is
+ * passed on at once, not awaited: a source with a read pending settles that read first.
+ *
+ * @param body - the body
+ * @param done - called once with how it ended
+ * @returns the wrapped body
+ */
+export function onBodyEnd(
+  body: AsyncIterable<Uint8Array>,
+  done: (error: unknown) => void,
+): AsyncIterable<Uint8Array> {
+  let finished = false
+  const finish = (error: unknown): void => {
+    if (finished) return
+    finished = true
+    done(error)
+  }
+  return {
+    [Symbol.asyncIterator]: () => {
+      const iterator = body[Symbol.asyncIterator]()
+      return {
+        async next(): Promise<IteratorResult<Uint8Array>> {
+          try {
+            const result = await iterator.next()
+            if (result.done === true) finish(undefined)
+            return result
+          } catch (error) {
+            finish(error)
+            throw error
+          }
+        },
+        async return(): Promise<IteratorResult<Uint8Array>> {
+          finish(new WsgiProxyError('CLIENT_ABORTED', 'the reader stopped reading'))
+          void Promise.resolve(iterator.return?.()).catch(() => {})
+          return { done: true, value: undefined }
+        },
+      }
+    },
   }
 }

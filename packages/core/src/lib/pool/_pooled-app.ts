@@ -9,6 +9,7 @@ import type { ForwardSettings } from '../forward/_forward.ts'
 import { failure, send } from '../forward/_forward.ts'
 import type { PrepareSettings } from '../forward/_prepare-request.ts'
 import { prepareRequest } from '../forward/_prepare-request.ts'
+import { onBodyEnd } from '../streams.ts'
 import type { AppResponse, Environ } from '../types.ts'
 import type { Pool, PoolTarget } from './upstream-pool.ts'
 import { mayTryElsewhere, neverReached, TrackedBody } from './retry-rules.ts'
@@ -167,33 +168,9 @@ function releaseOnEnd(
     done(undefined)
     return response
   }
-  let finished = false
-  const once = (error: WsgiProxyError | undefined): void => {
-    if (finished) return
-    finished = true
-    done(error)
-  }
-  const watched: AsyncIterable<Uint8Array> = {
-    [Symbol.asyncIterator]: () => {
-      const iterator = body[Symbol.asyncIterator]()
-      return {
-        async next(): Promise<IteratorResult<Uint8Array>> {
-          try {
-            const result = await iterator.next()
-            if (result.done === true) once(undefined)
-            return result
-          } catch (error) {
-            once(asWsgiProxyError(error, 'the response body failed'))
-            throw error
-          }
-        },
-        async return(): Promise<IteratorResult<Uint8Array>> {
-          once(new WsgiProxyError('CLIENT_ABORTED', 'the client stopped reading'))
-          return (await iterator.return?.()) ?? { done: true, value: undefined }
-        },
-      }
-    },
-  }
+  const watched = onBodyEnd(body, (error) =>
+    done(error === undefined ? undefined : asWsgiProxyError(error, 'the response body failed')),
+  )
   return { ...response, body: watched }
 }
 

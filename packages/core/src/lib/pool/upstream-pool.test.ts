@@ -250,6 +250,23 @@ describe('passive health', () => {
   })
 })
 
+/** The environ of a WebSocket upgrade request to the front. */
+function upgradeEnviron() {
+  return {
+    REQUEST_METHOD: 'GET',
+    SCRIPT_NAME: '',
+    PATH_INFO: '/ws',
+    QUERY_STRING: '',
+    SERVER_NAME: 'front.test',
+    SERVER_PORT: '80',
+    SERVER_PROTOCOL: 'HTTP/1.1',
+    HTTP_HOST: 'front.test',
+    HTTP_UPGRADE: 'websocket',
+    'wsgi.url_scheme': 'http' as const,
+    'wsgi.input': null,
+  }
+}
+
 /** A promise to hold upstream answers on, and its release. */
 function held(): { gate: Promise<void>; release: () => void } {
   let release: (() => void) | undefined
@@ -513,19 +530,7 @@ describe('pool options', () => {
   it('sends an upgrade to a target of the pool', async () => {
     const upstreams = await Promise.all(['a', 'b'].map((name) => named(name)))
     const { app } = front({ href: upstreams.map((u) => u.origin), balance: 'round-robin' })
-    const environ = {
-      REQUEST_METHOD: 'GET',
-      SCRIPT_NAME: '',
-      PATH_INFO: '/ws',
-      QUERY_STRING: '',
-      SERVER_NAME: 'front.test',
-      SERVER_PORT: '80',
-      SERVER_PROTOCOL: 'HTTP/1.1',
-      HTTP_HOST: 'front.test',
-      HTTP_UPGRADE: 'websocket',
-      'wsgi.url_scheme': 'http' as const,
-      'wsgi.input': null,
-    }
+    const environ = upgradeEnviron()
     const one = await app.prepareUpgrade({ ...environ })
     const two = await app.prepareUpgrade({ ...environ })
     const origins = [one, two].map((t) => ('url' in t ? t.url.origin : 'none'))
@@ -597,19 +602,7 @@ describe('pool edge cases', () => {
       ejection: { consecutiveFailures: 2 },
       balance: 'round-robin',
     })
-    const environ = {
-      REQUEST_METHOD: 'GET',
-      SCRIPT_NAME: '',
-      PATH_INFO: '/ws',
-      QUERY_STRING: '',
-      SERVER_NAME: 'front.test',
-      SERVER_PORT: '80',
-      SERVER_PROTOCOL: 'HTTP/1.1',
-      HTTP_HOST: 'front.test',
-      HTTP_UPGRADE: 'websocket',
-      'wsgi.url_scheme': 'http' as const,
-      'wsgi.input': null,
-    }
+    const environ = upgradeEnviron()
     for (let i = 0; i < 4; i++) {
       const env: Record<string, unknown> = { ...environ }
       const target = await app.prepareUpgrade(env as never)

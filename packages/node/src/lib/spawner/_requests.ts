@@ -2,7 +2,7 @@
 // for one, is forwarded, and stays in flight until its response body or upgraded connection ends,
 // so that an idle stop never cuts it. Failures become responses, never exceptions (docs/design.md §8).
 import { errorResponse, problemResponse, WsgiProxyError } from '@wsgiproxy/core'
-import { isAppResponse } from '@wsgiproxy/core/adapter'
+import { isAppResponse, onBodyEnd } from '@wsgiproxy/core/adapter'
 import type { AppResponse, Environ, ErrorHook, UpgradableApp, UpgradeTarget } from '@wsgiproxy/core'
 import type { BackendProcess } from './_backend-process.ts'
 import { SpawnerError } from './spawner-error.ts'
@@ -118,39 +118,12 @@ export async function handleUpgrade(
 }
 
 /**
- * Wraps a response body to call `done` once when it ends, fails or is cancelled. `return()` is
- * passed on at once, even while a read is pending (an async generator would wait for that read).
+ * Wraps a response body to call `done` once when it ends, fails or is cancelled (core's
+ * `onBodyEnd`). `return()` is passed on at once, even while a read is pending.
  */
 export function trackBody(
   body: AsyncIterable<Uint8Array>,
   done: () => void,
 ): AsyncIterable<Uint8Array> {
-  let finished = false
-  const finish = (): void => {
-    if (finished) return
-    finished = true
-    done()
-  }
-  return {
-    [Symbol.asyncIterator]: () => {
-      const iterator = body[Symbol.asyncIterator]()
-      return {
-        async next(): Promise<IteratorResult<Uint8Array>> {
-          try {
-            const result = await iterator.next()
-            if (result.done) finish()
-            return result
-          } catch (error) {
-            finish()
-            throw error
-          }
-        },
-        async return(): Promise<IteratorResult<Uint8Array>> {
-          finish()
-          void Promise.resolve(iterator.return?.()).catch(() => {})
-          return { done: true, value: undefined }
-        },
-      }
-    },
-  }
+  return onBodyEnd(body, () => done())
 }
