@@ -3,7 +3,11 @@ export type { KeyFileWatcher, LoadKeyFileOptions, WatchKeyFileOptions } from './
 export { loadKeyFile, watchKeyFile } from './lib/key-file.ts'
 export type { ListenerAddress } from './lib/http/address-guard.ts'
 export { createSelfCheck, resolveHost } from './lib/http/address-guard.ts'
-export type { UndiciTransport, UndiciTransportOptions } from '@wsgiproxy/core/undici'
+export type {
+  UndiciTransport,
+  UndiciTransportOptions,
+  UndiciTransportTls,
+} from '@wsgiproxy/core/undici'
 export { undiciTransport } from '@wsgiproxy/core/undici'
 export type { NodeListenerOptions } from './lib/http/node-listener.ts'
 export { toNodeListener } from './lib/http/node-listener.ts'

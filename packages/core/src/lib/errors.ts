@@ -31,6 +31,8 @@ export const ERROR_STATUS = {
   UPSTREAM_UNREACHABLE: 502,
   UPSTREAM_RESET: 502,
   UPSTREAM_INVALID_RESPONSE: 502,
+  // The TLS handshake with the upstream failed: its certificate is not trusted, or it refused ours.
+  UPSTREAM_TLS_FAILED: 502,
   UPSTREAM_CONNECT_TIMEOUT: 504,
   UPSTREAM_HEADERS_TIMEOUT: 504,
   UPSTREAM_BODY_TIMEOUT: 504,

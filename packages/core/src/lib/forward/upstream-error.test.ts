@@ -14,6 +14,12 @@ function nodeFetchFailure(cause: unknown): TypeError {
   return new TypeError('fetch failed', { cause })
 }
 
+/** An OpenSSL error as Node reports it: a long message, the short `reason` beside it. */
+function openssl(code: string, reason: string): Error {
+  const message = `80CCA77D517F0000:error:0A00045C:SSL routines:ssl3_read_bytes:${reason}:../deps/openssl/openssl/ssl/record/rec_layer_s3.c:1601:SSL alert number 116\n`
+  return Object.assign(new Error(message), { code, reason, library: 'SSL routines' })
+}
+
 describe('toUpstreamError', () => {
   it.each([
     ['undici', coded('connect ECONNREFUSED 10.0.0.5:8080', 'ECONNREFUSED')],
@@ -144,6 +150,124 @@ describe('toUpstreamError', () => {
     },
   )
 
+  describe('a failed TLS handshake', () => {
+    const tlsUrl = new URL('https://10.0.0.5:8443/path')
+
+    it.each([
+      [
+        'undici',
+        coded('unable to verify the first certificate', 'UNABLE_TO_VERIFY_LEAF_SIGNATURE'),
+      ],
+      [
+        'Node fetch',
+        nodeFetchFailure(
+          coded('unable to verify the first certificate', 'UNABLE_TO_VERIFY_LEAF_SIGNATURE'),
+        ),
+      ],
+    ])('maps a certificate not trusted from %s to 502 UPSTREAM_TLS_FAILED', (_client, failure) => {
+      const error = toUpstreamError(failure, tlsUrl)
+      expect(error).toMatchObject({ code: 'UPSTREAM_TLS_FAILED', status: 502, expose: false })
+      expect(error.message).toBe(
+        'the TLS handshake with https://10.0.0.5:8443 failed: its certificate is not trusted (UNABLE_TO_VERIFY_LEAF_SIGNATURE: unable to verify the first certificate); trust the CA that issued it with undiciTransport({ tls: { ca } })',
+      )
+      expect(error.cause).toBe(failure)
+    })
+
+    it.each([
+      ['DEPTH_ZERO_SELF_SIGNED_CERT', 'self-signed certificate', 'is not trusted'],
+      [
+        'SELF_SIGNED_CERT_IN_CHAIN',
+        'self-signed certificate in certificate chain',
+        'is not trusted',
+      ],
+      [
+        'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+        'unable to get local issuer certificate',
+        'is not trusted',
+      ],
+      ['CERT_HAS_EXPIRED', 'certificate has expired', 'is out of date'],
+      ['CERT_NOT_YET_VALID', 'certificate is not yet valid', 'is out of date'],
+      [
+        'ERR_TLS_CERT_ALTNAME_INVALID',
+        "Hostname/IP does not match certificate's altnames: IP: 10.0.0.5 is not in the cert's list: ",
+        'tls: { servername }',
+      ],
+    ])('maps %s to UPSTREAM_TLS_FAILED saying what to change', (code, message, says) => {
+      const error = toUpstreamError(coded(message, code), tlsUrl)
+      expect(error.code).toBe('UPSTREAM_TLS_FAILED')
+      expect(error.message).toContain(`(${code}: ${message})`)
+      expect(error.message).toContain(says)
+    })
+
+    const withCertificate =
+      'give one that its CA issued with undiciTransport({ tls: { cert, key } })'
+    it.each([
+      [
+        'ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED',
+        'tlsv13 alert certificate required',
+        'it requires a client certificate',
+        '; give one with undiciTransport({ tls: { cert, key } })',
+      ],
+      [
+        'ERR_SSL_SSLV3_ALERT_BAD_CERTIFICATE',
+        'sslv3 alert bad certificate',
+        'it refused the client certificate',
+        `; ${withCertificate}`,
+      ],
+      [
+        'ERR_SSL_TLSV1_ALERT_UNKNOWN_CA',
+        'tlsv1 alert unknown ca',
+        'it refused the client certificate',
+        `; ${withCertificate}`,
+      ],
+      [
+        'ERR_SSL_WRONG_VERSION_NUMBER',
+        'wrong version number',
+        'it does not speak TLS on this port',
+        '; forward to http:// if it is a plain HTTP upstream',
+      ],
+      [
+        'ERR_SSL_SSLV3_ALERT_HANDSHAKE_FAILURE',
+        'sslv3 alert handshake failure',
+        'it refused the handshake',
+        '; it may require a client certificate (undiciTransport({ tls: { cert, key } })), or accept no TLS version or cipher that the client offers',
+      ],
+      ['ERR_SSL_UNSUPPORTED_PROTOCOL', 'unsupported protocol', 'the handshake failed', ''],
+    ])(
+      'maps the OpenSSL error %s to UPSTREAM_TLS_FAILED with its short reason',
+      (code, reason, problem, fix) => {
+        const error = toUpstreamError(openssl(code, reason), tlsUrl)
+        expect(error.code).toBe('UPSTREAM_TLS_FAILED')
+        expect(error.message).toBe(
+          `the TLS handshake with https://10.0.0.5:8443 failed: ${problem} (${code}: ${reason})${fix}`,
+        )
+      },
+    )
+
+    it('maps a reset during the handshake to UPSTREAM_TLS_FAILED, any other reset to UPSTREAM_RESET', () => {
+      const handshake = coded(
+        'Client network socket disconnected before secure TLS connection was established',
+        'ECONNRESET',
+      )
+      expect(toUpstreamError(handshake, tlsUrl).message).toContain(
+        'it closed the connection during the handshake, as a server does that refuses the client certificate',
+      )
+      expect(toUpstreamError(nodeFetchFailure(handshake), tlsUrl).code).toBe('UPSTREAM_TLS_FAILED')
+      expect(toUpstreamError(coded('read ECONNRESET', 'ECONNRESET'), tlsUrl).code).toBe(
+        'UPSTREAM_RESET',
+      )
+    })
+
+    it.each([
+      'error sending request for url (https://10.0.0.5:8443/path): client error (Connect): invalid peer certificate: UnknownIssuer',
+      'error sending request for url (https://10.0.0.5:8443/path): client error (Connect): received fatal alert: CertificateRequired',
+    ])("maps Deno's %s to UPSTREAM_TLS_FAILED, not UPSTREAM_UNREACHABLE", (message) => {
+      expect(toUpstreamError(nodeFetchFailure(new Error(message)), tlsUrl).code).toBe(
+        'UPSTREAM_TLS_FAILED',
+      )
+    })
+  })
+
   it('reads a thrown value that is not an error', () => {
     expect(toUpstreamError('boom', url).message).toBe(
       'request to http://10.0.0.5:8080 failed: boom',
@@ -196,6 +320,22 @@ describe('mayRetry', () => {
     for (const method of ['POST', 'PUT', 'DELETE', 'PATCH', 'get']) {
       expect(mayRetry(method, false, closed[0], 1)).toBe(false)
     }
+  })
+
+  it('never sends again after a failed TLS handshake, a reset during it included', () => {
+    const handshakeReset = coded(
+      'Client network socket disconnected before secure TLS connection was established',
+      'ECONNRESET',
+    )
+    expect(mayRetry('GET', false, handshakeReset, 1)).toBe(false)
+    expect(mayRetry('GET', false, nodeFetchFailure(handshakeReset), 1)).toBe(false)
+    const alert = coded(
+      'tlsv13 alert certificate required',
+      'ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED',
+    )
+    expect(mayRetry('GET', false, alert, 1)).toBe(false)
+    const refused = new WsgiProxyError('UPSTREAM_TLS_FAILED', 'the TLS handshake failed')
+    expect(mayRetry('GET', false, refused, 1)).toBe(false)
   })
 
   it('never sends again after another failure or a cancellation', () => {

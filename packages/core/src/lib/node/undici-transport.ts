@@ -3,7 +3,7 @@
 // of core stays on Web globals; this folder is the one place that may use Node and undici.
 import { STATUS_CODES } from 'node:http'
 import type { Readable } from 'node:stream'
-import type { Dispatcher } from 'undici'
+import type { buildConnector, Dispatcher } from 'undici'
 import { Agent } from 'undici'
 import * as z from 'zod'
 import { WsgiProxyError } from '../errors.ts'
@@ -11,8 +11,51 @@ import type { CancelHook } from '../forward/cancellation.ts'
 import { cancellationOf, subscribeToCancellation } from '../forward/cancellation.ts'
 import { mayRetry, toUpstreamError } from '../forward/upstream-error.ts'
 import { parseOptions } from '../options.ts'
-import { optionsObject, wholeNumber } from '../schemas.ts'
+import { callback, optionsObject, wholeNumber } from '../schemas.ts'
 import type { AppResponse, OutboundRequest, Transport } from '../types.ts'
+import {
+  createTlsConnector,
+  refusalBehind,
+  toConnectOptions,
+  UPSTREAM_TLS,
+} from './_upstream-tls.ts'
+
+/**
+ * TLS to `https://` upstreams: which certificates to trust, the client certificate to show (mutual
+ * TLS), and the name to check. PEM is read when the transport is made: a certificate Node cannot
+ * read, or a key that does not fit its certificate, is `INVALID_OPTIONS`.
+ */
+export interface UndiciTransportTls {
+  /**
+   * The CA certificates (PEM; a string or Buffer may hold several) that an upstream's certificate
+   * must chain to, such as a private CA's. They replace Node's default trust (its Mozilla roots and
+   * `NODE_EXTRA_CA_CERTS`); add `rootCertificates` from `node:tls` to the list to trust public CAs
+   * as well. Default: Node's default trust.
+   */
+  ca?: string | Buffer | ReadonlyArray<string | Buffer>
+  /**
+   * The client certificate (PEM, any intermediates after it) shown to upstreams that ask for one
+   * (mutual TLS). Needs `key`. Default: none.
+   */
+  cert?: string | Buffer
+  /** The private key of `cert` (PEM, not encrypted). Needs `cert`. Default: none. */
+  key?: string | Buffer
+  /**
+   * The name sent as SNI and checked against every upstream certificate of this transport, for an
+   * upstream reached by address or under another name. Default: the name of the request's `Host`
+   * (so an exact proxy with `resolve` checks the name it was asked for, not the address it
+   * connects to), and for an IP address no SNI and a check against the address.
+   */
+  servername?: string
+  /**
+   * Refuse an upstream whose certificate does not chain to a trusted CA or is not for the server
+   * name ([RFC 9110 §4.3.4](https://www.rfc-editor.org/rfc/rfc9110#section-4.3.4)). Default
+   * `true`. `false` accepts any certificate, so anyone on the network path can read and change the
+   * traffic; the transport then warns once (`onWarning`). Trust the upstream's CA with `ca`
+   * instead.
+   */
+  rejectUnauthorized?: boolean
+}
 
 /** Options of {@link undiciTransport}. */
 export interface UndiciTransportOptions {
@@ -27,6 +70,17 @@ export interface UndiciTransportOptions {
   keepAliveTimeout?: number
   /** The most sockets per upstream origin. Default: unlimited. */
   connections?: number
+  /**
+   * TLS to `https://` upstreams; see {@link UndiciTransportTls}. Default: Node's default trust, no
+   * client certificate, the server name from `Host`.
+   */
+  tls?: UndiciTransportTls
+  /**
+   * Called with what the transport warns about: once, at the first `https://` request, that
+   * `tls.rejectUnauthorized: false` leaves upstream certificates unchecked. Default: one
+   * `console.warn` line (`wsgiproxy: ...`).
+   */
+  onWarning?: (message: string) => void
   /**
    * Use this undici Dispatcher (`Agent`, `Pool`, ...) instead of an own `Agent`; the other options
    * then do not apply and `close()` leaves it open.
@@ -55,6 +109,8 @@ const undiciTransportOptions = optionsObject({
     .optional(),
   keepAliveTimeout: positive(),
   connections: positive(),
+  tls: UPSTREAM_TLS.optional(),
+  onWarning: callback<NonNullable<UndiciTransportOptions['onWarning']>>().optional(),
   dispatcher: z
     .custom<Dispatcher>(
       (value) => typeof (value as { request?: unknown } | null)?.request === 'function',
@@ -78,52 +134,72 @@ const undiciTransportOptions = optionsObject({
  * runtime `fetch` cannot), passes bodies through without decoding them, streams both ways, never
  * follows redirects, and can reach a unix-socket upstream. Headers and body-idle timeouts are the
  * forwarding app's (through the signal); undici's own are turned off so errors keep one taxonomy.
+ * `https://` upstreams are checked against `tls.ca` (default: Node's trust) and may be shown a
+ * client certificate; a failed handshake is 502 `UPSTREAM_TLS_FAILED` naming the reason.
  *
- * @param options - connect timeout, unix socket, keep-alive, or an own dispatcher
+ * @param options - connect timeout, unix socket, keep-alive, TLS, or an own dispatcher
  * @returns the transport, with `close()` for its pool
  * @example
  * const transport = undiciTransport({ connectTimeout: 2_000 })
  * const app = exactProxy({ transport })
  * // on shutdown
  * await transport.close()
+ * @example
+ * // mutual TLS with an upstream whose certificate a private CA issued
+ * const transport = undiciTransport({
+ *   tls: {
+ *     ca: readFileSync('internal-ca.pem'),
+ *     cert: readFileSync('proxy.pem'),
+ *     key: readFileSync('proxy-key.pem'),
+ *   },
+ * })
+ * const app = createProxyApp({ href: 'https://10.0.0.5:8443', transport })
  */
 export function undiciTransport(options: UndiciTransportOptions = {}): UndiciTransport {
   const opts = parseOptions(undiciTransportOptions, options, 'undiciTransport')
   const own = opts.dispatcher === undefined
   const dispatcher = opts.dispatcher ?? createAgent(opts)
+  const servername = opts.tls?.servername
+  let unverified = opts.tls?.rejectUnauthorized === false
   let closing: Promise<void> | undefined
 
   const transport = (outbound: OutboundRequest): Promise<AppResponse> => {
     const { url, method } = outbound
+    if (unverified && url.protocol === 'https:') {
+      unverified = false
+      warn(opts.onWarning, unverifiedWarning(url.origin))
+    }
     const cancel = cancellationOf(outbound)
     const hasBody = outbound.body !== null
     let attempts = 0
     return new Promise((resolve, reject) => {
       const send = (): void => {
         attempts++
-        const handler = new ResponseHandler(method, outbound.body, cancel, resolve, (error) => {
+        const handler = new ResponseHandler(method, outbound.body, cancel, resolve, (reported) => {
+          const error = refusalBehind(reported)
           // Sent once more when its connection failed before any answer (core's retry rule).
           if (mayRetry(method, hasBody, error, attempts, cancel)) send()
           else reject(toUpstreamError(error, url, cancel))
         })
         if (handler.settled) return
+        const request: Dispatcher.DispatchOptions & { servername?: string } = {
+          origin: url.origin,
+          path: url.pathname + url.search,
+          method: method as Dispatcher.HttpMethod,
+          // A flat [name, value, ...] list keeps repeated headers and a Host that is not the
+          // connect address.
+          headers: outbound.headers.flat(),
+          // undici streams any async iterable and checks it against Content-Length.
+          body: outbound.body as Readable | null,
+          // The forwarding app runs the headers and body-idle timers through the signal.
+          headersTimeout: 0,
+          bodyTimeout: 0,
+        }
+        // Per request, as undici's own dns interceptor does: otherwise undici takes the name
+        // from Host before the connector's default.
+        if (servername !== undefined) request.servername = servername
         try {
-          dispatcher.dispatch(
-            {
-              origin: url.origin,
-              path: url.pathname + url.search,
-              method: method as Dispatcher.HttpMethod,
-              // A flat [name, value, ...] list keeps repeated headers and a Host that is not the
-              // connect address.
-              headers: outbound.headers.flat(),
-              // undici streams any async iterable and checks it against Content-Length.
-              body: outbound.body as Readable | null,
-              // The forwarding app runs the headers and body-idle timers through the signal.
-              headersTimeout: 0,
-              bodyTimeout: 0,
-            },
-            handler,
-          )
+          dispatcher.dispatch(request, handler)
         } catch (error) {
           handler.onError(error as Error)
         }
@@ -323,15 +399,32 @@ class ResponseHandler implements Dispatcher.DispatchHandler, AsyncIterable<Uint8
 
 function createAgent(options: UndiciTransportOptions): Agent {
   const keepAliveTimeout = options.keepAliveTimeout ?? DEFAULT_KEEP_ALIVE_TIMEOUT
-  const connect: { timeout: number; socketPath?: string } = {
+  const connect: buildConnector.BuildOptions = {
     timeout: options.connectTimeout ?? DEFAULT_CONNECT_TIMEOUT,
+    ...toConnectOptions(options.tls),
   }
   if (options.socketPath !== undefined) connect.socketPath = options.socketPath
   return new Agent({
-    connect,
+    connect: createTlsConnector(connect, options.tls?.cert !== undefined),
     keepAliveTimeout,
     // A server's `Keep-Alive: timeout=` hint may shorten the idle time, never lengthen it.
     keepAliveMaxTimeout: keepAliveTimeout,
     connections: options.connections ?? null,
   })
+}
+
+function unverifiedWarning(origin: string): string {
+  return `undiciTransport: tls.rejectUnauthorized is false, so no upstream certificate is checked (${origin} is the first) and anyone on the network path can read and change the traffic; trust the upstream's CA with tls.ca (and name the upstream with tls.servername) instead of turning the check off`
+}
+
+function warn(onWarning: ((message: string) => void) | undefined, message: string): void {
+  if (onWarning === undefined) {
+    console.warn(`wsgiproxy: ${message}`)
+    return
+  }
+  try {
+    onWarning(message)
+  } catch {
+    // a failing hook must not fail the request
+  }
 }

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import { WsgiProxyError } from '../errors.ts'
 import type { WsgiProxyErrorCode } from '../errors.ts'
-import { mayTryElsewhere, TrackedBody } from './retry-rules.ts'
+import { mayTryElsewhere, neverReached, TrackedBody } from './retry-rules.ts'
 
 async function* chunks(): AsyncGenerator<Uint8Array> {
   yield new Uint8Array([1])
@@ -26,6 +26,11 @@ describe('mayTryElsewhere', () => {
     ['UPSTREAM_RESET', 'POST', 'none', false],
     ['UPSTREAM_RESET', 'PUT', 'unread', false],
     ['UPSTREAM_RESET', 'DELETE', 'none', false],
+    // A failed TLS handshake is treated as a reset: the request may have gone out (TLS 1.3).
+    ['UPSTREAM_TLS_FAILED', 'GET', 'none', true],
+    ['UPSTREAM_TLS_FAILED', 'GET', 'unread', false],
+    ['UPSTREAM_TLS_FAILED', 'POST', 'none', false],
+    ['UPSTREAM_TLS_FAILED', 'PUT', 'unread', false],
     ['UPSTREAM_HEADERS_TIMEOUT', 'GET', 'none', false],
     ['UPSTREAM_INVALID_RESPONSE', 'GET', 'none', false],
     ['CLIENT_ABORTED', 'GET', 'none', false],
@@ -42,5 +47,17 @@ describe('mayTryElsewhere', () => {
     for await (const chunk of tracked) seen.push(...chunk)
     expect(seen).toEqual([1])
     expect(tracked.touched).toBe(true)
+  })
+})
+
+describe('neverReached', () => {
+  it.each([
+    ['UPSTREAM_UNREACHABLE', true],
+    ['UPSTREAM_CONNECT_TIMEOUT', true],
+    // Its retry counts against the pool's budget: the request may have gone out.
+    ['UPSTREAM_TLS_FAILED', false],
+    ['UPSTREAM_RESET', false],
+  ] as const)('%s: %s', (code, expected) => {
+    expect(neverReached(new WsgiProxyError(code, 'failed'))).toBe(expected)
   })
 })

@@ -2,11 +2,17 @@
 // pools and @wsgiproxy/node's spawner pools.
 import type { WsgiProxyError } from '../errors.ts'
 
-// The request never reached the target: no connection was made.
+// The request never reached the target: no connection was made. Not UPSTREAM_TLS_FAILED: under
+// TLS 1.3 a refused client certificate shows only after the request went out, and such a refusal
+// cannot always be told from a server closing the connection (../forward/upstream-error.ts).
 const NEVER_REACHED: ReadonlySet<string> = new Set([
   'UPSTREAM_UNREACHABLE',
   'UPSTREAM_CONNECT_TIMEOUT',
 ])
+
+// Failed before any answer, after the request may have gone out: tried elsewhere only when
+// sending it twice is harmless (RETRY_METHODS, no body).
+const NO_ANSWER: ReadonlySet<string> = new Set(['UPSTREAM_RESET', 'UPSTREAM_TLS_FAILED'])
 
 // RFC 9110 §9.2.2: idempotent methods whose bodiless request may be sent again after it may have
 // reached a target (PUT and DELETE change state an application may not expect twice; core's
@@ -55,8 +61,9 @@ export function neverReached(error: WsgiProxyError): boolean {
 /**
  * Whether a failed try may go to another target: it never reached its target (no connection)
  * and its body was not read, whatever the method; or it is a `GET`, `HEAD` or `OPTIONS` without a
- * body that was reset before any answer. Never a request whose body was read, never after an
- * answer (a `WsgiProxyError` here means there was none), never a timeout.
+ * body that was reset, or whose TLS handshake failed, before any answer (another target may have
+ * a valid certificate). Never a request whose body was read, never after an answer (a
+ * `WsgiProxyError` here means there was none), never a timeout.
  *
  * @param error - why the try failed
  * @param method - the request method
@@ -69,5 +76,5 @@ export function mayTryElsewhere(
   body: TrackedBody | null,
 ): boolean {
   if (NEVER_REACHED.has(error.code)) return body === null || !body.touched
-  return error.code === 'UPSTREAM_RESET' && body === null && RETRY_METHODS.has(method)
+  return NO_ANSWER.has(error.code) && body === null && RETRY_METHODS.has(method)
 }
