@@ -4,22 +4,37 @@ import { mkdirSync, writeFileSync } from 'node:fs'
 import { cpus, release, type } from 'node:os'
 import { dirname, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
+import { detectH2load } from './lib/h2load.ts'
 import { detectLoadTool, loadToolVersion } from './lib/load.ts'
 import type { LoadTool } from './lib/load.ts'
 import { renderPoolMarkdown } from './lib/pool-report.ts'
 import { POOL_SERVERS } from './lib/pool-servers.ts'
 import { checkTargets, renderMarkdown, summarizeCells } from './lib/report.ts'
-import { measures, POOL_UPSTREAMS, runBenchmark, WORKLOADS } from './lib/run.ts'
+import {
+  H2_CLIENTS,
+  H2_STREAMS,
+  measures,
+  POOL_UPSTREAMS,
+  runBenchmark,
+  WORKLOADS,
+} from './lib/run.ts'
 import type { RunSettings } from './lib/run.ts'
 import { SERVERS } from './lib/servers.ts'
+import type { Front } from './lib/servers.ts'
+import { renderTlsMarkdown } from './lib/tls-report.ts'
+import { TLS_SERVERS } from './lib/tls-servers.ts'
 
-const ALL_SERVERS = [...SERVERS, ...POOL_SERVERS]
-// `--workloads pool` names the pool's workloads.
-const POOL_WORKLOADS = WORKLOADS.filter((w) => w.pool === true).map((w) => w.id)
+const ALL_SERVERS = [...SERVERS, ...POOL_SERVERS, ...TLS_SERVERS]
+// `--workloads pool`, `https` and `h2` name the workloads of the pool and of each TLS front.
+const GROUPS: Readonly<Record<string, readonly string[]>> = {
+  pool: WORKLOADS.filter((w) => w.pool === true).map((w) => w.id),
+  https: WORKLOADS.filter((w) => w.front === 'https').map((w) => w.id),
+  h2: WORKLOADS.filter((w) => w.front === 'h2').map((w) => w.id),
+}
 
 const USAGE = `usage: node dist/main.js [--quick | --smoke] [options]
 
-  --quick              one round, 2 s per load, fewer servers (about 2 minutes)
+  --quick              one round, 2 s per load, fewer servers (about 2½ minutes)
   --smoke              200 requests per load with autocannon, 8 MiB download: checks the plumbing
   --reps N             rounds (default 3)
   --duration S         seconds per load measurement (default 5)
@@ -27,7 +42,10 @@ const USAGE = `usage: node dist/main.js [--quick | --smoke] [options]
   --download-mib N     size of the download workload (default 256)
   --servers a,b        server ids (default all): ${ALL_SERVERS.map((s) => s.id).join(', ')}
   --workloads a,b      workload ids (default all): ${WORKLOADS.map((w) => w.id).join(', ')};
-                       pool = ${POOL_WORKLOADS.join(',')} (only the pool-* servers run them)
+                       pool = ${GROUPS['pool']?.join(',')} (only the pool-* servers run them)
+                       https = ${GROUPS['https']?.join(',')} (only the https-* servers, wrk over TLS)
+                       h2 = ${GROUPS['h2']?.join(',')} (only the h2-* servers; h2load, skipped
+                       when it is not installed: apt-get install -y nghttp2-client)
   --load wrk|autocannon  load generator (default wrk when installed)
   --out FILE           where to write the JSON results
 `
@@ -104,23 +122,36 @@ const serverIds = list(
   allServers,
   mode === 'quick' ? quickServers : allServers,
 )
-const workloadIds = list(
+const askedWorkloads = list(
   'workloads',
   values.workloads
     ?.split(',')
-    .flatMap((id) => (id === 'pool' ? POOL_WORKLOADS : [id]))
+    .flatMap((id) => GROUPS[id] ?? [id])
     .join(','),
   WORKLOADS.map((w) => w.id),
   WORKLOADS.map((w) => w.id),
 )
+// The HTTP/2 workload needs h2load; without it the run goes on without that workload.
+const h2load = detectH2load()
+const h2Skipped =
+  h2load === undefined ? askedWorkloads.filter((id) => GROUPS['h2']?.includes(id)) : []
+if (h2Skipped.length > 0) {
+  console.error(
+    `bench: skipping ${h2Skipped.join(', ')}: h2load is not installed (apt-get install -y nghttp2-client)`,
+  )
+}
+const workloadIds = askedWorkloads.filter((id) => !h2Skipped.includes(id))
 const selectedWorkloads = WORKLOADS.filter((w) => workloadIds.includes(w.id))
-// Only servers that measure one of the workloads run: the pool's run the pool workloads only.
+// Only servers that measure one of the workloads run: the pool's run the pool workloads only, the
+// https-* and h2-* servers those of their front only.
 const selectedServers = ALL_SERVERS.filter(
   (s) => serverIds.includes(s.id) && selectedWorkloads.some((w) => measures(s, w)),
 )
 if (selectedServers.length === 0) {
   fail(
-    'none of the servers runs any of the workloads (the pool-* servers run only pool-* workloads)',
+    selectedWorkloads.length === 0
+      ? 'no workload left to run'
+      : 'none of the servers runs any of the workloads (the pool-* servers run only pool-* workloads, the https-* and h2-* servers only those of their front)',
   )
 }
 
@@ -148,20 +179,48 @@ const summaries = summarizeCells(cells)
 const targets = checkTargets(summaries)
 const cpu = cpus()
 const mib = settings.downloadBytes / 1048576
+const hasFront = (front: Front): boolean => selectedWorkloads.some((w) => w.front === front)
 const context = [
   `date: ${started.toISOString()}`,
   `machine: ${cpu.length} × ${cpu[0]?.model.trim() ?? 'unknown CPU'}, ${type()} ${release()}, Node ${process.version}`,
-  `load: ${loadToolVersion(load)}, one thread, loopback; upstream and every proxy in separate processes` +
+  // The HTTP/2 workload has its own line: without any other, neither wrk nor autocannon runs.
+  `load: ${selectedWorkloads.some((w) => w.front !== 'h2') ? `${loadToolVersion(load)}, one thread` : 'h2load only'}, loopback; upstream and every proxy in separate processes` +
     (selectedWorkloads.some((w) => w.pool === true)
       ? ` (${POOL_UPSTREAMS} upstreams for the pool workloads)`
-      : ''),
+      : '') +
+    (hasFront('https') ? `; HTTPS with the same tool over TLS` : ''),
+  ...(hasFront('h2')
+    ? [
+        `HTTP/2 load: ${h2load ?? 'h2load'}, one thread, ${H2_CLIENTS} connections × ${H2_STREAMS} streams, TLS with ALPN h2; latency is its mean and max (no percentiles)`,
+      ]
+    : []),
+  ...(hasFront('https') || hasFront('h2')
+    ? [
+        "TLS: a self-signed ECDSA P-256 certificate made for this run, Node's default TLS settings on every server; the upstream stays plain HTTP/1.1",
+      ]
+    : []),
+  ...(h2Skipped.length > 0
+    ? [
+        `skipped: ${h2Skipped.join(', ')} (h2load is not installed: apt-get install -y nghttp2-client)`,
+      ]
+    : []),
   `mode: ${mode}; ${settings.reps} round(s) of ${settings.amount === undefined ? `${settings.duration} s` : `${settings.amount} requests`} per load after ${settings.warmup} s warm-up, order rotated each round; download: ${mib} MiB once per round`,
 ]
 const workloads = selectedWorkloads.map((w) =>
   w.kind === 'download' ? { ...w, label: `${mib} MiB download` } : w,
 )
-const servers = selectedServers.map(({ id, label, pool }) => ({ id, label, pool: pool ?? false }))
-const ofPool = (pool: boolean) => (item: { pool?: boolean }) => (item.pool ?? false) === pool
+const servers = selectedServers.map(({ id, label, pool, front }) => ({
+  id,
+  label,
+  pool: pool ?? false,
+  front: front ?? 'http',
+}))
+// The plain-HTTP tables hold neither the pool's servers nor the TLS fronts'.
+const ofPool =
+  (pool: boolean) =>
+  (item: { pool?: boolean; front?: Front }): boolean =>
+    (item.pool ?? false) === pool && (item.front ?? 'http') === 'http'
+const ofTls = (item: { front?: Front }): boolean => (item.front ?? 'http') !== 'http'
 process.stdout.write(
   renderMarkdown({
     title: `wsgiproxy benchmark (${mode})`,
@@ -170,7 +229,9 @@ process.stdout.write(
     workloads: workloads.filter(ofPool(false)),
     summaries,
     targets,
-  }) + renderPoolMarkdown(servers.filter(ofPool(true)), workloads.filter(ofPool(true)), summaries),
+  }) +
+    renderPoolMarkdown(servers.filter(ofPool(true)), workloads.filter(ofPool(true)), summaries) +
+    renderTlsMarkdown(servers.filter(ofTls), workloads.filter(ofTls), summaries),
 )
 
 const out = resolve(

@@ -1,9 +1,12 @@
 // One benchmarked server per process: `node dist/serve-one.js upstream` or
-// `node dist/serve-one.js <server id> <upstream url>...`. Prints `READY <port>` once listening and
-// exits cleanly on SIGTERM or when its parent goes away (stdin closes).
+// `node dist/serve-one.js <server id> <upstream url>...`, with the run's TLS certificate in
+// BENCH_TLS_KEY / BENCH_TLS_CERT for the servers that need one. Prints `READY <port>` once
+// listening and exits cleanly on SIGTERM or when its parent goes away (stdin closes).
+import { fromCertificateEnv } from './lib/certificate.ts'
 import { POOL_SERVERS } from './lib/pool-servers.ts'
 import { SERVERS, startUpstream } from './lib/servers.ts'
 import type { RunningServer, ServerInfo } from './lib/servers.ts'
+import { TLS_SERVERS } from './lib/tls-servers.ts'
 
 function usage(): never {
   console.error('usage: serve-one.js upstream | serve-one.js <server id> <upstream url>...')
@@ -11,7 +14,7 @@ function usage(): never {
 }
 
 function serverInfo(id: string): ServerInfo {
-  const all = [...SERVERS, ...POOL_SERVERS]
+  const all = [...SERVERS, ...POOL_SERVERS, ...TLS_SERVERS]
   const info = all.find((server) => server.id === id)
   if (info === undefined) {
     throw new Error(`unknown server "${id}": expected one of ${all.map((s) => s.id).join(', ')}`)
@@ -25,7 +28,7 @@ if (id === undefined) usage()
 const running: RunningServer =
   id === 'upstream'
     ? await startUpstream()
-    : await serverInfo(id).start([first ?? usage(), ...rest])
+    : await serverInfo(id).start([first ?? usage(), ...rest], fromCertificateEnv(process.env))
 process.stdout.write(`READY ${running.port}\n`)
 
 let stopping = false

@@ -1,5 +1,6 @@
 // Load generation: wrk when it is installed (a separate native process), else autocannon in this
-// process. Both report the same fields, latency in milliseconds.
+// process. Both report the same fields, latency in milliseconds, and both speak HTTPS (neither
+// checks the certificate). HTTP/2 load is h2load's (`h2load.ts`).
 import { execFile, spawnSync } from 'node:child_process'
 import { writeFileSync } from 'node:fs'
 import { request as httpRequest } from 'node:http'
@@ -28,8 +29,14 @@ export interface LoadResult {
   requests: number
   seconds: number
   requestsPerSecond: number
+  /** NaN when the tool has no percentiles (h2load). */
   p50Ms: number
+  /** NaN when the tool has no percentiles (h2load). */
   p99Ms: number
+  /** The mean latency, from a tool without percentiles (h2load). */
+  meanMs?: number
+  /** The highest latency, from a tool without percentiles (h2load). */
+  maxMs?: number
   /** Socket errors and timeouts. */
   errors: number
   /** Responses with a status outside 2xx/3xx. */

@@ -5,6 +5,8 @@ import type { ChildProcess } from 'node:child_process'
 import { execFileSync } from 'node:child_process'
 import { readFileSync, writeFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
+import { toCertificateEnv } from './certificate.ts'
+import type { BenchCertificate } from './certificate.ts'
 
 /** A server running in a child process. */
 export interface ServerProcess {
@@ -19,17 +21,22 @@ const SERVE_ONE = fileURLToPath(new URL('../serve-one.js', import.meta.url))
 
 /**
  * Starts `serve-one.js` for a server id in front of `upstreams` (or the upstream itself, with
- * none) and waits for its `READY <port>` line. The child's stdin is a pipe from this process, so
- * it exits when this process dies.
+ * none), with `certificate` in its environment when given, and waits for its `READY <port>` line.
+ * The child's stdin is a pipe from this process, so it exits when this process dies.
  */
 export function startServerProcess(
   id: string,
   upstreams: readonly URL[] = [],
+  certificate?: BenchCertificate,
 ): Promise<ServerProcess> {
   const args = [SERVE_ONE, id, ...upstreams.map((upstream) => upstream.href)]
   const child = spawn(process.execPath, args, {
     stdio: ['pipe', 'pipe', 'inherit'],
-    env: { ...process.env, NODE_ENV: 'production' },
+    env: {
+      ...process.env,
+      NODE_ENV: 'production',
+      ...(certificate === undefined ? {} : toCertificateEnv(certificate)),
+    },
   })
   return new Promise((resolve, reject) => {
     let output = ''

@@ -1,5 +1,6 @@
 // Pure summaries of a benchmark run: medians, ratios to the peers, the issue's targets and the
 // Markdown tables printed at the end.
+import type { Front } from './servers.ts'
 
 /** A workload of the run. */
 export interface Workload {
@@ -9,14 +10,22 @@ export interface Workload {
   kind: 'load' | 'download'
   /** Through the pool servers, over three upstreams (`pool-report.ts`). Default `false`. */
   pool?: boolean
+  /** How the load speaks to the proxy (`tls-servers.ts`). Default `http`. */
+  front?: Front
 }
 
 /** One measurement of one server on one workload. */
 export interface Sample {
   /** Requests/s (load) or MiB/s (download). */
   rate: number
+  /** NaN (`null` in the JSON) when the load tool has no percentiles (h2load). */
   p50Ms: number
+  /** NaN (`null` in the JSON) when the load tool has no percentiles (h2load). */
   p99Ms: number
+  /** Mean latency, from a load tool without percentiles (h2load). */
+  meanMs?: number
+  /** Highest latency, from a load tool without percentiles (h2load). */
+  maxMs?: number
   requests: number
   errors: number
   badStatus: number
@@ -42,6 +51,10 @@ export interface CellSummary {
   rateMax: number
   p50Ms: number
   p99Ms: number
+  /** Median of the samples' mean latencies, when every sample has one (h2load). */
+  meanMs?: number
+  /** Median of the samples' highest latencies, when every sample has one (h2load). */
+  maxMs?: number
   cpuMicrosPerRequest: number
   peakRssMB: number
   errors: number
@@ -67,12 +80,16 @@ export function median(values: readonly number[]): number {
 export function summarize(samples: readonly Sample[]): CellSummary {
   const rates = samples.map((s) => s.rate)
   const spread = sumSpreads(samples)
+  const means = samples.flatMap((s) => (s.meanMs === undefined ? [] : [s.meanMs]))
+  const maxes = samples.flatMap((s) => (s.maxMs === undefined ? [] : [s.maxMs]))
   return {
     rate: median(rates),
     rateMin: Math.min(...rates),
     rateMax: Math.max(...rates),
     p50Ms: median(samples.map((s) => s.p50Ms)),
     p99Ms: median(samples.map((s) => s.p99Ms)),
+    ...(samples.length > 0 && means.length === samples.length ? { meanMs: median(means) } : {}),
+    ...(samples.length > 0 && maxes.length === samples.length ? { maxMs: median(maxes) } : {}),
     cpuMicrosPerRequest: median(samples.map((s) => s.cpuMicrosPerRequest)),
     peakRssMB: Math.max(...samples.map((s) => s.peakRssMB)),
     errors: samples.reduce((sum, s) => sum + s.errors, 0),
@@ -234,7 +251,9 @@ export function tableHead(cols: readonly string[]): string[] {
 export function renderMarkdown(input: ReportInput): string {
   const { servers, workloads } = input
   const lines: string[] = [`## ${input.title}`, '', ...input.context.map((c) => `- ${c}`), '']
-  if (servers.length > 0 && workloads.length > 0) renderTables(lines, input)
+  if (servers.length > 0 && workloads.length > 0) {
+    lines.push(...renderTables({ ...input, ours: [OURS.node, OURS.fetch] }))
+  }
   if (input.targets.length > 0) {
     lines.push('', '### Targets', '')
     for (const t of input.targets) {
@@ -247,12 +266,29 @@ export function renderMarkdown(input: ReportInput): string {
   return `${lines.join('\n')}\n`
 }
 
-function renderTables(lines: string[], { servers, workloads, summaries }: ReportInput): void {
+/** What {@link renderTables} shows. */
+export interface TablesInput {
+  servers: readonly { id: string; label: string }[]
+  workloads: readonly Workload[]
+  summaries: Summaries
+  /** This project's servers: one ratio table each, against every other server. */
+  ours: readonly string[]
+  /** Put before every table's heading (`HTTPS: `). Default: nothing. */
+  prefix?: string
+}
+
+/**
+ * The tables of one group of servers and workloads as Markdown lines: throughput, latency and CPU
+ * (mean / max where the load tool has no percentiles), peak RSS and each of `ours` / every peer.
+ */
+export function renderTables(input: TablesInput): string[] {
+  const { servers, workloads, summaries, ours: oursIds, prefix = '' } = input
+  const lines: string[] = []
   const head = (cols: readonly string[]): void => {
     lines.push(...tableHead(cols))
   }
 
-  lines.push('### Throughput (median, min–max)', '')
+  lines.push(`### ${prefix}Throughput (median, min–max)`, '')
   head(['proxy', ...workloads.map((w) => `${w.label} (${unit(w)})`)])
   for (const s of servers) {
     const row = workloads.map((w) => {
@@ -265,29 +301,36 @@ function renderTables(lines: string[], { servers, workloads, summaries }: Report
   }
 
   const loads = workloads.filter((w) => w.kind === 'load')
-  lines.push('', '### Latency p50 / p99 (ms, medians) and proxy CPU per request (µs)', '')
+  const cells = servers.flatMap((s) => loads.map((w) => summaries[s.id]?.[w.id]))
+  const meanMax = cells.some((c) => c?.meanMs !== undefined)
+  const latency = meanMax
+    ? cells.some((c) => c !== undefined && c.meanMs === undefined)
+      ? 'p50 / p99, or mean / max where the load tool has no percentiles (ms, medians)'
+      : 'mean / max (ms, medians; the load tool has no percentiles)'
+    : 'p50 / p99 (ms, medians)'
+  lines.push('', `### ${prefix}Latency ${latency} and proxy CPU per request (µs)`, '')
   head(['proxy', ...loads.map((w) => w.label)])
   for (const s of servers) {
     const row = loads.map((w) => {
       const c = summaries[s.id]?.[w.id]
-      return c === undefined
-        ? '–'
-        : `${fmt(c.p50Ms, 2)} / ${fmt(c.p99Ms, 2)}, ${fmt(c.cpuMicrosPerRequest)} µs`
+      if (c === undefined) return '–'
+      const [a, b] = c.meanMs === undefined ? [c.p50Ms, c.p99Ms] : [c.meanMs, c.maxMs ?? Number.NaN]
+      return `${fmt(a, 2)} / ${fmt(b, 2)}, ${fmt(c.cpuMicrosPerRequest)} µs`
     })
     lines.push(`| ${s.label} | ${row.join(' | ')} |`)
   }
 
-  lines.push('', '### Proxy peak RSS (MB)', '')
+  lines.push('', `### ${prefix}Proxy peak RSS (MB)`, '')
   head(['proxy', ...workloads.map((w) => w.label)])
   for (const s of servers) {
     const row = workloads.map((w) => fmt(summaries[s.id]?.[w.id]?.peakRssMB ?? Number.NaN))
     lines.push(`| ${s.label} | ${row.join(' | ')} |`)
   }
 
-  for (const ours of [OURS.node, OURS.fetch]) {
+  for (const ours of oursIds) {
     const label = servers.find((s) => s.id === ours)?.label
     if (label === undefined) continue
-    lines.push('', `### Ratios: ${label} / peer (median throughput)`, '')
+    lines.push('', `### ${prefix}Ratios: ${label} / peer (median throughput)`, '')
     head(['peer', ...workloads.map((w) => w.label)])
     for (const s of servers) {
       if (s.id === ours) continue
@@ -295,4 +338,5 @@ function renderTables(lines: string[], { servers, workloads, summaries }: Report
       lines.push(`| ${s.label} | ${row.join(' | ')} |`)
     }
   }
+  return lines
 }

@@ -3,13 +3,19 @@
 // and repeated.
 import { createHash } from 'node:crypto'
 import { request as httpRequest } from 'node:http'
+import type { IncomingMessage, OutgoingHttpHeaders } from 'node:http'
+import { connect as http2Connect, constants as http2Constants } from 'node:http2'
+import { request as httpsRequest } from 'node:https'
+import { createBenchCertificate } from './certificate.ts'
+import type { BenchCertificate } from './certificate.ts'
+import { runH2load } from './h2load.ts'
 import { cpuMicros, peakRssBytes, resetPeakRss, startServerProcess } from './processes.ts'
 import type { ServerProcess } from './processes.ts'
 import { download, runLoad } from './load.ts'
-import type { LoadTool } from './load.ts'
+import type { LoadResult, LoadTool } from './load.ts'
 import type { Cell, Sample, Workload } from './report.ts'
 import { REQUEST_COUNT_PATH, SMALL_BODY_BYTES } from './servers.ts'
-import type { ServerInfo } from './servers.ts'
+import type { Front, ServerInfo } from './servers.ts'
 
 /** Bytes of the echo workload's request body. */
 export const ECHO_BYTES: number = 64 * 1024
@@ -17,9 +23,18 @@ export const ECHO_BYTES: number = 64 * 1024
 /** A workload with the connections its load uses. */
 export interface BenchWorkload extends Workload {
   connections: number
+  /** HTTP/2: requests in flight on each connection (h2load's `-m`). Default 1. */
+  streams?: number
 }
 
-/** The workloads of issue 5, then the pool's (GET 1 KiB over three upstreams), in table order. */
+/** HTTP/2 load: connections, and requests in flight on each (128 in all, as `get-1k-128`). */
+export const H2_CLIENTS = 32
+export const H2_STREAMS = 4
+
+/**
+ * The workloads of issue 5, then the pool's (GET 1 KiB over three upstreams), then GET 1 KiB over
+ * HTTPS (wrk) and over HTTP/2 (h2load), in table order.
+ */
 export const WORKLOADS: readonly BenchWorkload[] = [
   { id: 'get-1k-32', label: 'GET 1 KiB, 32 conns', kind: 'load', connections: 32 },
   { id: 'get-1k-128', label: 'GET 1 KiB, 128 conns', kind: 'load', connections: 128 },
@@ -39,15 +54,50 @@ export const WORKLOADS: readonly BenchWorkload[] = [
     connections: 128,
     pool: true,
   },
+  {
+    id: 'https-get-1k-32',
+    label: 'HTTPS GET 1 KiB, 32 conns',
+    kind: 'load',
+    connections: 32,
+    front: 'https',
+  },
+  {
+    id: 'https-get-1k-128',
+    label: 'HTTPS GET 1 KiB, 128 conns',
+    kind: 'load',
+    connections: 128,
+    front: 'https',
+  },
+  {
+    id: `h2-get-1k-${H2_CLIENTS}x${H2_STREAMS}`,
+    label: `HTTP/2 GET 1 KiB, ${H2_CLIENTS} conns × ${H2_STREAMS} streams`,
+    kind: 'load',
+    connections: H2_CLIENTS,
+    streams: H2_STREAMS,
+    front: 'h2',
+  },
 ]
 
 /** How many upstream processes the pool workloads run over. */
 export const POOL_UPSTREAMS = 3
 
-/** Whether a server is measured on a workload: the pool's servers on the pool's workloads only. */
-export function measures(server: Pick<ServerInfo, 'pool'>, workload: BenchWorkload): boolean {
-  return (server.pool ?? false) === (workload.pool ?? false)
+/**
+ * Whether a server is measured on a workload: the pool's servers on the pool's workloads only, and
+ * each server on the workloads of its front (plain HTTP, HTTPS or HTTP/2) only.
+ */
+export function measures(
+  server: Pick<ServerInfo, 'pool' | 'front'>,
+  workload: Pick<Workload, 'pool' | 'front'>,
+): boolean {
+  return (
+    (server.pool ?? false) === (workload.pool ?? false) &&
+    (server.front ?? 'http') === (workload.front ?? 'http')
+  )
 }
+
+/** Whether a workload's load speaks TLS to the proxy (HTTPS or HTTP/2). */
+export const needsTls = (workload: Pick<Workload, 'front'>): boolean =>
+  (workload.front ?? 'http') !== 'http'
 
 /** How long and how often to measure. */
 export interface RunSettings {
@@ -67,20 +117,80 @@ export interface RunSettings {
 /** Progress lines go here (stderr by default). */
 export type Log = (line: string) => void
 
+/** A response as {@link verifyServer} reads it, with the protocol it came over. */
+interface Answer {
+  status: number
+  body: Buffer
+  /** `HTTP/1.1` or `h2`. */
+  protocol: string
+}
+
+// One request over a new connection: plain HTTP, or HTTPS trusting only the run's certificate.
 function requestOnce(
   url: string,
   method: 'GET' | 'POST',
   body?: Buffer,
-): Promise<{ status: number; body: Buffer }> {
+  ca?: string,
+): Promise<Answer> {
   return new Promise((resolve, reject) => {
-    const req = httpRequest(url, { method, agent: false }, (res) => {
+    const onResponse = (res: IncomingMessage): void => {
       const chunks: Buffer[] = []
       res.on('data', (chunk: Buffer) => chunks.push(chunk))
-      res.once('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks) }))
+      res.once('end', () =>
+        resolve({
+          status: res.statusCode ?? 0,
+          body: Buffer.concat(chunks),
+          protocol: `HTTP/${res.httpVersion}`,
+        }),
+      )
       res.once('error', reject)
-    })
+    }
+    const req = url.startsWith('https:')
+      ? httpsRequest(url, { method, agent: false, ...(ca === undefined ? {} : { ca }) }, onResponse)
+      : httpRequest(url, { method, agent: false }, onResponse)
     req.once('error', reject)
     req.end(body)
+  })
+}
+
+// One request over a new HTTP/2 session (ALPN h2 only), trusting only the run's certificate.
+function requestOnceH2(
+  origin: string,
+  path: string,
+  method: 'GET' | 'POST',
+  body: Buffer | undefined,
+  ca: string,
+): Promise<Answer> {
+  return new Promise((resolve, reject) => {
+    const session = http2Connect(origin, { ca, ALPNProtocols: ['h2'] })
+    const fail = (error: Error): void => {
+      session.destroy()
+      reject(error)
+    }
+    session.once('error', fail)
+    // With its length, as curl and browsers send a body they hold: fastify reads an HTTP/2
+    // request without content-length (there is no chunked encoding in HTTP/2) as having no body.
+    const headers: OutgoingHttpHeaders = {
+      [http2Constants.HTTP2_HEADER_METHOD]: method,
+      [http2Constants.HTTP2_HEADER_PATH]: path,
+      ...(body === undefined
+        ? {}
+        : { 'content-type': 'application/octet-stream', 'content-length': body.length }),
+    }
+    const stream = session.request(headers)
+    let status = 0
+    const chunks: Buffer[] = []
+    stream.once('response', (head) => {
+      status = Number(head[http2Constants.HTTP2_HEADER_STATUS])
+    })
+    stream.on('data', (chunk: Buffer) => chunks.push(chunk))
+    stream.once('error', fail)
+    stream.once('end', () => {
+      const protocol = session.alpnProtocol ?? 'none'
+      session.close()
+      resolve({ status, body: Buffer.concat(chunks), protocol })
+    })
+    stream.end(body)
   })
 }
 
@@ -96,18 +206,42 @@ function requestCounts(upstreams: readonly ServerProcess[]): Promise<number[]> {
   )
 }
 
+/** The origin a server answers on for a front: `http://` or, over TLS, `https://` 127.0.0.1. */
+export function originOf(port: number, front: Front = 'http'): string {
+  return `${front === 'http' ? 'http' : 'https'}://127.0.0.1:${port}`
+}
+
 /**
- * Checks that a server proxies the benchmark's requests correctly before it is measured: a
- * fast wrong answer must not win.
+ * Checks that a server proxies the benchmark's requests correctly before it is measured (a fast
+ * wrong answer must not win): `GET /1k` and a 64 KiB `POST /echo` byte for byte, over the
+ * protocol of its front. Over TLS only the run's certificate (`ca`) is trusted; `https` must
+ * answer HTTP/1.1 and `h2` must negotiate h2 by ALPN.
+ *
+ * @throws Error saying what was expected and what came back
  */
-export async function verifyServer(origin: string): Promise<void> {
-  const small = await requestOnce(`${origin}/1k`, 'GET')
+export async function verifyServer(
+  origin: string,
+  front: Front = 'http',
+  ca?: string,
+): Promise<void> {
+  if (front !== 'http' && ca === undefined) {
+    throw new Error(`checking a server over ${front} needs the run's certificate`)
+  }
+  const ask = (path: string, method: 'GET' | 'POST', body?: Buffer): Promise<Answer> =>
+    front === 'h2'
+      ? requestOnceH2(origin, path, method, body, ca as string)
+      : requestOnce(`${origin}${path}`, method, body, ca)
+  const expected = front === 'h2' ? 'h2' : 'HTTP/1.1'
+  const small = await ask('/1k', 'GET')
   if (small.status !== 200 || small.body.length !== SMALL_BODY_BYTES) {
     throw new Error(`GET /1k gave ${small.status} with ${small.body.length} bytes`)
   }
+  if (small.protocol !== expected) {
+    throw new Error(`GET /1k over ${front} came back over ${small.protocol}, not ${expected}`)
+  }
   const sent = Buffer.alloc(ECHO_BYTES)
   for (let i = 0; i < sent.length; i++) sent[i] = (i * 31) & 0xff
-  const echo = await requestOnce(`${origin}/echo`, 'POST', sent)
+  const echo = await ask('/echo', 'POST', sent)
   if (echo.status !== 200 || digest(echo.body) !== digest(sent)) {
     throw new Error(`POST /echo gave ${echo.status} with ${echo.body.length} different bytes`)
   }
@@ -122,16 +256,27 @@ async function measureLoad(
 ): Promise<Sample> {
   const echo = workload.id === 'echo-64k'
   const before = workload.pool === true ? await requestCounts(upstreams) : undefined
+  const url = `${originOf(server.port, workload.front)}${echo ? '/echo' : '/1k'}`
+  const amount = settings.amount === undefined ? {} : { amount: settings.amount }
   resetPeakRss(server.pid)
   const cpuBefore = cpuMicros(server.pid)
-  const result = await runLoad(settings.load, {
-    url: `http://127.0.0.1:${server.port}${echo ? '/echo' : '/1k'}`,
-    connections: workload.connections,
-    duration,
-    ...(settings.amount === undefined ? {} : { amount: settings.amount }),
-    method: echo ? 'POST' : 'GET',
-    ...(echo ? { bodyBytes: ECHO_BYTES } : {}),
-  })
+  const result: LoadResult =
+    workload.front === 'h2'
+      ? await runH2load({
+          url,
+          clients: workload.connections,
+          streams: workload.streams ?? 1,
+          duration,
+          ...amount,
+        })
+      : await runLoad(settings.load, {
+          url,
+          connections: workload.connections,
+          duration,
+          ...amount,
+          method: echo ? 'POST' : 'GET',
+          ...(echo ? { bodyBytes: ECHO_BYTES } : {}),
+        })
   const cpu = cpuMicros(server.pid) - cpuBefore
   const peakRssMB = peakRssBytes(server.pid) / 1e6
   const after = before === undefined ? undefined : await requestCounts(upstreams)
@@ -139,6 +284,8 @@ async function measureLoad(
     rate: result.requestsPerSecond,
     p50Ms: result.p50Ms,
     p99Ms: result.p99Ms,
+    ...(result.meanMs === undefined ? {} : { meanMs: result.meanMs }),
+    ...(result.maxMs === undefined ? {} : { maxMs: result.maxMs }),
     requests: result.requests,
     errors: result.errors,
     badStatus: result.badStatus,
@@ -167,9 +314,13 @@ async function measureDownload(server: ServerProcess, settings: RunSettings): Pr
   }
 }
 
-async function restart(server: ServerProcess, upstreams: readonly URL[]): Promise<ServerProcess> {
+async function restart(
+  server: ServerProcess,
+  upstreams: readonly URL[],
+  certificate: BenchCertificate | undefined,
+): Promise<ServerProcess> {
   await server.stop()
-  const fresh = await startServerProcess(server.id, upstreams)
+  const fresh = await startServerProcess(server.id, upstreams, certificate)
   // The same check as at the start, which also warms up the connection pool.
   await verifyServer(`http://127.0.0.1:${fresh.port}`)
   return fresh
@@ -186,22 +337,27 @@ export function rotate<T>(items: readonly T[], by: number): T[] {
  * Runs the benchmark: the upstream (three when a pool workload runs) and each server in their
  * own processes, verified, then every workload measured for every server that {@link measures}
  * it in each round, the server order rotated between rounds and workloads. Servers that measure
- * none of the workloads are not started. Every process is stopped before it returns.
+ * none of the workloads are not started. When a workload speaks TLS, one self-signed certificate
+ * is made for the run and given to every server process. Every process is stopped before it
+ * returns.
  */
 export async function runBenchmark(
-  selected: readonly Pick<ServerInfo, 'id' | 'pool'>[],
+  selected: readonly Pick<ServerInfo, 'id' | 'pool' | 'front'>[],
   workloadIds: readonly string[],
   settings: RunSettings,
   log: Log,
 ): Promise<Cell[]> {
   const workloads = WORKLOADS.filter((w) => workloadIds.includes(w.id))
   const wanted = selected.filter((s) => workloads.some((w) => measures(s, w)))
-  const pooled = new Set(wanted.filter((s) => s.pool === true).map((s) => s.id))
-  const measured = (id: string, w: BenchWorkload): boolean => measures({ pool: pooled.has(id) }, w)
+  const byId = new Map(wanted.map((s) => [s.id, s]))
+  const measured = (id: string, w: BenchWorkload): boolean => measures(byId.get(id) ?? {}, w)
+  const pooled = wanted.some((s) => s.pool === true)
+  const certificate = workloads.some(needsTls) ? await createBenchCertificate() : undefined
+  if (certificate !== undefined) log('made a self-signed ECDSA P-256 certificate for this run')
   const processes: ServerProcess[] = []
   try {
     const upstreams: ServerProcess[] = []
-    while (upstreams.length < (pooled.size > 0 ? POOL_UPSTREAMS : 1)) {
+    while (upstreams.length < (pooled ? POOL_UPSTREAMS : 1)) {
       const upstream = await startServerProcess('upstream')
       processes.push(upstream)
       upstreams.push(upstream)
@@ -209,11 +365,11 @@ export async function runBenchmark(
     // Servers that are not a pool's use the first.
     const upstreamUrls = upstreams.map(({ port }) => new URL(`http://127.0.0.1:${port}/`))
     const servers: ServerProcess[] = []
-    for (const { id } of wanted) {
-      const server = await startServerProcess(id, upstreamUrls)
+    for (const { id, front } of wanted) {
+      const server = await startServerProcess(id, upstreamUrls, certificate)
       processes.push(server)
       try {
-        await verifyServer(`http://127.0.0.1:${server.port}`)
+        await verifyServer(originOf(server.port, front), front, certificate?.cert)
       } catch (error) {
         throw new Error(`${id} does not proxy correctly: ${(error as Error).message}`, {
           cause: error,
@@ -251,7 +407,7 @@ export async function runBenchmark(
           } else {
             // A fresh process, so its peak RSS is the download's and not the heap that earlier
             // workloads left behind.
-            const fresh = await restart(server, upstreamUrls)
+            const fresh = await restart(server, upstreamUrls, certificate)
             processes.push(fresh)
             servers[servers.indexOf(server)] = fresh
             sample = await measureDownload(fresh, settings)
@@ -259,9 +415,13 @@ export async function runBenchmark(
           cells.get(`${server.id} ${workload.id}`)?.samples.push(sample)
           const unit = workload.kind === 'load' ? 'req/s' : 'MiB/s'
           const problems = sample.errors + sample.badStatus
+          const latency =
+            sample.meanMs === undefined
+              ? `p99 ${sample.p99Ms.toFixed(2)} ms`
+              : `mean ${sample.meanMs.toFixed(2)} ms, max ${(sample.maxMs ?? Number.NaN).toFixed(2)} ms`
           log(
             `[round ${rep + 1}/${settings.reps}] ${workload.id} ${server.id}: ` +
-              `${sample.rate.toFixed(0)} ${unit}, p99 ${sample.p99Ms.toFixed(2)} ms, ` +
+              `${sample.rate.toFixed(0)} ${unit}, ${latency}, ` +
               `${sample.cpuMicrosPerRequest.toFixed(0)} µs CPU/req, RSS ${sample.peakRssMB.toFixed(0)} MB` +
               (sample.spread === undefined ? '' : `, per upstream ${sample.spread.join(' / ')}`) +
               (problems > 0 ? `, ${problems} errors` : ''),

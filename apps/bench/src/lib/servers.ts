@@ -3,11 +3,14 @@
 // proxy with keep-alive to the upstream.
 import { createServer } from 'node:http'
 import type { IncomingHttpHeaders, IncomingMessage, Server, ServerResponse } from 'node:http'
+import type { Server as HttpsServer } from 'node:https'
 import type { AddressInfo, Socket } from 'node:net'
 import { pipeline } from 'node:stream/promises'
 import { Agent as HttpAgent } from 'node:http'
 import type { ServerType } from '@hono/node-server'
+import type { FastifyInstance, RawServerBase } from 'fastify'
 import type { ProxyAppOptions } from '@wsgiproxy/core'
+import type { BenchCertificate } from './certificate.ts'
 
 /** A server started by {@link startServer}. */
 export interface RunningServer {
@@ -18,6 +21,12 @@ export interface RunningServer {
 /** The upstreams a server is started with: one, or the pool's three (see `pool-servers.ts`). */
 export type Upstreams = readonly [URL, ...URL[]]
 
+/**
+ * How the load speaks to a server: `http` (HTTP/1.1 in clear), `https` (HTTP/1.1 over TLS) or
+ * `h2` (HTTP/2 over TLS, chosen by ALPN). The upstream is always plain HTTP/1.1 on loopback.
+ */
+export type Front = 'http' | 'https' | 'h2'
+
 /** What each benchmarked server is and which path of which project it measures. */
 export interface ServerInfo {
   /** Short id used on the command line and in the JSON. */
@@ -26,8 +35,14 @@ export interface ServerInfo {
   label: string
   /** Measured on the pool workloads (three upstreams) instead of the others. Default `false`. */
   pool?: boolean
-  /** Starts it in front of `upstreams`; a server that is not a pool's uses the first. */
-  start(upstreams: Upstreams): Promise<RunningServer>
+  /** Measured on the workloads of this front only (see `tls-servers.ts`). Default `http`. */
+  front?: Front
+  /**
+   * Starts it in front of `upstreams`; a server that is not a pool's uses the first. `certificate`
+   * is the run's, given to every server when a workload needs TLS; a TLS server refuses to start
+   * without it.
+   */
+  start(upstreams: Upstreams, certificate?: BenchCertificate): Promise<RunningServer>
 }
 
 /** Bytes the upstream serves for `GET /1k`. */
@@ -93,7 +108,7 @@ async function download(res: ServerResponse, total: number): Promise<void> {
 }
 
 /** Listens on a free port of 127.0.0.1 with a long keep-alive timeout. */
-export function listen(server: Server): Promise<RunningServer> {
+export function listen(server: Server | HttpsServer): Promise<RunningServer> {
   server.keepAliveTimeout = 60_000
   return new Promise((resolve, reject) => {
     server.once('error', reject)
@@ -110,17 +125,32 @@ export function listen(server: Server): Promise<RunningServer> {
   })
 }
 
-async function honoListen(
+/**
+ * Serves a fetch handler on `@hono/node-server`, over HTTPS with `certificate` the way its README
+ * shows (`createServer` from `node:https`, the key and certificate as `serverOptions`).
+ */
+export async function honoListen(
   fetch: (request: Request) => Response | Promise<Response>,
+  certificate?: BenchCertificate,
 ): Promise<RunningServer> {
   const { serve: honoServe } = await import('@hono/node-server')
+  const https =
+    certificate === undefined
+      ? {}
+      : {
+          createServer: (await import('node:https')).createServer,
+          serverOptions: { key: certificate.key, cert: certificate.cert },
+        }
   return new Promise<RunningServer>((resolve) => {
-    const server: ServerType = honoServe({ fetch, port: 0, hostname: '127.0.0.1' }, (info) => {
-      resolve({
-        port: info.port,
-        close: () => new Promise<void>((done) => server.close(() => done())),
-      })
-    })
+    const server: ServerType = honoServe(
+      { fetch, port: 0, hostname: '127.0.0.1', ...https },
+      (info) => {
+        resolve({
+          port: info.port,
+          close: () => new Promise<void>((done) => server.close(() => done())),
+        })
+      },
+    )
   })
 }
 
@@ -165,16 +195,99 @@ export function onHttpProxyError(
   else res.destroy()
 }
 
+/** How a server faces the client: plain HTTP unless `tls` is given. */
+export interface FrontOptions {
+  /** Serve HTTPS with this key and certificate. Default: plain HTTP. */
+  tls?: BenchCertificate
+  /** With `tls`: HTTP/2 by ALPN, HTTP/1.1 on the same port. Default `false`. */
+  http2?: boolean
+}
+
 /**
  * The node listener over `createProxyApp` with undici and every protocol header on
- * (X-Forwarded-*, X-Traversal-*, Forwarded): `wsgiproxy-node`, and the pool's entries.
+ * (X-Forwarded-*, X-Traversal-*, Forwarded): `wsgiproxy-node`, the pool's entries and, with
+ * `front`, the HTTPS and HTTP/2 ones.
  */
 export async function startNodeListener(
   options: Pick<ProxyAppOptions, 'href' | 'balance'>,
+  front: FrontOptions = {},
 ): Promise<RunningServer> {
   const { createProxyApp } = await import('@wsgiproxy/core')
   const { serve, undiciTransport } = await import('@wsgiproxy/node')
-  return serve(createProxyApp({ ...options, transport: undiciTransport(), forwarded: true }))
+  const app = createProxyApp({ ...options, transport: undiciTransport(), forwarded: true })
+  return serve(app, {
+    ...(front.tls === undefined ? {} : { tls: { key: front.tls.key, cert: front.tls.cert } }),
+    ...(front.http2 === undefined ? {} : { http2: front.http2 }),
+  })
+}
+
+/**
+ * http-proxy with a keep-alive agent and `xfwd`, on a `node:http` server, or with `tls` on a
+ * `node:https` one calling `proxy.web` (its `ssl` option starts a server whose port it keeps
+ * private). X-Forwarded-Proto says `https` then.
+ */
+export async function startHttpProxy(
+  upstream: URL,
+  front: Pick<FrontOptions, 'tls'> = {},
+): Promise<RunningServer> {
+  const { default: httpProxy } = await import('http-proxy')
+  const proxy = httpProxy.createProxyServer({
+    target: upstream.origin,
+    agent: new HttpAgent({ keepAlive: true }),
+    xfwd: true,
+  })
+  proxy.on('error', onHttpProxyError)
+  const listener = (req: IncomingMessage, res: ServerResponse): void => proxy.web(req, res)
+  if (front.tls === undefined) return listen(createServer(listener))
+  const { createServer: createHttpsServer } = await import('node:https')
+  return listen(createHttpsServer({ key: front.tls.key, cert: front.tls.cert }, listener))
+}
+
+/**
+ * @fastify/http-proxy on fastify; with `tls`, fastify's `https` option, and with `http2` too its
+ * `http2: true` with `https.allowHTTP1` (fastify's HTTP/2 docs). The plugin's own `http2` option
+ * is about the upstream, which stays HTTP/1.1.
+ */
+export async function startFastifyHttpProxy(
+  upstream: URL,
+  front: FrontOptions = {},
+): Promise<RunningServer> {
+  const { default: Fastify } = await import('fastify')
+  const { tls, http2 = false } = front
+  if (tls === undefined) return fastifyProxy(Fastify({ logger: false }), upstream)
+  const https = { key: tls.key, cert: tls.cert }
+  return http2
+    ? fastifyProxy(
+        Fastify({ logger: false, http2: true, https: { ...https, allowHTTP1: true } }),
+        upstream,
+      )
+    : fastifyProxy(Fastify({ logger: false, https }), upstream)
+}
+
+// One function per server type: the instances of fastify's overloads do not share `register`.
+async function fastifyProxy<S extends RawServerBase>(
+  app: FastifyInstance<S>,
+  upstream: URL,
+): Promise<RunningServer> {
+  const { default: fastifyHttpProxy } = await import('@fastify/http-proxy')
+  await app.register(fastifyHttpProxy, { upstream: upstream.origin })
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  return { port: (app.server.address() as AddressInfo).port, close: () => app.close() }
+}
+
+/** hono's `proxy()` helper on `@hono/node-server`, over HTTPS with `tls`. */
+export async function startHonoProxy(
+  upstream: URL,
+  front: Pick<FrontOptions, 'tls'> = {},
+): Promise<RunningServer> {
+  const { Hono } = await import('hono')
+  const { proxy } = await import('hono/proxy')
+  const app = new Hono()
+  app.all('*', (c) => {
+    const url = new URL(c.req.url)
+    return proxy(`${upstream.origin}${url.pathname}${url.search}`, c.req.raw)
+  })
+  return honoListen(app.fetch, front.tls)
 }
 
 /** Every server a run can start, in table order. Each imports only what it measures. */
@@ -206,42 +319,17 @@ export const SERVERS: readonly ServerInfo[] = [
   {
     id: 'http-proxy',
     label: 'http-proxy 1.18.1',
-    start: async ([upstream]) => {
-      const { default: httpProxy } = await import('http-proxy')
-      const proxy = httpProxy.createProxyServer({
-        target: upstream.origin,
-        agent: new HttpAgent({ keepAlive: true }),
-        xfwd: true,
-      })
-      proxy.on('error', onHttpProxyError)
-      return listen(createServer((req, res) => proxy.web(req, res)))
-    },
+    start: ([upstream]) => startHttpProxy(upstream),
   },
   {
     id: 'fastify-http-proxy',
     label: '@fastify/http-proxy 11.6.3 (fastify 5.12.8)',
-    start: async ([upstream]) => {
-      const { default: Fastify } = await import('fastify')
-      const { default: fastifyHttpProxy } = await import('@fastify/http-proxy')
-      const app = Fastify({ logger: false })
-      await app.register(fastifyHttpProxy, { upstream: upstream.origin })
-      await app.listen({ port: 0, host: '127.0.0.1' })
-      return { port: (app.server.address() as AddressInfo).port, close: () => app.close() }
-    },
+    start: ([upstream]) => startFastifyHttpProxy(upstream),
   },
   {
     id: 'hono-proxy',
     label: 'hono/proxy (hono 4.13.19), @hono/node-server 2.1.9',
-    start: async ([upstream]) => {
-      const { Hono } = await import('hono')
-      const { proxy } = await import('hono/proxy')
-      const app = new Hono()
-      app.all('*', (c) => {
-        const url = new URL(c.req.url)
-        return proxy(`${upstream.origin}${url.pathname}${url.search}`, c.req.raw)
-      })
-      return honoListen(app.fetch)
-    },
+    start: ([upstream]) => startHonoProxy(upstream),
   },
   {
     id: 'undici-stream',
