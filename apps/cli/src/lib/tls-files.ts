@@ -33,10 +33,6 @@ const POLL_MS = 1_000
  * @throws CliError (exit 1) naming the file that cannot be read
  */
 export async function readTls(files: TlsFiles): Promise<ServeTls> {
-  const pair = async (which: string, { cert, key }: TlsPair) => ({
-    cert: await read(`${which}cert`, cert),
-    key: await read(`${which}key`, key),
-  })
   const tls: ServeTls = await pair('tls.', files)
   if (files.sni !== undefined) {
     const sni: Record<string, { cert: Buffer; key: Buffer }> = {}
@@ -96,6 +92,11 @@ export function watchTls(files: TlsFiles, served: Served, logger: Logger): () =>
     process.off('SIGHUP', onHangup)
     for (const [path, listener] of listeners) unwatchFile(path, listener)
   }
+}
+
+// A certificate and its key, read; `which` prefixes the names in messages (`tls.`).
+async function pair(which: string, { cert, key }: TlsPair): Promise<{ cert: Buffer; key: Buffer }> {
+  return { cert: await read(`${which}cert`, cert), key: await read(`${which}key`, key) }
 }
 
 async function read(what: string, path: string): Promise<Buffer> {

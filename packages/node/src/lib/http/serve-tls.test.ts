@@ -2,7 +2,7 @@
 // replaced while serving.
 import { request } from 'node:https'
 import { connect } from 'node:tls'
-import { X509Certificate } from 'node:crypto'
+import type { X509Certificate } from 'node:crypto'
 import type { EnvironApp } from '@wsgiproxy/core'
 import { afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { selfSignedCertificate } from '@wsgiproxy/test-kit/tls'
