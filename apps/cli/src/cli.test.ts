@@ -74,7 +74,16 @@ function getWithHost(
 
 describe('wsgiproxy', () => {
   it('prints help for every subcommand', async () => {
-    for (const command of ['serve', 'proxy', 'spawn', 'forward', 'echo', 'keygen', 'schema']) {
+    for (const command of [
+      'serve',
+      'proxy',
+      'spawn',
+      'forward',
+      'echo',
+      'keygen',
+      'passwd',
+      'schema',
+    ]) {
       const result = await runCli([command, '--help'])
       expect(result.code).toBe(0)
       expect(result.stdout).toContain(`usage: wsgiproxy ${command}`)
@@ -113,7 +122,7 @@ describe('wsgiproxy', () => {
       const result = await runCli([name])
       expect(result.code).toBe(1)
       expect(result.stderr).toBe(
-        `wsgiproxy: unknown command "${name}": expected serve, proxy, spawn, forward, echo, keygen or schema (see wsgiproxy --help)\n`,
+        `wsgiproxy: unknown command "${name}": expected serve, proxy, spawn, forward, echo, keygen, passwd or schema (see wsgiproxy --help)\n`,
       )
     }
   })
@@ -410,7 +419,7 @@ describe('wsgiproxy spawn', () => {
 })
 
 describe('wsgiproxy forward', () => {
-  it('forwards absolute-form requests from curl -x and answers CONNECT with 501', async () => {
+  it('forwards absolute-form requests from curl -x and refuses CONNECT to a port not listed', async () => {
     const upstream = await startUpstream()
     const cli = await startCli(['forward', '--allow', '127.0.0.1', ...LISTEN])
     const { stdout } = await exec('/usr/bin/curl', ['-sS', '-x', cli.url, `${upstream}/x?y=1`])
@@ -430,7 +439,8 @@ describe('wsgiproxy forward', () => {
       cli.url,
       'https://127.0.0.1:1/',
     ]).catch((error: { stdout: string }) => error)
-    expect(connect.stdout).toBe('501')
+    // Port 1 is not a CONNECT port (443 only without --connect-port): nothing is connected.
+    expect(connect.stdout).toBe('403')
 
     const self = await fetch(`${cli.url}/loop`)
     expect(self.status).toBe(508)
@@ -501,7 +511,7 @@ describe('wsgiproxy forward', () => {
         title: 'Forbidden',
         status: 403,
         detail:
-          'the target host is not in the exactProxy allow list (the proxy operator can add it to allow)',
+          'this proxy does not connect to the target (the proxy operator decides where it may connect)',
         code: 'TARGET_NOT_ALLOWED',
       })
     }
@@ -520,7 +530,7 @@ describe('wsgiproxy forward', () => {
     // The operator's log says which target was refused and how to allow it.
     await cli.waitFor(
       new RegExp(
-        `TARGET_NOT_ALLOWED: the target 127\\.0\\.0\\.1:${i} is not in the exactProxy allow list \\(add "127\\.0\\.0\\.1:${i}" to allow`,
+        `TARGET_NOT_ALLOWED: the target 127\\.0\\.0\\.1:${i} is not in the allow list \\(add --allow 127\\.0\\.0\\.1:${i} to permit it\\)`,
       ),
     )
 

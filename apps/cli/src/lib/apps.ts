@@ -398,7 +398,14 @@ function watchSpawner(spawner: Spawner, logger: Logger): void {
   )
 }
 
-function logProxyError(logger: Logger) {
+/**
+ * The `onError` hook of the forwarding apps: logs upstream failures, loops and refused targets
+ * (whose response names no target) for the operator.
+ *
+ * @param logger - the logger
+ * @returns the hook
+ */
+export function logProxyError(logger: Logger): (error: WsgiProxyError) => void {
   return (error: WsgiProxyError): void => {
     if (error.code === 'CLIENT_ABORTED') return
     // The response says only that the target is not allowed: the log says which, for the operator.

@@ -3,7 +3,7 @@ import { DEFAULT_LISTEN, formatListen } from './listen.ts'
 
 /** A subcommand, or `main` for the command itself. */
 export type HelpTopic =
-  'main' | 'serve' | 'proxy' | 'spawn' | 'forward' | 'echo' | 'keygen' | 'schema'
+  'main' | 'serve' | 'proxy' | 'spawn' | 'forward' | 'echo' | 'keygen' | 'passwd' | 'schema'
 
 const COMMON_HELP = `  --listen host:port     where to listen (default ${formatListen(DEFAULT_LISTEN)}; port 0 picks a free one)
   --log-format text|json request and event lines on stderr as text (default) or JSON lines
@@ -34,9 +34,10 @@ commands:
   serve     serve the routes of a config file (wsgiproxy.config.json)
   proxy     forward every request to one server (or a pool): wsgiproxy proxy http://127.0.0.1:9000
   spawn     start a backend on the first request: wsgiproxy spawn -- python3 app.py __PORT__
-  forward   a real HTTP forward proxy (curl -x http://127.0.0.1:8080 http://example.test/)
+  forward   a real HTTP forward proxy with CONNECT (curl -x http://127.0.0.1:8080 https://example.test/)
   echo      answer with the restored environ (HTML, or JSON for Accept: application/json)
   keygen    print or write a key file with a fresh 32-byte secret
+  passwd    print a user line for forward --auth-file, the password read on stdin
   schema    print the JSON Schema of the config file
 
 Run wsgiproxy <command> --help for its options.`,
@@ -77,18 +78,26 @@ ${COMMON_HELP}`,
   forward: `usage: wsgiproxy forward [options]
 
 A real HTTP forward proxy on the exact proxy: requests in absolute form
-(GET http://host:port/path HTTP/1.1) are sent to the server they name.
-Use it as curl -x http://127.0.0.1:8080 http://upstream/path. http:// only: CONNECT gets 501.
+(GET http://host:port/path HTTP/1.1) are sent to the server they name, and CONNECT host:port
+opens a tunnel (how clients reach https:// URLs). Use it as
+curl -x http://127.0.0.1:8080 https://example.test/.
 Only public addresses are reached unless --allow says more: loopback, private, link-local and
-other internal targets get 403 in any spelling, also through a name that resolves to one.
-A request that would come back to this proxy gets 508.
+other internal targets get 403 in any spelling, also through a name that resolves to one, and
+the connection goes to the address checked. A request that would come back to this proxy gets 508.
 
   --allow ENTRY          also allow this target (repeatable): a host name (example.com,
                          *.example.com), an address or CIDR range (127.0.0.1, 10.0.0.0/8,
                          ::1) or a preset (public, loopback, linklocal, uniquelocal),
                          optionally with :port, :port,port or :* ([::1]:8080); giving
                          --allow replaces the default public, so add it back to keep it
-${COMMON_HELP}`,
+  --deny ENTRY           never connect to this target, even when allowed (repeatable; the
+                         same entries; a name is refused before it is looked up)
+  --connect-port N       a port CONNECT tunnels may go to (repeatable; default 443 only)
+  --auth-file FILE       require Proxy-Authorization: Basic for a user of FILE (lines
+                         user:scrypt$N$r$p$salt$hash, made by wsgiproxy passwd USER);
+                         others get 407
+${COMMON_HELP}
+  (CONNECT tunnels are the upgraded tunnels here: --upgrade-idle and --max-upgrades bound them)`,
   echo: `usage: wsgiproxy echo [options]
 
 The sample app behind the proxy middleware: answers with the restored environ as an HTML
@@ -108,6 +117,15 @@ to FILE with mode 0600.
   -o, --out FILE         write the key file here instead of printing it
   -f, --force            overwrite FILE if it exists
   --id KEYID             the key id (default k<today's date>)
+  -h, --help             show this help`,
+  passwd: `usage: wsgiproxy passwd USER
+
+Reads a password from the first line of stdin (without echo from a terminal) and prints the
+line USER:scrypt$N$r$p$salt$hash for wsgiproxy forward --auth-file (scrypt, N=16384, r=8, p=1,
+a random 16-byte salt; salt and hash in base64):
+
+  wsgiproxy passwd alice >> users
+
   -h, --help             show this help`,
   schema: `usage: wsgiproxy schema
 

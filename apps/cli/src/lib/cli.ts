@@ -5,7 +5,7 @@ import type { HelpTopic } from './cli-help.ts'
 import type { CliIo } from './cli-args.ts'
 import { CliError, EXIT_RUNTIME, usageError } from './errors.ts'
 import { runEcho, runForward, runProxy, runServe, runSpawn } from './serving-commands.ts'
-import { runKeygen, runSchema } from './utility-commands.ts'
+import { runKeygen, runPasswd, runSchema } from './utility-commands.ts'
 
 const DEFAULT_IO: CliIo = {
   stdout: (text) => process.stdout.write(text),
@@ -27,6 +27,7 @@ const COMMANDS: Record<Command, (args: string[], io: CliIo) => Promise<number>> 
   forward: runForward,
   echo: runEcho,
   keygen: runKeygen,
+  passwd: runPasswd,
   schema: runSchema,
 }
 
@@ -51,7 +52,7 @@ export async function runCli(argv: readonly string[], io: CliIo = DEFAULT_IO): P
     }
     if (!Object.hasOwn(HELP, first) || first === 'main') {
       throw usageError(
-        `unknown command ${JSON.stringify(first)}: expected serve, proxy, spawn, forward, echo, keygen or schema (see wsgiproxy --help)`,
+        `unknown command ${JSON.stringify(first)}: expected serve, proxy, spawn, forward, echo, keygen, passwd or schema (see wsgiproxy --help)`,
       )
     }
     return await COMMANDS[first as Command](rest, io)

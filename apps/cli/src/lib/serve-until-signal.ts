@@ -22,7 +22,9 @@ import type { UpgradeSettings } from './upgrade-settings.ts'
  * @param format - the log format
  * @param upgrade - the upgrade settings for `serve()`
  * @param build - makes the app; the resources it takes are closed on shutdown
- * @param setup - called with the server once it listens
+ * @param setup - called with the server once it listens; what it returns is called when the
+ * signal comes, before the server drains (to stop what the server does not track, such as
+ * CONNECT tunnels)
  * @returns the exit status, 0 after a clean stop
  * @throws CliError (exit 2) when the address cannot be listened on, saying how to pick another
  */
@@ -32,7 +34,7 @@ export async function serveUntilSignal(
   format: LogFormat,
   upgrade: UpgradeSettings,
   build: (resources: Resources) => EnvironApp | UpgradableApp | Promise<EnvironApp | UpgradableApp>,
-  setup?: (served: Served, resources: Resources) => void,
+  setup?: (served: Served, resources: Resources) => (() => void) | undefined,
 ): Promise<number> {
   // Listen for the signals before anything else: one that came before the listener would end
   // the process by its default action, as if it had crashed (exit by SIGINT, not 0). A signal
@@ -72,13 +74,14 @@ export async function serveUntilSignal(
     throw error
   }
   resources.self = served.server.address()
-  setup?.(served, resources)
+  const onShutdown = setup?.(served, resources)
   const unwatch = listen.tls === undefined ? undefined : watchTls(listen.tls, served, logger)
   logger.event('listening', `${command} listening on ${served.url}`, { url: served.url })
 
   const signal = await stop.signal
   unwatch?.()
   logger.event('shutdown', `${signal}: draining requests and stopping backends`, { signal })
+  onShutdown?.()
   await served.close()
   await closeResources(resources)
   logger.event('stopped', 'stopped')

@@ -1,7 +1,6 @@
-import type { Socket } from 'node:net'
 import { allowEntryProblem } from '@wsgiproxy/core/adapter'
-import type { Served } from '@wsgiproxy/node'
-import { buildRouteApp, exactApp, exactUpstream } from './apps.ts'
+import { createSelfCheck, resolveHost } from '@wsgiproxy/node'
+import { buildRouteApp, exactUpstream } from './apps.ts'
 import type { Resources } from './apps.ts'
 import {
   COMMON_OPTIONS,
@@ -19,17 +18,25 @@ import {
 import type { CliIo } from './cli-args.ts'
 import type { RouteInput } from './config-schema.ts'
 import { loadConfig } from './config.ts'
+import { createConnectListener } from './connect-tunnel.ts'
+import { createDestinationGuard } from './destination-guard.ts'
+import type { DestinationGuard } from './destination-guard.ts'
 import { durationFlag } from './duration.ts'
 import { usageError } from './errors.ts'
 import { DEFAULT_LISTEN } from './listen.ts'
 import type { ListenChoice } from './listen.ts'
+import { createForwardApp } from './forward-app.ts'
 import { withRequestLog } from './log.ts'
+import { loadAuthFile } from './proxy-auth.ts'
 import { createRouter, notFound } from './router.ts'
 import { serveUntilSignal } from './serve-until-signal.ts'
 import { parseUpgradeFlags } from './upgrade-settings.ts'
 import { POOL_OPTIONS, poolRouteOptions } from './pool-route.ts'
 
 // The serving subcommands: each checks its flags, then serves until SIGINT or SIGTERM.
+
+// On shutdown, how long open CONNECT tunnels may go on (serve's close timeout for requests).
+const TUNNEL_GRACE_MS = 10_000
 
 /**
  * Runs `wsgiproxy serve`: serves the routes of a config file until SIGINT or SIGTERM.
@@ -173,7 +180,7 @@ export async function runSpawn(args: string[], io: CliIo): Promise<number> {
 }
 
 /**
- * Runs `wsgiproxy forward`: a forward proxy for http:// URLs until a signal.
+ * Runs `wsgiproxy forward`: a forward proxy for http:// URLs and CONNECT tunnels until a signal.
  *
  * @param args - the arguments after the subcommand
  * @param io - where output goes
@@ -185,6 +192,9 @@ export async function runForward(args: string[], io: CliIo): Promise<number> {
     options: {
       ...COMMON_OPTIONS,
       allow: { type: 'string', multiple: true },
+      deny: { type: 'string', multiple: true },
+      'connect-port': { type: 'string', multiple: true },
+      'auth-file': { type: 'string' },
       compat: KEY_OPTIONS.compat,
       'x-forwarded': KEY_OPTIONS['x-forwarded'],
     },
@@ -200,26 +210,48 @@ export async function runForward(args: string[], io: CliIo): Promise<number> {
       'forward: --x-forwarded does not apply: forward is the exact proxy and sends no protocol headers (use wsgiproxy proxy --x-forwarded <href>)',
     )
   }
-  const allow = values.allow
-  if (allow !== undefined) {
-    // Checked before listening, so a typo is a usage error that names the flag.
-    for (const entry of allow) {
-      const problem = allowEntryProblem(entry)
-      if (problem !== undefined) throw usageError(`--allow: ${problem}`)
-    }
-  }
+  // Checked before listening, so a typo is a usage error that names the flag.
+  const allow = entriesFlag('--allow', values.allow)
+  const deny = entriesFlag('--deny', values.deny) ?? []
+  const ports = connectPortsFlag(values['connect-port'])
+  const listen = listenOf(values)
+  const format = logFormat(values['log-format']) ?? 'text'
+  const upgrade = parseUpgradeFlags(values)
+  const authFile = values['auth-file']
+  const auth = authFile === undefined ? undefined : await loadAuthFile(authFile)
+  // One guard for plain requests and tunnels; it reads the server's address once it listens.
+  let guard: DestinationGuard | undefined
+  const guardOf = (resources: Resources): DestinationGuard =>
+    (guard ??= createDestinationGuard({
+      ...(allow === undefined ? {} : { allow }),
+      deny,
+      resolve: resolveHost,
+      isSelf: createSelfCheck(() => resources.self),
+    }))
   return serveUntilSignal(
     'forward',
-    listenOf(values),
-    logFormat(values['log-format']) ?? 'text',
-    parseUpgradeFlags(values),
+    listen,
+    format,
+    upgrade,
     (resources) =>
       withRequestLog(
-        exactApp(resources, allow === undefined ? {} : { allow }),
+        createForwardApp(resources, { guard: guardOf(resources), auth }),
         resources.logger,
         exactUpstream,
       ),
-    refuseConnect,
+    (served, resources) => {
+      // The upgrade settings bound the tunnels: forward forwards no Upgrade requests itself.
+      const tunnels = createConnectListener({
+        guard: guardOf(resources),
+        ports,
+        auth,
+        logger: resources.logger,
+        ...(upgrade.idleTimeout === undefined ? {} : { idleTimeout: upgrade.idleTimeout }),
+        ...(upgrade.maxConnections === undefined ? {} : { maxTunnels: upgrade.maxConnections }),
+      })
+      served.server.on('connect', tunnels.listener)
+      return () => tunnels.close(TUNNEL_GRACE_MS)
+    },
   )
 }
 
@@ -257,22 +289,25 @@ export async function runEcho(args: string[], io: CliIo): Promise<number> {
   )
 }
 
-// A forward proxy for http:// URLs only: a CONNECT tunnel (https://) is refused plainly.
-function refuseConnect(served: Served, resources: Resources): void {
-  served.server.on('connect', (req, socket: Socket) => {
-    const text = 'CONNECT is not supported: wsgiproxy forward proxies http:// URLs only\n'
-    socket.on('error', () => {})
-    socket.end(
-      `HTTP/1.1 501 Not Implemented\r\ncontent-type: text/plain; charset=utf-8\r\n` +
-        `content-length: ${Buffer.byteLength(text)}\r\nconnection: close\r\n\r\n${text}`,
-    )
-    resources.logger.request({
-      method: 'CONNECT',
-      path: req.url ?? '',
-      status: 501,
-      ms: 0,
-      upstream: '-',
-    })
+// Allow or deny entries of a flag, each checked.
+function entriesFlag(flag: string, entries: string[] | undefined): string[] | undefined {
+  for (const entry of entries ?? []) {
+    const problem = allowEntryProblem(entry)
+    if (problem !== undefined) throw usageError(`${flag}: ${problem}`)
+  }
+  return entries
+}
+
+// `--connect-port N` (repeatable): the ports CONNECT tunnels may go to, default 443.
+function connectPortsFlag(values: string[] | undefined): number[] {
+  if (values === undefined) return [443]
+  return values.map((value) => {
+    if (!/^[1-9][0-9]{0,4}$/.test(value) || Number(value) > 65535) {
+      throw usageError(
+        `--connect-port must be a port from 1 to 65535 such as 443 (got ${JSON.stringify(value)})`,
+      )
+    }
+    return Number(value)
   })
 }
 

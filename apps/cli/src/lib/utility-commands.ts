@@ -5,6 +5,7 @@ import { help, parseCommandArgs } from './cli-args.ts'
 import type { CliIo } from './cli-args.ts'
 import { configJsonSchema } from './config-schema.ts'
 import { CliError, EXIT_RUNTIME, usageError } from './errors.ts'
+import { hashPassword, userNameProblem } from './proxy-auth.ts'
 
 // The subcommands that write their output and exit.
 
@@ -71,6 +72,95 @@ export async function runSchema(args: string[], io: CliIo): Promise<number> {
   if (values.help === true) return help('schema', io)
   io.stdout(`${JSON.stringify(configJsonSchema(), null, 2)}\n`)
   return 0
+}
+
+/**
+ * Runs `wsgiproxy passwd USER`: reads a password on stdin (the first line; without echo from a
+ * terminal) and prints the auth file line `USER:scrypt$N$r$p$salt$hash` for
+ * `wsgiproxy forward --auth-file`.
+ *
+ * @param args - the arguments after the subcommand
+ * @param io - where output goes
+ * @param stdin - where the password comes from; default `process.stdin`
+ * @returns the exit status
+ */
+export async function runPasswd(
+  args: string[],
+  io: CliIo,
+  stdin: NodeJS.ReadStream = process.stdin,
+): Promise<number> {
+  const { values, positionals } = parseCommandArgs('passwd', args, {
+    options: { help: { type: 'boolean', short: 'h' } },
+    allowPositionals: true,
+  })
+  if (values.help === true) return help('passwd', io)
+  const user = positionals[0]
+  if (user === undefined || positionals.length > 1) {
+    throw usageError(
+      `passwd expects one user name, such as: wsgiproxy passwd alice >> users (got ${positionals.length})`,
+    )
+  }
+  const problem = userNameProblem(user)
+  if (problem !== undefined) throw usageError(`passwd: ${problem}`)
+  const password =
+    stdin.isTTY === true
+      ? await promptPassword(stdin, io, user)
+      : firstLine(await readUpTo(stdin, MAX_PASSWORD_INPUT))
+  if (password === '') {
+    throw usageError('passwd: expected a password on the first line of stdin (got an empty line)')
+  }
+  io.stdout(`${user}:${await hashPassword(password)}\n`)
+  return 0
+}
+
+// Enough for any password line; the rest of a large input is not read.
+const MAX_PASSWORD_INPUT = 64 * 1024
+
+function firstLine(text: string): string {
+  const end = text.indexOf('\n')
+  const line = end === -1 ? text : text.slice(0, end)
+  return line.endsWith('\r') ? line.slice(0, -1) : line
+}
+
+// The input until a newline, its end, or `max` bytes.
+async function readUpTo(stdin: NodeJS.ReadStream, max: number): Promise<string> {
+  const chunks: Buffer[] = []
+  let length = 0
+  for await (const chunk of stdin) {
+    const bytes = Buffer.isBuffer(chunk) ? chunk : Buffer.from(String(chunk))
+    chunks.push(bytes)
+    length += bytes.byteLength
+    if (length >= max || bytes.includes(10)) break
+  }
+  return Buffer.concat(chunks).toString('utf8')
+}
+
+// Reads a line from the terminal without echoing it.
+function promptPassword(stdin: NodeJS.ReadStream, io: CliIo, user: string): Promise<string> {
+  io.stderr(`password for ${user}: `)
+  stdin.setRawMode(true)
+  stdin.setEncoding('utf8')
+  return new Promise((resolve, reject) => {
+    let typed = ''
+    const done = (error?: CliError): void => {
+      stdin.off('data', onData)
+      stdin.setRawMode(false)
+      stdin.pause()
+      io.stderr('\n')
+      if (error === undefined) resolve(typed)
+      else reject(error)
+    }
+    const onData = (text: string): void => {
+      for (const char of text) {
+        if (char === '\r' || char === '\n' || char === '\u0004') return done()
+        if (char === '\u0003') return done(new CliError('passwd: interrupted', 130))
+        if (char === '\u007f' || char === '\b') typed = [...typed].slice(0, -1).join('')
+        else typed += char
+      }
+    }
+    stdin.on('data', onData)
+    stdin.resume()
+  })
 }
 
 // Why a file could not be written, and what to do.

@@ -48,18 +48,20 @@ export interface CliResult {
  *
  * @param args - the arguments
  * @param cwd - the working directory
+ * @param input - written to its stdin (a pipe, then closed); without it stdin is closed
  * @returns exit code and output
  */
-export function runCli(args: string[], cwd?: string): Promise<CliResult> {
+export function runCli(args: string[], cwd?: string, input?: string): Promise<CliResult> {
   const child = spawn(process.execPath, [BIN, ...args], {
     cwd,
-    stdio: ['ignore', 'pipe', 'pipe'],
+    stdio: [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
   })
   children.add(child)
+  child.stdin?.end(input)
   let stdout = ''
   let stderr = ''
-  child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk))
-  child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk))
+  child.stdout?.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk))
+  child.stderr?.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk))
   return new Promise((resolve, reject) => {
     child.once('error', reject)
     child.once('close', (code) => {
