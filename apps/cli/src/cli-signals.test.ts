@@ -91,20 +91,21 @@ describe('serveUntilSignal', () => {
       process.listeners(signal).filter((listener) => !before[signal].includes(listener))
     let heard: { SIGINT: number; SIGTERM: number } | undefined
     try {
-      const status = await serveUntilSignal(
-        'echo',
-        { address: { hostname: '127.0.0.1', port: 0 }, source: { from: 'flag' } },
-        'json',
-        {},
-        async (resources) => {
+      const status = await serveUntilSignal({
+        command: 'echo',
+        listen: { address: { hostname: '127.0.0.1', port: 0 }, source: { from: 'flag' } },
+        format: 'json',
+        upgrade: {},
+        build: async (resources) => {
           heard = { SIGINT: added('SIGINT').length, SIGTERM: added('SIGTERM').length }
           return (await buildRouteApp({ path: '/', type: 'echo' }, resources)).app
         },
         // Listening: stop it as SIGTERM would, calling only the listeners it added.
-        () => {
+        setup: () => {
           for (const listener of added('SIGTERM')) listener('SIGTERM')
+          return undefined
         },
-      )
+      })
       expect(status).toBe(0)
       expect(heard).toEqual({ SIGINT: 1, SIGTERM: 1 })
     } finally {

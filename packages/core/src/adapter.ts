@@ -14,6 +14,7 @@ export {
 } from './lib/environ/environ.ts'
 export { environPath, quotePath, unquotePath } from './lib/environ/url-path.ts'
 export { isAppResponse } from './lib/environ/response.ts'
+export { readTrailers } from './lib/trailers.ts'
 export { findRemoteAddr } from './lib/environ/peer-address.ts'
 export { asWsgiProxyError } from './lib/errors.ts'
 export { onBodyEnd, toReadableStream } from './lib/streams.ts'

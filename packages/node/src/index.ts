@@ -24,6 +24,7 @@ export type {
   SpawnerInstanceState,
   SpawnerInstanceStatus,
   SpawnerInstances,
+  SpawnerLease,
   SpawnerLogEntry,
   SpawnerLogger,
   SpawnerOptions,
@@ -34,3 +35,5 @@ export type {
   SpawnerStopReason,
 } from './lib/spawner/spawner.ts'
 export { createSpawner, SpawnerError } from './lib/spawner/spawner.ts'
+export { createLeasedSpawnerApp } from './lib/spawner/leased-app.ts'
+export type { LeasedSpawnerAppOptions } from './lib/spawner/leased-app.ts'

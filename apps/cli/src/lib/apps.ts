@@ -14,6 +14,7 @@ import type {
   UpstreamPool,
 } from '@wsgiproxy/core'
 import {
+  createLeasedSpawnerApp,
   createSelfCheck,
   createSpawner,
   resolveHost,
@@ -25,6 +26,7 @@ import type {
   ListenerAddress,
   Spawner,
   SpawnerInstances,
+  SpawnerLease,
   SpawnerOptions,
   UndiciTransport,
 } from '@wsgiproxy/node'
@@ -50,6 +52,14 @@ export interface Resources {
   readonly transport: UndiciTransport
   /** The spawners started. */
   readonly spawners: Spawner[]
+  /**
+   * The spawn route key of each spawner, the key file watcher its signer reads, and, for one taken
+   * over from an earlier config not yet committed, the resources it came from.
+   */
+  readonly spawnerRoutes: Map<
+    Spawner,
+    { key: string; watcher: KeyFileWatcher | undefined; from?: Resources }
+  >
   /** The upstream pools of proxy routes (their health checks stop on shutdown). */
   readonly pools: UpstreamPool[]
   /** The key files watched. */
@@ -59,36 +69,126 @@ export interface Resources {
    * answers 508 to a request addressed to it.
    */
   self: ListenerAddress
+  /**
+   * Spawners of an earlier config that a spawn route with the same definition takes over (by
+   * {@link spawnRouteKey}) instead of starting its own: a reload keeps unchanged backends running.
+   */
+  readonly reuse?: Map<string, KeptSpawner>
+  /**
+   * In a worker process: spawn routes lease a backend of the spawner the main process owns (by
+   * {@link spawnRouteKey}) instead of spawning their own.
+   */
+  readonly lease?: (key: string, signal: AbortSignal | undefined) => Promise<SpawnerLease>
+}
+
+/** A spawner an earlier config started, which a newer one may take over. */
+export interface KeptSpawner {
+  readonly spawner: Spawner
+  /** The key file watcher its signer reads. */
+  readonly watcher: KeyFileWatcher | undefined
+  /** The resources it belongs to until it is taken over. */
+  readonly from: Resources
 }
 
 /**
- * Creates the resources of one command run.
+ * The spawners of `resources` by route key, for the resources of a newer config: a spawn route
+ * with the same key takes its spawner (and its key file watcher) over, and it leaves `resources`.
  *
- * @param logger - the logger
- * @returns the resources
+ * @param resources - those of the config being replaced
+ * @returns the spawners to reuse
  */
-export function createResources(logger: Logger): Resources {
-  return {
-    logger,
-    transport: undiciTransport(),
-    spawners: [],
-    pools: [],
-    watchers: [],
-    self: undefined,
+export function keptSpawners(resources: Resources): Map<string, KeptSpawner> {
+  const kept = new Map<string, KeptSpawner>()
+  for (const [spawner, { key, watcher }] of resources.spawnerRoutes) {
+    kept.set(key, { spawner, watcher, from: resources })
+  }
+  return kept
+}
+
+/**
+ * Makes the spawners (and their key file watchers) a newer config took over its own: they leave
+ * the resources of the config it replaces, which can then be closed without stopping them.
+ *
+ * @param resources - those of the newer config, built without error
+ */
+export function commitTakeOver(resources: Resources): void {
+  for (const [spawner, { key, watcher, from }] of resources.spawnerRoutes) {
+    if (from === undefined) continue
+    from.spawners.splice(from.spawners.indexOf(spawner), 1)
+    from.spawnerRoutes.delete(spawner)
+    if (watcher !== undefined) from.watchers.splice(from.watchers.indexOf(watcher), 1)
+    resources.spawnerRoutes.set(spawner, { key, watcher })
   }
 }
 
 /**
- * Closes every spawner (their process groups are gone when it resolves), key file watcher and
- * the transport.
+ * Closes what a newer config that failed to build had made, leaving what it would have taken
+ * over from the config in use, and the shared transport.
+ *
+ * @param resources - those of the config that failed
+ */
+export async function discardResources(resources: Resources): Promise<void> {
+  const kept = [...resources.spawnerRoutes].filter(([, route]) => route.from !== undefined)
+  const keptWatchers = new Set(kept.map(([, route]) => route.watcher))
+  const keptSpawnerSet = new Set(kept.map(([spawner]) => spawner))
+  await Promise.allSettled(
+    resources.spawners.filter((s) => !keptSpawnerSet.has(s)).map((s) => s.close()),
+  )
+  for (const pool of resources.pools) pool.close()
+  for (const watcher of resources.watchers) if (!keptWatchers.has(watcher)) watcher.close()
+}
+
+/**
+ * Creates the resources of one command run (or of one config, for a reload).
+ *
+ * @param logger - the logger
+ * @param extra - a transport to share (default: a new one), spawners to take over, or the lease
+ * of a worker process
+ * @returns the resources
+ */
+export function createResources(
+  logger: Logger,
+  extra: Partial<Pick<Resources, 'transport' | 'reuse' | 'lease'>> = {},
+): Resources {
+  return {
+    logger,
+    transport: extra.transport ?? undiciTransport(),
+    spawners: [],
+    spawnerRoutes: new Map(),
+    pools: [],
+    watchers: [],
+    self: undefined,
+    ...(extra.reuse === undefined ? {} : { reuse: extra.reuse }),
+    ...(extra.lease === undefined ? {} : { lease: extra.lease }),
+  }
+}
+
+/**
+ * Closes every spawner (their process groups are gone when it resolves), pool, key file watcher
+ * and the transport.
  *
  * @param resources - what to close
+ * @param options - `transport: false` keeps the transport open (it is shared with a newer config)
  */
-export async function closeResources(resources: Resources): Promise<void> {
+export async function closeResources(
+  resources: Resources,
+  options: { transport?: boolean } = {},
+): Promise<void> {
   await Promise.allSettled(resources.spawners.map((spawner) => spawner.close()))
   for (const pool of resources.pools) pool.close()
   for (const watcher of resources.watchers) watcher.close()
-  await resources.transport.close().catch(() => {})
+  if (options.transport !== false) await resources.transport.close().catch(() => {})
+}
+
+/**
+ * What identifies a spawn route across reloads: its whole definition. A reload keeps the
+ * spawner of a route whose key is unchanged.
+ *
+ * @param route - the route
+ * @returns the key
+ */
+export function spawnRouteKey(route: SpawnRoute): string {
+  return JSON.stringify(route)
 }
 
 /** An app with its request log, ready to mount. */
@@ -253,39 +353,90 @@ async function proxyRouteApp(route: ProxyRoute, resources: Resources): Promise<B
 
 async function spawnRouteApp(route: SpawnRoute, resources: Resources): Promise<BuiltApp> {
   const { logger, transport } = resources
-  const signer = await signerFor(route.keyFile, resources)
-  const spawner = guard(() =>
-    createSpawner({
-      command: route.command,
-      transport,
-      ...protocolOptions(route),
-      ...(signer === undefined ? {} : { signer }),
-      ...(route.name === undefined ? {} : { name: route.name }),
-      ...(route.cwd === undefined ? {} : { cwd: route.cwd }),
-      ...(route.env === undefined ? {} : { env: route.env }),
-      ...(route.port === undefined ? {} : { port: route.port }),
-      ...(route.readyPath === undefined ? {} : { ready: { http: route.readyPath } }),
-      ...(route.startTimeout === undefined ? {} : { startTimeout: toMs(route.startTimeout) }),
-      ...(route.killTimeout === undefined ? {} : { killTimeout: toMs(route.killTimeout) }),
-      ...(route.maxQueue === undefined ? {} : { maxQueue: route.maxQueue }),
-      ...(route.instances === undefined ? {} : { instances: instancesOf(route.instances) }),
-      ...(route.idleTimeout === undefined
-        ? {}
-        : { idleTimeout: route.idleTimeout === false ? false : toMs(route.idleTimeout) }),
-      onError: logProxyError(logger),
-      logger: (entry) => {
-        if (entry.stream === 'spawner') logger.event('notice', entry.line)
-        else logger.output(entry.name, entry.pid, entry.stream, entry.text)
-      },
-    } satisfies SpawnerOptions),
-  )
+  const key = spawnRouteKey(route)
+  const kept = takeOver(resources, key)
+  const watchersBefore = resources.watchers.length
+  const signer = kept === undefined ? await signerFor(route.keyFile, resources) : undefined
+  const { lease } = resources
+  if (lease !== undefined) return leasedRouteApp(route, resources, signer, lease)
+  const spawner =
+    kept?.spawner ??
+    guard(() =>
+      createSpawner({
+        command: route.command,
+        transport,
+        ...protocolOptions(route),
+        ...(signer === undefined ? {} : { signer }),
+        ...(route.name === undefined ? {} : { name: route.name }),
+        ...(route.cwd === undefined ? {} : { cwd: route.cwd }),
+        ...(route.env === undefined ? {} : { env: route.env }),
+        ...(route.port === undefined ? {} : { port: route.port }),
+        ...(route.readyPath === undefined ? {} : { ready: { http: route.readyPath } }),
+        ...(route.startTimeout === undefined ? {} : { startTimeout: toMs(route.startTimeout) }),
+        ...(route.killTimeout === undefined ? {} : { killTimeout: toMs(route.killTimeout) }),
+        ...(route.maxQueue === undefined ? {} : { maxQueue: route.maxQueue }),
+        ...(route.instances === undefined ? {} : { instances: instancesOf(route.instances) }),
+        ...(route.idleTimeout === undefined
+          ? {}
+          : { idleTimeout: route.idleTimeout === false ? false : toMs(route.idleTimeout) }),
+        onError: logProxyError(logger),
+        logger: (entry) => {
+          if (entry.stream === 'spawner') logger.event('notice', entry.line)
+          else logger.output(entry.name, entry.pid, entry.stream, entry.text)
+        },
+      } satisfies SpawnerOptions),
+    )
   resources.spawners.push(spawner)
-  watchSpawner(spawner, logger)
+  resources.spawnerRoutes.set(spawner, {
+    key,
+    watcher: kept === undefined ? resources.watchers[watchersBefore] : kept.watcher,
+    ...(kept === undefined ? {} : { from: kept.from }),
+  })
+  if (kept === undefined) watchSpawner(spawner, logger)
   const upstream = (): string => {
     const port = spawner.status().port
     return port === null ? spawner.name : `http://127.0.0.1:${port}`
   }
   return { app: upgradable(spawner.app, withRequestLog(spawner.app, logger, upstream)) }
+}
+
+// The spawner of an earlier config with this key, with its key file watcher: it serves this
+// config's route; it leaves the earlier config's resources when the new config is committed.
+function takeOver(resources: Resources, key: string): KeptSpawner | undefined {
+  const kept = resources.reuse?.get(key)
+  if (kept === undefined) return undefined
+  resources.reuse?.delete(key)
+  if (kept.watcher !== undefined) resources.watchers.push(kept.watcher)
+  return kept
+}
+
+// A worker's spawn route: each request leases a backend of the main process's spawner.
+function leasedRouteApp(
+  route: SpawnRoute,
+  resources: Resources,
+  signer: ReturnType<typeof createSigner> | undefined,
+  lease: NonNullable<Resources['lease']>,
+): BuiltApp {
+  const { logger, transport } = resources
+  const key = spawnRouteKey(route)
+  const app = guard(() =>
+    createLeasedSpawnerApp({
+      lease: (signal) => lease(key, signal),
+      proxy: {
+        transport,
+        ...protocolOptions(route),
+        ...(signer === undefined ? {} : { signer }),
+        onError: logProxyError(logger),
+      },
+    }),
+  )
+  const name = route.name ?? 'backend'
+  return {
+    app: upgradable(
+      app,
+      withRequestLog(app, logger, () => name),
+    ),
+  }
 }
 
 async function echoRouteApp(route: EchoRoute, resources: Resources): Promise<BuiltApp> {

@@ -28,6 +28,28 @@ export const COMMON_OPTIONS = {
   http2: { type: 'boolean' },
 } as const
 
+/** The flags of `wsgiproxy serve` beside {@link COMMON_OPTIONS}. */
+export const SERVE_OPTIONS = {
+  config: { type: 'string', short: 'c' },
+  workers: { type: 'string' },
+  'drain-timeout': { type: 'string' },
+  'pid-file': { type: 'string' },
+} as const
+
+/** The flags of `wsgiproxy serve`, parsed. */
+export interface ServeFlags {
+  listen?: string | undefined
+  'log-format'?: string | undefined
+  'upgrade-protocol'?: string[] | undefined
+  'upgrade-idle'?: string | undefined
+  'max-upgrades'?: string | undefined
+  'tls-cert'?: string | undefined
+  'tls-key'?: string | undefined
+  http2?: boolean | undefined
+  workers?: string | undefined
+  'drain-timeout'?: string | undefined
+}
+
 /** The flags of the subcommands that forward with the protocol headers (proxy, spawn). */
 export const KEY_OPTIONS = {
   'key-file': { type: 'string' },

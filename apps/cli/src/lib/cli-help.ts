@@ -3,7 +3,16 @@ import { DEFAULT_LISTEN, formatListen } from './listen.ts'
 
 /** A subcommand, or `main` for the command itself. */
 export type HelpTopic =
-  'main' | 'serve' | 'proxy' | 'spawn' | 'forward' | 'echo' | 'keygen' | 'passwd' | 'schema'
+  | 'main'
+  | 'serve'
+  | 'proxy'
+  | 'spawn'
+  | 'forward'
+  | 'echo'
+  | 'reload'
+  | 'keygen'
+  | 'passwd'
+  | 'schema'
 
 const COMMON_HELP = `  --listen host:port     where to listen (default ${formatListen(DEFAULT_LISTEN)}; port 0 picks a free one)
   --log-format text|json request and event lines on stderr as text (default) or JSON lines
@@ -36,6 +45,7 @@ commands:
   spawn     start a backend on the first request: wsgiproxy spawn -- python3 app.py __PORT__
   forward   a real HTTP forward proxy with CONNECT (curl -x http://127.0.0.1:8080 https://example.test/)
   echo      answer with the restored environ (HTML, or JSON for Accept: application/json)
+  reload    make a running wsgiproxy serve read its config again (SIGHUP), without a dropped request
   keygen    print or write a key file with a fresh 32-byte secret
   passwd    print a user line for forward --auth-file, the password read on stdin
   schema    print the JSON Schema of the config file
@@ -46,8 +56,19 @@ Run wsgiproxy <command> --help for its options.`,
 Serves the routes of a config file; see the README for the format and schema.json for editors.
 
   -c, --config FILE      the config file (default wsgiproxy.config.json)
+  --workers N|auto       serve from N worker processes sharing the port (auto: one per core);
+                         this process owns the spawned backends and replaces a worker that dies
+  --drain-timeout DURATION  on shutdown and reload, how long requests and WebSocket connections
+                         in flight may go on (default 10s)
+  --pid-file FILE        write the process id here (for wsgiproxy reload --pid-file FILE)
 ${COMMON_HELP}
-  (--listen, --log-format and the upgrade flags override the config file)`,
+  (--listen, --log-format, --workers, --drain-timeout and the upgrade flags override the config
+  file)
+
+SIGHUP (or wsgiproxy reload) reads the config file again: new requests take the new routes while
+those in flight finish on the old ones (with --workers, new workers start and the old ones drain
+and exit); an invalid config is logged and the running one stays. listen, tls, http2 and
+logFormat take a restart.`,
   proxy: `usage: wsgiproxy proxy <href> [<href>...] [options]
 
 Forwards every request to href (http://host:port/path?query) with the wsgiproxy protocol
@@ -126,6 +147,13 @@ a random 16-byte salt; salt and hash in base64):
 
   wsgiproxy passwd alice >> users
 
+  -h, --help             show this help`,
+  reload: `usage: wsgiproxy reload (--pid-file FILE | PID)
+
+Sends SIGHUP to a running wsgiproxy serve, which reads its config file again without dropping a
+request. Its log says whether the new config was taken or refused (and why).
+
+  --pid-file FILE        the file wsgiproxy serve --pid-file FILE wrote
   -h, --help             show this help`,
   schema: `usage: wsgiproxy schema
 

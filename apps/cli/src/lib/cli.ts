@@ -1,3 +1,4 @@
+import cluster from 'node:cluster'
 import { readFileSync } from 'node:fs'
 
 import { HELP } from './cli-help.ts'
@@ -5,7 +6,9 @@ import type { HelpTopic } from './cli-help.ts'
 import type { CliIo } from './cli-args.ts'
 import { CliError, EXIT_RUNTIME, usageError } from './errors.ts'
 import { runEcho, runForward, runProxy, runServe, runSpawn } from './serving-commands.ts'
-import { runKeygen, runPasswd, runSchema } from './utility-commands.ts'
+import { runKeygen, runPasswd, runReload, runSchema } from './utility-commands.ts'
+import { WORKER_ENV } from './cluster/messages.ts'
+import { runServeWorker } from './cluster/worker.ts'
 
 const DEFAULT_IO: CliIo = {
   stdout: (text) => process.stdout.write(text),
@@ -28,6 +31,7 @@ const COMMANDS: Record<Command, (args: string[], io: CliIo) => Promise<number>> 
   echo: runEcho,
   keygen: runKeygen,
   passwd: runPasswd,
+  reload: runReload,
   schema: runSchema,
 }
 
@@ -41,6 +45,8 @@ const COMMANDS: Record<Command, (args: string[], io: CliIo) => Promise<number>> 
  */
 export async function runCli(argv: readonly string[], io: CliIo = DEFAULT_IO): Promise<number> {
   const [first, ...rest] = argv
+  // A worker of `serve --workers` takes its setup from the main process, not from arguments.
+  if (cluster.isWorker && process.env[WORKER_ENV] === '1') return runServeWorker()
   try {
     if (first === undefined || first === '-h' || first === '--help' || first === 'help') {
       io.stdout(`${HELP.main}\n`)
@@ -52,7 +58,7 @@ export async function runCli(argv: readonly string[], io: CliIo = DEFAULT_IO): P
     }
     if (!Object.hasOwn(HELP, first) || first === 'main') {
       throw usageError(
-        `unknown command ${JSON.stringify(first)}: expected serve, proxy, spawn, forward, echo, keygen, passwd or schema (see wsgiproxy --help)`,
+        `unknown command ${JSON.stringify(first)}: expected serve, proxy, spawn, forward, echo, reload, keygen, passwd or schema (see wsgiproxy --help)`,
       )
     }
     return await COMMANDS[first as Command](rest, io)

@@ -363,6 +363,19 @@ export const configSchema: z.ZodType<ConfigInput> = z
       .optional()
       .describe('With tls: also speak HTTP/2 (by ALPN), HTTP/1.1 on the same port. Default false.'),
     upgrade: upgradeSchema.optional(),
+    workers: z
+      .union([z.int().min(1).max(256), z.literal('auto')], {
+        error: 'expected a number of worker processes from 1 to 256, or "auto"',
+      })
+      .optional()
+      .describe(
+        'Serve from this many worker processes sharing the port ("auto": one per core); the main process owns the spawned backends. Default: one process.',
+      ),
+    drainTimeout: duration
+      .optional()
+      .describe(
+        'On shutdown and reload, how long requests and WebSocket connections in flight may go on before they are cut. Default 10s.',
+      ),
     routes: z
       .array(routeSchema)
       .min(1, 'expected at least one route')
@@ -506,6 +519,8 @@ export interface ConfigInput {
   tls?: TlsInput | undefined
   http2?: boolean | undefined
   upgrade?: UpgradeInput | undefined
+  workers?: number | 'auto' | undefined
+  drainTimeout?: string | number | undefined
   routes: RouteInput[]
 }
 

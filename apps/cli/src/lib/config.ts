@@ -1,9 +1,11 @@
 import { readFile } from 'node:fs/promises'
+import { availableParallelism } from 'node:os'
 import { dirname, resolve } from 'node:path'
 import type { OptionProblem } from '@wsgiproxy/core/adapter'
 import { explainIssues } from '@wsgiproxy/core/adapter'
 import type * as z from 'zod'
 import { configSchema, ROUTE_KEYS } from './config-schema.ts'
+import { toMs } from './duration.ts'
 import type { RouteInput, TlsInput } from './config-schema.ts'
 import { usageError } from './errors.ts'
 import { listenFlag } from './listen.ts'
@@ -24,6 +26,10 @@ export interface Config {
   http2: boolean | undefined
   /** The upgrade settings the file gives (none: `serve()`'s defaults). */
   upgrade: UpgradeSettings
+  /** The number of worker processes (`auto` resolved), if the file says. */
+  workers: number | undefined
+  /** The drain time on shutdown and reload in milliseconds, if the file says. */
+  drainTimeout: number | undefined
   /** The routes, with `keyFile` and `cwd` resolved against the config file's directory. */
   routes: RouteInput[]
 }
@@ -99,6 +105,8 @@ export function parseConfig(data: unknown, file: string): Config {
     tls,
     http2: input.http2,
     upgrade: upgradeOf(input.upgrade),
+    workers: input.workers === 'auto' ? availableParallelism() : input.workers,
+    drainTimeout: input.drainTimeout === undefined ? undefined : toMs(input.drainTimeout),
     routes,
   }
 }

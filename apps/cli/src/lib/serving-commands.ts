@@ -1,3 +1,4 @@
+import { resolve } from 'node:path'
 import { allowEntryProblem } from '@wsgiproxy/core/adapter'
 import { createSelfCheck, resolveHost } from '@wsgiproxy/node'
 import { buildRouteApp, exactUpstream } from './apps.ts'
@@ -8,12 +9,11 @@ import {
   help,
   KEY_OPTIONS,
   keyRouteOptions,
-  tlsFlags,
-  withHttp2,
   listenOf,
   logFormat,
   parseCommandArgs,
   requireCommandSeparator,
+  SERVE_OPTIONS,
 } from './cli-args.ts'
 import type { CliIo } from './cli-args.ts'
 import type { RouteInput } from './config-schema.ts'
@@ -23,12 +23,13 @@ import { createDestinationGuard } from './destination-guard.ts'
 import type { DestinationGuard } from './destination-guard.ts'
 import { durationFlag } from './duration.ts'
 import { usageError } from './errors.ts'
-import { DEFAULT_LISTEN } from './listen.ts'
-import type { ListenChoice } from './listen.ts'
 import { createForwardApp } from './forward-app.ts'
 import { withRequestLog } from './log.ts'
 import { loadAuthFile } from './proxy-auth.ts'
-import { createRouter, notFound } from './router.ts'
+import { runPrimary } from './cluster/primary.ts'
+import { buildServeApp } from './serve-app.ts'
+import { restartOnlyChanges, servePlan } from './serve-plan.ts'
+import type { ServePlan } from './serve-plan.ts'
 import { serveUntilSignal } from './serve-until-signal.ts'
 import { parseUpgradeFlags } from './upgrade-settings.ts'
 import { POOL_OPTIONS, poolRouteOptions } from './pool-route.ts'
@@ -47,34 +48,34 @@ const TUNNEL_GRACE_MS = 10_000
  */
 export async function runServe(args: string[], io: CliIo): Promise<number> {
   const { values } = parseCommandArgs('serve', args, {
-    options: { ...COMMON_OPTIONS, config: { type: 'string', short: 'c' } },
+    options: { ...COMMON_OPTIONS, ...SERVE_OPTIONS },
   })
   if (values.help === true) return help('serve', io)
   const file = values.config ?? 'wsgiproxy.config.json'
-  const config = await loadConfig(file)
-  const chosen: ListenChoice =
-    values.listen !== undefined
-      ? listenOf(values)
-      : config.listen !== undefined
-        ? { address: config.listen, source: { from: 'config', file } }
-        : { address: DEFAULT_LISTEN, source: { from: 'default', file } }
-  // --tls-cert/--tls-key replace the file's tls.
-  const tls = tlsFlags(values) ?? config.tls
-  const listen = withHttp2(
-    tls === undefined ? chosen : { ...chosen, tls },
-    values.http2 ?? config.http2,
-  )
-  const format = logFormat(values['log-format']) ?? config.logFormat ?? 'text'
-  const upgrade = { ...config.upgrade, ...parseUpgradeFlags(values) }
-  return serveUntilSignal('serve', listen, format, upgrade, async (resources) => {
-    const mounts = []
-    for (const route of config.routes) {
-      mounts.push({ prefix: route.path, ...(await buildRouteApp(route, resources)) })
-    }
-    return createRouter(
-      mounts,
-      withRequestLog(notFound, resources.logger, () => '-'),
-    )
+  const load = async (): Promise<ServePlan> => servePlan(values, await loadConfig(file), file)
+  const plan = await load()
+  const pidFile = values['pid-file'] === undefined ? undefined : resolve(values['pid-file'])
+  if (plan.workers !== undefined) return runPrimary(plan, load, pidFile)
+  return serveUntilSignal({
+    command: 'serve',
+    listen: plan.listen,
+    format: plan.format,
+    upgrade: plan.upgrade,
+    drainTimeout: plan.drainTimeout,
+    ...(pidFile === undefined ? {} : { pidFile }),
+    build: (resources) => buildServeApp(plan.routes, resources),
+    reload: async (logger) => {
+      const next = await load()
+      const kept = restartOnlyChanges(plan, next)
+      if (kept.length > 0) {
+        logger.event(
+          'warning',
+          `reload: ${kept.join(', ')} changed in ${file}: that takes a restart; the running values stay`,
+          { settings: kept },
+        )
+      }
+      return (resources) => buildServeApp(next.routes, resources)
+    },
   })
 }
 
@@ -112,13 +113,13 @@ export async function runProxy(args: string[], io: CliIo): Promise<number> {
     ...keyRouteOptions(values),
     ...poolRouteOptions(values),
   }
-  return serveUntilSignal(
-    'proxy',
-    listenOf(values),
-    logFormat(values['log-format']) ?? 'text',
-    parseUpgradeFlags(values),
-    async (resources) => (await buildRouteApp(route, resources)).app,
-  )
+  return serveUntilSignal({
+    command: 'proxy',
+    listen: listenOf(values),
+    format: logFormat(values['log-format']) ?? 'text',
+    upgrade: parseUpgradeFlags(values),
+    build: async (resources) => (await buildRouteApp(route, resources)).app,
+  })
 }
 
 /**
@@ -170,13 +171,13 @@ export async function runSpawn(args: string[], io: CliIo): Promise<number> {
     ...(values.name === undefined ? {} : { name: values.name }),
     ...(values.instances === undefined ? {} : { instances: instancesFlag(values.instances) }),
   }
-  return serveUntilSignal(
-    'spawn',
-    listenOf(values),
-    logFormat(values['log-format']) ?? 'text',
-    parseUpgradeFlags(values),
-    async (resources) => (await buildRouteApp(route, resources)).app,
-  )
+  return serveUntilSignal({
+    command: 'spawn',
+    listen: listenOf(values),
+    format: logFormat(values['log-format']) ?? 'text',
+    upgrade: parseUpgradeFlags(values),
+    build: async (resources) => (await buildRouteApp(route, resources)).app,
+  })
 }
 
 /**
@@ -228,18 +229,18 @@ export async function runForward(args: string[], io: CliIo): Promise<number> {
       resolve: resolveHost,
       isSelf: createSelfCheck(() => resources.self),
     }))
-  return serveUntilSignal(
-    'forward',
+  return serveUntilSignal({
+    command: 'forward',
     listen,
     format,
     upgrade,
-    (resources) =>
+    build: (resources) =>
       withRequestLog(
         createForwardApp(resources, { guard: guardOf(resources), auth }),
         resources.logger,
         exactUpstream,
       ),
-    (served, resources) => {
+    setup: (served, resources) => {
       // The upgrade settings bound the tunnels: forward forwards no Upgrade requests itself.
       const tunnels = createConnectListener({
         guard: guardOf(resources),
@@ -252,7 +253,7 @@ export async function runForward(args: string[], io: CliIo): Promise<number> {
       served.server.on('connect', tunnels.listener)
       return () => tunnels.close(TUNNEL_GRACE_MS)
     },
-  )
+  })
 }
 
 /**
@@ -280,13 +281,13 @@ export async function runEcho(args: string[], io: CliIo): Promise<number> {
     ...(values['key-file'] === undefined ? {} : { keyFile: values['key-file'] }),
     ...(compat === undefined ? {} : { compat }),
   }
-  return serveUntilSignal(
-    'echo',
-    listenOf(values),
-    logFormat(values['log-format']) ?? 'text',
-    parseUpgradeFlags(values),
-    async (resources) => (await buildRouteApp(route, resources)).app,
-  )
+  return serveUntilSignal({
+    command: 'echo',
+    listen: listenOf(values),
+    format: logFormat(values['log-format']) ?? 'text',
+    upgrade: parseUpgradeFlags(values),
+    build: async (resources) => (await buildRouteApp(route, resources)).app,
+  })
 }
 
 // Allow or deny entries of a flag, each checked.

@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs'
-import { chmod, writeFile } from 'node:fs/promises'
+import { chmod, readFile, writeFile } from 'node:fs/promises'
 import { formatKeyFile, MIN_SECRET_BYTES } from '@wsgiproxy/core'
 import { help, parseCommandArgs } from './cli-args.ts'
 import type { CliIo } from './cli-args.ts'
@@ -177,4 +177,60 @@ function writeProblem(error: unknown): string {
     default:
       return code ?? String(error)
   }
+}
+
+/**
+ * Runs `wsgiproxy reload`: sends SIGHUP to a running `wsgiproxy serve`, named by its pid file or
+ * its process id.
+ *
+ * @param args - the arguments after the subcommand
+ * @param io - where output goes
+ * @returns the exit status
+ */
+export async function runReload(args: string[], io: CliIo): Promise<number> {
+  const { values, positionals } = parseCommandArgs('reload', args, {
+    options: { help: { type: 'boolean', short: 'h' }, 'pid-file': { type: 'string' } },
+    allowPositionals: true,
+  })
+  if (values.help === true) return help('reload', io)
+  const file = values['pid-file']
+  if ((file === undefined) === (positionals.length === 0) || positionals.length > 1) {
+    throw usageError(
+      'reload expects --pid-file FILE (as given to wsgiproxy serve --pid-file) or one process id',
+    )
+  }
+  let text: string
+  if (file === undefined) {
+    text = positionals[0] as string
+  } else {
+    try {
+      text = await readFile(file, 'utf8')
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code
+      throw usageError(
+        code === 'ENOENT'
+          ? `pid file ${file} does not exist: is wsgiproxy serve running with --pid-file ${file}?`
+          : `cannot read pid file ${file} (${code ?? String(error)})`,
+      )
+    }
+  }
+  const pid = Number(text.trim())
+  if (!/^[1-9]\d*$/.test(text.trim()) || !Number.isSafeInteger(pid)) {
+    throw usageError(
+      `${file === undefined ? 'the process id' : `pid file ${file}`} must hold a process id such as 4242 (got ${JSON.stringify(text.trim())})`,
+    )
+  }
+  try {
+    process.kill(pid, 'SIGHUP')
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code
+    throw new CliError(
+      code === 'ESRCH'
+        ? `no process ${pid}: wsgiproxy serve is not running${file === undefined ? '' : ` (${file} is stale)`}`
+        : `cannot signal process ${pid} (${code ?? String(error)})`,
+      EXIT_RUNTIME,
+    )
+  }
+  io.stderr(`wsgiproxy: sent SIGHUP to ${pid}; its log says whether the new config was taken\n`)
+  return 0
 }

@@ -55,6 +55,18 @@ export interface AppResponse {
   headers: Array<[string, string]>
   /** The body, streamed; `null` for none. */
   body: AsyncIterable<Uint8Array> | null
+  /**
+   * The trailer fields that followed the body (gRPC's `grpc-status` travels here), in order with
+   * repeats. They are known only once the body has ended, so this is a function: call it after
+   * the body's iterator answered `done` (for a `null` body, at any time); before that it may answer
+   * fewer lines or none. It is a plain property, so a response copied with a new body
+   * (`{ ...response, body }`) keeps it. Absent: no trailers.
+   *
+   * Writers send the lines only where the response can carry them (HTTP/2, or HTTP/1.1 with
+   * chunked framing), without the fields a trailer must not hold (`readTrailers` from
+   * `@wsgiproxy/core/adapter`); a Fetch `Response` cannot, so `toResponse` drops them.
+   */
+  trailers?: () => Array<[string, string]>
 }
 
 /** The WSGI application of this world: environ in, status + headers + body out. */

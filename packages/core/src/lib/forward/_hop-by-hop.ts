@@ -103,7 +103,8 @@ export function stripHopByHop(
 /**
  * The environ's request headers a proxy forwards, in one pass (this runs on every request): the
  * `HTTP_*` keys as lower-case names and `CONTENT_TYPE` / `CONTENT_LENGTH`, without hop-by-hop
- * headers, the headers `Connection` names, `Expect`, `Host`, and those `skip` rejects.
+ * headers, the headers `Connection` names, `Expect`, `Host`, and those `skip` rejects. A `TE`
+ * that lists `trailers` is sent as `TE: trailers` alone.
  *
  * @param environ - the request
  * @param first - lines to put first (the `Host` the proxy sends)
@@ -123,6 +124,13 @@ export function forwardedRequestHeaders(
     const value = environ[key]
     if (typeof value !== 'string') continue
     const name = key.slice(5).toLowerCase().replaceAll('_', '-')
+    if (name === 'te') {
+      // `TE: trailers` says the recipient keeps trailer fields (RFC 9110 §10.1.4); gRPC servers
+      // refuse a request without it. This proxy passes trailers on, so it says so for its own
+      // hop, whatever Connection named; transfer codings in TE are for this hop only.
+      if (acceptsTrailers(value)) headers.push(['te', 'trailers'])
+      continue
+    }
     if (name === 'host' || name === 'expect' || HOP_BY_HOP.has(name)) continue
     if (nominated?.has(name) || skip?.(name)) continue
     headers.push([name, value])
@@ -132,4 +140,12 @@ export function forwardedRequestHeaders(
     headers.push(['content-length', environ.CONTENT_LENGTH])
   }
   return headers
+}
+
+// RFC 9110 §10.1.4: TE = #t-codings, t-codings = "trailers" / ( transfer-coding [ weight ] ).
+function acceptsTrailers(te: string): boolean {
+  for (const token of te.split(',')) {
+    if (token.trim().toLowerCase() === 'trailers') return true
+  }
+  return false
 }

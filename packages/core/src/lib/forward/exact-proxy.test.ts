@@ -207,6 +207,22 @@ describe('exactProxy', () => {
     expect(sent[0]?.headers.some(([name]) => name === 'x-drop')).toBe(false)
   })
 
+  it('sends TE: trailers on, alone, even when Connection names TE, and no other TE', async () => {
+    const { transport, sent } = recordingTransport()
+    const app = exactProxy({ transport })
+    const te = (request: number) => sent[request]?.headers.filter(([name]) => name === 'te')
+    await app({ ...environOf('http://h/'), HTTP_TE: 'trailers', HTTP_CONNECTION: 'te' })
+    await app({ ...environOf('http://h/'), HTTP_TE: 'gzip;q=0.5, Trailers' })
+    await app({ ...environOf('http://h/'), HTTP_TE: 'gzip, deflate' })
+    await app({ ...environOf('http://h/'), HTTP_TE: 'trailersx' })
+    expect([te(0), te(1), te(2), te(3)]).toEqual([
+      [['te', 'trailers']],
+      [['te', 'trailers']],
+      [],
+      [],
+    ])
+  })
+
   it('never lets PATH_INFO without a leading "/" change the upstream authority', async () => {
     const { transport, sent } = recordingTransport()
     const app = exactProxy({ transport })

@@ -55,6 +55,19 @@ describe('fetchTransport', () => {
     expect(calls()).toBe(2)
   })
 
+  it('sends no TE: a fetch Response gives no trailers back', async () => {
+    let seen: Headers | undefined
+    const fake = async (_url: unknown, init?: RequestInit): Promise<Response> => {
+      seen = new Headers(init?.headers)
+      return new Response('ok')
+    }
+    const request = outbound('GET')
+    request.headers.push(['te', 'trailers'], ['x-kept', 'yes'])
+    await fetchTransport({ fetch: fake as typeof fetch })(request)
+    expect(seen?.get('te')).toBeNull()
+    expect(seen?.get('x-kept')).toBe('yes')
+  })
+
   it('never sends a request with a body twice', async () => {
     const { fetch, calls } = failingFetch(socketClosed())
     await expect(

@@ -101,7 +101,7 @@ export function fetchTransport(options?: FetchTransportOptions): Transport {
 /**
  * The outbound header lines as fetch `Headers`: a `Host` that names the URL's authority is left
  * to fetch, another is sent where the runtime can (Bun, Deno) and refused on Node; a
- * `Content-Length` goes only with a body.
+ * `Content-Length` goes only with a body; `TE` never goes.
  */
 function toFetchHeaders(
   outbound: OutboundRequest,
@@ -128,6 +128,9 @@ function toFetchHeaders(
       )
     }
     if (lower === 'content-length' && !withBody) continue
+    // A fetch Response gives no trailers back, so `TE: trailers` would promise the upstream
+    // something this transport cannot keep (RFC 9110 §10.1.4).
+    if (lower === 'te') continue
     try {
       headers.append(name, value)
     } catch (error) {

@@ -76,6 +76,24 @@ export interface UndiciTransportOptions {
    */
   tls?: UndiciTransportTls
   /**
+   * Speak HTTP/2 to upstreams, as gRPC needs.
+   *
+   * - `true`: offer HTTP/2 by ALPN to `https://` upstreams; one that picks it is spoken to in
+   *   HTTP/2, one that does not in HTTP/1.1. `http://` upstreams stay HTTP/1.1.
+   * - `'h2c'`: as `true`, and every `http://` upstream is spoken to in HTTP/2 over plain TCP with
+   *   prior knowledge ([RFC 9113 §3.3](https://www.rfc-editor.org/rfc/rfc9113#section-3.3)), so
+   *   each must speak it: an HTTP/1.1-only server answers nothing undici can read (502). Use
+   *   another transport for those.
+   *
+   * With either, connection-specific request headers (`Connection`, `Keep-Alive`,
+   * `Proxy-Connection`, `Transfer-Encoding`, `Upgrade`, `HTTP2-Settings`, and `TE` other than
+   * `trailers`) are never sent, to any upstream
+   * ([RFC 9113 §8.2.2](https://www.rfc-editor.org/rfc/rfc9113#section-8.2.2)). Each connection
+   * carries one request at a time, as over HTTP/1.1; more open as needed (up to `connections`).
+   * Default `false`: HTTP/1.1 only.
+   */
+  http2?: boolean | 'h2c'
+  /**
    * Called with what the transport warns about: once, at the first `https://` request, that
    * `tls.rejectUnauthorized: false` leaves upstream certificates unchecked. Default: one
    * `console.warn` line (`wsgiproxy: ...`).
@@ -110,6 +128,11 @@ const undiciTransportOptions = optionsObject({
   keepAliveTimeout: positive(),
   connections: positive(),
   tls: UPSTREAM_TLS.optional(),
+  http2: z
+    .union([z.boolean(), z.literal('h2c')], {
+      error: (issue) => `expected true, false or 'h2c' (got ${JSON.stringify(issue.input)})`,
+    })
+    .optional(),
   onWarning: callback<NonNullable<UndiciTransportOptions['onWarning']>>().optional(),
   dispatcher: z
     .custom<Dispatcher>(
@@ -135,7 +158,10 @@ const undiciTransportOptions = optionsObject({
  * follows redirects, and can reach a unix-socket upstream. Headers and body-idle timeouts are the
  * forwarding app's (through the signal); undici's own are turned off so errors keep one taxonomy.
  * `https://` upstreams are checked against `tls.ca` (default: Node's trust) and may be shown a
- * client certificate; a failed handshake is 502 `UPSTREAM_TLS_FAILED` naming the reason.
+ * client certificate; a failed handshake is 502 `UPSTREAM_TLS_FAILED` naming the reason. With
+ * `http2`, upstreams are spoken to in HTTP/2 (by ALPN, or h2c), request and response bodies stream
+ * at the same time (full duplex, as bidirectional gRPC needs), and the response's trailers come
+ * with it (`AppResponse.trailers`, over HTTP/1.1 too).
  *
  * @param options - connect timeout, unix socket, keep-alive, TLS, or an own dispatcher
  * @returns the transport, with `close()` for its pool
@@ -154,12 +180,19 @@ const undiciTransportOptions = optionsObject({
  *   },
  * })
  * const app = createProxyApp({ href: 'https://10.0.0.5:8443', transport })
+ * @example
+ * // gRPC: HTTP/2 to an h2c upstream
+ * const app = createProxyApp({
+ *   href: 'http://127.0.0.1:50051',
+ *   transport: undiciTransport({ http2: 'h2c' }),
+ * })
  */
 export function undiciTransport(options: UndiciTransportOptions = {}): UndiciTransport {
   const opts = parseOptions(undiciTransportOptions, options, 'undiciTransport')
   const own = opts.dispatcher === undefined
   const dispatcher = opts.dispatcher ?? createAgent(opts)
   const servername = opts.tls?.servername
+  const http2 = (opts.http2 ?? false) !== false
   let unverified = opts.tls?.rejectUnauthorized === false
   let closing: Promise<void> | undefined
 
@@ -188,7 +221,7 @@ export function undiciTransport(options: UndiciTransportOptions = {}): UndiciTra
           method: method as Dispatcher.HttpMethod,
           // A flat [name, value, ...] list keeps repeated headers and a Host that is not the
           // connect address.
-          headers: outbound.headers.flat(),
+          headers: http2 ? toHttp2Headers(outbound.headers) : outbound.headers.flat(),
           // undici streams any async iterable and checks it against Content-Length.
           body: outbound.body as Readable | null,
           // The forwarding app runs the headers and body-idle timers through the signal.
@@ -250,6 +283,9 @@ class ResponseHandler implements Dispatcher.DispatchHandler, AsyncIterable<Uint8
   #error: unknown = undefined
   #pending: Pending | undefined
   #iterated = false
+  #data = false
+  #trailers: Array<[string, string]> = []
+  #readTrailers = (): Array<[string, string]> => this.#trailers
   #onAbort = (): void => this.#abortRequest(this.#cancel.reason as Error)
 
   constructor(
@@ -291,15 +327,25 @@ class ResponseHandler implements Dispatcher.DispatchHandler, AsyncIterable<Uint8
     const method = this.#method
     const empty = method === 'HEAD' || status === 204 || status === 304
     const response: AppResponse = { status, headers, body: empty ? null : this }
+    if (!empty) response.trailers = this.#readTrailers
     const text = statusText || STATUS_CODES[status]
     if (text) response.statusText = text
     this.settled = true
-    this.#resolve(response)
+    // Given after what undici reports in the same turn: an HTTP/2 response that ended with its
+    // headers (gRPC's trailers-only answer) has completed by then, and goes on without a body, so
+    // that an HTTP/2 server in front ends its stream with the headers as well.
+    queueMicrotask(() => {
+      if (this.#ended && this.#error === undefined && !this.#data && !this.#iterated) {
+        response.body = null
+      }
+      this.#resolve(response)
+    })
     return true
   }
 
   onData(chunk: Buffer): boolean {
     if (this.#ended) return true
+    this.#data = true
     const pending = this.#pending
     if (pending !== undefined && this.#queued === 0) {
       this.#pending = undefined
@@ -313,7 +359,8 @@ class ResponseHandler implements Dispatcher.DispatchHandler, AsyncIterable<Uint8
     return false
   }
 
-  onComplete(): void {
+  onComplete(trailers: unknown): void {
+    this.#trailers = toTrailerLines(trailers)
     this.#finish(undefined)
   }
 
@@ -399,10 +446,15 @@ class ResponseHandler implements Dispatcher.DispatchHandler, AsyncIterable<Uint8
 
 function createAgent(options: UndiciTransportOptions): Agent {
   const keepAliveTimeout = options.keepAliveTimeout ?? DEFAULT_KEEP_ALIVE_TIMEOUT
-  const connect: buildConnector.BuildOptions = {
+  const http2 = options.http2 ?? false
+  // The connector is built once, so ALPN (`allowH2`) and h2c (`useH2c`: every plain socket is
+  // marked as speaking h2) are set here; undici hands a custom connector neither per call.
+  const connect: buildConnector.BuildOptions & { useH2c?: boolean } = {
     timeout: options.connectTimeout ?? DEFAULT_CONNECT_TIMEOUT,
     ...toConnectOptions(options.tls),
+    allowH2: http2 !== false,
   }
+  if (http2 === 'h2c') connect.useH2c = true
   if (options.socketPath !== undefined) connect.socketPath = options.socketPath
   return new Agent({
     connect: createTlsConnector(connect, options.tls?.cert !== undefined),
@@ -410,7 +462,55 @@ function createAgent(options: UndiciTransportOptions): Agent {
     // A server's `Keep-Alive: timeout=` hint may shorten the idle time, never lengthen it.
     keepAliveMaxTimeout: keepAliveTimeout,
     connections: options.connections ?? null,
+    allowH2: http2 !== false,
   })
+}
+
+// RFC 9113 §8.2.2: connection-specific fields, which an HTTP/2 request must not carry (undici
+// refuses some, Node's HTTP/2 client the others); `TE` may only say `trailers`.
+const HTTP2_CONNECTION_FIELDS: ReadonlySet<string> = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'transfer-encoding',
+  'upgrade',
+  'http2-settings',
+])
+
+/** Header lines as undici's flat list, without what an HTTP/2 request must not carry. */
+function toHttp2Headers(lines: Array<[string, string]>): string[] {
+  const flat: string[] = []
+  for (const [name, value] of lines) {
+    const lower = name.toLowerCase()
+    if (HTTP2_CONNECTION_FIELDS.has(lower)) continue
+    if (lower === 'te' && value.trim().toLowerCase() !== 'trailers') continue
+    flat.push(name, value)
+  }
+  return flat
+}
+
+/**
+ * undici's trailers as lines: HTTP/1.1 gives a flat `[name, value, ...]` list of Buffers, HTTP/2
+ * Node's header object (a repeated name as an array of values); `[]` for none.
+ */
+function toTrailerLines(raw: unknown): Array<[string, string]> {
+  if (typeof raw !== 'object' || raw === null) return []
+  const lines: Array<[string, string]> = []
+  if (Array.isArray(raw)) {
+    for (let i = 0; i + 1 < raw.length; i += 2) {
+      lines.push([latin1(raw[i]), latin1(raw[i + 1])])
+    }
+    return lines
+  }
+  for (const [name, value] of Object.entries(raw as Record<string, unknown>)) {
+    if (Array.isArray(value)) for (const each of value) lines.push([name, String(each)])
+    else if (value !== undefined) lines.push([name, String(value)])
+  }
+  return lines
+}
+
+function latin1(value: unknown): string {
+  return Buffer.isBuffer(value) ? value.toString('latin1') : String(value)
 }
 
 function unverifiedWarning(origin: string): string {

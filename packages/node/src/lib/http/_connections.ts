@@ -1,8 +1,8 @@
 // Closing a server's connections on `served.close()`: idle ones at once, the rest after the
 // close timeout. node:http and node:https servers do it themselves; an HTTP/2 server (with
-// HTTP/1.1 beside it) has sessions and plain sockets to track.
+// HTTP/1.1 beside it over TLS) has sessions and plain sockets to track.
 import type { Server } from 'node:http'
-import type { Http2SecureServer, ServerHttp2Session } from 'node:http2'
+import type { Http2SecureServer, Http2Server, ServerHttp2Session } from 'node:http2'
 import type { Server as HttpsServer } from 'node:https'
 import type { Socket } from 'node:net'
 import type { TLSSocket } from 'node:tls'
@@ -11,6 +11,8 @@ import type { TLSSocket } from 'node:tls'
 export interface Connections {
   /** Closes the connections with nothing in flight (an HTTP/2 session: GOAWAY, then done). */
   closeIdle(): void
+  /** Sends GOAWAY on every HTTP/2 session (they end once their streams have); HTTP/1.1 stays. */
+  closeSessions(): void
   /** Cuts every connection. */
   closeAll(): void
 }
@@ -19,17 +21,18 @@ export interface Connections {
  * The connections of a server from `serve`.
  *
  * @param server - the server
- * @param http2 - whether it is the HTTP/2 server (with HTTP/1.1 beside it)
+ * @param http2 - whether it is an HTTP/2 server (with HTTP/1.1 beside it over TLS)
  * @returns how to close them
  */
 export function trackConnections(
-  server: Server | HttpsServer | Http2SecureServer,
+  server: Server | HttpsServer | Http2SecureServer | Http2Server,
   http2: boolean,
 ): Connections {
   if (!http2) {
     const http = server as Server
     return {
       closeIdle: () => http.closeIdleConnections(),
+      closeSessions: () => {},
       closeAll: () => http.closeAllConnections(),
     }
   }
@@ -64,6 +67,9 @@ export function trackConnections(
     closeIdle: () => {
       for (const session of sessions) if (!session.closed) session.close()
       for (const [socket, inFlight] of sockets) if (inFlight === 0) socket.destroy()
+    },
+    closeSessions: () => {
+      for (const session of sessions) if (!session.closed) session.close()
     },
     closeAll: () => {
       for (const session of sessions) session.destroy()

@@ -213,6 +213,53 @@ describe('writeResponse', () => {
     },
   )
 
+  it('writes the trailers after a chunked body, invalid and forbidden fields dropped', async () => {
+    const { res, wire } = nodeResponse()
+    await writeResponse(
+      'GET',
+      res,
+      {
+        ...response(200, body('a', 'b').body),
+        trailers: () => [
+          ['x-checksum', 'abc'],
+          ['x bad', 'name'],
+          ['x-bad-value', 'line\nbreak'],
+          ['content-type', 'text/html'],
+        ],
+      },
+      new ClientState(),
+    )
+    await tick()
+    expect(wire()).toContain('\r\nTransfer-Encoding: chunked\r\n')
+    expect(wire()).toMatch(/\r\n0\r\nx-checksum: abc\r\n\r\n$/)
+  })
+
+  it('reads no trailers for HEAD, and none before the body has ended', async () => {
+    const reads: number[] = []
+    const source = body('a', 'b')
+    const head = nodeResponse('HEAD')
+    const get = nodeResponse()
+    const trailers = (): Array<[string, string]> => {
+      reads.push(source.reads())
+      return [['x-checksum', 'abc']]
+    }
+    await writeResponse(
+      'HEAD',
+      head.res,
+      { ...response(200, body('a').body), trailers },
+      new ClientState(),
+    )
+    await writeResponse(
+      'GET',
+      get.res,
+      { ...response(200, source.body), trailers },
+      new ClientState(),
+    )
+    await tick()
+    expect(reads).toEqual([3])
+    expect(head.wire()).not.toContain('x-checksum')
+  })
+
   it('answers 500 to something that is not a response record', async () => {
     const sink = new FakeSink()
     await writeResponse('GET', sink, { status: 200 } as AppResponse, new ClientState())

@@ -1,6 +1,6 @@
 import { STATUS_CODES, validateHeaderName, validateHeaderValue } from 'node:http'
 import { problemResponse } from '@wsgiproxy/core'
-import { isAppResponse } from '@wsgiproxy/core/adapter'
+import { isAppResponse, readTrailers } from '@wsgiproxy/core/adapter'
 import type { AppResponse } from '@wsgiproxy/core'
 import { noop, release } from './_node-util.ts'
 
@@ -18,6 +18,11 @@ export interface ResponseSink {
   writeHead(status: number, reason: string, headers: string[]): unknown
   /** An HTTP/2 response (`node:http2`'s compatibility API) has its stream. */
   readonly stream?: unknown
+  /**
+   * Sets the trailer fields sent after the body; HTTP/1.1 sends them only with chunked framing.
+   * Absent: trailers are dropped.
+   */
+  addTrailers?(trailers: Array<[string, string]>): unknown
   /** `false` when the buffer is full: wait for `drain`. */
   write(chunk: Uint8Array): boolean
   end(): unknown
@@ -26,9 +31,13 @@ export interface ResponseSink {
   off(event: 'drain' | 'close', listener: () => void): unknown
 }
 
-// An HTTP/2 response's head: a status and headers, no reason phrase.
+// An HTTP/2 response (node:http2's compatibility API): a head without a reason phrase, sent at
+// once by `writeHead`, or with the end of the stream when `end()` comes first; trailers by name.
 interface Http2Sink {
+  statusCode: number
   writeHead(status: number, headers: string[]): unknown
+  setHeader(name: string, value: string | string[]): unknown
+  addTrailers(trailers: Record<string, string | string[]>): unknown
 }
 
 /** Whether the client went away, and the writer's wake-up for a read pending meanwhile. */
@@ -63,7 +72,10 @@ const HTTP2_CONNECTION_FIELDS: ReadonlySet<string> = new Set([
  * record 500, a status outside 200–999 or a header line Node refuses 502. A response to `HEAD`,
  * a 204 or 304, or one whose client already left is sent without its body (which is released).
  * A body that fails mid-stream, or does not match its `Content-Length`, cuts the connection, so
- * the client never sees a clean end; a client that leaves stops the body.
+ * the client never sees a clean end; a client that leaves stops the body. The response's trailers
+ * follow a body that ended (`readTrailers`: without the fields a trailer must not carry) where the
+ * response can carry them: HTTP/2, or HTTP/1.1 with chunked framing. An HTTP/2 response with
+ * neither body nor trailers ends its stream with its headers.
  *
  * With `bare`, the response has no `Connection` or `Keep-Alive` line: neither Node's own
  * (`Connection: keep-alive`, `Keep-Alive: timeout=N`, `Connection: close`) nor the app's. An
@@ -105,7 +117,10 @@ export async function writeResponse(
       bare,
     )
   }
-  const head = writeHead(res, response, bare)
+  const bodiless = method === 'HEAD' || NO_BODY_STATUS.has(status) || client.aborted
+  // Known with the head when there is no body; else read once the body has ended.
+  const trailers = body === null && !bodiless ? readTrailers(response) : []
+  const head = writeHead(res, response, bare, (body === null || bodiless) && trailers.length === 0)
   if (head === 'destroyed') {
     release(body)
     return
@@ -120,7 +135,7 @@ export async function writeResponse(
       bare,
     )
   }
-  if (method === 'HEAD' || NO_BODY_STATUS.has(status) || client.aborted) {
+  if (bodiless) {
     release(body)
     body = null
   }
@@ -128,10 +143,14 @@ export async function writeResponse(
   // connection (https://nodejs.org/api/http.html#responsestrictcontentlength).
   res.strictContentLength = true
   if (body === null) {
+    writeTrailers(res, trailers)
     endOrDestroy(res)
     return
   }
-  if (await writeBody(res, body, client)) endOrDestroy(res)
+  if (await writeBody(res, body, client)) {
+    writeTrailers(res, readTrailers(response))
+    endOrDestroy(res)
+  }
 }
 
 /**
@@ -184,12 +203,56 @@ function endOrDestroy(res: ResponseSink): void {
 }
 
 /**
+ * Writes the trailer fields (already without those a trailer must not carry) that Node accepts,
+ * before the response ends; lower-case and a repeated name as a list for HTTP/2 (RFC 9113
+ * §8.2.1). Node sends them over HTTP/1.1 only with chunked framing: a response with a
+ * `Content-Length`, or to an HTTP/1.0 client, drops them.
+ */
+function writeTrailers(res: ResponseSink, lines: Array<[string, string]>): void {
+  if (lines.length === 0 || res.addTrailers === undefined) return
+  const valid = lines.filter(([name, value]) => isValidField(name, value))
+  if (valid.length === 0) return
+  try {
+    if (res.stream === undefined) {
+      res.addTrailers(valid)
+      return
+    }
+    const fields: Record<string, string | string[]> = Object.create(null)
+    for (const [name, value] of valid) {
+      const lower = name.toLowerCase()
+      const had = fields[lower]
+      fields[lower] = had === undefined ? value : [...(Array.isArray(had) ? had : [had]), value]
+    }
+    ;(res as unknown as Http2Sink).addTrailers(fields)
+  } catch {
+    // Checked above, so not expected: the trailers are dropped and the response ends as it is.
+  }
+}
+
+function isValidField(name: string, value: string): boolean {
+  try {
+    validateHeaderName(name)
+    validateHeaderValue(name, value)
+    return true
+  } catch {
+    return false
+  }
+}
+
+/**
  * Writes the status line and headers; `false` when a header line is invalid, checked before
  * anything is written, because Node applies framing headers as it goes and a failed `writeHead`
  * would leave a half-framed response behind. With `bare`, no connection header is written (see
- * {@link writeResponse}).
+ * {@link writeResponse}). With `headOnly` (nothing follows the head), an HTTP/2 head is only set
+ * here and goes with the end of the stream, as one HEADERS frame that ends it (RFC 9113 §8.1):
+ * gRPC's trailers-only answer must arrive so.
  */
-function writeHead(res: ResponseSink, response: AppResponse, bare: boolean): boolean | 'destroyed' {
+function writeHead(
+  res: ResponseSink,
+  response: AppResponse,
+  bare: boolean,
+  headOnly: boolean,
+): boolean | 'destroyed' {
   const { status, statusText } = response
   const http2 = res.stream !== undefined
   const flat: string[] = []
@@ -210,12 +273,7 @@ function writeHead(res: ResponseSink, response: AppResponse, bare: boolean): boo
       }
       if (lower === 'keep-alive') continue
     }
-    try {
-      validateHeaderName(name)
-      validateHeaderValue(name, value)
-    } catch {
-      return false
-    }
+    if (!isValidField(name, value)) return false
     // A flat array keeps repeated names as separate lines (several Set-Cookie).
     flat.push(name, value)
   }
@@ -231,7 +289,8 @@ function writeHead(res: ResponseSink, response: AppResponse, bare: boolean): boo
       if (close) res.shouldKeepAlive = false
     }
     // HTTP/2 has no reason phrase (RFC 9113 §8.3.2); Node warns when given one.
-    if (http2) (res as unknown as Http2Sink).writeHead(status, flat)
+    if (http2 && headOnly) setHead(res as unknown as Http2Sink, status, flat)
+    else if (http2) (res as unknown as Http2Sink).writeHead(status, flat)
     else res.writeHead(status, reason, flat)
   } catch {
     // Checked above, so not expected; the response state cannot be trusted any more.
@@ -239,6 +298,21 @@ function writeHead(res: ResponseSink, response: AppResponse, bare: boolean): boo
     return 'destroyed'
   }
   return true
+}
+
+// Node's HTTP/2 compatibility API sends the head with `END_STREAM` only when `end()` finds it
+// unsent: set it here, a repeated name as a list, and leave the sending to `end()`.
+function setHead(res: Http2Sink, status: number, flat: string[]): void {
+  const fields = new Map<string, string[]>()
+  for (let i = 0; i + 1 < flat.length; i += 2) {
+    const name = (flat[i] as string).toLowerCase()
+    const values = fields.get(name)
+    if (values === undefined) fields.set(name, [flat[i + 1] as string])
+    else values.push(flat[i + 1] as string)
+  }
+  res.statusCode = status
+  for (const [name, values] of fields)
+    res.setHeader(name, values.length === 1 ? values[0]! : values)
 }
 
 function drained(res: ResponseSink, client: ResponseClient): Promise<void> {

@@ -69,6 +69,9 @@ const FIXED_500: Readonly<AppResponse> = {
  * - `wsgiproxy.signal` aborts when the response closes before it finished (the client left).
  * - Statuses 200–999 pass through; a 1xx final status or a head Node refuses becomes 502.
  * - A body that fails mid-stream cuts the connection, so the client never sees a clean end.
+ * - The response's trailers (`AppResponse.trailers`) follow its body over HTTP/2, and over
+ *   HTTP/1.1 when the body is chunked (no `Content-Length`); fields a trailer must not carry are
+ *   dropped. A request's trailers are not passed to the app.
  * - A response to a request with `X-WSGIProxy-Version: 0.1` (from an old Python WSGIProxy front)
  *   has no `Connection` or `Keep-Alive` header, error responses included: that front copies every
  *   response header into its WSGI response, and WSGI servers refuse hop-by-hop headers from an

@@ -196,7 +196,38 @@ describe('serve with http2', () => {
 
   it('needs tls', async () => {
     await expect(serve(environEcho, { http2: true } as never)).rejects.toThrow(
-      'invalid options: serve.http2: needs tls: HTTP/2 is offered over TLS (ALPN); cleartext h2c is not supported',
+      "invalid options: serve.http2: needs tls: HTTP/2 is offered over TLS (ALPN); for cleartext HTTP/2 only (h2c, no HTTP/1.1 clients) say http2: 'h2c'",
+    )
+  })
+})
+
+describe("serve with http2: 'h2c'", () => {
+  it('answers cleartext HTTP/2 with prior knowledge, the environ saying HTTP/2 and http', async () => {
+    const served = await serve(environEcho, { http2: 'h2c', closeTimeout: 30_000 })
+    cleanups.push(() => served.close())
+    expect(served.url).toBe(`http://127.0.0.1:${served.port}`)
+    const client = http2Connect(served.url)
+    client.on('error', () => {})
+    cleanups.push(() => client.destroy())
+    const answer = await h2(client, { ':path': '/c?d=e', 'x-custom': 'h2c' })
+    expect(answer.headers[':status']).toBe(200)
+    expect(JSON.parse(answer.body)).toEqual({
+      protocol: 'HTTP/2',
+      host: `127.0.0.1:${served.port}`,
+      scheme: 'http',
+      path: '/c',
+      query: 'd=e',
+      custom: 'h2c',
+    })
+    // Idle sessions get GOAWAY on close(), as over TLS: no wait for the 30 s close timeout.
+    const started = Date.now()
+    await served.close()
+    expect(Date.now() - started).toBeLessThan(15_000)
+  }, 20_000)
+
+  it('is cleartext: refused with tls', async () => {
+    await expect(serve(environEcho, { tls: cert, http2: 'h2c' } as never)).rejects.toThrow(
+      "invalid options: serve.http2: 'h2c' is cleartext HTTP/2: with tls, say http2: true",
     )
   })
 })

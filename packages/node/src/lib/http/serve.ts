@@ -2,9 +2,10 @@ import { createServer } from 'node:http'
 import type { RequestListener, Server } from 'node:http'
 import { createServer as createHttpsServer } from 'node:https'
 import type { Server as HttpsServer } from 'node:https'
-import { createSecureServer } from 'node:http2'
-import type { Http2SecureServer } from 'node:http2'
+import { createSecureServer, createServer as createH2cServer } from 'node:http2'
+import type { Http2SecureServer, Http2Server } from 'node:http2'
 import type { SecureContext } from 'node:tls'
+import { Server as NetServer } from 'node:net'
 import type { AddressInfo } from 'node:net'
 import type { Duplex } from 'node:stream'
 import * as z from 'zod'
@@ -34,11 +35,19 @@ export interface ServeOptions extends NodeListenerOptions {
    */
   tls?: ServeTls
   /**
-   * With `tls`: speak HTTP/2 to clients that offer it (ALPN `h2`) and HTTP/1.1 to the others on
-   * the same port; the environ's `SERVER_PROTOCOL` is then `HTTP/2` and `:authority` its Host.
-   * WebSocket upgrades go over HTTP/1.1 as before. Default `false`. See docs/tls-http2.md.
+   * With `tls`, `true`: speak HTTP/2 to clients that offer it (ALPN `h2`) and HTTP/1.1 to the
+   * others on the same port; the environ's `SERVER_PROTOCOL` is then `HTTP/2` and `:authority` its
+   * Host. WebSocket upgrades go over HTTP/1.1 as before.
+   *
+   * Without `tls`, `'h2c'`: speak only HTTP/2, in cleartext with prior knowledge
+   * ([RFC 9113 §3.3](https://www.rfc-editor.org/rfc/rfc9113#section-3.3)), for a TLS-terminating
+   * proxy or gRPC clients in front that speak h2c: no HTTP/1.1 client, and so no WebSocket, is
+   * served, and the client timeouts do not apply. `true` without `tls` stays an error, so that
+   * HTTP/1.1 clients are never shut out by accident.
+   *
+   * Default `false`. See docs/tls-http2.md.
    */
-  http2?: boolean
+  http2?: boolean | 'h2c'
   /**
    * On `close()`, how long in-flight requests may run before their connections are cut, in
    * milliseconds. Default `10_000`.
@@ -97,9 +106,11 @@ export interface ServeOptions extends NodeListenerOptions {
 
 /**
  * A running server from {@link serve}; `S` is its server: `node:http`'s, `node:https`'s with
- * `tls`, `node:http2`'s secure server with `http2`.
+ * `tls`, `node:http2`'s secure server with `http2`, its cleartext server with `http2: 'h2c'`.
  */
-export interface Served<S extends Server | HttpsServer | Http2SecureServer = Server | HttpsServer> {
+export interface Served<
+  S extends Server | HttpsServer | Http2SecureServer | Http2Server = Server | HttpsServer,
+> {
   /** The server. */
   server: S
   /** The port it listens on. */
@@ -118,6 +129,15 @@ export interface Served<S extends Server | HttpsServer | Http2SecureServer = Ser
    * connection is closed; calling it again gives the same promise.
    */
   close(): Promise<void>
+  /**
+   * Stops accepting connections and lets the open ones end on their own: each HTTP/1.1 response
+   * from now on carries `Connection: close` (the connection closes after it), an idle keep-alive
+   * connection closes at the server's keep-alive timeout, HTTP/2 sessions get GOAWAY. Nothing is
+   * closed under a client that is sending a request, unlike `close()`, which closes idle
+   * connections at once. What is still open after `closeTimeout` is cut. Resolves once every
+   * connection is closed; it and `close()` give the same promise, whichever came first.
+   */
+  drain(): Promise<void>
   /** The same as `close()`, for `await using`. */
   [Symbol.asyncDispose](): Promise<void>
 }
@@ -137,7 +157,11 @@ const serveOptions = optionsObject({
     })
     .optional(),
   tls: SERVE_TLS.optional(),
-  http2: z.boolean({ error: 'expected true or false' }).optional(),
+  http2: z
+    .union([z.boolean(), z.literal('h2c')], {
+      error: (issue) => `expected true, false or 'h2c' (got ${JSON.stringify(issue.input)})`,
+    })
+    .optional(),
   closeTimeout: milliseconds(0).optional(),
   upgradeConnectTimeout: UPGRADE_FIELDS.connectTimeout,
   upgradeProtocols: UPGRADE_FIELDS.protocols,
@@ -152,7 +176,15 @@ const serveOptions = optionsObject({
     context.addIssue({
       code: 'custom',
       path: ['http2'],
-      message: 'needs tls: HTTP/2 is offered over TLS (ALPN); cleartext h2c is not supported',
+      message:
+        "needs tls: HTTP/2 is offered over TLS (ALPN); for cleartext HTTP/2 only (h2c, no HTTP/1.1 clients) say http2: 'h2c'",
+    })
+  }
+  if (options.http2 === 'h2c' && options.tls !== undefined) {
+    context.addIssue({
+      code: 'custom',
+      path: ['http2'],
+      message: "'h2c' is cleartext HTTP/2: with tls, say http2: true",
     })
   }
   refuseBothNames(context, options, 'serve', 'headersTimeout', 'clientHeadersTimeout')
@@ -196,6 +228,17 @@ export async function serve(
   options: ServeOptions & { http2: true },
 ): Promise<Served<Http2SecureServer>>
 /**
+ * Serves an environ app in cleartext HTTP/2 only (h2c with prior knowledge); see the first form.
+ *
+ * @param app - the environ app to serve
+ * @param options - `http2: 'h2c'` without `tls`, and the other options of the first form
+ * @returns the running server once it listens
+ */
+export async function serve(
+  app: EnvironApp,
+  options: ServeOptions & { http2: 'h2c' },
+): Promise<Served<Http2Server>>
+/**
  * Serves an environ app; see the form above.
  *
  * @param app - the environ app to serve
@@ -206,19 +249,28 @@ export async function serve(app: EnvironApp, options?: ServeOptions): Promise<Se
 export async function serve(
   app: EnvironApp,
   options: ServeOptions = {},
-): Promise<Served<Server | HttpsServer | Http2SecureServer>> {
+): Promise<Served<Server | HttpsServer | Http2SecureServer | Http2Server>> {
   const opts = parseOptions(serveOptions, options, 'serve')
   const { port = 0, hostname = '127.0.0.1', closeTimeout = 10_000 } = opts
   const tls = opts.tls === undefined ? undefined : new TlsContexts(opts.tls, 'serve.tls')
   const { server, upgraded } = createNodeServer(app, opts, tls)
-  const connections = trackConnections(server, opts.http2 === true)
+  const connections = trackConnections(server, (opts.http2 ?? false) !== false)
   let closing: Promise<void> | undefined
+  let draining = false
   // A connection that finishes its last request while the server closes is idle: close it then.
-  server.on('request', (_req, res) => {
-    res.once('close', () => {
-      if (closing) setImmediate(() => connections.closeIdle())
-    })
-  })
+  // While it drains, the response closes the connection instead.
+  server.on(
+    'request',
+    (
+      req: { httpVersionMajor: number },
+      res: { shouldKeepAlive?: boolean; once(event: 'close', listener: () => void): unknown },
+    ) => {
+      if (draining && req.httpVersionMajor === 1) res.shouldKeepAlive = false
+      res.once('close', () => {
+        if (closing !== undefined && !draining) setImmediate(() => connections.closeIdle())
+      })
+    },
+  )
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject)
     server.listen(port, hostname, () => {
@@ -242,6 +294,23 @@ export async function serve(
     })
     return closing
   }
+  const drain = (): Promise<void> => {
+    if (closing !== undefined) return closing
+    draining = true
+    closing = new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        connections.closeAll()
+        for (const socket of upgraded) socket.destroy()
+      }, closeTimeout)
+      // net.Server's close: stops accepting without node:http's closing of idle connections.
+      NetServer.prototype.close.call(server, () => {
+        clearTimeout(timer)
+        resolve()
+      })
+      connections.closeSessions()
+    })
+    return closing
+  }
   const setTls = (next: ServeTls): void => {
     if (tls === undefined) {
       throw new WsgiProxyError(
@@ -260,6 +329,7 @@ export async function serve(
     url: `${tls === undefined ? 'http' : 'https'}://${host}:${bound}`,
     setTls,
     close,
+    drain,
     [Symbol.asyncDispose]: close,
   }
 }
@@ -272,7 +342,7 @@ function createNodeServer(
   app: EnvironApp,
   options: ServeOptions,
   tls: TlsContexts | undefined,
-): { server: Server | HttpsServer | Http2SecureServer; upgraded: Set<Duplex> } {
+): { server: Server | HttpsServer | Http2SecureServer | Http2Server; upgraded: Set<Duplex> } {
   const {
     port: _port,
     hostname: _hostname,
@@ -308,15 +378,18 @@ function createNodeServer(
           ) => callback(null, tls.lookup(name)),
         }
   const server =
-    secure === undefined
-      ? createServer(httpOptions, requestListener)
-      : http2 === true
-        ? // One port for both: HTTP/2 by ALPN, HTTP/1.1 (and its upgrades) for the others.
-          createSecureServer(
-            { ...secure, allowHTTP1: true },
-            requestListener as unknown as Parameters<typeof createSecureServer>[1],
-          )
-        : createHttpsServer(secure, requestListener)
+    http2 === 'h2c'
+      ? // HTTP/2 only: Node offers no HTTP/1.1 beside cleartext HTTP/2, nor its client timeouts.
+        createH2cServer(requestListener as unknown as Parameters<typeof createH2cServer>[0])
+      : secure === undefined
+        ? createServer(httpOptions, requestListener)
+        : http2 === true
+          ? // One port for both: HTTP/2 by ALPN, HTTP/1.1 (and its upgrades) for the others.
+            createSecureServer(
+              { ...secure, allowHTTP1: true },
+              requestListener as unknown as Parameters<typeof createSecureServer>[1],
+            )
+          : createHttpsServer(secure, requestListener)
   const onUpgrade = toNodeUpgradeListener(app, {
     requestListener,
     ...(upgradeProtocols === undefined ? {} : { protocols: upgradeProtocols }),

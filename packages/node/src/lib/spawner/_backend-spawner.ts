@@ -16,12 +16,13 @@ import {
   connectProxy,
   createForwarding,
   emitSafely,
+  leaseOf,
 } from './_spawner-support.ts'
 import { Starter } from './_start.ts'
 import type { SpawnerSettings } from './options.ts'
 import { closedError, SpawnerError } from './spawner-error.ts'
 import type { SpawnerExit } from './spawner-error.ts'
-import type { Spawner, SpawnerEvents, SpawnerStatus } from './spawner.ts'
+import type { Spawner, SpawnerEvents, SpawnerLease, SpawnerStatus } from './spawner.ts'
 
 /** The {@link Spawner} that `createSpawner` returns without `instances`: one process. */
 export class BackendSpawner extends EventEmitter<SpawnerEvents> implements Spawner {
@@ -143,6 +144,11 @@ export class BackendSpawner extends EventEmitter<SpawnerEvents> implements Spawn
 
   [Symbol.asyncDispose](): Promise<void> {
     return this.close()
+  }
+
+  async lease(signal?: AbortSignal): Promise<SpawnerLease> {
+    const backend = await this.#acquire(signal)
+    return leaseOf(backend, () => this.#release(backend))
   }
 
   status(): SpawnerStatus {

@@ -19,12 +19,18 @@ import { rollingRestart } from './_pool-restart.ts'
 import { PoolSupervisor } from './_pool-supervisor.ts'
 import { sleep } from './_readiness.ts'
 import { failureResponse } from './_requests.ts'
-import { backoffError, closeTransport, createForwarding, emitSafely } from './_spawner-support.ts'
+import {
+  backoffError,
+  closeTransport,
+  createForwarding,
+  emitSafely,
+  leaseOf,
+} from './_spawner-support.ts'
 import { Starter } from './_start.ts'
 import type { SpawnerInstances, SpawnerSettings } from './options.ts'
 import { closedError } from './spawner-error.ts'
 import type { SpawnerError, SpawnerExit } from './spawner-error.ts'
-import type { Spawner, SpawnerEvents, SpawnerStatus } from './spawner.ts'
+import type { Spawner, SpawnerEvents, SpawnerLease, SpawnerStatus } from './spawner.ts'
 
 /** The {@link Spawner} that `createSpawner` returns with `instances`. */
 export class BackendPool extends EventEmitter<SpawnerEvents> implements Spawner {
@@ -150,6 +156,11 @@ export class BackendPool extends EventEmitter<SpawnerEvents> implements Spawner 
 
   [Symbol.asyncDispose](): Promise<void> {
     return this.close()
+  }
+
+  async lease(signal?: AbortSignal): Promise<SpawnerLease> {
+    const backend = await this.#acquire(signal)
+    return leaseOf(backend, () => this.#release(backend))
   }
 
   status(): SpawnerStatus {

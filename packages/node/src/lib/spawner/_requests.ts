@@ -7,18 +7,24 @@ import type { AppResponse, Environ, ErrorHook, UpgradableApp, UpgradeTarget } fr
 import type { BackendProcess } from './_backend-process.ts'
 import { SpawnerError } from './spawner-error.ts'
 
-/** The spawner's side of its app. */
-export interface Admission {
+/** What a request is forwarded through: a backend's proxy app, once it is ready. */
+export interface Forwarder {
+  /** The proxy app forwarding to the backend. */
+  proxy: UpgradableApp | undefined
+}
+
+/** The spawner's side of its app (a leased app's: `B` is a lease with its proxy app). */
+export interface Admission<B extends Forwarder = BackendProcess> {
   /** The ready backend, counted in flight; waits for a start when there is none. */
-  acquire(signal: AbortSignal | undefined): Promise<BackendProcess>
+  acquire(signal: AbortSignal | undefined): Promise<B>
   /** Ends one request (or upgraded connection) in flight to `backend`. */
-  release(backend: BackendProcess): void
+  release(backend: B): void
   /** The response for a failure. */
   respond(error: unknown, environ: Environ): Promise<AppResponse>
 }
 
 /** The app that forwards to the backend `admission` gives; its `prepareUpgrade` too. */
-export function createSpawnerApp(admission: Admission): UpgradableApp {
+export function createSpawnerApp<B extends Forwarder>(admission: Admission<B>): UpgradableApp {
   return Object.assign((environ: Environ) => handle(admission, environ), {
     prepareUpgrade: (environ: Environ) => handleUpgrade(admission, environ),
   })
@@ -61,8 +67,11 @@ export async function failureResponse(
   return response
 }
 
-async function handle(admission: Admission, environ: Environ): Promise<AppResponse> {
-  let backend: BackendProcess
+async function handle<B extends Forwarder>(
+  admission: Admission<B>,
+  environ: Environ,
+): Promise<AppResponse> {
+  let backend: B
   try {
     backend = await admission.acquire(environ['wsgiproxy.signal'])
   } catch (error) {
@@ -88,11 +97,11 @@ async function handle(admission: Admission, environ: Environ): Promise<AppRespon
  * client connection closes. (A pool's upgrades take this path too: once the upstream connection
  * is being opened, nothing can be sent again.)
  */
-export async function handleUpgrade(
-  admission: Admission,
+export async function handleUpgrade<B extends Forwarder>(
+  admission: Admission<B>,
   environ: Environ,
 ): Promise<UpgradeTarget | AppResponse> {
-  let backend: BackendProcess
+  let backend: B
   try {
     backend = await admission.acquire(environ['wsgiproxy.signal'])
   } catch (error) {

@@ -1,5 +1,5 @@
 // What a single-process spawner and a pool share: the forwarding setup, the proxy app of a ready
-// backend, the backoff error and events whose listeners cannot break the spawner.
+// backend, leases, the backoff error and events whose listeners cannot break the spawner.
 import type { EventEmitter } from 'node:events'
 import { createProxyApp } from '@wsgiproxy/core'
 import type { Environ, ErrorHook, ProxyAppOptions } from '@wsgiproxy/core'
@@ -11,7 +11,7 @@ import type { SpawnerLog } from './_log.ts'
 import { sleep } from './_readiness.ts'
 import type { SpawnerSettings } from './options.ts'
 import { SpawnerError } from './spawner-error.ts'
-import type { SpawnerEvents } from './spawner.ts'
+import type { SpawnerEvents, SpawnerLease } from './spawner.ts'
 
 /** The forwarding options every backend's proxy app gets, and what the spawner owns of them. */
 export interface Forwarding {
@@ -86,5 +86,26 @@ export function emitSafely<K extends keyof SpawnerEvents>(
       const reason = error instanceof Error ? (error.stack ?? String(error)) : String(error)
       log.notice(null, `a '${String(event)}' listener threw: ${reason}`, true)
     }
+  }
+}
+
+/**
+ * A lease of `backend` (taken, counted in flight) that `release` ends once.
+ *
+ * @param backend - the ready backend
+ * @param release - ends its count in flight
+ * @returns the lease
+ */
+export function leaseOf(backend: BackendProcess, release: () => void): SpawnerLease {
+  let released = false
+  return {
+    pid: backend.pid ?? 0,
+    host: backend.host ?? '127.0.0.1',
+    port: backend.port,
+    release: () => {
+      if (released) return
+      released = true
+      release()
+    },
   }
 }

@@ -133,6 +133,22 @@ export interface SpawnerEvents {
   error: [error: SpawnerError]
 }
 
+/**
+ * A backend process taken for one request (or upgraded connection) that is forwarded by someone
+ * else than the spawner's own app, such as a worker process of a cluster: the process counts it in
+ * flight (no idle stop, no restart cut) until {@link SpawnerLease.release}.
+ */
+export interface SpawnerLease {
+  /** The process id of the backend. */
+  readonly pid: number
+  /** The loopback address it answers on (`127.0.0.1` or `::1`). */
+  readonly host: string
+  /** Its port. */
+  readonly port: number
+  /** Ends the lease: the request's response (or connection) has ended. Idempotent. */
+  release(): void
+}
+
 /** A backend started on demand and the app that forwards to it; see {@link createSpawner}. */
 export interface Spawner extends EventEmitter<SpawnerEvents> {
   /**
@@ -164,6 +180,17 @@ export interface Spawner extends EventEmitter<SpawnerEvents> {
    * requests get 503. Idempotent.
    */
   close(): Promise<void>
+  /**
+   * Takes the ready backend (a pool: the least busy instance) for one request that the caller
+   * forwards itself, starting it or waiting for its start as the app does; counted in flight until
+   * the lease is released. A pool grows when every instance is busy, as for its own requests.
+   *
+   * @param signal - aborts the wait for a start
+   * @returns the lease
+   * @throws SpawnerError as the app would answer it (`BACKEND_BACKOFF`, `START_TIMEOUT`, ...), or
+   * the signal's reason
+   */
+  lease(signal?: AbortSignal): Promise<SpawnerLease>
   /** The current state and counters. */
   status(): SpawnerStatus
   /** The same as `close()`, for `await using`. */

@@ -1,0 +1,360 @@
+// `wsgiproxy serve --workers N` and reloads, with real processes: the main process, its workers
+// (node:cluster) and the backends it spawns, under load from keep-alive clients (node:http's
+// Agent, which never sends a request again by itself: every failure is counted).
+import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { Agent, createServer, get } from 'node:http'
+import type { Server } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { afterEach, describe, expect, it } from 'vitest'
+import { APP, childrenOf, NODE } from '@wsgiproxy/test-kit/spawner-helpers'
+import { cleanup, isAlive, runCli, startCli, trackBackend, until } from './test/run-cli.ts'
+
+const servers = new Set<Server>()
+
+afterEach(async () => {
+  await cleanup()
+  await Promise.all(
+    [...servers].map(
+      (server) =>
+        new Promise<void>((resolve) => {
+          server.closeAllConnections()
+          server.close(() => resolve())
+        }),
+    ),
+  )
+  servers.clear()
+})
+
+function tempDir(): string {
+  return mkdtempSync(join(tmpdir(), 'wsgiproxy-workers-'))
+}
+
+function writeConfig(file: string, config: Record<string, unknown>): void {
+  writeFileSync(file, JSON.stringify({ listen: '127.0.0.1:0', ...config }))
+}
+
+/** A spawn route running the test backend, which appends its pid to `starts` when it starts. */
+function spawnRoute(
+  path: string,
+  starts: string,
+  env: Record<string, string> = {},
+): Record<string, unknown> {
+  return { path, type: 'spawn', command: [NODE, APP], env: { STARTS_FILE: starts, ...env } }
+}
+
+function startsIn(file: string): number[] {
+  try {
+    return readFileSync(file, 'utf8').split('\n').filter(Boolean).map(Number)
+  } catch {
+    return []
+  }
+}
+
+/** An upstream that answers every request with `text`. */
+async function textUpstream(text: string): Promise<string> {
+  const server = createServer((_req, res) => res.end(text))
+  servers.add(server)
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`
+}
+
+/** One GET on a keep-alive agent: the status and body, or the connection error. */
+function getOnce(url: string, agent: Agent): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const request = get(url, { agent, timeout: 20_000 }, (response) => {
+      let body = ''
+      response.setEncoding('utf8')
+      response.on('data', (chunk: string) => {
+        body += chunk
+      })
+      response.on('end', () => resolve({ status: response.statusCode ?? 0, body }))
+      response.on('error', reject)
+    })
+    request.on('error', reject)
+    request.on('timeout', () => request.destroy(new Error('no answer in 20 s')))
+  })
+}
+
+/** `concurrency` keep-alive clients sending GETs in a loop until `stop()`. */
+function load(url: string, concurrency: number) {
+  const agent = new Agent({ keepAlive: true, maxSockets: concurrency })
+  const state = { running: true }
+  let ok = 0
+  const failures: Array<{ at: number; what: string }> = []
+  const bodies = new Map<string, number>()
+  const loops = Array.from({ length: concurrency }, async () => {
+    while (state.running) {
+      try {
+        const { status, body } = await getOnce(url, agent)
+        if (status === 200) {
+          ok++
+          bodies.set(body, (bodies.get(body) ?? 0) + 1)
+        } else {
+          failures.push({ at: Date.now(), what: `status ${status}: ${body.slice(0, 200)}` })
+        }
+      } catch (error) {
+        failures.push({ at: Date.now(), what: (error as Error).message })
+      }
+    }
+  })
+  return {
+    failures,
+    bodies,
+    ok: (): number => ok,
+    stop: async (): Promise<void> => {
+      state.running = false
+      await Promise.all(loops)
+      agent.destroy()
+    },
+  }
+}
+
+/** The worker processes of a main process: its children running node. */
+function workersOf(pid: number): number[] {
+  return childrenOf(pid).filter((child) => {
+    try {
+      return readFileSync(`/proc/${child}/cmdline`, 'utf8').includes('main.js')
+    } catch {
+      return false
+    }
+  })
+}
+
+function openFds(pid: number): number {
+  return readdirSync(`/proc/${pid}/fd`).length
+}
+
+function count(text: string, pattern: RegExp): number {
+  return text.match(new RegExp(pattern.source, 'g'))?.length ?? 0
+}
+
+describe('serve --workers', () => {
+  it('serves from two workers; a spawn route starts exactly one backend for both', async () => {
+    const dir = tempDir()
+    const starts = join(dir, 'starts')
+    writeConfig(join(dir, 'wsgiproxy.config.json'), { routes: [spawnRoute('/', starts)] })
+    const cli = await startCli(['serve', '--workers', '2'], dir)
+    expect(cli.stderr()).toMatch(/listening on http:\/\/127\.0\.0\.1:\d+ \(2 workers\)/)
+    expect(workersOf(cli.pid)).toHaveLength(2)
+    // 40 first requests at once on fresh connections, which the cluster deals to both workers.
+    const agent = new Agent({ keepAlive: false })
+    const answers = await Promise.all(
+      Array.from({ length: 40 }, () => getOnce(`${cli.url}/`, agent)),
+    )
+    expect(answers.map((answer) => answer.status)).toEqual(Array(40).fill(200))
+    const pids = new Set(answers.map((answer) => (JSON.parse(answer.body) as { pid: number }).pid))
+    expect(startsIn(starts)).toHaveLength(1)
+    expect([...pids]).toEqual(startsIn(starts))
+    trackBackend(startsIn(starts)[0] as number)
+    // The backend is the main process's child, not a worker's.
+    expect(childrenOf(cli.pid)).toContain(startsIn(starts)[0])
+
+    cli.child.kill('SIGTERM')
+    expect(await cli.exited).toBe(0)
+    expect(cli.stderr()).toMatch(/stopped/)
+    expect(isAlive(startsIn(starts)[0] as number)).toBe(false)
+  })
+
+  it('replaces a worker killed under load; only requests on its connections fail', async () => {
+    const dir = tempDir()
+    const starts = join(dir, 'starts')
+    writeConfig(join(dir, 'wsgiproxy.config.json'), { routes: [spawnRoute('/', starts)] })
+    const cli = await startCli(['serve', '--workers', '2'], dir)
+    const concurrency = 16
+    const traffic = load(`${cli.url}/`, concurrency)
+    await until(() => traffic.ok() >= 200, 20_000)
+    trackBackend(startsIn(starts)[0] as number)
+    const [victim] = workersOf(cli.pid)
+    process.kill(victim as number, 'SIGKILL')
+    await cli.waitFor(/worker pid \d+ exited \(SIGKILL\); starting another/)
+    await until(
+      () => workersOf(cli.pid).length === 2 && !workersOf(cli.pid).includes(victim as number),
+      20_000,
+    )
+    const failedAtKill = traffic.failures.length
+    const okAfter = traffic.ok()
+    await until(() => traffic.ok() >= okAfter + 500, 30_000)
+    await traffic.stop()
+    // Each client connection the killed worker held fails at most once: its request in flight,
+    // or the one it sent before it saw the connection close. None is an HTTP error.
+    expect(failedAtKill).toBeLessThanOrEqual(concurrency)
+    expect(traffic.failures.every((failure) => !failure.what.startsWith('status'))).toBe(true)
+    // Once the replacement serves, nothing fails.
+    expect(traffic.failures.length).toBe(failedAtKill)
+    // Still one backend for all workers, old and new.
+    expect(startsIn(starts)).toHaveLength(1)
+  })
+
+  it('reloads 20 times under constant load without a failed request or a leaked process or fd', async () => {
+    const dir = tempDir()
+    const file = join(dir, 'wsgiproxy.config.json')
+    const starts = join(dir, 'starts')
+    const upstreams = [await textUpstream('A'), await textUpstream('B')]
+    const configOf = (i: number): Record<string, unknown> => ({
+      routes: [
+        spawnRoute('/spawned', starts),
+        { path: '/', type: 'proxy', href: upstreams[i % 2] },
+      ],
+    })
+    writeConfig(file, configOf(0))
+    const cli = await startCli(['serve', '--workers', '2', '--pid-file', join(dir, 'pid')], dir)
+    const spawned = load(`${cli.url}/spawned/`, 4)
+    const proxied = load(`${cli.url}/`, 8)
+    await until(() => spawned.ok() >= 50 && proxied.ok() >= 100, 20_000)
+    const backend = startsIn(starts)[0] as number
+    trackBackend(backend)
+    const fdsBefore = openFds(cli.pid)
+    const childrenBefore = childrenOf(cli.pid).length
+    for (let i = 1; i <= 20; i++) {
+      writeConfig(file, configOf(i))
+      const result = await runCli(['reload', '--pid-file', join(dir, 'pid')])
+      expect(result.code).toBe(0)
+      await until(() => count(cli.stderr(), /config reloaded/) === i, 30_000)
+      console.log(
+        'reload',
+        i,
+        spawned.ok(),
+        proxied.ok(),
+        JSON.stringify(spawned.failures.slice(-3)),
+        JSON.stringify(proxied.failures.slice(-3)),
+      )
+      // The new config answers: a request on a fresh connection gets the other upstream.
+      const fresh = await getOnce(`${cli.url}/`, new Agent({ keepAlive: false }))
+      expect(fresh.body).toBe(i % 2 === 0 ? 'A' : 'B')
+    }
+    // The old workers finish and exit; what is left is what there was before.
+    await until(() => childrenOf(cli.pid).length === childrenBefore, 30_000)
+    const okBefore = proxied.ok()
+    await until(() => proxied.ok() >= okBefore + 100, 20_000)
+    await Promise.all([spawned.stop(), proxied.stop()])
+    expect(spawned.failures).toEqual([])
+    expect(proxied.failures).toEqual([])
+    expect(proxied.bodies.get('A')).toBeGreaterThan(0)
+    expect(proxied.bodies.get('B')).toBeGreaterThan(0)
+    // The unchanged spawn route kept its backend through every reload.
+    expect(startsIn(starts)).toEqual([backend])
+    expect(workersOf(cli.pid)).toHaveLength(2)
+    // Each worker has one IPC channel in the main process; 20 generations came and went.
+    expect(openFds(cli.pid)).toBeLessThanOrEqual(fdsBefore)
+
+    cli.child.kill('SIGTERM')
+    expect(await cli.exited).toBe(0)
+    expect(isAlive(backend)).toBe(false)
+  }, 180_000)
+
+  it('refuses an invalid config on reload and keeps serving with the old one', async () => {
+    const dir = tempDir()
+    const file = join(dir, 'wsgiproxy.config.json')
+    const a = await textUpstream('A')
+    writeConfig(file, { routes: [{ path: '/', type: 'proxy', href: a }] })
+    const cli = await startCli(['serve', '--workers', '2'], dir)
+    const workers = workersOf(cli.pid).toSorted()
+    writeConfig(file, { routes: [{ path: '/', type: 'proxy', hreff: a }] })
+    process.kill(cli.pid, 'SIGHUP')
+    await cli.waitFor(/reload refused: config file .*routes\[0\].*; the config in use stays/)
+    writeFileSync(file, '{ "routes": [')
+    process.kill(cli.pid, 'SIGHUP')
+    await cli.waitFor(/reload refused: config file .* is not valid JSON.*the config in use stays/)
+    expect(workersOf(cli.pid).toSorted()).toEqual(workers)
+    const answer = await getOnce(`${cli.url}/`, new Agent())
+    expect(answer).toEqual({ status: 200, body: 'A' })
+    cli.child.kill('SIGTERM')
+    expect(await cli.exited).toBe(0)
+  })
+
+  it('drains every worker on SIGTERM: a request in flight is answered', async () => {
+    const dir = tempDir()
+    const starts = join(dir, 'starts')
+    const requests = join(dir, 'requests')
+    writeConfig(join(dir, 'wsgiproxy.config.json'), {
+      routes: [spawnRoute('/', starts, { REQUESTS_FILE: requests })],
+    })
+    const cli = await startCli(['serve', '--workers', '2'], dir)
+    await getOnce(`${cli.url}/`, new Agent())
+    trackBackend(startsIn(starts)[0] as number)
+    const slow = getOnce(`${cli.url}/slow?ms=1500`, new Agent())
+    // SIGTERM once the backend has the request.
+    await until(() => readFileSync(requests, 'utf8').includes('/slow'))
+    cli.child.kill('SIGTERM')
+    expect(await slow).toEqual({ status: 200, body: expect.stringMatching(/^slow done by \d+$/) })
+    expect(await cli.exited).toBe(0)
+    expect(isAlive(startsIn(starts)[0] as number)).toBe(false)
+  })
+
+  it('checks --workers', async () => {
+    const dir = tempDir()
+    writeConfig(join(dir, 'wsgiproxy.config.json'), { routes: [{ path: '/', type: 'echo' }] })
+    for (const value of ['0', 'two', '257']) {
+      const result = await runCli(['serve', '--workers', value], dir)
+      expect(result.code).toBe(1)
+      expect(result.stderr).toMatch(
+        /--workers must be a number of processes from 1 to 256, or auto/,
+      )
+    }
+  })
+})
+
+describe('serve reload in one process', () => {
+  it('takes the new routes on SIGHUP; requests in flight finish on the old ones', async () => {
+    const dir = tempDir()
+    const file = join(dir, 'wsgiproxy.config.json')
+    const starts = join(dir, 'starts')
+    const [a, b] = [await textUpstream('A'), await textUpstream('B')]
+    writeConfig(file, {
+      routes: [spawnRoute('/spawned', starts), { path: '/', type: 'proxy', href: a }],
+    })
+    const cli = await startCli(['serve'], dir)
+    await getOnce(`${cli.url}/spawned/`, new Agent())
+    const backend = startsIn(starts)[0] as number
+    trackBackend(backend)
+    const traffic = load(`${cli.url}/`, 8)
+    const slow = getOnce(`${cli.url}/spawned/slow?ms=1000`, new Agent())
+    await until(() => traffic.ok() >= 100)
+    writeConfig(file, {
+      routes: [spawnRoute('/spawned', starts), { path: '/', type: 'proxy', href: b }],
+    })
+    process.kill(cli.pid, 'SIGHUP')
+    await cli.waitFor(/config reloaded/)
+    expect(await slow).toEqual({ status: 200, body: expect.stringMatching(/^slow done by/) })
+    expect((await getOnce(`${cli.url}/`, new Agent())).body).toBe('B')
+    // A change only a restart applies is named, and the routes still reload.
+    writeConfig(file, {
+      listen: '127.0.0.1:1',
+      routes: [spawnRoute('/spawned', starts), { path: '/', type: 'proxy', href: a }],
+    })
+    process.kill(cli.pid, 'SIGHUP')
+    await cli.waitFor(/reload: listen changed in .*: that takes a restart/)
+    await until(() => count(cli.stderr(), /config reloaded/) === 2)
+    expect((await getOnce(`${cli.url}/`, new Agent())).body).toBe('A')
+    writeConfig(file, { routes: [{ path: '/', type: 'nope' }] })
+    process.kill(cli.pid, 'SIGHUP')
+    await cli.waitFor(/reload refused: config file .*; the config in use stays/)
+    expect((await getOnce(`${cli.url}/`, new Agent())).body).toBe('A')
+    await traffic.stop()
+    expect(traffic.failures).toEqual([])
+    // The spawn route did not change: its backend served on.
+    expect(startsIn(starts)).toEqual([backend])
+    expect(isAlive(backend)).toBe(true)
+    cli.child.kill('SIGTERM')
+    expect(await cli.exited).toBe(0)
+    expect(isAlive(backend)).toBe(false)
+  })
+})
+
+describe('wsgiproxy reload', () => {
+  it('names what is wrong with its pid file or pid', async () => {
+    const dir = tempDir()
+    const missing = await runCli(['reload', '--pid-file', join(dir, 'nope')])
+    expect(missing.code).toBe(1)
+    expect(missing.stderr).toMatch(/pid file .*nope does not exist: is wsgiproxy serve running/)
+    writeFileSync(join(dir, 'bad'), 'hello\n')
+    const bad = await runCli(['reload', '--pid-file', join(dir, 'bad')])
+    expect(bad.code).toBe(1)
+    expect(bad.stderr).toMatch(/must hold a process id such as 4242 \(got "hello"\)/)
+    const none = await runCli(['reload'])
+    expect(none.code).toBe(1)
+    expect(none.stderr).toMatch(/reload expects --pid-file FILE .* or one process id/)
+  })
+})
