@@ -80,6 +80,7 @@ describe('wsgiproxy', () => {
       'spawn',
       'forward',
       'echo',
+      'reload',
       'keygen',
       'passwd',
       'schema',

@@ -33,6 +33,7 @@ import type {
 import type {
   EchoRoute,
   ProxyRoute,
+  UpstreamInput,
   RouteInput,
   SpawnRoute,
   TimeoutsInput,
@@ -43,6 +44,7 @@ import { usageError } from './errors.ts'
 import type { Logger } from './log.ts'
 import { withRequestLog } from './log.ts'
 import { poolOptionsOf, watchPool } from './pool-route.ts'
+import { read } from './tls-files.ts'
 
 /** What the running command owns and closes on shutdown. */
 export interface Resources {
@@ -60,6 +62,8 @@ export interface Resources {
     Spawner,
     { key: string; watcher: KeyFileWatcher | undefined; from?: Resources }
   >
+  /** The transports of proxy routes with their own `upstream` settings. */
+  readonly transports: UndiciTransport[]
   /** The upstream pools of proxy routes (their health checks stop on shutdown). */
   readonly pools: UpstreamPool[]
   /** The key files watched. */
@@ -136,6 +140,7 @@ export async function discardResources(resources: Resources): Promise<void> {
   )
   for (const pool of resources.pools) pool.close()
   for (const watcher of resources.watchers) if (!keptWatchers.has(watcher)) watcher.close()
+  await Promise.allSettled(resources.transports.map((transport) => transport.close()))
 }
 
 /**
@@ -155,6 +160,7 @@ export function createResources(
     transport: extra.transport ?? undiciTransport(),
     spawners: [],
     spawnerRoutes: new Map(),
+    transports: [],
     pools: [],
     watchers: [],
     self: undefined,
@@ -177,6 +183,7 @@ export async function closeResources(
   await Promise.allSettled(resources.spawners.map((spawner) => spawner.close()))
   for (const pool of resources.pools) pool.close()
   for (const watcher of resources.watchers) watcher.close()
+  await Promise.allSettled(resources.transports.map((transport) => transport.close()))
   if (options.transport !== false) await resources.transport.close().catch(() => {})
 }
 
@@ -327,7 +334,11 @@ async function signerFor(
 }
 
 async function proxyRouteApp(route: ProxyRoute, resources: Resources): Promise<BuiltApp> {
-  const { logger, transport } = resources
+  const { logger } = resources
+  const transport =
+    route.upstream === undefined
+      ? resources.transport
+      : await upstreamTransport(route.upstream, route.path, resources)
   const signer = await signerFor(route.keyFile, resources)
   const app = guard(() =>
     createProxyApp({
@@ -349,6 +360,43 @@ async function proxyRouteApp(route: ProxyRoute, resources: Resources): Promise<B
     return typeof target === 'string' ? new URL(target).origin : only
   }
   return { app: upgradable(app, withRequestLog(app, logger, upstream)) }
+}
+
+// A proxy route's own transport for its `upstream` settings (HTTP/2, TLS files read now).
+async function upstreamTransport(
+  upstream: UpstreamInput,
+  path: string,
+  resources: Resources,
+): Promise<UndiciTransport> {
+  const { http2, ca, cert, key, servername, rejectUnauthorized } = upstream
+  const where = `route ${path}: upstream`
+  const cas =
+    ca === undefined
+      ? undefined
+      : await Promise.all((Array.isArray(ca) ? ca : [ca]).map((file) => read(`${where}.ca`, file)))
+  const tls = {
+    ...(cas === undefined ? {} : { ca: cas }),
+    ...(cert === undefined ? {} : { cert: await read(`${where}.cert`, cert) }),
+    ...(key === undefined ? {} : { key: await read(`${where}.key`, key) }),
+    ...(servername === undefined ? {} : { servername }),
+    ...(rejectUnauthorized === undefined ? {} : { rejectUnauthorized }),
+  }
+  let transport: UndiciTransport
+  try {
+    transport = undiciTransport({
+      ...(http2 === true ? { http2: 'h2c' as const } : {}),
+      ...(Object.keys(tls).length === 0 ? {} : { tls }),
+      onWarning: (message) => resources.logger.event('warning', `${where}: ${message}`),
+    })
+  } catch (error) {
+    if (!(error instanceof WsgiProxyError)) throw error
+    // `invalid options: undiciTransport.tls.key: ...` names the config's keys instead.
+    throw usageError(
+      `${where}.${error.message.replace(/^invalid options: undiciTransport\.(tls\.)?/, '')}`,
+    )
+  }
+  resources.transports.push(transport)
+  return transport
 }
 
 async function spawnRouteApp(route: SpawnRoute, resources: Resources): Promise<BuiltApp> {

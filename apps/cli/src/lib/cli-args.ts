@@ -26,6 +26,7 @@ export const COMMON_OPTIONS = {
   'tls-cert': { type: 'string' },
   'tls-key': { type: 'string' },
   http2: { type: 'boolean' },
+  h2c: { type: 'boolean' },
 } as const
 
 /** The flags of `wsgiproxy serve` beside {@link COMMON_OPTIONS}. */
@@ -46,6 +47,7 @@ export interface ServeFlags {
   'tls-cert'?: string | undefined
   'tls-key'?: string | undefined
   http2?: boolean | undefined
+  h2c?: boolean | undefined
   workers?: string | undefined
   'drain-timeout'?: string | undefined
 }
@@ -154,6 +156,7 @@ export function listenOf(values: {
   'tls-cert'?: string | undefined
   'tls-key'?: string | undefined
   http2?: boolean | undefined
+  h2c?: boolean | undefined
 }): ListenChoice {
   const tls = tlsFlags(values)
   return withHttp2(
@@ -162,23 +165,51 @@ export function listenOf(values: {
       source: { from: 'flag' },
       ...(tls === undefined ? {} : { tls }),
     },
-    values.http2,
+    http2Flags(values),
   )
 }
 
 /**
- * The listen choice with HTTP/2 on (`--http2` or the config file's `http2`), which needs TLS.
+ * What `--http2` and `--h2c` ask for.
+ *
+ * @param values - the parsed flags
+ * @returns `true`, `'h2c'`, or `undefined` for neither
+ * @throws CliError (exit 1) for both
+ */
+export function http2Flags(values: {
+  http2?: boolean | undefined
+  h2c?: boolean | undefined
+}): boolean | 'h2c' | undefined {
+  if (values.h2c === true && values.http2 === true) {
+    throw usageError(
+      '--http2 and --h2c do not go together: --http2 is HTTP/2 beside HTTP/1.1 over TLS, --h2c cleartext HTTP/2 only',
+    )
+  }
+  return values.h2c === true ? 'h2c' : values.http2
+}
+
+/**
+ * The listen choice with HTTP/2 on: `--http2` or the config file's `http2: true` (over TLS, beside
+ * HTTP/1.1), or `--h2c` / `"h2c"` (cleartext HTTP/2 only, without TLS).
  *
  * @param listen - the choice so far
- * @param http2 - whether HTTP/2 was asked for
+ * @param http2 - what was asked for
  * @returns the choice
- * @throws CliError (exit 1) for HTTP/2 without TLS
+ * @throws CliError (exit 1) for `true` without TLS or `'h2c'` with it
  */
-export function withHttp2(listen: ListenChoice, http2: boolean | undefined): ListenChoice {
-  if (http2 !== true) return listen
+export function withHttp2(listen: ListenChoice, http2: boolean | 'h2c' | undefined): ListenChoice {
+  if (http2 === undefined || http2 === false) return listen
+  if (http2 === 'h2c') {
+    if (listen.tls !== undefined) {
+      throw usageError(
+        'h2c is cleartext HTTP/2: without TLS; over TLS use --http2 (or "http2": true), which keeps HTTP/1.1 beside it',
+      )
+    }
+    return { ...listen, http2: 'h2c' }
+  }
   if (listen.tls === undefined) {
     throw usageError(
-      'HTTP/2 needs TLS: give --tls-cert and --tls-key (or tls in the config file); cleartext h2c is not supported',
+      'HTTP/2 needs TLS: give --tls-cert and --tls-key (or tls in the config file); for cleartext HTTP/2 only (no HTTP/1.1 clients, no WebSockets) use --h2c (or "http2": "h2c")',
     )
   }
   return { ...listen, http2: true }

@@ -24,6 +24,7 @@ const COMMON_HELP = `  --listen host:port     where to listen (default ${formatL
                          or on SIGHUP
   --tls-key FILE         its private key (PEM); both or neither
   --http2                with TLS: also speak HTTP/2 (by ALPN), HTTP/1.1 on the same port
+  --h2c                  without TLS: cleartext HTTP/2 only (prior knowledge; no HTTP/1.1)
   -h, --help             show this help`
 
 const KEY_HELP = `  --key-file FILE        sign forwarded requests with this key file (wsgiproxy keygen makes one)
@@ -81,6 +82,9 @@ never reached one is tried on another (docs/pools.md; weights and more in a conf
   --health-path PATH     check every href with GET PATH; a failing one takes no requests
   --health-interval DURATION  between two checks (default 5s)
   --max-concurrent N     requests in flight per href; more wait (up to 100), then get 503
+  --upstream-http2       speak HTTP/2 to the hrefs: by ALPN to https://, h2c to http:// (gRPC)
+  --upstream-ca FILE     trust this CA (PEM) for https:// hrefs (repeatable)
+  --upstream-cert FILE   a client certificate (PEM) for mutual TLS, with --upstream-key FILE
 ${KEY_HELP}
 ${COMMON_HELP}`,
   spawn: `usage: wsgiproxy spawn [options] -- <command...>

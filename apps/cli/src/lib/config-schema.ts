@@ -182,6 +182,37 @@ const poolFields = {
     .describe('Per-target concurrency limits; beyond them and the queue, 503 with Retry-After.'),
 }
 
+const upstreamFile = z.string().min(1, 'expected a file name')
+const upstreamSchema = z
+  .strictObject({
+    http2: z
+      .boolean()
+      .optional()
+      .describe(
+        'Speak HTTP/2 to the upstream: by ALPN to https:// hrefs, cleartext with prior knowledge (h2c) to http:// ones (each must speak it). Default false.',
+      ),
+    ca: z
+      .union([upstreamFile, z.array(upstreamFile).min(1, 'expected at least one file')])
+      .optional()
+      .describe(
+        'Trust these CA certificates (PEM files, relative to this file) for https:// hrefs instead of the system ones.',
+      ),
+    cert: upstreamFile.optional().describe('A client certificate (PEM) for mutual TLS.'),
+    key: upstreamFile.optional().describe('The private key (PEM) of cert.'),
+    servername: z
+      .string()
+      .min(1)
+      .optional()
+      .describe(
+        'The name to send (SNI) and check the certificate against, if not the host of the href.',
+      ),
+    rejectUnauthorized: z
+      .boolean()
+      .optional()
+      .describe('false accepts any certificate (a warning is logged once). Default true.'),
+  })
+  .describe('How to reach the upstream: HTTP/2 and TLS.')
+
 const proxyRoute = z
   .strictObject({
     path: routePath,
@@ -192,6 +223,7 @@ const proxyRoute = z
       })
       .optional()
       .describe('Where to forward: http://host:port/path?query, or a list of them for a pool.'),
+    upstream: upstreamSchema.optional(),
     ...protocolFields,
     ...poolFields,
   })
@@ -359,9 +391,11 @@ export const configSchema: z.ZodType<ConfigInput> = z
     logFormat: z.enum(['text', 'json']).optional().describe('Log lines as text or JSON.'),
     tls: tlsSchema.optional(),
     http2: z
-      .boolean()
+      .union([z.boolean(), z.literal('h2c')], { error: 'expected true, false or "h2c"' })
       .optional()
-      .describe('With tls: also speak HTTP/2 (by ALPN), HTTP/1.1 on the same port. Default false.'),
+      .describe(
+        'true (with tls): also speak HTTP/2 (by ALPN), HTTP/1.1 on the same port; "h2c" (without tls): cleartext HTTP/2 only, no HTTP/1.1 clients. Default false.',
+      ),
     upgrade: upgradeSchema.optional(),
     workers: z
       .union([z.int().min(1).max(256), z.literal('auto')], {
@@ -406,9 +440,20 @@ interface ProtocolInput extends ForwardInput {
 }
 
 /** A proxy route: one href, a list of them, or weighted targets, and the pool keys. */
+/** How a proxy route reaches its upstream, as written in the config file. */
+export interface UpstreamInput {
+  http2?: boolean | undefined
+  ca?: string | string[] | undefined
+  cert?: string | undefined
+  key?: string | undefined
+  servername?: string | undefined
+  rejectUnauthorized?: boolean | undefined
+}
+
 export interface ProxyRoute extends ProtocolInput {
   path: string
   type: 'proxy'
+  upstream?: UpstreamInput | undefined
   href?: string | string[] | undefined
   targets?: Array<{ href: string; weight?: number | undefined }> | undefined
   balance?:
@@ -517,7 +562,7 @@ export interface ConfigInput {
   listen?: string | number | undefined
   logFormat?: 'text' | 'json' | undefined
   tls?: TlsInput | undefined
-  http2?: boolean | undefined
+  http2?: boolean | 'h2c' | undefined
   upgrade?: UpgradeInput | undefined
   workers?: number | 'auto' | undefined
   drainTimeout?: string | number | undefined

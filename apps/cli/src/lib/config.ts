@@ -22,8 +22,8 @@ export interface Config {
   logFormat: 'text' | 'json' | undefined
   /** The certificate files, resolved against the config file's directory, if the file says. */
   tls: TlsFiles | undefined
-  /** Whether to speak HTTP/2, if the file says. */
-  http2: boolean | undefined
+  /** Whether to speak HTTP/2 (`'h2c'`: cleartext only), if the file says. */
+  http2: boolean | 'h2c' | undefined
   /** The upgrade settings the file gives (none: `serve()`'s defaults). */
   upgrade: UpgradeSettings
   /** The number of worker processes (`auto` resolved), if the file says. */
@@ -141,6 +141,17 @@ function resolvePaths(route: RouteInput, base: string): RouteInput {
   const copy = { ...route }
   if ('keyFile' in copy && copy.keyFile !== undefined) copy.keyFile = resolve(base, copy.keyFile)
   if (copy.type === 'spawn' && copy.cwd !== undefined) copy.cwd = resolve(base, copy.cwd)
+  if (copy.type === 'proxy' && copy.upstream !== undefined) {
+    const { ca, cert, key } = copy.upstream
+    copy.upstream = {
+      ...copy.upstream,
+      ...(ca === undefined
+        ? {}
+        : { ca: Array.isArray(ca) ? ca.map((file) => resolve(base, file)) : resolve(base, ca) }),
+      ...(cert === undefined ? {} : { cert: resolve(base, cert) }),
+      ...(key === undefined ? {} : { key: resolve(base, key) }),
+    }
+  }
   return copy
 }
 

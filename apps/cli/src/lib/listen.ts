@@ -61,8 +61,8 @@ export interface ListenChoice {
   source: ListenSource
   /** Serve HTTPS with these certificate files. */
   tls?: TlsFiles | undefined
-  /** Also speak HTTP/2 (with `tls`). */
-  http2?: boolean | undefined
+  /** Also speak HTTP/2 (`true`, with `tls`), or only cleartext HTTP/2 (`'h2c'`, without). */
+  http2?: boolean | 'h2c' | undefined
 }
 
 /**

@@ -3,7 +3,7 @@ import type { RouteInput } from './config-schema.ts'
 import type { Config } from './config.ts'
 import { durationFlag } from './duration.ts'
 import { usageError } from './errors.ts'
-import { listenOf, logFormat, tlsFlags, withHttp2 } from './cli-args.ts'
+import { http2Flags, listenOf, logFormat, tlsFlags, withHttp2 } from './cli-args.ts'
 import type { ServeFlags } from './cli-args.ts'
 import { DEFAULT_LISTEN } from './listen.ts'
 import type { ListenChoice } from './listen.ts'
@@ -46,7 +46,7 @@ export function servePlan(values: ServeFlags, config: Config, file: string): Ser
   const tls = tlsFlags(values) ?? config.tls
   const listen = withHttp2(
     tls === undefined ? chosen : { ...chosen, tls },
-    values.http2 ?? config.http2,
+    http2Flags(values) ?? config.http2,
   )
   const drain = values['drain-timeout']
   const workers = values.workers === undefined ? config.workers : workersFlag(values.workers)

@@ -113,7 +113,7 @@ export async function serveUntilSignal(run: ServeRun): Promise<number> {
         hostname: listen.address.hostname,
         closeTimeout: drainTimeout,
         ...(tls === undefined ? {} : { tls }),
-        ...(listen.http2 === true ? { http2: true } : {}),
+        ...(listen.http2 === undefined || listen.http2 === false ? {} : { http2: listen.http2 }),
         ...(upgrade.protocols === undefined ? {} : { upgradeProtocols: upgrade.protocols }),
         ...(upgrade.idleTimeout === undefined ? {} : { upgradeIdleTimeout: upgrade.idleTimeout }),
         ...(upgrade.maxConnections === undefined

@@ -16,7 +16,7 @@ import {
   SERVE_OPTIONS,
 } from './cli-args.ts'
 import type { CliIo } from './cli-args.ts'
-import type { RouteInput } from './config-schema.ts'
+import type { RouteInput, UpstreamInput } from './config-schema.ts'
 import { loadConfig } from './config.ts'
 import { createConnectListener } from './connect-tunnel.ts'
 import { createDestinationGuard } from './destination-guard.ts'
@@ -89,7 +89,7 @@ export async function runServe(args: string[], io: CliIo): Promise<number> {
  */
 export async function runProxy(args: string[], io: CliIo): Promise<number> {
   const { values, positionals } = parseCommandArgs('proxy', args, {
-    options: { ...COMMON_OPTIONS, ...KEY_OPTIONS, ...POOL_OPTIONS },
+    options: { ...COMMON_OPTIONS, ...KEY_OPTIONS, ...POOL_OPTIONS, ...UPSTREAM_OPTIONS },
     allowPositionals: true,
   })
   if (values.help === true) return help('proxy', io)
@@ -112,6 +112,7 @@ export async function runProxy(args: string[], io: CliIo): Promise<number> {
     href,
     ...keyRouteOptions(values),
     ...poolRouteOptions(values),
+    ...upstreamRouteOptions(values),
   }
   return serveUntilSignal({
     command: 'proxy',
@@ -288,6 +289,38 @@ export async function runEcho(args: string[], io: CliIo): Promise<number> {
     upgrade: parseUpgradeFlags(values),
     build: async (resources) => (await buildRouteApp(route, resources)).app,
   })
+}
+
+// The flags of `wsgiproxy proxy` for how to reach the upstream.
+const UPSTREAM_OPTIONS = {
+  'upstream-http2': { type: 'boolean' },
+  'upstream-ca': { type: 'string', multiple: true },
+  'upstream-cert': { type: 'string' },
+  'upstream-key': { type: 'string' },
+} as const
+
+// The route's `upstream` from those flags (files relative to the working directory).
+function upstreamRouteOptions(values: {
+  'upstream-http2'?: boolean | undefined
+  'upstream-ca'?: string[] | undefined
+  'upstream-cert'?: string | undefined
+  'upstream-key'?: string | undefined
+}): { upstream?: UpstreamInput } {
+  const ca = values['upstream-ca']
+  const cert = values['upstream-cert']
+  const key = values['upstream-key']
+  if ((cert === undefined) !== (key === undefined)) {
+    throw usageError(
+      `${cert === undefined ? '--upstream-key needs --upstream-cert' : '--upstream-cert needs --upstream-key'} (the client certificate and its private key, PEM files)`,
+    )
+  }
+  const upstream: UpstreamInput = {
+    ...(values['upstream-http2'] === true ? { http2: true } : {}),
+    ...(ca === undefined ? {} : { ca: ca.map((file) => resolve(file)) }),
+    ...(cert === undefined ? {} : { cert: resolve(cert) }),
+    ...(key === undefined ? {} : { key: resolve(key) }),
+  }
+  return Object.keys(upstream).length === 0 ? {} : { upstream }
 }
 
 // Allow or deny entries of a flag, each checked.

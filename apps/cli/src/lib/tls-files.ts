@@ -99,7 +99,15 @@ async function pair(which: string, { cert, key }: TlsPair): Promise<{ cert: Buff
   return { cert: await read(`${which}cert`, cert), key: await read(`${which}key`, key) }
 }
 
-async function read(what: string, path: string): Promise<Buffer> {
+/**
+ * Reads a PEM file.
+ *
+ * @param what - what it is, for the message (`tls.cert`)
+ * @param path - the file
+ * @returns its bytes
+ * @throws CliError (exit 1) naming the file and why it cannot be read
+ */
+export async function read(what: string, path: string): Promise<Buffer> {
   try {
     return await readFile(path)
   } catch (error) {
