@@ -237,7 +237,7 @@ describe('wsgiproxy with tls', () => {
     const result = await runCli(['echo', '--listen', '127.0.0.1:0', '--http2'])
     expect(result.code).toBe(1)
     expect(result.stderr).toBe(
-      'wsgiproxy: HTTP/2 needs TLS: give --tls-cert and --tls-key (or tls in the config file); for cleartext HTTP/2 only (no HTTP/1.1 clients, no WebSockets) use --h2c (or \"http2\": \"h2c\")\n',
+      'wsgiproxy: HTTP/2 needs TLS: give --tls-cert and --tls-key (or tls in the config file); for cleartext HTTP/2 only (no HTTP/1.1 clients, no WebSockets) use --h2c (or "http2": "h2c")\n',
     )
   })
 })

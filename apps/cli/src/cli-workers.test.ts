@@ -2,30 +2,23 @@
 // (node:cluster) and the backends it spawns, under load from keep-alive clients (node:http's
 // Agent, which never sends a request again by itself: every failure is counted).
 import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
-import { Agent, createServer, get } from 'node:http'
-import type { Server } from 'node:http'
-import type { AddressInfo } from 'node:net'
+import { Agent, get } from 'node:http'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
+import { WebSocket } from 'ws'
 import { APP, childrenOf, NODE } from '@wsgiproxy/test-kit/spawner-helpers'
-import { cleanup, isAlive, runCli, startCli, trackBackend, until } from './test/run-cli.ts'
+import {
+  cleanup,
+  isAlive,
+  runCli,
+  startCli,
+  startCountingUpstream,
+  trackBackend,
+  until,
+} from './test/run-cli.ts'
 
-const servers = new Set<Server>()
-
-afterEach(async () => {
-  await cleanup()
-  await Promise.all(
-    [...servers].map(
-      (server) =>
-        new Promise<void>((resolve) => {
-          server.closeAllConnections()
-          server.close(() => resolve())
-        }),
-    ),
-  )
-  servers.clear()
-})
+afterEach(cleanup)
 
 function tempDir(): string {
   return mkdtempSync(join(tmpdir(), 'wsgiproxy-workers-'))
@@ -54,10 +47,7 @@ function startsIn(file: string): number[] {
 
 /** An upstream that answers every request with `text`. */
 async function textUpstream(text: string): Promise<string> {
-  const server = createServer((_req, res) => res.end(text))
-  servers.add(server)
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`
+  return `http://127.0.0.1:${(await startCountingUpstream(text)).port}`
 }
 
 /** One GET on a keep-alive agent: the status and body, or the connection error. */
@@ -281,6 +271,40 @@ describe('serve --workers', () => {
     expect(await slow).toEqual({ status: 200, body: expect.stringMatching(/^slow done by \d+$/) })
     expect(await cli.exited).toBe(0)
     expect(isAlive(startsIn(starts)[0] as number)).toBe(false)
+  })
+
+  it('keeps a WebSocket open across a reload for the drain time, then closes it', async () => {
+    const dir = tempDir()
+    const file = join(dir, 'wsgiproxy.config.json')
+    const starts = join(dir, 'starts')
+    const config = (name: string): Record<string, unknown> => ({
+      drainTimeout: '2s',
+      routes: [{ ...spawnRoute('/', starts, { WEBSOCKET: '1' }), name }],
+    })
+    writeConfig(file, config('first'))
+    const cli = await startCli(['serve', '--workers', '2'], dir)
+    const socket = new WebSocket(`${cli.url.replace('http', 'ws')}/`)
+    const messages: string[] = []
+    const next = (): Promise<string> =>
+      new Promise((resolve) => socket.once('message', (data: Buffer) => resolve(data.toString())))
+    const hello = next()
+    await new Promise((resolve, reject) => socket.once('open', resolve).once('error', reject))
+    messages.push(await hello)
+    trackBackend(startsIn(starts)[0] as number)
+    const closed = new Promise<number>((resolve) => socket.once('close', resolve))
+    // A changed route: new workers, a new backend; the old worker keeps the WebSocket.
+    writeConfig(file, config('second'))
+    process.kill(cli.pid, 'SIGHUP')
+    await cli.waitFor(/config reloaded/)
+    const echo = next()
+    socket.send('still there')
+    expect(await echo).toBe('still there')
+    // After the drain time the old worker cuts it and exits.
+    expect(await closed).toBeGreaterThan(0)
+    expect(JSON.parse(messages[0] as string)).toMatchObject({ pid: startsIn(starts)[0] })
+    for (const pid of startsIn(starts)) trackBackend(pid)
+    cli.child.kill('SIGTERM')
+    expect(await cli.exited).toBe(0)
   })
 
   it('checks --workers', async () => {

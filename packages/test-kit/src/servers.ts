@@ -1,7 +1,11 @@
-// Test helpers: real servers on 127.0.0.1 port 0 and a real HTTP client, closed in cleanup.
+// Test helpers: real servers on 127.0.0.1 port 0 and real HTTP clients (HTTP/1.1 in cleartext or
+// over TLS, HTTP/2 over TLS), closed in cleanup.
 import { createHash } from 'node:crypto'
 import type { IncomingHttpHeaders, IncomingMessage, Server, ServerResponse } from 'node:http'
 import { createServer, request as httpRequest } from 'node:http'
+import { connect as http2Connect, constants as http2Constants } from 'node:http2'
+import type { OutgoingHttpHeaders } from 'node:http2'
+import { request as httpsRequest } from 'node:https'
 import type { AddressInfo, Socket } from 'node:net'
 import type { Writable } from 'node:stream'
 import { serve } from '@hono/node-server'
@@ -99,18 +103,27 @@ export interface ClientRequest {
   expectContinue?: boolean
   /** Connect from this local address (any of 127.0.0.0/8 works on Linux). */
   localAddress?: string
+  /** The CA certificate (PEM) to trust for an `https:` origin. Default: Node's bundled CAs. */
+  ca?: string
 }
 
-/** A real HTTP/1.1 client request (node:http, no agent reuse). */
+/**
+ * A real HTTP/1.1 client request (no agent reuse): node:http, or node:https for an `https:`
+ * origin (trusting `options.ca`).
+ */
 export function send(origin: string, options: ClientRequest = {}): Promise<ClientResponse> {
   const url = new URL(options.path ?? '/', origin)
   return new Promise((resolve, reject) => {
-    const req = httpRequest(url, {
+    const common = {
       method: options.method ?? 'GET',
       headers: options.headers ?? {},
       agent: false,
       ...(options.localAddress === undefined ? {} : { localAddress: options.localAddress }),
-    })
+    } as const
+    const req =
+      url.protocol === 'https:'
+        ? httpsRequest(url, { ...common, ...(options.ca === undefined ? {} : { ca: options.ca }) })
+        : httpRequest(url, common)
     req.on('error', reject)
     req.on('response', (res) => {
       const chunks: Buffer[] = []
@@ -136,6 +149,83 @@ export function send(origin: string, options: ClientRequest = {}): Promise<Clien
       }
     }
     if (options.expectContinue) req.on('continue', writeBody)
+    else writeBody()
+  })
+}
+
+/**
+ * A real HTTP/2 client request over TLS (node:http2, ALPN `h2`, one session per request, closed
+ * after it), answered as {@link send} answers: `:status` as `status`, no reason phrase (HTTP/2 has
+ * none), the headers without pseudo-headers. A request without a body ends its stream with its
+ * headers. Rejects when the stream is reset with an error code (RFC 9113 §6.4), closes without
+ * its end, or its body does not match its Content-Length (malformed: RFC 9113 §8.1.1).
+ */
+export function sendHttp2(origin: string, options: ClientRequest = {}): Promise<ClientResponse> {
+  const url = new URL(options.path ?? '/', origin)
+  const method = options.method ?? 'GET'
+  return new Promise((resolve, reject) => {
+    const session = http2Connect(url.origin, {
+      ...(options.ca === undefined ? {} : { ca: options.ca }),
+      ...(options.localAddress === undefined ? {} : { localAddress: options.localAddress }),
+    })
+    let done = false
+    const fail = (error: Error): void => {
+      if (done) return
+      done = true
+      session.destroy()
+      reject(error)
+    }
+    session.on('error', fail)
+    const headers: OutgoingHttpHeaders = {
+      ...options.headers,
+      ':method': method,
+      ':path': `${url.pathname}${url.search}`,
+    }
+    const { body } = options
+    const stream = session.request(headers, { endStream: body === undefined })
+    let status = 0
+    let head: IncomingHttpHeaders = {}
+    let rawHeaders: string[] = []
+    let ended = false
+    const chunks: Buffer[] = []
+    stream.on('response', (fields) => {
+      status = Number(fields[':status'])
+      head = {}
+      rawHeaders = []
+      for (const [name, value] of Object.entries(fields)) {
+        if (name.startsWith(':') || value === undefined) continue
+        head[name] = value
+        for (const one of Array.isArray(value) ? value : [value]) rawHeaders.push(name, String(one))
+      }
+    })
+    stream.on('data', (chunk: Buffer) => chunks.push(chunk))
+    stream.on('end', () => (ended = true))
+    stream.on('error', fail)
+    stream.on('close', () => {
+      const received = Buffer.concat(chunks)
+      const length = head['content-length']
+      const bodiless = method === 'HEAD' || status === 204 || status === 304
+      if (stream.rstCode !== http2Constants.NGHTTP2_NO_ERROR) {
+        fail(new Error(`the stream was reset (code ${stream.rstCode})`))
+      } else if (!ended || status === 0) {
+        fail(new Error('the stream closed before the response ended'))
+      } else if (!bodiless && length !== undefined && Number(length) !== received.length) {
+        fail(new Error(`the body has ${received.length} bytes, Content-Length ${length}`))
+      } else if (!done) {
+        done = true
+        session.close()
+        resolve({ status, statusText: '', headers: head, rawHeaders, body: received })
+      }
+    })
+    const writeBody = (): void => {
+      if (body === undefined) return
+      if (typeof body === 'string' || Buffer.isBuffer(body)) stream.end(body)
+      else {
+        for (const chunk of body) stream.write(chunk)
+        stream.end()
+      }
+    }
+    if (options.expectContinue) stream.on('continue', writeBody)
     else writeBody()
   })
 }

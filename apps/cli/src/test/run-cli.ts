@@ -161,16 +161,19 @@ export async function startUpstream(): Promise<string> {
 }
 
 /**
- * Starts an upstream on 127.0.0.1 that counts the requests it receives and answers `internal`.
+ * Starts an upstream on 127.0.0.1 that counts the requests it receives and answers `text`.
  *
+ * @param text - what every response says
  * @returns its port and the count so far
  */
-export async function startCountingUpstream(): Promise<{ port: number; hits: () => number }> {
+export async function startCountingUpstream(
+  text = 'internal',
+): Promise<{ port: number; hits: () => number }> {
   let hits = 0
   const server = createServer((req, res) => {
     hits++
     req.resume()
-    res.end('internal')
+    res.end(text)
   })
   servers.add(server)
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))

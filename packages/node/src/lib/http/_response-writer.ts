@@ -1,4 +1,6 @@
 import { STATUS_CODES, validateHeaderName, validateHeaderValue } from 'node:http'
+import { constants as http2Constants } from 'node:http2'
+import type { Http2Stream } from 'node:http2'
 import { problemResponse } from '@wsgiproxy/core'
 import { isAppResponse, readTrailers } from '@wsgiproxy/core/adapter'
 import type { AppResponse } from '@wsgiproxy/core'
@@ -186,11 +188,21 @@ async function writeBody(
   } catch {
     // Headers are sent: the only honest signal left is a cut connection, never a clean end.
     Promise.resolve(iterator.return?.()).catch(noop)
-    res.destroy()
+    cut(res)
     return false
   } finally {
     client.wake = undefined
   }
+}
+
+/**
+ * Cuts a response whose head is sent: HTTP/1.x closes the connection; HTTP/2 resets the stream
+ * with INTERNAL_ERROR (RFC 9113 §7), since node:http2 resets a stream destroyed without an error
+ * with NO_ERROR, which clients take for the end of a complete response (RFC 9113 §8.1).
+ */
+function cut(res: ResponseSink): void {
+  if (res.stream === undefined) res.destroy()
+  else (res.stream as Http2Stream).close(http2Constants.NGHTTP2_INTERNAL_ERROR)
 }
 
 function endOrDestroy(res: ResponseSink): void {

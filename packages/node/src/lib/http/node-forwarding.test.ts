@@ -1,4 +1,5 @@
-// The core forwarding suite replayed over the Node fast path: serve() + undiciTransport().
+// The core forwarding suite replayed over the Node fast path: serve() + undiciTransport(), in
+// cleartext, over HTTPS and over HTTP/2 (TLS, ALPN h2).
 import type { EnvironApp } from '@wsgiproxy/core'
 import { createProxyApp, createSigner, createVerifier, proxyMiddleware } from '@wsgiproxy/core'
 import { afterEach, describe, expect, it } from 'vitest'
@@ -7,7 +8,13 @@ import type { Running } from '@wsgiproxy/test-kit/servers'
 import { closeAll, echoEnviron, register, send } from '@wsgiproxy/test-kit/servers'
 import { serve } from './serve.ts'
 import { undiciTransport } from '@wsgiproxy/core/undici'
-import { startNodeExactProxy } from '@wsgiproxy/test-kit/node-proxy'
+import type { FrontTls } from '@wsgiproxy/test-kit/node-proxy'
+import {
+  startNodeExactProxy,
+  startNodeHttp2ExactProxy,
+  startNodeHttpsExactProxy,
+} from '@wsgiproxy/test-kit/node-proxy'
+import { createCertificateAuthority, createServerCertificate } from '@wsgiproxy/test-kit/tls'
 
 async function serveRegistered(app: EnvironApp): Promise<Running> {
   const served = await serve(app)
@@ -18,7 +25,24 @@ async function serveRegistered(app: EnvironApp): Promise<Running> {
   })
 }
 
+// One certificate for the file: a private CA and the 127.0.0.1 certificate it issued.
+const ca = await createCertificateAuthority()
+const tls: FrontTls = {
+  ...(await createServerCertificate(ca, ['localhost'], { ips: ['127.0.0.1'] })),
+  ca: ca.cert,
+}
+
 describeForwarding('node listener, undiciTransport', startNodeExactProxy)
+describeForwarding(
+  'node listener over HTTPS, undiciTransport',
+  (port, options) => startNodeHttpsExactProxy(port, options, tls),
+  'https',
+)
+describeForwarding(
+  'node listener over HTTP/2 (TLS, ALPN h2), undiciTransport',
+  (port, options) => startNodeHttp2ExactProxy(port, options, tls),
+  'h2',
+)
 
 describe('signed forwarding on the Node path', () => {
   afterEach(closeAll)

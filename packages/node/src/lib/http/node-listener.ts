@@ -111,7 +111,10 @@ export function toNodeListener(
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const client = new ClientState()
     res.once('close', () => {
-      if (!res.writableFinished) client.close()
+      // node:http2's compatibility response reports its stream's writableFinished, which a reset
+      // stream (the client's RST_STREAM) has too, since closing it ends its writable side: there
+      // whether the response was ended tells whether the client left before it finished.
+      if (!(req.httpVersionMajor === 2 ? res.writableEnded : res.writableFinished)) client.close()
     })
     // A client that leaves mid-upload makes `req` fail with "aborted"; whoever reads the body
     // sees that error, and nothing else may crash on it.

@@ -1,5 +1,5 @@
 // serve({ tls, http2: true }): HTTP/2 by ALPN and HTTP/1.1 (with its upgrades) on one port.
-import { connect as http2Connect } from 'node:http2'
+import { connect as http2Connect, constants as http2Constants } from 'node:http2'
 import type { ClientHttp2Session, IncomingHttpHeaders } from 'node:http2'
 import { request as httpsRequest } from 'node:https'
 import { createProxyApp } from '@wsgiproxy/core'
@@ -182,6 +182,31 @@ describe('serve with http2', () => {
     const odd = await h2(client, { ':path': '/odd' })
     expect(odd.headers[':status']).toBe(502)
     expect(JSON.parse(odd.body)).toMatchObject({ code: 'UPSTREAM_INVALID_RESPONSE' })
+  })
+
+  it('resets the stream with INTERNAL_ERROR, never a clean end, when the body fails mid-stream', async () => {
+    let received!: () => void
+    const firstChunk = new Promise<void>((resolve) => (received = resolve))
+    const served = await start(() => ({
+      status: 200,
+      headers: [['content-type', 'text/plain']],
+      body: {
+        async *[Symbol.asyncIterator]() {
+          yield new TextEncoder().encode('partial')
+          await firstChunk
+          throw new Error('the upstream went away')
+        },
+      },
+    }))
+    const stream = session(served.port).request({ ':path': '/' }, { endStream: true })
+    const events: string[] = []
+    stream.once('data', () => received())
+    stream.on('end', () => events.push('end'))
+    stream.on('error', () => events.push('error'))
+    await new Promise((resolve) => stream.once('close', resolve))
+    // node:http2 ends the body cleanly on RST_STREAM with NO_ERROR, which a plain destroy sends.
+    expect(stream.rstCode).toBe(http2Constants.NGHTTP2_INTERNAL_ERROR)
+    expect(events).toEqual(['error'])
   })
 
   it('closes idle HTTP/2 sessions and HTTP/1.1 connections at once on close()', async () => {

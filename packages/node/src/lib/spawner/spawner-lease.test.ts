@@ -45,7 +45,10 @@ describe('spawner.lease()', () => {
     expect(idle).not.toHaveBeenCalled()
     expect(backend.status().state).toBe('ready')
     lease.release()
-    await waitFor(() => idle.mock.calls.length === 1, 10_000, 'the idle stop after the release')
+    await waitFor(() => idle.mock.calls.length === 1, {
+      timeout: 10_000,
+      message: 'the idle stop after the release',
+    })
   })
 
   it('gives a pool the least busy instance', async () => {
@@ -94,7 +97,10 @@ describe('createLeasedSpawnerApp', () => {
       'x-wsgiproxy-version': '0.2',
     })
     expect(taken).toHaveLength(1)
-    await waitFor(() => backend.status().inFlight === 0, 5_000, 'the release')
+    await waitFor(() => backend.status().inFlight === 0, {
+      timeout: 10_000,
+      message: 'the release',
+    })
   })
 
   it('answers a failed lease as the spawner app does (status, code, Retry-After)', async () => {
