@@ -408,7 +408,7 @@ export const configSchema: z.ZodType<ConfigInput> = z
     drainTimeout: duration
       .optional()
       .describe(
-        'On shutdown and reload, how long requests and WebSocket connections in flight may go on before they are cut. Default 10s.',
+        'On shutdown (and with workers, on reload), how long requests and WebSocket connections in flight may go on before they are cut; in one process, those of a replaced config finish on their own. Default 10s.',
       ),
     routes: z
       .array(routeSchema)

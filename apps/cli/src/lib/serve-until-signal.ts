@@ -206,7 +206,8 @@ async function reloadConfig(
   }
   commitTakeOver(resources)
   logger.event('reloaded', 'config reloaded: new requests take the new routes', {})
-  await generations.replace({ app, resources }, drainTimeout)
+  // Not awaited: the next reload need not wait for this one's old requests (settled() does).
+  void generations.replace({ app, resources }, drainTimeout)
 }
 
 function messageOf(error: unknown): string {

@@ -1,4 +1,4 @@
-import { existsSync } from 'node:fs'
+import { existsSync, readFileSync } from 'node:fs'
 import { chmod, readFile, writeFile } from 'node:fs/promises'
 import { formatKeyFile, MIN_SECRET_BYTES } from '@wsgiproxy/core'
 import { help, parseCommandArgs } from './cli-args.ts'
@@ -220,6 +220,13 @@ export async function runReload(args: string[], io: CliIo): Promise<number> {
       `${file === undefined ? 'the process id' : `pid file ${file}`} must hold a process id such as 4242 (got ${JSON.stringify(text.trim())})`,
     )
   }
+  const problem = notServe(pid)
+  if (problem !== undefined) {
+    throw new CliError(
+      `${problem}${file === undefined ? '' : ` (${file} may be stale)`}; nothing was signalled`,
+      EXIT_RUNTIME,
+    )
+  }
   try {
     process.kill(pid, 'SIGHUP')
   } catch (error) {
@@ -233,4 +240,23 @@ export async function runReload(args: string[], io: CliIo): Promise<number> {
   }
   io.stderr(`wsgiproxy: sent SIGHUP to ${pid}; its log says whether the new config was taken\n`)
   return 0
+}
+
+// Why `pid` is not a running `wsgiproxy serve` (a stale pid file may name a pid reused by
+// another process, which SIGHUP would end); `undefined` when it is one, or /proc cannot say.
+function notServe(pid: number): string | undefined {
+  if (pid === 1) return 'process 1 is the init process, not wsgiproxy serve'
+  let args: string[]
+  try {
+    args = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0')
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code
+    // No /proc (not Linux): the signal's own error says whether the process exists.
+    if (code === 'ENOENT' && !existsSync('/proc/self')) return undefined
+    return `no process ${pid}: wsgiproxy serve is not running`
+  }
+  const serve = args.includes('serve') && args.some((arg) => /wsgiproxy|main\.js$/.test(arg))
+  return serve
+    ? undefined
+    : `process ${pid} is not wsgiproxy serve (${args.filter(Boolean).join(' ').slice(0, 80)})`
 }

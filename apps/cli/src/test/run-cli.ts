@@ -76,12 +76,18 @@ export function runCli(args: string[], cwd?: string, input?: string): Promise<Cl
  *
  * @param args - the arguments (give `--listen 127.0.0.1:0`)
  * @param cwd - the working directory
+ * @param env - environment variables over this process's
  * @returns the process
  */
-export async function startCli(args: string[], cwd?: string): Promise<CliProcess> {
+export async function startCli(
+  args: string[],
+  cwd?: string,
+  env?: Record<string, string>,
+): Promise<CliProcess> {
   const child = spawn(process.execPath, [BIN, ...args], {
     cwd,
     stdio: ['ignore', 'pipe', 'pipe'],
+    ...(env === undefined ? {} : { env: { ...process.env, ...env } }),
   })
   children.add(child)
   let stderr = ''

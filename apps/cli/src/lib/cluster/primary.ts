@@ -5,6 +5,7 @@
 // the old ones; an invalid config, or a new generation that cannot start, is refused and the old
 // one serves on. SIGINT/SIGTERM drain every worker, then stop the backends.
 import cluster from 'node:cluster'
+import { createServer } from 'node:net'
 import type { Worker } from 'node:cluster'
 import type { Spawner, SpawnerLease } from '@wsgiproxy/node'
 import { undiciTransport } from '@wsgiproxy/node'
@@ -18,6 +19,7 @@ import type { ServePlan } from '../serve-plan.ts'
 import { onHangup, removePidFile, waitForSignal, writePidFile } from '../serve-until-signal.ts'
 import { isOurs, toLeaseFailure, WORKER_ENV } from './messages.ts'
 import type { ToPrimary, ToWorker, WorkerSetup } from './messages.ts'
+import type { ListenChoice } from '../listen.ts'
 
 // Beyond the drain time, how long a draining worker may take to exit before it is killed.
 const EXIT_GRACE_MS = 5_000
@@ -72,9 +74,12 @@ export async function runPrimary(
   let failures = 0
 
   cluster.setupPrimary({ args: ['serve'], silent: false })
+  // Port 0: pick the port here, so that every worker, a replacement of the last one included,
+  // listens on the same one (the cluster would give a worker that finds no other a new one).
+  const listen = await withFixedPort(first.listen)
   const setupOf = (of: ServePlan): WorkerSetup => ({
     generation: number,
-    listen: first.listen,
+    listen,
     format: first.format,
     upgrade: of.upgrade,
     drainTimeout: of.drainTimeout,
@@ -207,30 +212,57 @@ export async function runPrimary(
     if (stopping || state.draining || generation !== current || state.listeningAt === undefined) {
       return
     }
-    // A worker of the serving generation died: start another, later each time it happens young.
-    const lived = Date.now() - state.listeningAt
-    failures = lived >= HEALTHY_LIFE_MS ? 0 : failures + 1
-    const delay = failures === 0 ? 0 : Math.min(MAX_RESPAWN_DELAY_MS, 250 * 2 ** (failures - 1))
+    // A worker of the serving generation died: start another.
+    const delay = respawnDelay(Date.now() - state.listeningAt)
     logger.event(
       'worker-exit',
       `worker pid ${worker.process.pid ?? '-'} exited (${signal ?? `code ${code}`}); starting another${delay > 0 ? ` in ${delay} ms` : ''}`,
       { pid: worker.process.pid, code, signal, delayMs: delay },
     )
+    respawn(generation, delay)
+  }
+
+  // Later each time workers die young (within HEALTHY_LIFE_MS of listening, or before); the count
+  // starts again after a healthy life or a quiet while.
+  let lastYoungDeath = 0
+  const respawnDelay = (lived: number): number => {
+    const now = Date.now()
+    if (lived >= HEALTHY_LIFE_MS || now - lastYoungDeath > 2 * MAX_RESPAWN_DELAY_MS) failures = 0
+    if (lived < HEALTHY_LIFE_MS) {
+      failures++
+      lastYoungDeath = now
+    }
+    return failures === 0 ? 0 : Math.min(MAX_RESPAWN_DELAY_MS, 250 * 2 ** (failures - 1))
+  }
+
+  // The timers of replacements to come: they keep this process alive while no worker runs.
+  const respawns = new Set<NodeJS.Timeout>()
+  // Starts a replacement in `generation` after `delay`; one that cannot start is tried again.
+  const respawn = (generation: Generation, delay: number): void => {
     const timer = setTimeout(() => {
+      respawns.delete(timer)
       if (stopping || generation !== current) return
       void fork(generation).then((failure) => {
-        if (failure !== undefined) logger.error(`a new worker could not start: ${failure.message}`)
+        if (failure === undefined || stopping || generation !== current) return
+        const again = respawnDelay(0)
+        logger.error(
+          `a new worker could not start: ${failure.message}; trying again in ${again} ms`,
+        )
+        respawn(generation, again)
       })
     }, delay)
-    timer.unref()
+    respawns.add(timer)
   }
 
   // `reload`: the connections end on their own; `stop`: idle ones are closed at once.
+  // A worker that does not listen yet has no connection to drain, and may not hear the message
+  // (it listens for messages only once it has booted): it is killed instead.
   const drain = (generation: Generation, why: 'reload' | 'stop'): void => {
     for (const worker of generation.workers) {
       const state = states.get(worker)
       if (state !== undefined) state.draining = true
-      send(worker, { type: 'wsgiproxy:drain', why })
+      if (state?.listeningAt === undefined) worker.process.kill('SIGKILL')
+      else send(worker, { type: 'wsgiproxy:drain', why })
     }
   }
 
@@ -316,7 +348,12 @@ export async function runPrimary(
     drain(old, 'reload')
     if (old.workers.size === 0) await spawners.release(old.setup.generation)
     // Logged once no old worker accepts a connection any more: new connections get the new config.
+    // (A worker that neither says so nor exits within the drain time is killed.)
+    const stragglers = setTimeout(() => {
+      for (const worker of old.workers) worker.process.kill('SIGKILL')
+    }, next.drainTimeout + EXIT_GRACE_MS)
     await Promise.all([...old.workers].map((worker) => states.get(worker)?.stoppedAccepting))
+    clearTimeout(stragglers)
     logger.event(
       'reloaded',
       `config reloaded: ${current.size} worker${current.size === 1 ? '' : 's'} serve it; the old ones finish their requests`,
@@ -328,6 +365,7 @@ export async function runPrimary(
   // --- stop -----------------------------------------------------------------------------------
   const signal = await stop.signal
   stopping = true
+  for (const timer of respawns) clearTimeout(timer)
   hangup.stop()
   logger.event('shutdown', `${signal}: draining the workers and stopping backends`, { signal })
   const all: Generation = { setup: current.setup, size: 0, workers: new Set(states.keys()) }
@@ -345,6 +383,21 @@ function deferred(): { promise: Promise<void>; resolve: () => void } {
     resolve = settle
   })
   return { promise, resolve }
+}
+
+// The listen address with a free port picked for port 0 (it is free when checked; a process that
+// took it meanwhile makes the first worker fail with EADDRINUSE, reported as such).
+async function withFixedPort(listen: ListenChoice): Promise<ListenChoice> {
+  if (listen.address.port !== 0) return listen
+  const probe = createServer()
+  await new Promise<void>((resolve, reject) => {
+    probe.once('error', reject)
+    probe.listen(0, listen.address.hostname, resolve)
+  }).catch(() => undefined)
+  const address = probe.address()
+  await new Promise((resolve) => probe.close(resolve))
+  if (address === null || typeof address === 'string') return listen
+  return { ...listen, address: { ...listen.address, port: address.port } }
 }
 
 function send(worker: Worker, message: ToWorker): void {

@@ -11,8 +11,13 @@ import type { TLSSocket } from 'node:tls'
 export interface Connections {
   /** Closes the connections with nothing in flight (an HTTP/2 session: GOAWAY, then done). */
   closeIdle(): void
-  /** Sends GOAWAY on every HTTP/2 session (they end once their streams have); HTTP/1.1 stays. */
-  closeSessions(): void
+  /**
+   * Sends GOAWAY on every HTTP/2 session (they end once their streams have). HTTP/1.1 beside an
+   * HTTP/2 server (which has no keep-alive timeout of its own): a connection with no request in
+   * flight `idleMs` from now is closed. (A node:http server's own
+   * keep-alive timeout does that for its connections.)
+   */
+  drainIdle(idleMs: number): void
   /** Cuts every connection. */
   closeAll(): void
 }
@@ -32,7 +37,7 @@ export function trackConnections(
     const http = server as Server
     return {
       closeIdle: () => http.closeIdleConnections(),
-      closeSessions: () => {},
+      drainIdle: () => {},
       closeAll: () => http.closeAllConnections(),
     }
   }
@@ -68,8 +73,14 @@ export function trackConnections(
       for (const session of sessions) if (!session.closed) session.close()
       for (const [socket, inFlight] of sockets) if (inFlight === 0) socket.destroy()
     },
-    closeSessions: () => {
+    drainIdle: (idleMs) => {
       for (const session of sessions) if (!session.closed) session.close()
+      // Its own timer, not the socket's timeout, whose expiry node:http takes as a request timeout.
+      // A request that came meanwhile was answered with `Connection: close`, which closes it.
+      const timer = setTimeout(() => {
+        for (const [socket, inFlight] of sockets) if (inFlight === 0) socket.destroy()
+      }, idleMs)
+      timer.unref()
     },
     closeAll: () => {
       for (const session of sessions) session.destroy()

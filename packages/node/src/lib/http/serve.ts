@@ -20,6 +20,10 @@ import { trackConnections } from './_connections.ts'
 import type { ServeTls } from './_tls.ts'
 import { SERVE_TLS, TlsContexts } from './_tls.ts'
 
+// node:http's default keepAliveTimeout, which serve() keeps: how long drain() leaves an idle
+// HTTP/1.1 connection beside HTTP/2 open.
+const KEEP_ALIVE_MS = 5_000
+
 export type { ServeTls, TlsCertificate } from './_tls.ts'
 
 /** Options of {@link serve}. */
@@ -307,7 +311,8 @@ export async function serve(
         clearTimeout(timer)
         resolve()
       })
-      connections.closeSessions()
+      // As long as node:http keeps an idle keep-alive connection open (its default).
+      connections.drainIdle(KEEP_ALIVE_MS)
     })
     return closing
   }
