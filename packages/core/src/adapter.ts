@@ -43,3 +43,4 @@ export {
 export type { UpstreamCancel } from './lib/forward/upstream-error.ts'
 export { mayRetry, toUpstreamError } from './lib/forward/upstream-error.ts'
 export { mayTryElsewhere, neverReached, TrackedBody } from './lib/pool/retry-rules.ts'
+export { HTTP2_CONNECTION_FIELDS } from './lib/forward/_hop-by-hop.ts'

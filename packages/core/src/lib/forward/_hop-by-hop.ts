@@ -149,3 +149,16 @@ function acceptsTrailers(te: string): boolean {
   }
   return false
 }
+
+/**
+ * RFC 9113 §8.2.2: the connection-specific fields an HTTP/2 message must not carry (undici refuses
+ * some in a request, Node's HTTP/2 client and server the others); `TE` may only say `trailers`.
+ */
+export const HTTP2_CONNECTION_FIELDS: ReadonlySet<string> = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'transfer-encoding',
+  'upgrade',
+  'http2-settings',
+])

@@ -9,6 +9,7 @@ import * as z from 'zod'
 import { WsgiProxyError } from '../errors.ts'
 import type { CancelHook } from '../forward/cancellation.ts'
 import { cancellationOf, subscribeToCancellation } from '../forward/cancellation.ts'
+import { HTTP2_CONNECTION_FIELDS } from '../forward/_hop-by-hop.ts'
 import { mayRetry, toUpstreamError } from '../forward/upstream-error.ts'
 import { parseOptions } from '../options.ts'
 import { callback, optionsObject, wholeNumber } from '../schemas.ts'
@@ -465,17 +466,6 @@ function createAgent(options: UndiciTransportOptions): Agent {
     allowH2: http2 !== false,
   })
 }
-
-// RFC 9113 §8.2.2: connection-specific fields, which an HTTP/2 request must not carry (undici
-// refuses some, Node's HTTP/2 client the others); `TE` may only say `trailers`.
-const HTTP2_CONNECTION_FIELDS: ReadonlySet<string> = new Set([
-  'connection',
-  'keep-alive',
-  'proxy-connection',
-  'transfer-encoding',
-  'upgrade',
-  'http2-settings',
-])
 
 /** Header lines as undici's flat list, without what an HTTP/2 request must not carry. */
 function toHttp2Headers(lines: Array<[string, string]>): string[] {

@@ -2,7 +2,7 @@ import { STATUS_CODES, validateHeaderName, validateHeaderValue } from 'node:http
 import { constants as http2Constants } from 'node:http2'
 import type { Http2Stream } from 'node:http2'
 import { problemResponse } from '@wsgiproxy/core'
-import { isAppResponse, readTrailers } from '@wsgiproxy/core/adapter'
+import { HTTP2_CONNECTION_FIELDS, isAppResponse, readTrailers } from '@wsgiproxy/core/adapter'
 import type { AppResponse } from '@wsgiproxy/core'
 import { noop, release } from './_node-util.ts'
 
@@ -58,15 +58,6 @@ const REASON_PHRASE = /^[\t\x20-\x7e\x80-\xff]+$/
 
 // RFC 9112 §9.6: the `close` connection option.
 const CLOSE_OPTION = /(?:^|,)[\t ]*close[\t ]*(?:,|$)/i
-
-// RFC 9113 §8.2.2: connection-specific fields, which an HTTP/2 message must not carry.
-const HTTP2_CONNECTION_FIELDS: ReadonlySet<string> = new Set([
-  'connection',
-  'keep-alive',
-  'proxy-connection',
-  'transfer-encoding',
-  'upgrade',
-])
 
 /**
  * Writes an {@link AppResponse} with backpressure; never throws. What cannot be sent as it is
