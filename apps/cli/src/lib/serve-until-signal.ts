@@ -106,9 +106,11 @@ export async function serveUntilSignal(run: ServeRun): Promise<number> {
   let generations: Generations
   try {
     const tls = listen.tls === undefined ? undefined : await readTls(listen.tls)
-    generations = createGenerations({ app: await run.build(resources), resources })
+    const app = await run.build(resources)
+    generations = createGenerations({ app, resources })
     try {
-      served = await serve(generations.app, {
+      // Without reloads nothing replaces the app: no counting wrapper on every response.
+      served = await serve(run.reload === undefined ? app : generations.app, {
         port: listen.address.port,
         hostname: listen.address.hostname,
         closeTimeout: drainTimeout,
