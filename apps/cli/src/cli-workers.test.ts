@@ -66,6 +66,10 @@ describe('serve --workers', () => {
       () => workersOf(cli.pid).length === 2 && !workersOf(cli.pid).includes(victim as number),
       20_000,
     )
+    // Every client has recovered once 500 more requests succeeded (a client notices its dead
+    // connection on its next request, which may end after the replacement appeared).
+    const okAtReplacement = traffic.ok()
+    await until(() => traffic.ok() >= okAtReplacement + 500, 30_000)
     const failedAtKill = traffic.failures.length
     const okAfter = traffic.ok()
     await until(() => traffic.ok() >= okAfter + 500, 30_000)
