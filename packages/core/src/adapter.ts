@@ -44,3 +44,11 @@ export type { UpstreamCancel } from './lib/forward/upstream-error.ts'
 export { mayRetry, toUpstreamError } from './lib/forward/upstream-error.ts'
 export { mayTryElsewhere, neverReached, TrackedBody } from './lib/pool/retry-rules.ts'
 export { HTTP2_CONNECTION_FIELDS } from './lib/forward/_hop-by-hop.ts'
+export type { ClientTrace, ServerTrace, TraceTrust } from './lib/telemetry/tracing.ts'
+export {
+  recordTraceEvent,
+  startClientTrace,
+  startServerTrace,
+  traceIdOf,
+  traceResponse,
+} from './lib/telemetry/tracing.ts'

@@ -12,6 +12,8 @@ export const ERROR_STATUS = {
   BAD_REQUEST: 400,
   SIGNATURE_INVALID: 401,
   REPLAY_STORE_FULL: 503,
+  // The shared replay store (Redis) cannot be reached or failed: the nonce cannot be checked.
+  REPLAY_STORE_UNAVAILABLE: 503,
   INVALID_SIGNATURE_BASE: 400,
   BODY_TOO_LARGE: 413,
   TOO_MANY_SIGNED_FIELDS: 500,

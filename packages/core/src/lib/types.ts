@@ -162,14 +162,22 @@ export interface SigningKey {
   secret: Uint8Array
 }
 
-/** What a replay store answers for a nonce: first seen, seen before, or no room to record it. */
-export type ReplayCheck = 'fresh' | 'replay' | 'full'
+/**
+ * What a replay store answers for a nonce: first seen, seen before, no room to record it, or the
+ * store (a shared one such as Redis) cannot be reached. The verifier answers `full` with 503
+ * `store_full` and `unavailable` with 503 `replay_store_unavailable`.
+ */
+export type ReplayCheck = 'fresh' | 'replay' | 'full' | 'unavailable'
 
 /**
  * Remembers signature nonces for their validity window. Several replicas may share one store
- * (Redis `SET key 1 NX PX ttl`, for example) so a request cannot be replayed to another replica.
+ * (`RedisReplayStore` from `@wsgiproxy/node/redis`: `SET key 1 NX PX ttl`) so a request cannot be
+ * replayed to another replica.
  */
 export interface ReplayStore {
-  /** Records `key` for `ttlMs` unless it is already there; `full` when it cannot record it. */
+  /**
+   * Records `key` for `ttlMs` unless it is already there; `full` when it has no room for it,
+   * `unavailable` when the store cannot be reached (a rejection counts as `unavailable` too).
+   */
   checkAndSet(key: string, ttlMs: number): Promise<ReplayCheck>
 }

@@ -9,6 +9,9 @@ import { discardBody } from '../streams.ts'
 import { errorResponse } from '../problem.ts'
 import { fromResponse, toResponse } from './response.ts'
 import type { Environ, EnvironApp, ErrorHook } from '../types.ts'
+import { compileTrust } from '../protocol/trust.ts'
+import { startServerTrace, traceResponse } from '../telemetry/tracing.ts'
+import type { ServerTrace } from '../telemetry/tracing.ts'
 
 /** A web-standard fetch handler, as `export default { fetch }` on Bun, Deno and @hono/node-server. */
 export type FetchHandler = (request: Request, context?: unknown) => Response | Promise<Response>
@@ -45,6 +48,13 @@ export interface ToFetchHandlerOptions {
    * status ≥ 500 on `console.error` (with the stack when the app threw).
    */
   onError?: ErrorHook
+  /**
+   * Peers (addresses, CIDR ranges, or `loopback` / `linklocal` / `uniquelocal`, as `trustIps`)
+   * whose W3C `traceparent` the request's span continues, with OpenTelemetry tracing on. Any
+   * other client's `traceparent` becomes a link of a new trace, never its parent. Default `[]`:
+   * no client is trusted (docs/operations.md, "Tracing").
+   */
+  trustTraceparent?: readonly string[]
 }
 
 const toFetchHandlerOptions = z.strictObject({
@@ -56,6 +66,7 @@ const toFetchHandlerOptions = z.strictObject({
   maxHeaders: z.number().int().min(1).optional(),
   exposeErrors: z.boolean().optional(),
   onError: fn<NonNullable<ToFetchHandlerOptions['onError']>>().optional(),
+  trustTraceparent: z.array(z.string()).readonly().optional(),
 })
 
 /**
@@ -82,6 +93,9 @@ export function toFetchHandler(
   const getRemoteAddr = opts.getRemoteAddr ?? findRemoteAddr
   const exposeErrors = opts.exposeErrors ?? false
   const onError = opts.onError ?? logError
+  const trusted = compileTrust(opts.trustTraceparent ?? [])
+  const traceTrust = (address: string | undefined): boolean =>
+    address !== undefined && trusted(address)
 
   async function fail(error: unknown, environ: Environ | undefined): Promise<Response> {
     try {
@@ -97,6 +111,7 @@ export function toFetchHandler(
 
   return async (request, context) => {
     let environ: Environ | undefined
+    let trace: ServerTrace | undefined
     try {
       const remoteAddr = getRemoteAddr(request, context)
       let perRequest = environOptions
@@ -108,14 +123,19 @@ export function toFetchHandler(
       if (opts.extraEnviron !== undefined) {
         addExtraEnviron(environ, opts.extraEnviron(request, context))
       }
-      let response = await app(environ)
+      trace = startServerTrace(environ, traceTrust)
+      const env = environ
+      let response = await (trace === undefined ? app(env) : trace.run(() => app(env)))
       if (request.method === 'HEAD' && response?.body) {
         void discardBody(response.body)
         response = { ...response, body: null }
       }
-      return toResponse(response)
+      return toResponse(trace === undefined ? response : traceResponse(response, trace))
     } catch (error) {
-      return fail(error, environ)
+      const response = await fail(error, environ)
+      trace?.respond(response.status)
+      trace?.end()
+      return response
     }
   }
 }

@@ -6,10 +6,12 @@ import {
 } from './cancellation.ts'
 import { WsgiProxyError } from '../errors.ts'
 import { stripHopByHop } from './_hop-by-hop.ts'
-import { discardBody } from '../streams.ts'
+import { discardBody, onBodyEnd } from '../streams.ts'
 import { errorResponse } from '../problem.ts'
 import { noteAttempt } from '../log.ts'
 import { toUpstreamError } from './upstream-error.ts'
+import { startClientTrace } from '../telemetry/tracing.ts'
+import type { ClientTrace } from '../telemetry/tracing.ts'
 import type { AppResponse, Environ, OutboundRequest, ErrorHook, Transport } from '../types.ts'
 
 /** What the forwarding step needs, resolved from validated options. */
@@ -41,9 +43,43 @@ export type Sent =
 
 /**
  * {@link forward} without answering a failure: the upstream response, or the error for the caller
- * to answer or retry. Never throws.
+ * to answer or retry. Never throws. With tracing on, each call is one client span
+ * (`resendCount`: the tries before this one).
  */
 export async function send(
+  outbound: Omit<OutboundRequest, 'signal'>,
+  environ: Environ,
+  settings: ForwardSettings,
+  resendCount = 0,
+): Promise<Sent> {
+  const trace = startClientTrace(
+    environ,
+    outbound.method,
+    outbound.url,
+    outbound.headers,
+    resendCount,
+  )
+  if (trace === undefined) return sendOnce(outbound, environ, settings)
+  const sent = await sendOnce({ ...outbound, headers: trace.headers }, environ, settings)
+  return traced(sent, trace)
+}
+
+// The span ends with the response body, or at once without one.
+function traced(sent: Sent, trace: ClientTrace): Sent {
+  if (sent.error !== undefined) {
+    trace.end(sent.error)
+    return sent
+  }
+  const { response } = sent
+  trace.respond(response.status)
+  if (response.body === null) {
+    trace.end()
+    return sent
+  }
+  return { response: { ...response, body: onBodyEnd(response.body, (error) => trace.end(error)) } }
+}
+
+async function sendOnce(
   outbound: Omit<OutboundRequest, 'signal'>,
   environ: Environ,
   settings: ForwardSettings,

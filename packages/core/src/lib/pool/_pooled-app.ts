@@ -107,7 +107,14 @@ export function createPooledApp(
           return withTries(prepared.response, triesHeader, tried.length)
         }
         const { url, headers } = prepared
-        const sent = await send({ url, method, headers, body: prepared.body }, environ, settings)
+        // Counted as it is sent: a retry with no target left to go to is no retry.
+        if (tried.length > 1) pool.countRetry()
+        const sent = await send(
+          { url, method, headers, body: prepared.body },
+          environ,
+          settings,
+          tried.length - 1,
+        )
         endRetry()
         if (sent.error === undefined) {
           const { response } = sent
@@ -123,7 +130,7 @@ export function createPooledApp(
         }
         pool.release(target)
         const error = sent.error
-        if (TARGET_FAILURES.has(error.code)) pool.report(target, false)
+        if (TARGET_FAILURES.has(error.code)) pool.report(target, false, isConnectError(error))
         lastError = error
         let again =
           tried.length < attempts &&
@@ -183,4 +190,9 @@ function withTries(response: AppResponse, header: string | undefined, tries: num
 
 function hasHeader(response: AppResponse, name: string): boolean {
   return response.headers.some(([key]) => key.toLowerCase() === name)
+}
+
+// A try that never reached its target, for `connectErrors`: no connection, or no TLS session.
+function isConnectError(error: WsgiProxyError): boolean {
+  return neverReached(error) || error.code === 'UPSTREAM_TLS_FAILED'
 }

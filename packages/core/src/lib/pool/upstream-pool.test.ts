@@ -105,6 +105,9 @@ describe('createProxyApp with several targets', () => {
         expect(Math.abs(count - expected) / expected).toBeLessThan(0.1)
       }
     },
+    // 10,000 requests take 2.5 to 3 s on an idle 2-core machine and 4.7 s under a load average
+    // of 4; the shares are what is checked, so the time limit leaves room for a busier machine.
+    30_000,
   )
 
   it('sends each target its own Host and href path', async () => {
@@ -201,7 +204,14 @@ describe('passive health', () => {
       href: `http://127.0.0.1:${port}`,
       reason: 'failures',
     })
-    expect(pool.status().targets[2]).toMatchObject({ state: 'ejected', ejections: 1 })
+    const status = pool.status()
+    expect(status.targets[2]).toMatchObject({ state: 'ejected', ejections: 1 })
+    // Every failure at the dead target was a refused connection, each sent again elsewhere.
+    const dead = status.targets[2]!
+    expect(dead.failures).toBeGreaterThanOrEqual(3)
+    expect(dead.connectErrors).toBe(dead.failures)
+    expect(status.targets[0]!.connectErrors + status.targets[1]!.connectErrors).toBe(0)
+    expect(status.retries).toBe(dead.failures)
     // It comes back on its port: readmitted after the ejection time, then it takes requests.
     const back = await startUpstreamOn(port, 'c')
     await until(() => seen.some((e) => e.type === 'restored'), 'the restored event')
@@ -333,7 +343,7 @@ describe('retries', () => {
   it('retries a GET reset before its answer on another target', async () => {
     const reset = await named('reset', (req) => req.socket.destroy())
     const good = await named('good')
-    const { fetch } = front({
+    const { fetch, pool } = front({
       href: [reset.origin, good.origin],
       balance: 'round-robin',
       retries: { header: 'x-tries' },
@@ -342,6 +352,9 @@ describe('retries', () => {
     expect(response.status).toBe(200)
     expect(response.headers.get('x-upstream')).toBe('good')
     expect(response.headers.get('x-tries')).toBe('2')
+    // A reset reached its target: a failure and a retry, not a connect error.
+    expect(pool.status()).toMatchObject({ retries: 1 })
+    expect(pool.status().targets[0]).toMatchObject({ failures: 1, connectErrors: 0 })
     // undici tries a bodiless GET once more on a closed keep-alive socket; then the pool moves on.
     expect(reset.seen.length).toBeGreaterThanOrEqual(1)
   })
@@ -378,13 +391,16 @@ describe('retries', () => {
 
   it('answers the last failure when every target failed', async () => {
     const ports = [await freePort(), await freePort()]
-    const { fetch } = front({
+    const { fetch, pool } = front({
       href: ports.map((p) => `http://127.0.0.1:${p}`),
       retries: { header: 'x-tries' },
     })
     const response = await fetch('/')
     expect(response.status).toBe(502)
     expect(response.headers.get('x-tries')).toBe('2')
+    // Two tries are one retry: the failure after the second had no target left to go to.
+    expect(pool.status()).toMatchObject({ retries: 1 })
+    expect(pool.status().targets.map((t) => t.connectErrors)).toEqual([1, 1])
   })
 })
 

@@ -28,6 +28,11 @@ export interface TargetStatus {
   requests: number
   /** Of those, failed ones: no answer, or a 5xx. */
   failures: number
+  /**
+   * Of those failures, tries that never reached it: refused or timed-out connections and failed
+   * TLS handshakes (`UPSTREAM_UNREACHABLE`, `UPSTREAM_CONNECT_TIMEOUT`, `UPSTREAM_TLS_FAILED`).
+   */
+  connectErrors: number
   /** Failures in a row now. */
   consecutiveFailures: number
   /** How often passive health has ejected it. */
@@ -48,6 +53,8 @@ export interface UpstreamPoolStatus {
   inFlight: number
   /** Retries in flight now (the budget's count). */
   retriesInFlight: number
+  /** Retries sent so far: tries after a request's first, on this or another target. */
+  retries: number
 }
 
 /** The `detail` of a pool's `ejected` and `restored` events. */
@@ -83,6 +90,7 @@ export class PoolTarget implements Balanced {
   current = 0
   requests = 0
   failures = 0
+  connectErrors = 0
   consecutiveFailures = 0
   /** Ejections so far. */
   ejections = 0
@@ -142,6 +150,7 @@ export class Pool extends EventTarget implements UpstreamPool {
   readonly #now: () => number
   #inFlight = 0
   #retries = 0
+  #retriesSent = 0
   #closed = false
 
   constructor(
@@ -180,6 +189,7 @@ export class Pool extends EventTarget implements UpstreamPool {
         inFlight: target.inFlight,
         requests: target.requests,
         failures: target.failures,
+        connectErrors: target.connectErrors,
         consecutiveFailures: target.consecutiveFailures,
         ejections: target.ejections,
         ejectedUntil: target.ejectedUntil ?? null,
@@ -188,6 +198,7 @@ export class Pool extends EventTarget implements UpstreamPool {
       queued: this.#queue.length,
       inFlight: this.#inFlight,
       retriesInFlight: this.#retries,
+      retries: this.#retriesSent,
     }
   }
 
@@ -239,6 +250,11 @@ export class Pool extends EventTarget implements UpstreamPool {
     if (this.#retries + 1 > allowed) return false
     this.#retries++
     return true
+  }
+
+  /** A request is sent again (budgeted or not), for `status().retries`. */
+  countRetry(): void {
+    this.#retriesSent++
   }
 
   /** A retry got its answer (or failed). */
@@ -308,9 +324,13 @@ export class Pool extends EventTarget implements UpstreamPool {
     this.#drainQueue()
   }
 
-  /** Records how a try at `target` went, for passive health. */
-  report(target: PoolTarget, ok: boolean): void {
+  /**
+   * Records how a try at `target` went, for passive health; `connectError` when it never reached
+   * the target.
+   */
+  report(target: PoolTarget, ok: boolean, connectError = false): void {
     target.requests++
+    if (connectError) target.connectErrors++
     if (ok) {
       target.consecutiveFailures = 0
       return

@@ -14,6 +14,7 @@ import {
 import type { RestoreSettings } from './_restore-steps.ts'
 import { createTrustPolicy, decideTrust } from './_trust-decision.ts'
 import type { PickleCodec } from './header-codec.ts'
+import { recordTraceEvent } from '../telemetry/tracing.ts'
 
 /** Options of {@link proxyMiddleware}. Trust is off by default: nothing is restored. */
 export interface ProxyMiddlewareOptions {
@@ -210,6 +211,17 @@ export function buildRestorer(
 
   const { onReject } = opts
   const refuse = (error: WsgiProxyError, environ: Environ): RestoreResult => {
+    recordTraceEvent(
+      'wsgiproxy.request.refused',
+      {
+        'wsgiproxy.refusal.code': error.code,
+        ...(error instanceof SignatureRejectedError
+          ? { 'wsgiproxy.refusal.reason': error.reason }
+          : {}),
+        'http.response.status_code': error.status,
+      },
+      environ,
+    )
     try {
       onReject?.(error, environ)
     } catch {
@@ -263,7 +275,11 @@ export class SignatureRejectedError extends WsgiProxyError {
    * @param message - the precise explanation
    */
   constructor(status: 400 | 401 | 413 | 431 | 503, reason: RejectReason, message: string) {
-    super(REJECTION_CODES[status], `signature rejected (${reason}): ${message}`)
+    super(
+      // Both are 503: a full store and one that cannot be reached need different fixes.
+      reason === 'replay_store_unavailable' ? 'REPLAY_STORE_UNAVAILABLE' : REJECTION_CODES[status],
+      `signature rejected (${reason}): ${message}`,
+    )
     this.reason = reason
   }
 }

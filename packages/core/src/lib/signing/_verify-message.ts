@@ -87,7 +87,11 @@ export function replayTtl(
   return Math.max(1, (lastAccepted + 1) * 1000 - nowMs)
 }
 
-/** Step 10: records the nonce; run only after the MAC verified, so forged requests cannot burn or fill nonces. */
+/**
+ * Step 10: records the nonce; run only after the MAC verified, so forged requests cannot burn or
+ * fill nonces. A full store is 503 `store_full`; a store that answers `unavailable`, throws, or
+ * answers anything else is 503 `replay_store_unavailable` (fail closed: the nonce is unknown).
+ */
 export async function checkReplay(
   store: ReplayStore,
   nonceKey: string,
@@ -97,13 +101,19 @@ export async function checkReplay(
   try {
     check = await store.checkAndSet(nonceKey, ttl)
   } catch (error) {
-    return reject(503, 'store_full', `the replay store failed: ${describe(error)}`)
+    return reject(503, 'replay_store_unavailable', `the replay store failed: ${describe(error)}`)
   }
+  if (check === 'fresh') return undefined
   if (check === 'replay') return reject(401, 'replay', 'the nonce was already used')
-  if (check !== 'fresh') {
-    return reject(503, 'store_full', `the replay store cannot record the nonce (${String(check)})`)
+  if (check === 'full') return reject(503, 'store_full', 'the replay store is full')
+  if (check === 'unavailable') {
+    return reject(503, 'replay_store_unavailable', 'the replay store cannot be reached')
   }
-  return undefined
+  return reject(
+    503,
+    'replay_store_unavailable',
+    `the replay store gave an answer that is not a ReplayCheck (${JSON.stringify(check)})`,
+  )
 }
 
 /** Step 11: buffers the body up to the cap and checks its RFC 9530 digest; returns the body to pass on. */

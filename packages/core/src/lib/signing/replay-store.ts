@@ -42,25 +42,20 @@ const memoryReplayStoreOptions = z.strictObject({
  *
  * It only protects one process. With N replicas that each keep their own store, a captured
  * request can be replayed up to N-1 more times inside its window, so replicas need one shared
- * store. With Redis the whole check is one atomic command, `SET <key> 1 NX PX <ttlMs>`: `OK`
- * means `fresh`, a nil reply means `replay`, and an unreachable Redis means `full` (fail closed).
+ * store: `RedisReplayStore` from `@wsgiproxy/node/redis`, where the whole check is one atomic
+ * command, `SET <prefix><key> 1 NX PX <ttlMs>` (`OK` is `fresh`, nil is `replay`), and an
+ * unreachable Redis answers `unavailable`, which the verifier turns into 503
+ * `replay_store_unavailable` (docs/signing.md, "Replay store and replicas").
  *
  * @example
  * const store = new MemoryReplayStore({ maxEntries: 50_000 })
  * await store.checkAndSet('k1\0nonce', 120_000) // 'fresh'
  * await store.checkAndSet('k1\0nonce', 120_000) // 'replay'
  * @example
- * // A shared store on Redis (node-redis v4):
- * const shared: ReplayStore = {
- *   async checkAndSet(key, ttlMs) {
- *     try {
- *       const ok = await redis.set(`wsgiproxy:nonce:${key}`, '1', { NX: true, PX: ttlMs })
- *       return ok === 'OK' ? 'fresh' : 'replay'
- *     } catch {
- *       return 'full'
- *     }
- *   },
- * }
+ * // Replicas share one store on Redis instead:
+ * import { RedisReplayStore } from '@wsgiproxy/node/redis'
+ * const shared = new RedisReplayStore({ url: 'redis://redis.internal:6379' })
+ * const verifier = createVerifier({ keys, replayStore: shared })
  */
 export class MemoryReplayStore implements ReplayStore {
   readonly #entries = new Map<string, number>()

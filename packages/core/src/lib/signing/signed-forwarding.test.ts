@@ -266,7 +266,37 @@ describe('signed forwarding (createProxyApp signer → proxyMiddleware verifier)
     const result = await b.call(await received(front.sent[0]))
     expect(result.status).toBe(503)
     expect(result.headers).toContainEqual(['retry-after', '1'])
+    expect(JSON.parse(result.body)).toMatchObject({ status: 503, code: 'REPLAY_STORE_FULL' })
     expect(b.calls).toBe(0)
+  })
+
+  it('answers 503 problem+json REPLAY_STORE_UNAVAILABLE when the store cannot be reached or throws', async () => {
+    const unavailable: ReplayStore = { checkAndSet: async () => 'unavailable' }
+    const throwing: ReplayStore = {
+      checkAndSet: async () => {
+        throw new Error('connect ECONNREFUSED 10.0.0.7:6379')
+      },
+    }
+    for (const replayStore of [unavailable, throwing]) {
+      const front = recordingFront()
+      await clientRequest(front.app)
+      const b = backend({ verifier: createVerifier({ keys: [NEW], replayStore }) })
+      const result = await b.call(await received(front.sent[0]))
+      expect(result.status).toBe(503)
+      expect(result.headers).toContainEqual(['content-type', 'application/problem+json'])
+      expect(result.headers).toContainEqual(['retry-after', '1'])
+      // The client learns the code, never the store's address.
+      expect(JSON.parse(result.body)).toEqual({
+        type: 'about:blank',
+        title: 'Service Unavailable',
+        status: 503,
+        detail: 'the service is temporarily unavailable',
+        code: 'REPLAY_STORE_UNAVAILABLE',
+      })
+      expect(b.calls).toBe(0)
+      expect((b.rejected[0] as SignatureRejectedError).reason).toBe('replay_store_unavailable')
+      expect(b.rejected[0]?.code).toBe('REPLAY_STORE_UNAVAILABLE')
+    }
   })
 
   it('answers 431 to an oversized Signature header', async () => {

@@ -969,20 +969,36 @@ describe('createVerifier', () => {
       }
     })
 
-    it('answers 503 store_full when the store is full or fails (C4)', async () => {
+    it('answers 503 store_full when the store is full (C4)', async () => {
       const full: ReplayStore = { checkAndSet: async (): Promise<ReplayCheck> => 'full' }
+      const environ = await signedEnviron(signer(), basicRequest())
+      expect(await verifier({ replayStore: full }).verify(environ)).toMatchObject(
+        invalid(503, 'store_full'),
+      )
+    })
+
+    it('answers 503 replay_store_unavailable when the store is unreachable, fails or answers nonsense (C4)', async () => {
+      const unavailable: ReplayStore = {
+        checkAndSet: async (): Promise<ReplayCheck> => 'unavailable',
+      }
       const failing: ReplayStore = {
         checkAndSet: async () => {
           throw new Error('redis down')
         },
       }
       const odd = { checkAndSet: async () => 'maybe' } as unknown as ReplayStore
-      for (const replayStore of [full, failing, odd]) {
+      const messages: string[] = []
+      for (const replayStore of [unavailable, failing, odd]) {
         const environ = await signedEnviron(signer(), basicRequest())
-        expect(await verifier({ replayStore }).verify(environ)).toMatchObject(
-          invalid(503, 'store_full'),
-        )
+        const outcome = await verifier({ replayStore }).verify(environ)
+        expect(outcome).toMatchObject(invalid(503, 'replay_store_unavailable'))
+        if (outcome.status === 'invalid') messages.push(outcome.message)
       }
+      expect(messages).toEqual([
+        'the replay store cannot be reached',
+        'the replay store failed: redis down',
+        'the replay store gave an answer that is not a ReplayCheck ("maybe")',
+      ])
     })
 
     it('does not record the nonce of a request whose MAC fails (C5)', async () => {

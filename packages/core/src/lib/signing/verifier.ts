@@ -76,6 +76,7 @@ export type RejectReason =
   | 'digest'
   | 'too_large'
   | 'store_full'
+  | 'replay_store_unavailable'
 
 /** What {@link Verifier.verify} decides. */
 export type VerifyOutcome =
