@@ -10,6 +10,7 @@ export {
   optionsObject,
   wholeNumber,
 } from '@wsgiproxy/core/adapter'
+import { compileTrust } from '@wsgiproxy/core/protocol'
 import { TOKEN } from './_node-util.ts'
 
 /**
@@ -64,4 +65,20 @@ export function protocolNames(): z.ZodType<readonly string[]> {
         `expected a list of protocol names such as ["websocket"] (got ${JSON.stringify(issue.input)})`,
     },
   )
+}
+
+/**
+ * A trust list as `trustIps` takes it: addresses, CIDR ranges and the presets `loopback`,
+ * `linklocal`, `uniquelocal`; the message names the first bad entry.
+ *
+ * @returns the schema
+ */
+export function trustList(): z.ZodType<readonly string[]> {
+  return z.custom<readonly string[]>().superRefine((value, context) => {
+    try {
+      compileTrust(value)
+    } catch (error) {
+      context.addIssue({ code: 'custom', message: (error as Error).message })
+    }
+  })
 }

@@ -27,6 +27,8 @@ export interface TunnelSettings {
   headersTimeout: number
   idleTimeout: number
   exposeErrors: boolean
+  /** Told how the upstream answered: its status, or why there was no answer (for tracing). */
+  onAnswer?: ((answer: number | WsgiProxyError) => void) | undefined
 }
 
 /**
@@ -81,6 +83,7 @@ export function tunnel(
   function answer(error: WsgiProxyError): void {
     if (!settle()) return
     target.onResult?.(false)
+    settings.onAnswer?.(error)
     upstream.destroy()
     void writeAnswer(socket, errorResponse(error, settings.exposeErrors))
   }
@@ -108,6 +111,7 @@ export function tunnel(
       return
     }
     target.onResult?.(true)
+    settings.onAnswer?.(res.statusCode ?? 101)
     join(socket, early, forwarded, settings, res, upSocket, upHead)
   })
   upstream.once('response', (res: IncomingMessage) => {
@@ -116,6 +120,7 @@ export function tunnel(
       return
     }
     target.onResult?.((res.statusCode ?? 0) < 500)
+    settings.onAnswer?.(res.statusCode ?? 0)
     passOrdinaryAnswer(socket, early, upstream, target, settings, res)
   })
   upstream.end()

@@ -2,10 +2,18 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import type * as z from 'zod'
 import { errorResponse, logErrors } from '@wsgiproxy/core'
 import type { AppResponse, Environ, EnvironApp, ErrorHook, ToEnvironOptions } from '@wsgiproxy/core'
-import { asWsgiProxyError, environFromParts, parseOptions } from '@wsgiproxy/core/adapter'
+import {
+  asWsgiProxyError,
+  environFromParts,
+  parseOptions,
+  startServerTrace,
+  traceResponse,
+} from '@wsgiproxy/core/adapter'
+import type { ServerTrace, TraceTrust } from '@wsgiproxy/core/adapter'
+import { compileTrust } from '@wsgiproxy/core/protocol'
 import { ClientState } from './_client-state.ts'
 import { headerLines, noop } from './_node-util.ts'
-import { callback, flag, optionsObject, scriptName, wholeNumber } from './_options.ts'
+import { callback, flag, optionsObject, scriptName, trustList, wholeNumber } from './_options.ts'
 import { writeResponse } from './_response-writer.ts'
 
 /** Options of {@link toNodeListener}. */
@@ -26,6 +34,13 @@ export interface NodeListenerOptions {
    * `console.error`.
    */
   onError?: ErrorHook
+  /**
+   * Peers (addresses, CIDR ranges, or `loopback` / `linklocal` / `uniquelocal`, as `trustIps`)
+   * whose W3C `traceparent` the request's span continues, with OpenTelemetry tracing on. Any
+   * other client's `traceparent` becomes a link of a new trace, never its parent. Default `[]`:
+   * no client is trusted (docs/operations.md, "Tracing").
+   */
+  trustTraceparent?: readonly string[]
 }
 
 /** The schemas of {@link NodeListenerOptions}' fields, which `serve` takes too. */
@@ -34,11 +49,13 @@ export const NODE_LISTENER_FIELDS: {
   maxHeaders: z.ZodOptional<z.ZodType<number>>
   exposeErrors: z.ZodOptional<z.ZodType<boolean>>
   onError: z.ZodOptional<z.ZodType<ErrorHook>>
+  trustTraceparent: z.ZodOptional<z.ZodType<readonly string[]>>
 } = {
   scriptName: scriptName().optional(),
   maxHeaders: wholeNumber(1, Infinity, 'a whole number ≥ 1').optional(),
   exposeErrors: flag().optional(),
   onError: callback<ErrorHook>().optional(),
+  trustTraceparent: trustList().optional(),
 }
 
 const nodeListenerOptions = optionsObject(NODE_LISTENER_FIELDS)
@@ -98,6 +115,7 @@ export function toNodeListener(
   })
   const exposeErrors = opts.exposeErrors ?? false
   const onError = opts.onError ?? logErrors()
+  const traceTrust = toTraceTrust(opts.trustTraceparent)
 
   async function fail(error: unknown, environ: Environ | undefined): Promise<AppResponse> {
     try {
@@ -126,6 +144,7 @@ export function toNodeListener(
     }
     let environ: Environ | undefined
     let response: AppResponse
+    let trace: ServerTrace | undefined
     const http2 = req.httpVersionMajor === 2
     try {
       environ = environFromParts(
@@ -145,9 +164,15 @@ export function toNodeListener(
       )
       if (http2) environ.SERVER_PROTOCOL = 'HTTP/2'
       client.attach(environ)
-      response = await app(environ)
+      trace = startServerTrace(environ, traceTrust)
+      if (trace === undefined) response = await app(environ)
+      else {
+        const env = environ
+        response = traceResponse(await trace.run(() => app(env)), trace)
+      }
     } catch (error) {
       response = await fail(error, environ)
+      if (trace !== undefined) response = traceResponse(response, trace)
     }
     await writeResponse(req.method, res, response, client, bare)
   }
@@ -158,6 +183,18 @@ export function toNodeListener(
       res.destroy()
     })
   }
+}
+
+/**
+ * The trust of `trustTraceparent`: which peers' `traceparent` continues their trace.
+ *
+ * @param entries - the list; default none
+ * @returns the predicate
+ */
+export function toTraceTrust(entries: readonly string[] | undefined): TraceTrust {
+  if (entries === undefined || entries.length === 0) return () => false
+  const trusted = compileTrust(entries)
+  return (address) => address !== undefined && trusted(address)
 }
 
 /**

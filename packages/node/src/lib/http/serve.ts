@@ -406,6 +406,9 @@ function createNodeServer(
       ? {}
       : { exposeErrors: listenerOptions.exposeErrors }),
     ...(upgradeConnectTimeout === undefined ? {} : { connectTimeout: upgradeConnectTimeout }),
+    ...(listenerOptions.trustTraceparent === undefined
+      ? {}
+      : { trustTraceparent: listenerOptions.trustTraceparent }),
   })
   const upgraded = new Set<Duplex>()
   server.on('upgrade', (req, socket: Duplex, head: Buffer) => {

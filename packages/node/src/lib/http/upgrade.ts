@@ -2,15 +2,23 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Duplex } from 'node:stream'
 import type * as z from 'zod'
 import { errorResponse, problemResponse, WsgiProxyError } from '@wsgiproxy/core'
-import { environFromParts, isAppResponse, parseOptions } from '@wsgiproxy/core/adapter'
+import {
+  environFromParts,
+  isAppResponse,
+  parseOptions,
+  startClientTrace,
+  startServerTrace,
+} from '@wsgiproxy/core/adapter'
+import type { ServerTrace, TraceTrust } from '@wsgiproxy/core/adapter'
 import type {
   AppResponse,
+  Environ,
   EnvironApp,
   ToEnvironOptions,
   UpgradableApp,
   UpgradeTarget,
 } from '@wsgiproxy/core'
-import { toNodeListener } from './node-listener.ts'
+import { toNodeListener, toTraceTrust } from './node-listener.ts'
 import { headerLines, noop, release } from './_node-util.ts'
 import {
   callback,
@@ -20,6 +28,7 @@ import {
   protocolNames,
   refuseBothNames,
   scriptName,
+  trustList,
   wholeNumber,
 } from './_options.ts'
 import {
@@ -76,6 +85,11 @@ export interface NodeUpgradeListenerOptions {
    * `toNodeListener(app)` with this listener's `scriptName`, `maxHeaders` and `exposeErrors`.
    */
   requestListener?: (req: IncomingMessage, res: ServerResponse) => void
+  /**
+   * Peers whose W3C `traceparent` the upgrade's span continues, with OpenTelemetry tracing on;
+   * as `toNodeListener`'s `trustTraceparent`. Default `[]`.
+   */
+  trustTraceparent?: readonly string[]
 }
 
 /** The `upgrade` event listener of a `node:http` server. */
@@ -103,6 +117,7 @@ const upgradeListenerOptions = optionsObject({
   headersTimeout: wholeNumber(1, MAX_TIMER_MS).optional(),
   requestListener:
     callback<NonNullable<NodeUpgradeListenerOptions['requestListener']>>().optional(),
+  trustTraceparent: trustList().optional(),
 }).superRefine((options, context) => {
   refuseBothNames(
     context,
@@ -127,6 +142,8 @@ interface UpgradeSettings {
   exposeErrors: boolean
   /** Tunnels open now, those waiting for the upstream's answer included. */
   open: number
+  /** Whose `traceparent` continues their trace. */
+  traceTrust: TraceTrust
 }
 
 /**
@@ -175,6 +192,7 @@ export function toNodeUpgradeListener(
       toNodeListener(app, {
         ...environOptions,
         ...(opts.exposeErrors === undefined ? {} : { exposeErrors: opts.exposeErrors }),
+        ...(opts.trustTraceparent === undefined ? {} : { trustTraceparent: opts.trustTraceparent }),
       }),
     connectTimeout: opts.connectTimeout ?? 10_000,
     headersTimeout: opts.upstreamHeadersTimeout ?? opts.headersTimeout ?? 60_000,
@@ -182,6 +200,7 @@ export function toNodeUpgradeListener(
     maxConnections: opts.maxConnections ?? 1_000,
     exposeErrors: opts.exposeErrors ?? false,
     open: 0,
+    traceTrust: toTraceTrust(opts.trustTraceparent),
   }
   return (req, socket, head) => {
     // Neither side may crash the process with an unhandled 'error'.
@@ -228,8 +247,10 @@ async function handleUpgrade(
     controller.abort(new WsgiProxyError('CLIENT_ABORTED', 'the client closed the connection'))
   })
   let prepared: UpgradeTarget | AppResponse
+  let trace: ServerTrace | undefined
+  let environ: Environ | undefined
   try {
-    const environ = environFromParts(
+    environ = environFromParts(
       {
         method: req.method ?? 'GET',
         target: req.url ?? '/',
@@ -242,7 +263,11 @@ async function handleUpgrade(
       },
       settings.environOptions,
     )
-    prepared = await prepareUpgrade.call(settings.app, environ)
+    trace = startServerTrace(environ, settings.traceTrust)
+    const env = environ
+    const prepare = (): ReturnType<UpgradableApp['prepareUpgrade']> =>
+      prepareUpgrade.call(settings.app, env)
+    prepared = await (trace === undefined ? prepare() : trace.run(prepare))
   } catch (error) {
     prepared = errorResponse(error, settings.exposeErrors)
   }
@@ -250,17 +275,37 @@ async function handleUpgrade(
   // (the spawner counts an upgraded connection in flight until then).
   if (socket.destroyed) {
     if (isAppResponse(prepared)) release(prepared.body)
+    trace?.end(new WsgiProxyError('CLIENT_ABORTED', 'the client closed the connection'))
     return
   }
   if (isAppResponse(prepared)) {
+    trace?.respond(prepared.status)
     await writeAnswer(socket, prepared)
+    trace?.end()
     return
   }
-  tunnel(socket, early, prepared, forwarded, {
+  // With tracing on: one client span for the upstream's upgrade request; both spans end with its
+  // answer (the 101 or another), not with the tunnel.
+  const client =
+    trace === undefined || environ === undefined
+      ? undefined
+      : startClientTrace(environ, prepared.method, prepared.url, prepared.headers, 0)
+  const target = client === undefined ? prepared : { ...prepared, headers: client.headers }
+  tunnel(socket, early, target, forwarded, {
     connectTimeout: settings.connectTimeout,
     headersTimeout: prepared.headersTimeout ?? settings.headersTimeout,
     idleTimeout: settings.idleTimeout,
     exposeErrors: settings.exposeErrors,
+    onAnswer:
+      trace === undefined
+        ? undefined
+        : (answer) => {
+            const status = typeof answer === 'number' ? answer : answer.status
+            client?.respond(status)
+            client?.end(typeof answer === 'number' ? undefined : answer)
+            trace.respond(status)
+            trace.end()
+          },
   })
 }
 

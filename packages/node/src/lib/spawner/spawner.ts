@@ -20,6 +20,7 @@ export type {
   SpawnerOptions,
   SpawnerReadiness,
 } from './options.ts'
+import { traceSpawnerEvents } from './_tracing.ts'
 export type { SpawnerErrorOptions, SpawnerExit } from './spawner-error.ts'
 export { SpawnerError } from './spawner-error.ts'
 
@@ -227,6 +228,10 @@ export interface Spawner extends EventEmitter<SpawnerEvents> {
  */
 export function createSpawner(options: SpawnerOptions): Spawner {
   const settings = parseSpawnerOptions(options)
-  if (settings.instances === undefined) return new BackendSpawner(settings)
-  return new BackendPool(settings, settings.instances)
+  const spawner =
+    settings.instances === undefined
+      ? new BackendSpawner(settings)
+      : new BackendPool(settings, settings.instances)
+  traceSpawnerEvents(spawner)
+  return spawner
 }
