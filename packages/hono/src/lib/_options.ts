@@ -13,11 +13,13 @@ export const ENVIRON_FIELDS: {
   getRemoteAddr: z.ZodOptional<z.ZodType<GetRemoteAddr>>
   maxHeaders: z.ZodOptional<z.ZodNumber>
   onError: z.ZodOptional<z.ZodType<ErrorHook>>
+  trustTraceparent: z.ZodOptional<z.ZodType<readonly string[]>>
 } = {
   getRemoteAddr: fn<GetRemoteAddr>().optional(),
   // The rule of core's toEnviron, checked here so that the error names the adapter.
   maxHeaders: z.number().int().min(1).optional(),
   onError: fn<ErrorHook>().optional(),
+  trustTraceparent: z.array(z.string()).readonly().optional(),
 }
 
 /** The `environ` option of `mount`, `proxy` and `spawn`: extra environ keys from the context. */

@@ -36,6 +36,12 @@ export interface MountOptions {
    * 500. Default: log errors of status ≥ 500.
    */
   onError?: ErrorHook
+  /**
+   * Peers whose W3C `traceparent` the request's span continues, with an OpenTelemetry SDK
+   * registered (core's `toFetchHandler` option; addresses, CIDR ranges, `loopback`, ...). Any
+   * other client's becomes a link of a new trace. Default `[]`.
+   */
+  trustTraceparent?: readonly string[]
 }
 
 const MOUNT_OPTIONS = z.strictObject({

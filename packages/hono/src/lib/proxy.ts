@@ -21,6 +21,8 @@ export interface ProxyOptions extends ProxyAppOptions {
   maxHeaders?: number
   /** Environ keys to add from the context (`REMOTE_USER` for `stringKeys`); see `MountOptions.environ`. */
   environ?: EnvironFromContext
+  /** Peers whose `traceparent` continues their trace; see `MountOptions.trustTraceparent`. Default `[]`. */
+  trustTraceparent?: readonly string[]
   /**
    * Called with the error and the environ on every failure: forwarding (502 unreachable, 504
    * timeout, ...) and a request that cannot be turned into an environ (400, 431; `environ` is
@@ -105,12 +107,13 @@ export function proxy(href: string | URL): Handler
  */
 export function proxy(options: ProxyOptions): Handler
 export function proxy(options: ProxyOptions | string | URL): Handler {
-  const { href, getRemoteAddr, maxHeaders, environ, ...forwarding } = parseOptions<ProxyOptions>(
-    PROXY_OPTIONS,
-    typeof options === 'string' || options instanceof URL ? { href: options } : options,
-    'proxy',
-    'a URL string or an options object',
-  )
+  const { href, getRemoteAddr, maxHeaders, environ, trustTraceparent, ...forwarding } =
+    parseOptions<ProxyOptions>(
+      PROXY_OPTIONS,
+      typeof options === 'string' || options instanceof URL ? { href: options } : options,
+      'proxy',
+      'a URL string or an options object',
+    )
   const { targets, balance, ejection, healthCheck, retries, limits, ...rest } = forwarding
   if ((href === undefined) === (targets === undefined)) {
     throw new WsgiProxyError(
@@ -126,6 +129,7 @@ export function proxy(options: ProxyOptions | string | URL): Handler {
   if (getRemoteAddr !== undefined) mountOptions.getRemoteAddr = getRemoteAddr
   if (maxHeaders !== undefined) mountOptions.maxHeaders = maxHeaders
   if (environ !== undefined) mountOptions.environ = environ
+  if (trustTraceparent !== undefined) mountOptions.trustTraceparent = trustTraceparent
   if (forwarding.exposeErrors !== undefined) mountOptions.exposeErrors = forwarding.exposeErrors
   if (forwarding.onError !== undefined) mountOptions.onError = forwarding.onError
   // createProxyApp checks the targets and pool options (its messages name createProxyApp).

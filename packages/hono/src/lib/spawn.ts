@@ -60,16 +60,14 @@ const SPAWN_OPTIONS = z.looseObject({
  * process.once('SIGTERM', () => void py.close())
  */
 export function spawn(options: SpawnOptions): SpawnHandler {
-  const { getRemoteAddr, maxHeaders, environ, ...spawnerOptions } = parseOptions<SpawnOptions>(
-    SPAWN_OPTIONS,
-    options,
-    'spawn',
-  )
+  const { getRemoteAddr, maxHeaders, environ, trustTraceparent, ...spawnerOptions } =
+    parseOptions<SpawnOptions>(SPAWN_OPTIONS, options, 'spawn')
   const spawner = createSpawner(spawnerOptions)
   const mountOptions: MountOptions = {}
   if (getRemoteAddr !== undefined) mountOptions.getRemoteAddr = getRemoteAddr
   if (maxHeaders !== undefined) mountOptions.maxHeaders = maxHeaders
   if (environ !== undefined) mountOptions.environ = environ
+  if (trustTraceparent !== undefined) mountOptions.trustTraceparent = trustTraceparent
   if (spawnerOptions.exposeErrors !== undefined) {
     mountOptions.exposeErrors = spawnerOptions.exposeErrors
   }
