@@ -123,7 +123,7 @@ describe('wsgiproxy', () => {
       const result = await runCli([name])
       expect(result.code).toBe(1)
       expect(result.stderr).toBe(
-        `wsgiproxy: unknown command "${name}": expected serve, proxy, spawn, forward, echo, reload, keygen, passwd or schema (see wsgiproxy --help)\n`,
+        `wsgiproxy: unknown command "${name}": expected serve, proxy, spawn, forward, echo, reload, status, keygen, passwd or schema (see wsgiproxy --help)\n`,
       )
     }
   })

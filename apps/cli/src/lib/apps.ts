@@ -3,6 +3,7 @@ import {
   createSigner,
   createVerifier,
   exactProxy,
+  MemoryReplayStore,
   proxyMiddleware,
   WsgiProxyError,
 } from '@wsgiproxy/core'
@@ -21,6 +22,7 @@ import {
   undiciTransport,
   watchKeyFile,
 } from '@wsgiproxy/node'
+import type { RedisReplayStore } from '@wsgiproxy/node/redis'
 import type {
   KeyFileWatcher,
   ListenerAddress,
@@ -38,6 +40,9 @@ import type {
   SpawnRoute,
   TimeoutsInput,
 } from './config-schema.ts'
+import { countReplayChecks, mountRoute, upstreamErrorCounter } from './admin/metrics.ts'
+import type { Metrics } from './admin/metrics.ts'
+import type { RouteEntry } from './admin/status.ts'
 import { toMs } from './duration.ts'
 import { createEchoApp } from './echo-app.ts'
 import { usageError } from './errors.ts'
@@ -68,6 +73,12 @@ export interface Resources {
   readonly pools: UpstreamPool[]
   /** The key files watched. */
   readonly watchers: KeyFileWatcher[]
+  /** The shared replay stores of echo routes (`replayStore`): their Redis connections. */
+  readonly replayStores: RedisReplayStore[]
+  /** The routes built, for the admin endpoints (`/status`, scrape-time metrics). */
+  readonly routes: RouteEntry[]
+  /** The metrics to record into, when the admin listener is on (one for every config). */
+  readonly metrics?: Metrics
   /**
    * The address the server listens on (`server.address()`), once it listens: the exact proxy
    * answers 508 to a request addressed to it.
@@ -140,6 +151,7 @@ export async function discardResources(resources: Resources): Promise<void> {
   )
   for (const pool of resources.pools) pool.close()
   for (const watcher of resources.watchers) if (!keptWatchers.has(watcher)) watcher.close()
+  await Promise.allSettled(resources.replayStores.map((store) => store.close()))
   await Promise.allSettled(resources.transports.map((transport) => transport.close()))
 }
 
@@ -153,7 +165,7 @@ export async function discardResources(resources: Resources): Promise<void> {
  */
 export function createResources(
   logger: Logger,
-  extra: Partial<Pick<Resources, 'transport' | 'reuse' | 'lease'>> = {},
+  extra: Partial<Pick<Resources, 'transport' | 'reuse' | 'lease' | 'metrics'>> = {},
 ): Resources {
   return {
     logger,
@@ -163,9 +175,12 @@ export function createResources(
     transports: [],
     pools: [],
     watchers: [],
+    replayStores: [],
+    routes: [],
     self: undefined,
     ...(extra.reuse === undefined ? {} : { reuse: extra.reuse }),
     ...(extra.lease === undefined ? {} : { lease: extra.lease }),
+    ...(extra.metrics === undefined ? {} : { metrics: extra.metrics }),
   }
 }
 
@@ -183,6 +198,7 @@ export async function closeResources(
   await Promise.allSettled(resources.spawners.map((spawner) => spawner.close()))
   for (const pool of resources.pools) pool.close()
   for (const watcher of resources.watchers) watcher.close()
+  await Promise.allSettled(resources.replayStores.map((store) => store.close()))
   await Promise.allSettled(resources.transports.map((transport) => transport.close()))
   if (options.transport !== false) await resources.transport.close().catch(() => {})
 }
@@ -201,6 +217,10 @@ export function spawnRouteKey(route: SpawnRoute): string {
 /** An app with its request log, ready to mount. */
 export interface BuiltApp {
   app: EnvironApp | UpgradableApp
+  /** A proxy route's pool. */
+  pool?: UpstreamPool | undefined
+  /** A spawn route's spawner (none for a worker's, which leases). */
+  spawner?: Spawner | undefined
 }
 
 /**
@@ -212,6 +232,25 @@ export interface BuiltApp {
  * @throws CliError (exit 1) for an unreadable key file or bad options
  */
 export async function buildRouteApp(route: RouteInput, resources: Resources): Promise<BuiltApp> {
+  const built = await routeApp(route, resources)
+  const { pool, spawner } = built
+  // A proxy route without a pool has one target: its href, or its one `targets` entry.
+  const href =
+    route.type === 'proxy' && pool === undefined
+      ? (route.href ?? route.targets?.[0]?.href)
+      : undefined
+  const entry: RouteEntry = {
+    kind: route.type,
+    path: route.path,
+    name: route.type === 'spawn' ? route.name : undefined,
+    href: typeof href === 'string' ? href : undefined,
+    pool,
+    spawner,
+  }
+  return { ...built, app: mountRoute(resources, entry, built.app) }
+}
+
+async function routeApp(route: RouteInput, resources: Resources): Promise<BuiltApp> {
   switch (route.type) {
     case 'proxy':
       return proxyRouteApp(route, resources)
@@ -223,6 +262,7 @@ export async function buildRouteApp(route: RouteInput, resources: Resources): Pr
         ...(route.timeouts === undefined ? {} : { timeouts: timeoutsOf(route.timeouts) }),
         ...(route.exposeErrors === undefined ? {} : { exposeErrors: route.exposeErrors }),
         ...(route.allow === undefined ? {} : { allow: route.allow }),
+        onUpstreamError: upstreamErrorCounter(resources.metrics, route.path),
       })
       return { app: withRequestLog(app, logger, exactUpstream) }
     }
@@ -239,6 +279,8 @@ export interface ExactAppOptions {
   exposeErrors?: boolean
   /** Where the proxy may connect (exactProxy's `allow`). Default `['public']`. */
   allow?: readonly string[]
+  /** Also called with each error answered with a 5xx (for the metrics). Default: none. */
+  onUpstreamError?: ((error: WsgiProxyError) => void) | undefined
 }
 
 /**
@@ -252,14 +294,17 @@ export interface ExactAppOptions {
  * @returns the app
  * @throws CliError (exit 1) for a bad allow entry
  */
-export function exactApp(resources: Resources, options: ExactAppOptions = {}): EnvironApp {
+export function exactApp(
+  resources: Resources,
+  { onUpstreamError, ...options }: ExactAppOptions = {},
+): EnvironApp {
   return guard(() =>
     exactProxy({
       transport: resources.transport,
       ...options,
       resolve: resolveHost,
       isSelf: createSelfCheck(() => resources.self),
-      onError: logProxyError(resources.logger),
+      onError: logProxyError(resources.logger, onUpstreamError),
     }),
   )
 }
@@ -346,7 +391,7 @@ async function proxyRouteApp(route: ProxyRoute, resources: Resources): Promise<B
       transport,
       ...protocolOptions(route),
       ...(signer === undefined ? {} : { signer }),
-      onError: logProxyError(logger),
+      onError: logProxyError(logger, upstreamErrorCounter(resources.metrics, route.path)),
     }),
   )
   if (app.pool !== undefined) {
@@ -359,7 +404,7 @@ async function proxyRouteApp(route: ProxyRoute, resources: Resources): Promise<B
     const target = environ['wsgiproxy.upstream']
     return typeof target === 'string' ? new URL(target).origin : only
   }
-  return { app: upgradable(app, withRequestLog(app, logger, upstream)) }
+  return { app: upgradable(app, withRequestLog(app, logger, upstream)), pool: app.pool }
 }
 
 // A proxy route's own transport for its `upstream` settings (HTTP/2, TLS files read now).
@@ -445,7 +490,10 @@ async function spawnRouteApp(route: SpawnRoute, resources: Resources): Promise<B
     const port = spawner.status().port
     return port === null ? spawner.name : `http://127.0.0.1:${port}`
   }
-  return { app: upgradable(spawner.app, withRequestLog(spawner.app, logger, upstream)) }
+  return {
+    app: upgradable(spawner.app, withRequestLog(spawner.app, logger, upstream)),
+    spawner,
+  }
 }
 
 // The spawner of an earlier config with this key, with its key file watcher: it serves this
@@ -489,10 +537,25 @@ function leasedRouteApp(
 
 async function echoRouteApp(route: EchoRoute, resources: Resources): Promise<BuiltApp> {
   const { logger } = resources
+  const shared = await sharedReplayStore(route, resources)
   const verifier =
     route.keyFile === undefined
       ? undefined
-      : createVerifier({ keys: await watchKeys(route.keyFile, resources) })
+      : createVerifier({
+          keys: await watchKeys(route.keyFile, resources),
+          // Counted for wsgiproxy_replay_checks_total when the admin listener is on.
+          ...(resources.metrics === undefined
+            ? shared === undefined
+              ? {}
+              : { replayStore: shared }
+            : {
+                replayStore: countReplayChecks(
+                  shared ?? new MemoryReplayStore(),
+                  route.path,
+                  resources.metrics,
+                ),
+              }),
+        })
   const app = guard(() =>
     proxyMiddleware(createEchoApp(), {
       trustIps: route.trustIps ?? ['loopback'],
@@ -505,6 +568,44 @@ async function echoRouteApp(route: EchoRoute, resources: Resources): Promise<Bui
     }),
   )
   return { app: withRequestLog(app, logger, () => 'echo') }
+}
+
+// An echo route's shared replay store: RedisReplayStore, loaded only when a route names one. It
+// closes with the route's resources (on shutdown, or when a reload replaced the config).
+async function sharedReplayStore(
+  route: EchoRoute,
+  resources: Resources,
+): Promise<RedisReplayStore | undefined> {
+  const options = route.replayStore
+  if (options === undefined) return undefined
+  if (route.keyFile === undefined) {
+    throw usageError(
+      `route ${route.path}: replayStore needs keyFile (it keeps the nonces of verified signatures)`,
+    )
+  }
+  const { logger } = resources
+  const { RedisReplayStore } = await import('@wsgiproxy/node/redis')
+  const store = guard(
+    () =>
+      new RedisReplayStore({
+        url: options.redis,
+        ...(options.prefix === undefined ? {} : { prefix: options.prefix }),
+        ...(options.timeout === undefined ? {} : { timeout: Math.max(1, toMs(options.timeout)) }),
+        ...(options.onUnavailable === undefined ? {} : { onUnavailable: options.onUnavailable }),
+        onWarning: ({ code, message }) =>
+          logger.event('warning', `route ${route.path}: ${message}`, { code }),
+      }),
+  )
+  resources.replayStores.push(store)
+  try {
+    await store.connect()
+  } catch (error) {
+    // Not fatal: the store keeps trying, and answers per onUnavailable meanwhile.
+    logger.event('warning', `route ${route.path}: ${(error as Error).message}`, {
+      code: 'REPLAY_STORE_UNAVAILABLE',
+    })
+  }
+  return store
 }
 
 interface ProtocolRoute {
@@ -602,10 +703,15 @@ function watchSpawner(spawner: Spawner, logger: Logger): void {
  * (whose response names no target) for the operator.
  *
  * @param logger - the logger
+ * @param count - also called with every error (the metrics' counter), if given
  * @returns the hook
  */
-export function logProxyError(logger: Logger): (error: WsgiProxyError) => void {
+export function logProxyError(
+  logger: Logger,
+  count?: (error: WsgiProxyError) => void,
+): (error: WsgiProxyError) => void {
   return (error: WsgiProxyError): void => {
+    count?.(error)
     if (error.code === 'CLIENT_ABORTED') return
     // The response says only that the target is not allowed: the log says which, for the operator.
     if (error.status >= 500 || error.code === 'TARGET_NOT_ALLOWED') {

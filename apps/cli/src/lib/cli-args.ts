@@ -27,6 +27,7 @@ export const COMMON_OPTIONS = {
   'tls-key': { type: 'string' },
   http2: { type: 'boolean' },
   h2c: { type: 'boolean' },
+  admin: { type: 'string' },
 } as const
 
 /** The flags of `wsgiproxy serve` beside {@link COMMON_OPTIONS}. */
@@ -50,6 +51,7 @@ export interface ServeFlags {
   h2c?: boolean | undefined
   workers?: string | undefined
   'drain-timeout'?: string | undefined
+  admin?: string | undefined
 }
 
 /** The flags of the subcommands that forward with the protocol headers (proxy, spawn). */
@@ -62,6 +64,35 @@ export const KEY_OPTIONS = {
   'x-forwarded': { type: 'boolean' },
   compat: { type: 'string' },
 } as const
+
+/** The flag of `wsgiproxy echo` that names a shared replay store (the route's `replayStore`). */
+export const REPLAY_OPTIONS = {
+  'replay-redis': { type: 'string' },
+} as const
+
+/**
+ * The echo route's `replayStore` of a `--replay-redis` flag.
+ *
+ * @param values - the parsed flags
+ * @returns `{ replayStore: { redis } }`, or nothing without the flag
+ * @throws CliError (exit 1) for a value that is not a redis:// URL, or the flag without --key-file
+ */
+export function replayStoreOf(values: {
+  'replay-redis'?: string | undefined
+  'key-file'?: string | undefined
+}): { replayStore?: { redis: string } } {
+  const redis = values['replay-redis']
+  if (redis === undefined) return {}
+  if (!/^rediss?:\/\/[^/?#\s]+/.test(redis)) {
+    throw usageError(
+      `--replay-redis must be a redis:// or rediss:// URL such as redis://127.0.0.1:6379 (got ${JSON.stringify(redis)})`,
+    )
+  }
+  if (values['key-file'] === undefined) {
+    throw usageError('--replay-redis needs --key-file: it keeps the nonces of verified signatures')
+  }
+  return { replayStore: { redis } }
+}
 
 /** The values of `--compat` and of the config key `compat`. */
 export const COMPAT_VALUES: readonly ['wsgiproxy-0.1'] = ['wsgiproxy-0.1']

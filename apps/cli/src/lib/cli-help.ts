@@ -10,6 +10,7 @@ export type HelpTopic =
   | 'forward'
   | 'echo'
   | 'reload'
+  | 'status'
   | 'keygen'
   | 'passwd'
   | 'schema'
@@ -25,6 +26,8 @@ const COMMON_HELP = `  --listen host:port     where to listen (default ${formatL
   --tls-key FILE         its private key (PEM); both or neither
   --http2                with TLS: also speak HTTP/2 (by ALPN), HTTP/1.1 on the same port
   --h2c                  without TLS: cleartext HTTP/2 only (prior knowledge; no HTTP/1.1)
+  --admin host:port      serve GET /metrics (Prometheus), /healthz, /readyz and /status there,
+                         never on the public port (default: off; port 0 picks a free one)
   -h, --help             show this help`
 
 const KEY_HELP = `  --key-file FILE        sign forwarded requests with this key file (wsgiproxy keygen makes one)
@@ -47,6 +50,7 @@ commands:
   forward   a real HTTP forward proxy with CONNECT (curl -x http://127.0.0.1:8080 https://example.test/)
   echo      answer with the restored environ (HTML, or JSON for Accept: application/json)
   reload    make a running wsgiproxy serve read its config again (SIGHUP), without a dropped request
+  status    show the routes, targets and backends of a server started with --admin
   keygen    print or write a key file with a fresh 32-byte secret
   passwd    print a user line for forward --auth-file, the password read on stdin
   schema    print the JSON Schema of the config file
@@ -63,8 +67,8 @@ Serves the routes of a config file; see the README for the format and schema.jso
                          in flight may go on (default 10s)
   --pid-file FILE        write the process id here (for wsgiproxy reload --pid-file FILE)
 ${COMMON_HELP}
-  (--listen, --log-format, --workers, --drain-timeout and the upgrade flags override the config
-  file)
+  (--listen, --log-format, --workers, --drain-timeout, --admin and the upgrade flags override the
+  config file)
 
 SIGHUP (or wsgiproxy reload) reads the config file again: new requests take the new routes while
 those in flight finish on the old ones (with --workers, new workers start and the old ones drain
@@ -131,6 +135,10 @@ table, or as JSON when the request sends Accept: application/json.
   --trust-ip ADDR        believe protocol headers from this address, CIDR range or preset
                          (loopback, linklocal, uniquelocal; repeatable; default loopback)
   --key-file FILE        also require a valid signature made with this key file
+  --replay-redis URL     keep the nonces of verified signatures in this Redis (redis:// or
+                         rediss://), shared by every replica, so a request replayed from one
+                         to another gets 401; while it cannot be reached, signed requests get
+                         503 (code REPLAY_STORE_UNAVAILABLE). Default: in this process only
   --compat wsgiproxy-0.1 also accept WSGIProxy 0.1 requests (an old Python WSGIProxyApp front)
                          from --trust-ip peers, trusted by address only
 ${COMMON_HELP}`,
@@ -158,6 +166,16 @@ Sends SIGHUP to a running wsgiproxy serve, which reads its config file again wit
 request. Its log says whether the new config was taken or refused (and why).
 
   --pid-file FILE        the file wsgiproxy serve --pid-file FILE wrote
+  -h, --help             show this help`,
+  status: `usage: wsgiproxy status [--admin host:port|URL] [--json]
+
+Asks a running wsgiproxy for its status on its admin listener (serve --admin host:port, or
+"admin": { "listen": "host:port" } in the config file) and prints its routes, their targets
+with state, requests in flight, requests, failures and ejections, the spawned backends, and
+what is not ready.
+
+  --admin host:port|URL  the admin address (default 127.0.0.1:9464)
+  --json                 print the JSON of GET /status instead of the table
   -h, --help             show this help`,
   schema: `usage: wsgiproxy schema
 

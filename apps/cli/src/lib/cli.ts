@@ -7,6 +7,7 @@ import type { CliIo } from './cli-args.ts'
 import { CliError, EXIT_RUNTIME, usageError } from './errors.ts'
 import { runEcho, runForward, runProxy, runServe, runSpawn } from './serving-commands.ts'
 import { runKeygen, runPasswd, runReload, runSchema } from './utility-commands.ts'
+import { runStatus } from './admin/status-command.ts'
 import { WORKER_ENV } from './cluster/messages.ts'
 import { runServeWorker } from './cluster/worker.ts'
 
@@ -32,6 +33,7 @@ const COMMANDS: Record<Command, (args: string[], io: CliIo) => Promise<number>> 
   keygen: runKeygen,
   passwd: runPasswd,
   reload: runReload,
+  status: runStatus,
   schema: runSchema,
 }
 
@@ -58,7 +60,7 @@ export async function runCli(argv: readonly string[], io: CliIo = DEFAULT_IO): P
     }
     if (!Object.hasOwn(HELP, first) || first === 'main') {
       throw usageError(
-        `unknown command ${JSON.stringify(first)}: expected serve, proxy, spawn, forward, echo, reload, keygen, passwd or schema (see wsgiproxy --help)`,
+        `unknown command ${JSON.stringify(first)}: expected serve, proxy, spawn, forward, echo, reload, status, keygen, passwd or schema (see wsgiproxy --help)`,
       )
     }
     return await COMMANDS[first as Command](rest, io)

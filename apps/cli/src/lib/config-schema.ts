@@ -329,6 +329,31 @@ const upgradeSchema = z
   })
   .describe('Upgrade (WebSocket) forwarding, for every route.')
 
+// The shared replay store of an echo route: RedisReplayStore from @wsgiproxy/node/redis.
+const replayStoreSchema = z.strictObject({
+  redis: z
+    .string()
+    .regex(
+      /^rediss?:\/\/[^/?#\s]+/,
+      'expected a redis:// or rediss:// URL such as "redis://127.0.0.1:6379"',
+    )
+    .describe(
+      'The Redis (or Valkey) every replica uses: redis://[[user]:password@]host[:port][/db], rediss:// for TLS.',
+    ),
+  prefix: z.string().optional().describe('Put before every nonce key. Default "wsgiproxy:nonce:".'),
+  timeout: duration
+    .optional()
+    .describe(
+      'The longest a check may take; a slower one counts as Redis being unavailable. Default 500ms.',
+    ),
+  onUnavailable: z
+    .enum(['refuse', 'accept'], { error: 'expected "refuse" or "accept"' })
+    .optional()
+    .describe(
+      'While Redis cannot be reached: "refuse" answers signed requests with 503 (code REPLAY_STORE_UNAVAILABLE), "accept" lets them through without a replay check (one warning per outage). Default "refuse".',
+    ),
+})
+
 const echoRoute = z
   .strictObject({
     path: routePath,
@@ -342,6 +367,11 @@ const echoRoute = z
       .min(1)
       .optional()
       .describe('Verify signatures with this key file (relative to the config file).'),
+    replayStore: replayStoreSchema
+      .optional()
+      .describe(
+        'Where the nonces of verified signatures are kept (with keyFile). Default: in this process only; give a shared Redis so that replicas refuse a request replayed from one to another.',
+      ),
     compat: compat.describe(
       '"wsgiproxy-0.1": also accept requests from a WSGIProxy 0.1 front (Python Paste\'s WSGIProxyApp) in trustIps, trusted by address only (0.1 had no working signatures). Default: protocol 0.2 only.',
     ),
@@ -378,6 +408,52 @@ const tlsSchema = z
     'Serve HTTPS with these files; they are read again when they change or on SIGHUP (--tls-cert and --tls-key replace cert and key).',
   )
 
+const tracingSchema = z
+  .strictObject({
+    otlp: z
+      .url({ protocol: /^https?$/, error: 'expected an http:// or https:// URL' })
+      .optional()
+      .describe(
+        'The OTLP/HTTP traces endpoint, such as "http://127.0.0.1:4318/v1/traces". Default: from OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT.',
+      ),
+    serviceName: z
+      .string()
+      .min(1, 'expected a service name')
+      .optional()
+      .describe('service.name of the spans. Default OTEL_SERVICE_NAME, else "wsgiproxy".'),
+    sampleRatio: z
+      .number()
+      .min(0, 'expected a number from 0 to 1')
+      .max(1, 'expected a number from 0 to 1')
+      .optional()
+      .describe(
+        'The share of new traces recorded, 0 to 1; a request from a trusted front follows its sampling decision. Default 1.',
+      ),
+    trustTraceparent: z
+      .array(z.string())
+      .optional()
+      .describe(
+        'Peers (addresses, CIDR ranges, "loopback", "linklocal", "uniquelocal") whose traceparent continues their trace; any other client\'s starts a new trace linked to it. Default: none.',
+      ),
+  })
+  .describe(
+    'Send OpenTelemetry traces to an OTLP/HTTP collector: a span per request and per upstream try.',
+  )
+
+const adminSchema = z
+  .strictObject({
+    listen: z
+      .union([z.string(), z.int().min(0).max(65535)], {
+        error: 'expected "host:port" or a port number',
+      })
+      .describe(
+        'Where to listen: "host:port" or a port, never the public one (--admin overrides it). Keep it on loopback or a private network: anyone who reaches it sees the routes and targets.',
+      ),
+  })
+  .describe(
+    'An admin listener for operators: GET /metrics (Prometheus), /healthz, /readyz and /status (JSON, what wsgiproxy status prints). Default: off.',
+  )
+
 /** The zod schema of `wsgiproxy.config.json`. */
 export const configSchema: z.ZodType<ConfigInput> = z
   .strictObject({
@@ -397,6 +473,7 @@ export const configSchema: z.ZodType<ConfigInput> = z
         'true (with tls): also speak HTTP/2 (by ALPN), HTTP/1.1 on the same port; "h2c" (without tls): cleartext HTTP/2 only, no HTTP/1.1 clients. Default false.',
       ),
     upgrade: upgradeSchema.optional(),
+    admin: adminSchema.optional(),
     workers: z
       .union([z.int().min(1).max(256), z.literal('auto')], {
         error: 'expected a number of worker processes from 1 to 256, or "auto"',
@@ -410,6 +487,7 @@ export const configSchema: z.ZodType<ConfigInput> = z
       .describe(
         'On shutdown (and with workers, on reload), how long requests and WebSocket connections in flight may go on before they are cut; in one process, those of a replaced config finish on their own. Default 10s.',
       ),
+    tracing: tracingSchema.optional(),
     routes: z
       .array(routeSchema)
       .min(1, 'expected at least one route')
@@ -535,7 +613,16 @@ export interface EchoRoute {
   type: 'echo'
   trustIps?: string[] | undefined
   keyFile?: string | undefined
+  replayStore?: ReplayStoreInput | undefined
   compat?: 'wsgiproxy-0.1' | undefined
+}
+
+/** The shared replay store of an echo route, as written in the config file. */
+export interface ReplayStoreInput {
+  redis: string
+  prefix?: string | undefined
+  timeout?: string | number | undefined
+  onUnavailable?: 'refuse' | 'accept' | undefined
 }
 
 /** One route of the config file. */
@@ -546,6 +633,11 @@ export interface UpgradeInput {
   protocols?: string[] | undefined
   idleTimeout?: string | number | false | undefined
   maxConnections?: number | undefined
+}
+
+/** The `admin` section as written in the config file. */
+export interface AdminInput {
+  listen: string | number
 }
 
 /** The `tls` section as written in the config file. */
@@ -564,9 +656,19 @@ export interface ConfigInput {
   tls?: TlsInput | undefined
   http2?: boolean | 'h2c' | undefined
   upgrade?: UpgradeInput | undefined
+  admin?: AdminInput | undefined
   workers?: number | 'auto' | undefined
   drainTimeout?: string | number | undefined
+  tracing?: TracingInput | undefined
   routes: RouteInput[]
+}
+
+/** The `tracing` settings as written. */
+export interface TracingInput {
+  otlp?: string | undefined
+  serviceName?: string | undefined
+  sampleRatio?: number | undefined
+  trustTraceparent?: string[] | undefined
 }
 
 /**

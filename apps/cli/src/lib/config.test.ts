@@ -336,3 +336,16 @@ describe('parseConfig pools', () => {
     expect(() => parseConfig({ routes: [route] }, 'c.json')).toThrow(message)
   })
 })
+
+describe('docs/operations.md', () => {
+  it('shows a front config the schema accepts, with admin, tracing and a pool', async () => {
+    const doc = await readFile(new URL('../../../../docs/operations.md', import.meta.url), 'utf8')
+    const blocks = [...doc.matchAll(/^```json\n([\s\S]*?)^```$/gm)].map((m) => m[1] ?? '')
+    expect(blocks).toHaveLength(1)
+    const config = parseConfig(JSON.parse(blocks[0] ?? ''), '/etc/wsgiproxy/front.json')
+    expect(config).toMatchObject({
+      tracing: { otlp: 'http://10.0.3.1:4318/v1/traces', serviceName: 'front' },
+    })
+    expect(config.routes[0]).toMatchObject({ keyFile: '/etc/wsgiproxy/keys' })
+  })
+})

@@ -6,7 +6,7 @@ import { explainIssues } from '@wsgiproxy/core/adapter'
 import type * as z from 'zod'
 import { configSchema, ROUTE_KEYS } from './config-schema.ts'
 import { toMs } from './duration.ts'
-import type { RouteInput, TlsInput } from './config-schema.ts'
+import type { RouteInput, TlsInput, TracingInput } from './config-schema.ts'
 import { usageError } from './errors.ts'
 import { listenFlag } from './listen.ts'
 import type { ListenAddress } from './listen.ts'
@@ -28,8 +28,12 @@ export interface Config {
   upgrade: UpgradeSettings
   /** The number of worker processes (`auto` resolved), if the file says. */
   workers: number | undefined
+  /** The admin listener's address as written (`admin.listen`), if the file says. */
+  admin: string | number | undefined
   /** The drain time on shutdown and reload in milliseconds, if the file says. */
   drainTimeout: number | undefined
+  /** OpenTelemetry tracing, if the file says. */
+  tracing: TracingInput | undefined
   /** The routes, with `keyFile` and `cwd` resolved against the config file's directory. */
   routes: RouteInput[]
 }
@@ -106,7 +110,9 @@ export function parseConfig(data: unknown, file: string): Config {
     http2: input.http2,
     upgrade: upgradeOf(input.upgrade),
     workers: input.workers === 'auto' ? availableParallelism() : input.workers,
+    admin: input.admin?.listen,
     drainTimeout: input.drainTimeout === undefined ? undefined : toMs(input.drainTimeout),
+    tracing: input.tracing,
     routes,
   }
 }

@@ -32,6 +32,8 @@ export interface Generations {
   readonly app: UpgradableApp
   /** The current generation's resources. */
   readonly current: Resources
+  /** The current generation's number: 1 at start, one more per replacement. */
+  readonly number: number
   /**
    * Sends new requests to `next`; resolves once the replaced generation's requests have ended
    * (or `drainTimeout` passed) and its resources are closed (the shared transport stays open).
@@ -49,6 +51,7 @@ export interface Generations {
  */
 export function createGenerations(first: Generation): Generations {
   let current: Serving = { ...first, inFlight: 0, onIdle: undefined }
+  let number = 1
   const replacing = new Set<Promise<void>>()
   const take = (): { generation: Serving; done: () => void } => {
     const generation = current
@@ -99,6 +102,7 @@ export function createGenerations(first: Generation): Generations {
   const replace = (next: Generation, drainTimeout: number): Promise<void> => {
     const old = current
     current = { ...next, inFlight: 0, onIdle: undefined }
+    number++
     const drained = new Promise<void>((resolve) => {
       if (old.inFlight === 0) return resolve()
       const timer = setTimeout(resolve, drainTimeout)
@@ -116,6 +120,9 @@ export function createGenerations(first: Generation): Generations {
     app,
     get current() {
       return current.resources
+    },
+    get number() {
+      return number
     },
     replace,
     settled: async () => {

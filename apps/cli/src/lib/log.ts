@@ -1,4 +1,5 @@
 import type { AppResponse, Environ, EnvironApp } from '@wsgiproxy/core'
+import { traceIdOf } from '@wsgiproxy/core/adapter'
 
 /** How log lines are written: plain text or one JSON object per line. */
 export type LogFormat = 'text' | 'json'
@@ -10,6 +11,8 @@ export interface RequestLogFields {
   status: number
   ms: number
   upstream: string
+  /** The request's trace id, with tracing on. */
+  traceId?: string | undefined
 }
 
 /** Writes the command's log lines to stderr. */
@@ -37,13 +40,16 @@ export function createLogger(
   format: LogFormat,
   write: (line: string) => void = (line) => process.stderr.write(line),
 ): Logger {
-  const json = (record: Record<string, unknown>): void => {
-    write(`${JSON.stringify({ time: new Date().toISOString(), ...record })}\n`)
+  // With tracing on, every line written while a request is served names its trace (W3C trace id,
+  // the field name of the OpenTelemetry log data model).
+  const json = (record: Record<string, unknown>, traceId = traceIdOf()): void => {
+    const line = { time: new Date().toISOString(), ...record }
+    write(`${JSON.stringify(traceId === undefined ? line : { ...line, trace_id: traceId })}\n`)
   }
   if (format === 'json') {
     return {
       format,
-      request: (fields) => json({ type: 'request', ...fields }),
+      request: ({ traceId, ...fields }) => json({ type: 'request', ...fields }, traceId),
       event: (event, message, fields) => json({ type: 'event', event, message, ...fields }),
       output: (name, pid, stream, text) => json({ type: 'output', name, pid, stream, text }),
       error: (message, fields) => json({ type: 'error', message, ...fields }),
@@ -51,8 +57,10 @@ export function createLogger(
   }
   return {
     format,
-    request: ({ method, path, status, ms, upstream }) =>
-      write(`${method} ${path} ${status} ${ms}ms ${upstream}\n`),
+    request: ({ method, path, status, ms, upstream, traceId }) =>
+      write(
+        `${method} ${path} ${status} ${ms}ms ${upstream}${traceId === undefined ? '' : ` trace=${traceId}`}\n`,
+      ),
     event: (_event, message) => write(`wsgiproxy: ${message}\n`),
     output: (name, pid, _stream, text) => write(`[${name} ${pid ?? '-'}] ${text}\n`),
     error: (message) => write(`wsgiproxy: error: ${message}\n`),
@@ -87,6 +95,7 @@ export function withRequestLog(
         status: 500,
         ms: elapsed(started),
         upstream: upstream(environ),
+        traceId: traceIdOf(environ),
       })
       throw error
     }
@@ -96,6 +105,7 @@ export function withRequestLog(
       status: response.status,
       ms: elapsed(started),
       upstream: upstream(environ),
+      traceId: traceIdOf(environ),
     })
     return response
   }

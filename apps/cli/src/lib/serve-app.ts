@@ -2,6 +2,7 @@ import type { UpgradableApp } from '@wsgiproxy/core'
 import { buildRouteApp } from './apps.ts'
 import type { Resources } from './apps.ts'
 import type { RouteInput } from './config-schema.ts'
+import { measureRequests } from './admin/metrics.ts'
 import { withRequestLog } from './log.ts'
 import { createRouter, notFound } from './router.ts'
 
@@ -21,8 +22,11 @@ export async function buildServeApp(
   for (const route of routes) {
     mounts.push({ prefix: route.path, ...(await buildRouteApp(route, resources)) })
   }
+  const fallback = withRequestLog(notFound, resources.logger, () => '-')
+  // Requests no route matched count as route "-" (every route's label starts with "/").
+  const { metrics } = resources
   return createRouter(
     mounts,
-    withRequestLog(notFound, resources.logger, () => '-'),
+    metrics === undefined ? fallback : measureRequests(fallback, '-', metrics),
   )
 }

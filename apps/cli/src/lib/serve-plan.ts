@@ -5,10 +5,13 @@ import { durationFlag } from './duration.ts'
 import { usageError } from './errors.ts'
 import { http2Flags, listenOf, logFormat, tlsFlags, withHttp2 } from './cli-args.ts'
 import type { ServeFlags } from './cli-args.ts'
+import { adminAddress } from './admin/admin-server.ts'
 import { DEFAULT_LISTEN } from './listen.ts'
-import type { ListenChoice } from './listen.ts'
+import type { ListenAddress, ListenChoice } from './listen.ts'
 import type { LogFormat } from './log.ts'
 import { DEFAULT_DRAIN_MS } from './serve-until-signal.ts'
+import { tracingSettings } from './tracing.ts'
+import type { TracingSettings } from './tracing.ts'
 import { parseUpgradeFlags } from './upgrade-settings.ts'
 import type { UpgradeSettings } from './upgrade-settings.ts'
 
@@ -23,6 +26,10 @@ export interface ServePlan {
   drainTimeout: number
   /** Worker processes; `undefined`: serve from this process. */
   workers: number | undefined
+  /** The admin listener's address (`--admin`, else `admin.listen`); `undefined`: off. */
+  admin: ListenAddress | undefined
+  /** OpenTelemetry tracing; `undefined`: off. */
+  tracing: TracingSettings | undefined
   routes: RouteInput[]
 }
 
@@ -60,14 +67,19 @@ export function servePlan(values: ServeFlags, config: Config, file: string): Ser
         ? (config.drainTimeout ?? DEFAULT_DRAIN_MS)
         : durationFlag('--drain-timeout', drain),
     workers,
+    admin:
+      values.admin !== undefined
+        ? adminAddress('--admin', values.admin, listen.address)
+        : adminAddress(`config file ${file}: admin.listen`, config.admin, listen.address),
+    tracing: tracingSettings(config.tracing),
     routes: config.routes,
   }
 }
 
 /**
  * What changed between two plans that a reload cannot apply (it takes a restart): the listen
- * address, TLS and HTTP/2, and the log format; in one process (no workers) also the upgrade
- * settings, the drain time and the number of workers.
+ * address, TLS and HTTP/2, the log format, the admin address and tracing; in one process (no
+ * workers) also the upgrade settings, the drain time and the number of workers.
  *
  * @param before - the plan in use
  * @param after - the plan read again
@@ -79,6 +91,8 @@ export function restartOnlyChanges(before: ServePlan, after: ServePlan): string[
   if (!same(before.listen.tls, after.listen.tls)) changed.push('tls')
   if (before.listen.http2 !== after.listen.http2) changed.push('http2')
   if (before.format !== after.format) changed.push('logFormat')
+  if (!same(before.admin, after.admin)) changed.push('admin')
+  if (!same(before.tracing, after.tracing)) changed.push('tracing')
   if (before.workers === undefined || after.workers === undefined) {
     if (before.workers !== after.workers) changed.push('workers')
     if (!same(before.upgrade, after.upgrade)) changed.push('upgrade')

@@ -18,8 +18,14 @@ import { readTls, watchTls } from './tls-files.ts'
 import { listenProblem } from './listen.ts'
 import type { ListenChoice } from './listen.ts'
 import { createLogger } from './log.ts'
+import { createLocalState, listenAdmin, localSource } from './admin/admin-server.ts'
+import type { AdminServer, LocalState } from './admin/admin-server.ts'
+import { createMetrics } from './admin/metrics.ts'
+import type { ListenAddress } from './listen.ts'
 import type { Logger, LogFormat } from './log.ts'
 import type { UpgradeSettings } from './upgrade-settings.ts'
+import { startTracing, tracingSettings } from './tracing.ts'
+import type { TracingSettings } from './tracing.ts'
 
 /** Makes the app of a config; the resources it takes are closed when the config is replaced. */
 export type Build = (
@@ -59,8 +65,12 @@ export interface ServeRun {
   drainTimeout?: number
   /** Write the process id to this file while serving (for `wsgiproxy reload`). */
   pidFile?: string
+  /** Serve /metrics, /healthz, /readyz and /status on this address. Default: no admin listener. */
+  admin?: ListenAddress | undefined
   /** Run as a worker of `serve --workers`: stop when told, lease from the main process. */
   worker?: WorkerLink
+  /** OpenTelemetry tracing; default: from the OTLP environment variables, else off. */
+  tracing?: TracingSettings | undefined
 }
 
 /** How a worker process of `serve --workers` talks to the main process. */
@@ -76,6 +86,11 @@ export interface WorkerLink {
   listening: (url: string) => void
   /** Tells the main process the worker has stopped accepting connections. */
   draining: () => void
+  /**
+   * With the main process's admin listener on: the worker records metrics and is handed what it
+   * knows of itself, for the answers to the main process's questions.
+   */
+  admin?: ((state: LocalState) => void) | undefined
 }
 
 /**
@@ -97,10 +112,16 @@ export async function serveUntilSignal(run: ServeRun): Promise<number> {
   const stop = worker === undefined ? waitForSignal() : waitForDrain(worker)
   const hangup = run.reload === undefined ? undefined : onHangup()
   const logger = createLogger(format)
+  const tracingChoice = run.tracing ?? tracingSettings(undefined)
+  const tracing =
+    tracingChoice === undefined ? undefined : await startTracing(tracingChoice, logger)
   const transport = undiciTransport()
+  const metrics =
+    run.admin !== undefined || worker?.admin !== undefined ? await createMetrics() : undefined
   const resources = createResources(logger, {
     transport,
     ...(worker === undefined ? {} : { lease: worker.lease }),
+    ...(metrics === undefined ? {} : { metrics }),
   })
   let served: Served
   let generations: Generations
@@ -124,6 +145,9 @@ export async function serveUntilSignal(run: ServeRun): Promise<number> {
         onError: (error) => {
           logger.error(error instanceof Error ? error.message : String(error))
         },
+        ...(tracingChoice === undefined
+          ? {}
+          : { trustTraceparent: tracingChoice.trustTraceparent }),
       })
     } catch (error) {
       // A key that does not match its certificate is the user's to fix, like a bad flag.
@@ -136,6 +160,7 @@ export async function serveUntilSignal(run: ServeRun): Promise<number> {
     stop.cancel()
     hangup?.stop()
     await closeResources(resources)
+    await tracing?.shutdown()
     throw error
   }
   resources.self = served.server.address()
@@ -148,13 +173,36 @@ export async function serveUntilSignal(run: ServeRun): Promise<number> {
     )
   }
   if (run.pidFile !== undefined) await writePidFile(run.pidFile)
+  let draining = false
+  const state =
+    metrics === undefined
+      ? undefined
+      : createLocalState(metrics, generations, served.url, () => !draining)
+  if (state !== undefined) worker?.admin?.(state)
   if (worker === undefined) {
     logger.event('listening', `${command} listening on ${served.url}`, { url: served.url })
   } else {
     worker.listening(served.url)
   }
+  let admin: AdminServer | undefined
+  if (run.admin !== undefined && state !== undefined) {
+    try {
+      admin = await listenAdmin(run.admin, localSource(state), logger)
+    } catch (error) {
+      stop.cancel()
+      hangup?.stop()
+      unwatch?.()
+      onShutdown?.()
+      await served.close()
+      await closeResources(generations.current)
+      await tracing?.shutdown()
+      if (run.pidFile !== undefined) await removePidFile(run.pidFile)
+      throw error
+    }
+  }
 
   const signal = await stop.signal
+  draining = true
   unwatch?.()
   hangup?.stop()
   if (worker === undefined) {
@@ -167,6 +215,8 @@ export async function serveUntilSignal(run: ServeRun): Promise<number> {
   await closed
   await generations.settled()
   await closeResources(generations.current)
+  await admin?.close()
+  await tracing?.shutdown()
   if (run.pidFile !== undefined) await removePidFile(run.pidFile)
   if (worker === undefined) logger.event('stopped', 'stopped')
   return 0
@@ -196,6 +246,7 @@ async function reloadConfig(
   const resources = createResources(logger, {
     transport: old.transport,
     reuse: keptSpawners(old),
+    ...(old.metrics === undefined ? {} : { metrics: old.metrics }),
   })
   resources.self = served.server.address()
   let app: EnvironApp | UpgradableApp

@@ -12,6 +12,8 @@ import {
   listenOf,
   logFormat,
   parseCommandArgs,
+  REPLAY_OPTIONS,
+  replayStoreOf,
   requireCommandSeparator,
   SERVE_OPTIONS,
 } from './cli-args.ts'
@@ -33,6 +35,8 @@ import type { ServePlan } from './serve-plan.ts'
 import { serveUntilSignal } from './serve-until-signal.ts'
 import { parseUpgradeFlags } from './upgrade-settings.ts'
 import { POOL_OPTIONS, poolRouteOptions } from './pool-route.ts'
+import { adminAddress } from './admin/admin-server.ts'
+import { mountRoute } from './admin/metrics.ts'
 
 // The serving subcommands: each checks its flags, then serves until SIGINT or SIGTERM.
 
@@ -62,6 +66,8 @@ export async function runServe(args: string[], io: CliIo): Promise<number> {
     format: plan.format,
     upgrade: plan.upgrade,
     drainTimeout: plan.drainTimeout,
+    admin: plan.admin,
+    tracing: plan.tracing,
     ...(pidFile === undefined ? {} : { pidFile }),
     build: (resources) => buildServeApp(plan.routes, resources),
     reload: async (logger) => {
@@ -114,9 +120,11 @@ export async function runProxy(args: string[], io: CliIo): Promise<number> {
     ...poolRouteOptions(values),
     ...upstreamRouteOptions(values),
   }
+  const listen = listenOf(values)
   return serveUntilSignal({
     command: 'proxy',
-    listen: listenOf(values),
+    listen,
+    admin: adminAddress('--admin', values.admin, listen.address),
     format: logFormat(values['log-format']) ?? 'text',
     upgrade: parseUpgradeFlags(values),
     build: async (resources) => (await buildRouteApp(route, resources)).app,
@@ -172,9 +180,11 @@ export async function runSpawn(args: string[], io: CliIo): Promise<number> {
     ...(values.name === undefined ? {} : { name: values.name }),
     ...(values.instances === undefined ? {} : { instances: instancesFlag(values.instances) }),
   }
+  const listen = listenOf(values)
   return serveUntilSignal({
     command: 'spawn',
-    listen: listenOf(values),
+    listen,
+    admin: adminAddress('--admin', values.admin, listen.address),
     format: logFormat(values['log-format']) ?? 'text',
     upgrade: parseUpgradeFlags(values),
     build: async (resources) => (await buildRouteApp(route, resources)).app,
@@ -233,13 +243,18 @@ export async function runForward(args: string[], io: CliIo): Promise<number> {
   return serveUntilSignal({
     command: 'forward',
     listen,
+    admin: adminAddress('--admin', values.admin, listen.address),
     format,
     upgrade,
     build: (resources) =>
-      withRequestLog(
-        createForwardApp(resources, { guard: guardOf(resources), auth }),
-        resources.logger,
-        exactUpstream,
+      mountRoute(
+        resources,
+        { kind: 'forward', path: '/' },
+        withRequestLog(
+          createForwardApp(resources, { guard: guardOf(resources), auth }),
+          resources.logger,
+          exactUpstream,
+        ),
       ),
     setup: (served, resources) => {
       // The upgrade settings bound the tunnels: forward forwards no Upgrade requests itself.
@@ -271,6 +286,7 @@ export async function runEcho(args: string[], io: CliIo): Promise<number> {
       'key-file': { type: 'string' },
       'trust-ip': { type: 'string', multiple: true },
       compat: KEY_OPTIONS.compat,
+      ...REPLAY_OPTIONS,
     },
   })
   if (values.help === true) return help('echo', io)
@@ -280,11 +296,14 @@ export async function runEcho(args: string[], io: CliIo): Promise<number> {
     type: 'echo',
     ...(values['trust-ip'] === undefined ? {} : { trustIps: values['trust-ip'] }),
     ...(values['key-file'] === undefined ? {} : { keyFile: values['key-file'] }),
+    ...replayStoreOf(values),
     ...(compat === undefined ? {} : { compat }),
   }
+  const listen = listenOf(values)
   return serveUntilSignal({
     command: 'echo',
-    listen: listenOf(values),
+    listen,
+    admin: adminAddress('--admin', values.admin, listen.address),
     format: logFormat(values['log-format']) ?? 'text',
     upgrade: parseUpgradeFlags(values),
     build: async (resources) => (await buildRouteApp(route, resources)).app,

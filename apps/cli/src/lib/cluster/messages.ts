@@ -4,10 +4,12 @@
 import { WsgiProxyError } from '@wsgiproxy/core'
 import type { WsgiProxyErrorCode } from '@wsgiproxy/core'
 import { SpawnerError } from '@wsgiproxy/node'
+import type { AdminReply, AdminRequest } from '../admin/cluster-admin.ts'
 import type { RouteInput } from '../config-schema.ts'
 import type { ListenChoice } from '../listen.ts'
 import type { LogFormat } from '../log.ts'
 import type { UpgradeSettings } from '../upgrade-settings.ts'
+import type { TracingSettings } from '../tracing.ts'
 
 /** The environment variable that makes a forked process a worker of `serve --workers`. */
 export const WORKER_ENV = 'WSGIPROXY_CLUSTER_WORKER'
@@ -20,6 +22,9 @@ export interface WorkerSetup {
   format: LogFormat
   upgrade: UpgradeSettings
   drainTimeout: number
+  /** Whether the main process serves the admin endpoints: the worker records metrics. */
+  admin: boolean
+  tracing: TracingSettings | undefined
   routes: RouteInput[]
 }
 
@@ -38,6 +43,7 @@ export type ToWorker =
   | { type: 'wsgiproxy:drain'; why: 'reload' | 'stop' }
   | { type: 'wsgiproxy:leased'; id: number; pid: number; host: string; port: number }
   | { type: 'wsgiproxy:lease-failed'; id: number; error: LeaseFailure }
+  | AdminRequest
 
 /** Messages from a worker to the main process. */
 export type ToPrimary =
@@ -48,9 +54,11 @@ export type ToPrimary =
   | { type: 'wsgiproxy:lease'; id: number; key: string }
   | { type: 'wsgiproxy:release'; id: number }
   | { type: 'wsgiproxy:lease-abort'; id: number }
+  | AdminReply
 
 /**
- * Whether a message is one of ours (the channel also carries Node's own cluster messages).
+ * Whether a message is one of ours (the channel also carries Node's own cluster messages, and
+ * would carry prom-client's `prom-client:getMetricsReq` were its AggregatorRegistry used).
  *
  * @param message - what arrived
  * @returns `true` for a wsgiproxy message

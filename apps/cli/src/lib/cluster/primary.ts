@@ -11,6 +11,13 @@ import type { Spawner, SpawnerLease } from '@wsgiproxy/node'
 import { undiciTransport } from '@wsgiproxy/node'
 import { buildRouteApp, closeResources, createResources, spawnRouteKey } from '../apps.ts'
 import type { Resources } from '../apps.ts'
+import { listenAdmin } from '../admin/admin-server.ts'
+import type { AdminServer } from '../admin/admin-server.ts'
+import { createClusterAdmin } from '../admin/cluster-admin.ts'
+import type { ClusterAdmin } from '../admin/cluster-admin.ts'
+import { createMetrics } from '../admin/metrics.ts'
+import type { Metrics } from '../admin/metrics.ts'
+import type { RouteEntry } from '../admin/status.ts'
 import { CliError, EXIT_RUNTIME } from '../errors.ts'
 import { createLogger } from '../log.ts'
 import type { Logger } from '../log.ts'
@@ -65,13 +72,17 @@ export async function runPrimary(
   const stop = waitForSignal()
   const hangup = onHangup()
   const logger = createLogger(first.format)
-  const spawners = new SpawnerRegistry(logger)
+  // With the admin listener on, the main process records its spawners' metrics.
+  const metrics = first.admin === undefined ? undefined : await createMetrics()
+  const spawners = new SpawnerRegistry(logger, metrics)
   const states = new Map<Worker, WorkerState>()
   let stopping = false
   let plan = first
   let number = 1
   let url = ''
   let failures = 0
+  // The admin endpoints' view of the workers, once the first generation listens.
+  let clusterAdmin: ClusterAdmin | undefined
 
   cluster.setupPrimary({ args: ['serve'], silent: false })
   // Port 0: pick the port here, so that every worker, a replacement of the last one included,
@@ -83,6 +94,9 @@ export async function runPrimary(
     format: first.format,
     upgrade: of.upgrade,
     drainTimeout: of.drainTimeout,
+    admin: first.admin !== undefined,
+    // Restart-only, as the log format.
+    tracing: first.tracing,
     routes: of.routes,
   })
 
@@ -116,6 +130,8 @@ export async function runPrimary(
           state.stopAccepting()
         } else if (ours.type === 'wsgiproxy:failed') {
           resolve({ message: ours.message, exitCode: ours.exitCode })
+        } else if (ours.type === 'wsgiproxy:admin-reply') {
+          clusterAdmin?.receive(ours)
         } else {
           onLease(worker, state, ours)
         }
@@ -147,7 +163,12 @@ export async function runPrimary(
     message: Exclude<
       ToPrimary,
       {
-        type: 'wsgiproxy:hello' | 'wsgiproxy:listening' | 'wsgiproxy:draining' | 'wsgiproxy:failed'
+        type:
+          | 'wsgiproxy:hello'
+          | 'wsgiproxy:listening'
+          | 'wsgiproxy:draining'
+          | 'wsgiproxy:failed'
+          | 'wsgiproxy:admin-reply'
       }
     >,
   ): void => {
@@ -308,6 +329,35 @@ export async function runPrimary(
     `serve listening on ${url} (${current.size} worker${current.size === 1 ? '' : 's'})`,
     { url, workers: current.size },
   )
+  let admin: AdminServer | undefined
+  if (metrics !== undefined && first.admin !== undefined) {
+    const spawnRoutes = (): RouteEntry[] => spawners.routes(current.setup.generation)
+    metrics.collectFrom(spawnRoutes)
+    clusterAdmin = createClusterAdmin({
+      metrics,
+      workers: () =>
+        [...states].map(([worker, state]) => ({
+          worker,
+          listening: state.listeningAt !== undefined,
+          current: state.generation === current,
+        })),
+      spawnerRoutes: spawnRoutes,
+      generation: () => current.setup.generation,
+      url: () => url,
+      draining: () => stopping,
+    })
+    try {
+      admin = await listenAdmin(first.admin, clusterAdmin.source, logger)
+    } catch (error) {
+      stopping = true
+      stop.cancel()
+      hangup.stop()
+      await drainAndWait(current, 0)
+      await spawners.closeAll()
+      if (pidFile !== undefined) await removePidFile(pidFile)
+      throw error
+    }
+  }
 
   // --- reload ---------------------------------------------------------------------------------
   const reload = async (): Promise<void> => {
@@ -371,6 +421,7 @@ export async function runPrimary(
   const all: Generation = { setup: current.setup, size: 0, workers: new Set(states.keys()) }
   await drainAndWait(all, plan.drainTimeout)
   await spawners.closeAll()
+  await admin?.close()
   if (pidFile !== undefined) await removePidFile(pidFile)
   logger.event('stopped', 'stopped')
   return 0
@@ -417,9 +468,18 @@ class SpawnerRegistry {
   readonly #logger: Logger
   readonly #transport = undiciTransport()
   readonly #entries = new Map<string, { resources: Resources; generations: Set<number> }>()
+  readonly #metrics: Metrics | undefined
 
-  constructor(logger: Logger) {
+  constructor(logger: Logger, metrics: Metrics | undefined) {
     this.#logger = logger
+    this.#metrics = metrics
+  }
+
+  /** The spawn routes of a generation, with their spawners (for the admin endpoints). */
+  routes(generation: number): RouteEntry[] {
+    return [...this.#entries.values()]
+      .filter((entry) => entry.generations.has(generation))
+      .flatMap((entry) => entry.resources.routes)
   }
 
   /** The spawner of a route key. */
@@ -439,7 +499,10 @@ class SpawnerRegistry {
         const key = spawnRouteKey(route)
         let entry = this.#entries.get(key)
         if (entry === undefined) {
-          const resources = createResources(this.#logger, { transport: this.#transport })
+          const resources = createResources(this.#logger, {
+            transport: this.#transport,
+            ...(this.#metrics === undefined ? {} : { metrics: this.#metrics }),
+          })
           entry = { resources, generations: new Set() }
           this.#entries.set(key, entry)
           await buildRouteApp(route, resources)

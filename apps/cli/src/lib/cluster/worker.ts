@@ -3,6 +3,8 @@
 // backends of spawn routes from the main process, and drains when told. It exits when the main
 // process goes (Node's cluster ends a worker whose channel closes).
 import type { SpawnerLease } from '@wsgiproxy/node'
+import type { LocalState } from '../admin/admin-server.ts'
+import { answerAdmin } from '../admin/cluster-admin.ts'
 import { CliError, EXIT_RUNTIME } from '../errors.ts'
 import { serveUntilSignal } from '../serve-until-signal.ts'
 import { buildServeApp } from '../serve-app.ts'
@@ -21,18 +23,21 @@ export async function runServeWorker(): Promise<number> {
   const drained = new Promise<'reload' | 'stop'>((resolve) => {
     drain = resolve
   })
+  // What this worker knows of itself once it serves, for the main process's admin questions.
+  let adminState: LocalState | undefined
   const setup = new Promise<WorkerSetup>((resolve) => {
     process.on('message', (message: unknown) => {
       if (!isOurs(message)) return
       const ours = message as ToWorker
       if (ours.type === 'wsgiproxy:setup') resolve(ours.setup)
       else if (ours.type === 'wsgiproxy:drain') drain?.(ours.why)
+      else if (ours.type === 'wsgiproxy:admin') void answerAdmin(ours, adminState, send)
       else leases.receive(ours)
     })
   })
   // Messages sent before this process listened for them are lost: ask for the setup now.
   send({ type: 'wsgiproxy:hello' })
-  const { listen, format, upgrade, drainTimeout, routes } = await setup
+  const { listen, format, upgrade, drainTimeout, tracing, admin, routes } = await setup
   try {
     return await serveUntilSignal({
       command: 'serve',
@@ -40,12 +45,18 @@ export async function runServeWorker(): Promise<number> {
       format,
       upgrade,
       drainTimeout,
+      tracing,
       build: (resources) => buildServeApp(routes, resources),
       worker: {
         lease: leases.lease,
         drain: drained,
         listening: (url) => send({ type: 'wsgiproxy:listening', url }),
         draining: () => send({ type: 'wsgiproxy:draining' }),
+        admin: admin
+          ? (state) => {
+              adminState = state
+            }
+          : undefined,
       },
     })
   } catch (error) {
