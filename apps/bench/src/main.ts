@@ -21,13 +21,20 @@ import {
 import type { RunSettings } from './lib/run.ts'
 import { SERVERS } from './lib/servers.ts'
 import type { Front } from './lib/servers.ts'
+import { renderSigningMarkdown } from './lib/signing-report.ts'
+import { SIGNING_SERVERS } from './lib/signing-servers.ts'
 import { renderTlsMarkdown } from './lib/tls-report.ts'
 import { TLS_SERVERS } from './lib/tls-servers.ts'
+import { runTracingCost, TRACING_WORKLOAD } from './lib/tracing-cost.ts'
+import type { TracingCostResult } from './lib/tracing-cost.ts'
+import { renderTracingMarkdown } from './lib/tracing-report.ts'
 
-const ALL_SERVERS = [...SERVERS, ...POOL_SERVERS, ...TLS_SERVERS]
-// `--workloads pool`, `https` and `h2` name the workloads of the pool and of each TLS front.
+const ALL_SERVERS = [...SERVERS, ...POOL_SERVERS, ...TLS_SERVERS, ...SIGNING_SERVERS]
+// `--workloads pool`, `https`, `h2` and `signing` name the workloads of the pool, of each TLS
+// front and of the replay stores.
 const GROUPS: Readonly<Record<string, readonly string[]>> = {
   pool: WORKLOADS.filter((w) => w.pool === true).map((w) => w.id),
+  signing: WORKLOADS.filter((w) => w.signing === true).map((w) => w.id),
   https: WORKLOADS.filter((w) => w.front === 'https').map((w) => w.id),
   h2: WORKLOADS.filter((w) => w.front === 'h2').map((w) => w.id),
 }
@@ -46,6 +53,10 @@ const USAGE = `usage: node dist/main.js [--quick | --smoke] [options]
                        https = ${GROUPS['https']?.join(',')} (only the https-* servers, wrk over TLS)
                        h2 = ${GROUPS['h2']?.join(',')} (only the h2-* servers; h2load, skipped
                        when it is not installed: apt-get install -y nghttp2-client)
+                       signing = ${GROUPS['signing']?.join(',')} (only the signing-* servers:
+                       MemoryReplayStore vs RedisReplayStore; needs redis-server)
+                       ${TRACING_WORKLOAD.id} = the node listener with @opentelemetry/api installed and
+                       no SDK against one that cannot import it (processes of its own)
   --load wrk|autocannon  load generator (default wrk when installed)
   --out FILE           where to write the JSON results
 `
@@ -122,11 +133,15 @@ const serverIds = list(
   allServers,
   mode === 'quick' ? quickServers : allServers,
 )
+// The tracing-off workload runs its own processes after the others (lib/tracing-cost.ts).
+const tracing =
+  values.workloads === undefined || values.workloads.split(',').includes(TRACING_WORKLOAD.id)
 const askedWorkloads = list(
   'workloads',
   values.workloads
     ?.split(',')
     .flatMap((id) => GROUPS[id] ?? [id])
+    .filter((id) => id !== TRACING_WORKLOAD.id)
     .join(','),
   WORKLOADS.map((w) => w.id),
   WORKLOADS.map((w) => w.id),
@@ -147,7 +162,7 @@ const selectedWorkloads = WORKLOADS.filter((w) => workloadIds.includes(w.id))
 const selectedServers = ALL_SERVERS.filter(
   (s) => serverIds.includes(s.id) && selectedWorkloads.some((w) => measures(s, w)),
 )
-if (selectedServers.length === 0) {
+if (selectedServers.length === 0 && !tracing) {
   fail(
     selectedWorkloads.length === 0
       ? 'no workload left to run'
@@ -172,9 +187,13 @@ const settings: RunSettings = {
 }
 
 const started = new Date()
-const cells = await runBenchmark(selectedServers, workloadIds, settings, (line) =>
-  console.error(line),
-)
+const cells =
+  selectedServers.length === 0
+    ? []
+    : await runBenchmark(selectedServers, workloadIds, settings, (line) => console.error(line))
+const tracingCost: TracingCostResult | undefined = tracing
+  ? await runTracingCost(settings, (line) => console.error(line))
+  : undefined
 const summaries = summarizeCells(cells)
 const targets = checkTargets(summaries)
 const cpu = cpus()
@@ -184,11 +203,16 @@ const context = [
   `date: ${started.toISOString()}`,
   `machine: ${cpu.length} × ${cpu[0]?.model.trim() ?? 'unknown CPU'}, ${type()} ${release()}, Node ${process.version}`,
   // The HTTP/2 workload has its own line: without any other, neither wrk nor autocannon runs.
-  `load: ${selectedWorkloads.some((w) => w.front !== 'h2') ? `${loadToolVersion(load)}, one thread` : 'h2load only'}, loopback; upstream and every proxy in separate processes` +
+  `load: ${tracing || selectedWorkloads.some((w) => w.front !== 'h2') ? `${loadToolVersion(load)}, one thread` : 'h2load only'}, loopback; upstream and every proxy in separate processes` +
     (selectedWorkloads.some((w) => w.pool === true)
       ? ` (${POOL_UPSTREAMS} upstreams for the pool workloads)`
       : '') +
     (hasFront('https') ? `; HTTPS with the same tool over TLS` : ''),
+  ...(selectedServers.some((s) => s.redis === true)
+    ? [
+        'signing: front and verifying backend in one process; RedisReplayStore on a redis-server (no persistence) on loopback, started for the run',
+      ]
+    : []),
   ...(hasFront('h2')
     ? [
         `HTTP/2 load: ${h2load ?? 'h2load'}, one thread, ${H2_CLIENTS} connections × ${H2_STREAMS} streams, TLS with ALPN h2; latency is its mean and max (no percentiles)`,
@@ -209,17 +233,21 @@ const context = [
 const workloads = selectedWorkloads.map((w) =>
   w.kind === 'download' ? { ...w, label: `${mib} MiB download` } : w,
 )
-const servers = selectedServers.map(({ id, label, pool, front }) => ({
+const servers = selectedServers.map(({ id, label, pool, front, signing }) => ({
   id,
   label,
   pool: pool ?? false,
   front: front ?? 'http',
+  signing: signing ?? false,
 }))
-// The plain-HTTP tables hold neither the pool's servers nor the TLS fronts'.
+// The plain-HTTP tables hold neither the pool's servers, the TLS fronts' nor the signing ones.
 const ofPool =
   (pool: boolean) =>
-  (item: { pool?: boolean; front?: Front }): boolean =>
-    (item.pool ?? false) === pool && (item.front ?? 'http') === 'http'
+  (item: { pool?: boolean; front?: Front; signing?: boolean }): boolean =>
+    (item.pool ?? false) === pool &&
+    (item.front ?? 'http') === 'http' &&
+    (item.signing ?? false) === false
+const ofSigning = (item: { signing?: boolean }): boolean => item.signing === true
 const ofTls = (item: { front?: Front }): boolean => (item.front ?? 'http') !== 'http'
 process.stdout.write(
   renderMarkdown({
@@ -231,7 +259,9 @@ process.stdout.write(
     targets,
   }) +
     renderPoolMarkdown(servers.filter(ofPool(true)), workloads.filter(ofPool(true)), summaries) +
-    renderTlsMarkdown(servers.filter(ofTls), workloads.filter(ofTls), summaries),
+    renderTlsMarkdown(servers.filter(ofTls), workloads.filter(ofTls), summaries) +
+    renderSigningMarkdown(servers.filter(ofSigning), workloads.filter(ofSigning), summaries) +
+    renderTracingMarkdown(tracingCost),
 )
 
 const out = resolve(
@@ -241,6 +271,6 @@ const out = resolve(
 mkdirSync(dirname(out), { recursive: true })
 writeFileSync(
   out,
-  `${JSON.stringify({ mode, started: started.toISOString(), context, settings, servers, workloads, cells, summaries, targets }, null, 2)}\n`,
+  `${JSON.stringify({ mode, started: started.toISOString(), context, settings, servers, workloads, cells, summaries, targets, tracing: tracingCost }, null, 2)}\n`,
 )
 console.error(`results written to ${out}`)

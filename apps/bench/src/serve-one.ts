@@ -1,11 +1,13 @@
 // One benchmarked server per process: `node dist/serve-one.js upstream` or
 // `node dist/serve-one.js <server id> <upstream url>...`, with the run's TLS certificate in
-// BENCH_TLS_KEY / BENCH_TLS_CERT for the servers that need one. Prints `READY <port>` once
+// BENCH_TLS_KEY / BENCH_TLS_CERT for the servers that need one (and the run's Redis in
+// BENCH_REDIS_URL for those that need it). Prints `READY <port>` once
 // listening and exits cleanly on SIGTERM or when its parent goes away (stdin closes).
 import { fromCertificateEnv } from './lib/certificate.ts'
 import { POOL_SERVERS } from './lib/pool-servers.ts'
 import { SERVERS, startUpstream } from './lib/servers.ts'
 import type { RunningServer, ServerInfo } from './lib/servers.ts'
+import { SIGNING_SERVERS } from './lib/signing-servers.ts'
 import { TLS_SERVERS } from './lib/tls-servers.ts'
 
 function usage(): never {
@@ -14,7 +16,7 @@ function usage(): never {
 }
 
 function serverInfo(id: string): ServerInfo {
-  const all = [...SERVERS, ...POOL_SERVERS, ...TLS_SERVERS]
+  const all = [...SERVERS, ...POOL_SERVERS, ...TLS_SERVERS, ...SIGNING_SERVERS]
   const info = all.find((server) => server.id === id)
   if (info === undefined) {
     throw new Error(`unknown server "${id}": expected one of ${all.map((s) => s.id).join(', ')}`)

@@ -15,12 +15,13 @@ import type { ServerProcess, startServerProcess as StartServerProcess } from './
 import type { Cell } from './lib/report.ts'
 import { measures, originOf, POOL_UPSTREAMS, verifyServer, WORKLOADS } from './lib/run.ts'
 import { SERVERS } from './lib/servers.ts'
+import { SIGNING_SERVERS } from './lib/signing-servers.ts'
 import { TLS_SERVERS } from './lib/tls-servers.ts'
 
 const MAIN = fileURLToPath(new URL('../dist/main.js', import.meta.url))
 // The built module, so that it starts the built `serve-one.js` beside it, as a real run does.
 const PROCESSES = new URL('../dist/lib/processes.js', import.meta.url).href
-const ALL_SERVERS = [...SERVERS, ...POOL_SERVERS, ...TLS_SERVERS]
+const ALL_SERVERS = [...SERVERS, ...POOL_SERVERS, ...TLS_SERVERS, ...SIGNING_SERVERS]
 // Without h2load the run skips the HTTP/2 workload (and says so); the servers are still checked below.
 const HAS_H2LOAD = detectH2load() !== undefined
 const RUN_WORKLOADS = WORKLOADS.filter((w) => HAS_H2LOAD || w.front !== 'h2')
@@ -63,6 +64,7 @@ describe('pnpm bench --smoke', () => {
     expect(shown.filter((server) => !stdout.includes(`| ${server.label} |`))).toEqual([])
     expect(stdout).toContain('### Targets')
     expect(stdout).toContain('### HTTPS: cost of TLS')
+    expect(stdout).toContain('### Signing: replay store, signed GET 1 KiB, 32 conns (medians)')
     expect(stdout.includes('### HTTP/2: Latency mean / max')).toBe(HAS_H2LOAD)
   })
 

@@ -21,13 +21,15 @@ const SERVE_ONE = fileURLToPath(new URL('../serve-one.js', import.meta.url))
 
 /**
  * Starts `serve-one.js` for a server id in front of `upstreams` (or the upstream itself, with
- * none), with `certificate` in its environment when given, and waits for its `READY <port>` line.
- * The child's stdin is a pipe from this process, so it exits when this process dies.
+ * none), with `certificate` and `env` in its environment when given, and waits for its
+ * `READY <port>` line. The child's stdin is a pipe from this process, so it exits when this
+ * process dies.
  */
 export function startServerProcess(
   id: string,
   upstreams: readonly URL[] = [],
   certificate?: BenchCertificate,
+  env: Readonly<Record<string, string>> = {},
 ): Promise<ServerProcess> {
   const args = [SERVE_ONE, id, ...upstreams.map((upstream) => upstream.href)]
   const child = spawn(process.execPath, args, {
@@ -36,6 +38,7 @@ export function startServerProcess(
       ...process.env,
       NODE_ENV: 'production',
       ...(certificate === undefined ? {} : toCertificateEnv(certificate)),
+      ...env,
     },
   })
   return new Promise((resolve, reject) => {

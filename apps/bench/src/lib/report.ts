@@ -12,6 +12,8 @@ export interface Workload {
   pool?: boolean
   /** How the load speaks to the proxy (`tls-servers.ts`). Default `http`. */
   front?: Front
+  /** Signed requests through a verifying backend (`signing-servers.ts`). Default `false`. */
+  signing?: boolean
 }
 
 /** One measurement of one server on one workload. */

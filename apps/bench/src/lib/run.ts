@@ -11,6 +11,8 @@ import type { BenchCertificate } from './certificate.ts'
 import { runH2load } from './h2load.ts'
 import { cpuMicros, peakRssBytes, resetPeakRss, startServerProcess } from './processes.ts'
 import type { ServerProcess } from './processes.ts'
+import { REDIS_ENV, startBenchRedis } from './redis.ts'
+import type { BenchRedis } from './redis.ts'
 import { download, runLoad } from './load.ts'
 import type { LoadResult, LoadTool } from './load.ts'
 import type { Cell, Sample, Workload } from './report.ts'
@@ -33,7 +35,8 @@ export const H2_STREAMS = 4
 
 /**
  * The workloads of issue 5, then the pool's (GET 1 KiB over three upstreams), then GET 1 KiB over
- * HTTPS (wrk) and over HTTP/2 (h2load), in table order.
+ * HTTPS (wrk) and over HTTP/2 (h2load), then signed GET 1 KiB through a verifying backend, in
+ * table order.
  */
 export const WORKLOADS: readonly BenchWorkload[] = [
   { id: 'get-1k-32', label: 'GET 1 KiB, 32 conns', kind: 'load', connections: 32 },
@@ -76,21 +79,30 @@ export const WORKLOADS: readonly BenchWorkload[] = [
     streams: H2_STREAMS,
     front: 'h2',
   },
+  {
+    id: 'signing-get-1k-32',
+    label: 'signed GET 1 KiB, 32 conns',
+    kind: 'load',
+    connections: 32,
+    signing: true,
+  },
 ]
 
 /** How many upstream processes the pool workloads run over. */
 export const POOL_UPSTREAMS = 3
 
 /**
- * Whether a server is measured on a workload: the pool's servers on the pool's workloads only, and
- * each server on the workloads of its front (plain HTTP, HTTPS or HTTP/2) only.
+ * Whether a server is measured on a workload: the pool's servers on the pool's workloads only, the
+ * signing servers on the signing workload only, and each server on the workloads of its front
+ * (plain HTTP, HTTPS or HTTP/2) only.
  */
 export function measures(
-  server: Pick<ServerInfo, 'pool' | 'front'>,
-  workload: Pick<Workload, 'pool' | 'front'>,
+  server: Pick<ServerInfo, 'pool' | 'front' | 'signing'>,
+  workload: Pick<Workload, 'pool' | 'front' | 'signing'>,
 ): boolean {
   return (
     (server.pool ?? false) === (workload.pool ?? false) &&
+    (server.signing ?? false) === (workload.signing ?? false) &&
     (server.front ?? 'http') === (workload.front ?? 'http')
   )
 }
@@ -338,11 +350,12 @@ export function rotate<T>(items: readonly T[], by: number): T[] {
  * own processes, verified, then every workload measured for every server that {@link measures}
  * it in each round, the server order rotated between rounds and workloads. Servers that measure
  * none of the workloads are not started. When a workload speaks TLS, one self-signed certificate
- * is made for the run and given to every server process. Every process is stopped before it
- * returns.
+ * is made for the run and given to every server process; when a server needs Redis, one
+ * `redis-server` is started for the run and its URL given to every server process. Every process
+ * is stopped before it returns.
  */
 export async function runBenchmark(
-  selected: readonly Pick<ServerInfo, 'id' | 'pool' | 'front'>[],
+  selected: readonly Pick<ServerInfo, 'id' | 'pool' | 'front' | 'signing' | 'redis'>[],
   workloadIds: readonly string[],
   settings: RunSettings,
   log: Log,
@@ -355,7 +368,13 @@ export async function runBenchmark(
   const certificate = workloads.some(needsTls) ? await createBenchCertificate() : undefined
   if (certificate !== undefined) log('made a self-signed ECDSA P-256 certificate for this run')
   const processes: ServerProcess[] = []
+  let redis: BenchRedis | undefined
   try {
+    if (wanted.some((s) => s.redis === true)) {
+      redis = await startBenchRedis()
+      log(`started redis-server on ${redis.url} (pid ${redis.pid}) for the signing workload`)
+    }
+    const env: Record<string, string> = redis === undefined ? {} : { [REDIS_ENV]: redis.url }
     const upstreams: ServerProcess[] = []
     while (upstreams.length < (pooled ? POOL_UPSTREAMS : 1)) {
       const upstream = await startServerProcess('upstream')
@@ -366,7 +385,7 @@ export async function runBenchmark(
     const upstreamUrls = upstreams.map(({ port }) => new URL(`http://127.0.0.1:${port}/`))
     const servers: ServerProcess[] = []
     for (const { id, front } of wanted) {
-      const server = await startServerProcess(id, upstreamUrls, certificate)
+      const server = await startServerProcess(id, upstreamUrls, certificate, env)
       processes.push(server)
       try {
         await verifyServer(originOf(server.port, front), front, certificate?.cert)
@@ -432,5 +451,6 @@ export async function runBenchmark(
     return [...cells.values()]
   } finally {
     await Promise.all(processes.map((p) => p.stop()))
+    await redis?.stop()
   }
 }

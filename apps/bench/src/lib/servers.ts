@@ -37,6 +37,10 @@ export interface ServerInfo {
   pool?: boolean
   /** Measured on the workloads of this front only (see `tls-servers.ts`). Default `http`. */
   front?: Front
+  /** Measured on the signing workload only (see `signing-servers.ts`). Default `false`. */
+  signing?: boolean
+  /** Needs the run's Redis (its URL in `BENCH_REDIS_URL`). Default `false`. */
+  redis?: boolean
   /**
    * Starts it in front of `upstreams`; a server that is not a pool's uses the first. `certificate`
    * is the run's, given to every server when a workload needs TLS; a TLS server refuses to start
