@@ -115,6 +115,16 @@ describe('wsgiproxy echo --replay-redis', () => {
     expect(bad.stderr).toBe(
       'wsgiproxy: --replay-redis must be a redis:// or rediss:// URL such as redis://127.0.0.1:6379 (got "http://x:6379")\n',
     )
+    // A password in the value is not repeated.
+    const secret = await runCli([
+      'echo',
+      '--key-file',
+      keyFile,
+      '--replay-redis',
+      'http://u:pw@x:1',
+    ])
+    expect(secret.stderr).toContain('(got "http://u:***@x:1")')
+    expect(secret.stderr).not.toContain('pw')
     const alone = await runCli(['echo', '--replay-redis', redis.url])
     expect(alone.code).toBe(1)
     expect(alone.stderr).toBe(

@@ -85,7 +85,7 @@ export function replayStoreOf(values: {
   if (redis === undefined) return {}
   if (!/^rediss?:\/\/[^/?#\s]+/.test(redis)) {
     throw usageError(
-      `--replay-redis must be a redis:// or rediss:// URL such as redis://127.0.0.1:6379 (got ${JSON.stringify(redis)})`,
+      `--replay-redis must be a redis:// or rediss:// URL such as redis://127.0.0.1:6379 (got ${JSON.stringify(redis.replace(/(\/\/[^/@\s]*?:)[^/\s]*@/, '$1***@'))})`,
     )
   }
   if (values['key-file'] === undefined) {

@@ -1,11 +1,14 @@
 import type { AppResponse, EnvironApp, ReplayStore, UpgradableApp } from '@wsgiproxy/core'
 import { MemoryReplayStore, WsgiProxyError } from '@wsgiproxy/core'
-import { describe, expect, it } from 'vitest'
+import { makeEnviron } from '@wsgiproxy/test-kit/environ-fixture'
+import { APP, NODE, cleanupSpawners, spawner, waitFor } from '@wsgiproxy/test-kit/spawner-helpers'
+import { afterEach, describe, expect, it } from 'vitest'
 import {
   countReplayChecks,
   createMetrics,
   measureRequests,
   upstreamErrorCounter,
+  watchSpawnerMetrics,
 } from './metrics.ts'
 import type { Metrics } from './metrics.ts'
 
@@ -140,5 +143,38 @@ describe('upstreamErrorCounter', () => {
     ).toBe(2)
     expect(await valueOf(metrics.upstreamErrors, { route: '/api', code: 'CLIENT_ABORTED' })).toBe(0)
     expect(upstreamErrorCounter(undefined, '/api')).toBeUndefined()
+  })
+})
+
+describe('watchSpawnerMetrics', () => {
+  afterEach(cleanupSpawners)
+
+  it('does not count a backend that exits before it is ready as a crash', async () => {
+    const metrics = await createMetrics()
+    const backend = spawner({ command: [NODE, APP], env: { EXIT_ON_START: '3' } })
+    watchSpawnerMetrics(backend, '/app', metrics)
+    const errors: string[] = []
+    backend.on('error', (error) => errors.push(error.code))
+    await expect(backend.start()).rejects.toThrow('before it was ready')
+    expect(errors).toEqual(['BACKEND_EXITED'])
+    expect(await valueOf(metrics.spawns, { route: '/app' })).toBe(1)
+    expect(await valueOf(metrics.crashes, { route: '/app' })).toBe(0)
+  })
+
+  it('counts a ready backend that exits on its own once, and not one stopped for being idle', async () => {
+    const metrics = await createMetrics()
+    const backend = spawner({ command: [NODE, APP], idleTimeout: 300 })
+    watchSpawnerMetrics(backend, '/app', metrics)
+    await backend.start()
+    const crashed = await backend.app(makeEnviron({ PATH_INFO: '/crash' }))
+    expect(crashed.status).toBe(502)
+    await waitFor(() => backend.status().state === 'idle', { message: 'the crash' })
+    expect(backend.status().crashes).toBe(1)
+    expect(await valueOf(metrics.crashes, { route: '/app' })).toBe(1)
+    await backend.start()
+    await waitFor(() => backend.status().state === 'idle', { message: 'the idle stop' })
+    expect(await valueOf(metrics.idleStops, { route: '/app' })).toBe(1)
+    expect(await valueOf(metrics.spawns, { route: '/app' })).toBe(2)
+    expect(await valueOf(metrics.crashes, { route: '/app' })).toBe(1)
   })
 })

@@ -365,10 +365,26 @@ export function watchSpawnerMetrics(spawner: Spawner, route: string, metrics: Me
   watched.add(spawner)
   const { spawns, crashes, idleStops } = metrics
   for (const counter of [spawns, crashes, idleStops]) counter.inc({ route }, 0)
-  spawner.on('spawn', () => spawns.inc({ route }))
   spawner.on('idle', () => idleStops.inc({ route }))
+  // A crash is the BACKEND_EXITED error the spawner reports right after the `exit` of a process
+  // that was ready (a failed start reports the same code for one that never was); this counts
+  // what the spawner's `status().crashes` counts, an exit during a restart's drain included.
+  const ready = new Set<number>()
+  let exitedReady: number | undefined
+  spawner.on('spawn', () => {
+    spawns.inc({ route })
+    exitedReady = undefined
+  })
+  spawner.on('ready', ({ pid }) => ready.add(pid))
+  spawner.on('exit', ({ pid }) => {
+    exitedReady = pid !== null && ready.delete(pid) ? pid : undefined
+  })
   spawner.on('error', (error: SpawnerError) => {
-    if (error.code === 'BACKEND_EXITED') crashes.inc({ route })
+    const pid = error.exit?.pid
+    if (error.code === 'BACKEND_EXITED' && pid !== undefined && pid === exitedReady) {
+      exitedReady = undefined
+      crashes.inc({ route })
+    }
   })
 }
 

@@ -1,7 +1,11 @@
 import type { IncomingHttpHeaders } from 'node:http'
 import { context, propagation, SpanKind, SpanStatusCode, trace } from '@opentelemetry/api'
 import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks'
-import { W3CTraceContextPropagator } from '@opentelemetry/core'
+import {
+  CompositePropagator,
+  W3CBaggagePropagator,
+  W3CTraceContextPropagator,
+} from '@opentelemetry/core'
 import {
   BasicTracerProvider,
   InMemorySpanExporter,
@@ -11,6 +15,7 @@ import type { ReadableSpan } from '@opentelemetry/sdk-trace-base'
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest'
 import type { ToFetchHandlerOptions } from '../../index.ts'
 import { createProxyApp, exactProxy } from '../../index.ts'
+import { traceIdOf } from './tracing.ts'
 import type { Running } from '@wsgiproxy/test-kit/servers'
 import {
   closeAll,
@@ -41,7 +46,12 @@ function createSdk(): {
     register: () => {
       trace.setGlobalTracerProvider(provider)
       context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable())
-      propagation.setGlobalPropagator(new W3CTraceContextPropagator())
+      // As the Node SDK registers by default: trace context and baggage.
+      propagation.setGlobalPropagator(
+        new CompositePropagator({
+          propagators: [new W3CTraceContextPropagator(), new W3CBaggagePropagator()],
+        }),
+      )
     },
     unregister: () => {
       trace.disable()
@@ -166,6 +176,48 @@ describe('tracing through toFetchHandler and createProxyApp', () => {
 
     expect(received).toHaveLength(1)
     expect(received[0]?.traceparent).toBe(traceparentOf(client))
+  })
+
+  it('records a method the conventions do not name as _OTHER, and at most 512 characters of a user agent', async () => {
+    const { front } = await startProxy()
+    const agent = 'a'.repeat(4_000)
+    const response = await send(front.origin, {
+      method: 'PROPFIND',
+      headers: { 'user-agent': agent },
+    })
+    expect(response.status).toBe(200)
+    const spans = await finishedSpans(sdk.exporter, 2)
+    for (const span of spans) {
+      expect(span.name).toBe('HTTP')
+      expect(span.attributes).toMatchObject({
+        'http.request.method': '_OTHER',
+        'http.request.method_original': 'PROPFIND',
+      })
+    }
+    expect(only(spans, SpanKind.SERVER).attributes['user_agent.original']).toBe(agent.slice(0, 512))
+  })
+
+  it('sends the upstream no baggage an untrusted caller sent, and a trusted caller’s on', async () => {
+    const untrusted = await startProxy()
+    await send(untrusted.front.origin, { headers: { ...CALLER_HEADERS, baggage: 'user=attacker' } })
+    expect(untrusted.received).toHaveLength(1)
+    expect(untrusted.received[0]?.baggage).toBeUndefined()
+
+    const trusted = await startProxy({ trustTraceparent: ['loopback'] })
+    await send(trusted.front.origin, { headers: { ...CALLER_HEADERS, baggage: 'user=front' } })
+    expect(trusted.received).toHaveLength(1)
+    expect(trusted.received[0]?.baggage).toBe('user=front')
+    expect(trusted.received[0]?.traceparent).toMatch(new RegExp(`^00-${CALLER_TRACE}-`))
+  })
+
+  it('gives work outside a request the trace id of a span in progress only, not of one that ended', () => {
+    const span = trace.getTracer('test').startSpan('request')
+    context.with(trace.setSpan(context.active(), span), () => {
+      expect(traceIdOf()).toBe(span.spanContext().traceId)
+      // A backend a request started still runs in that request's context after it is over.
+      span.end()
+      expect(traceIdOf()).toBeUndefined()
+    })
   })
 
   it('fails both spans with error.type when the upstream answers 5xx', async () => {

@@ -40,7 +40,26 @@ const contexts = new WeakMap<Environ, Context>()
 
 // W3C Trace Context (https://www.w3.org/TR/trace-context/): the two fields a propagator reads
 // and writes.
-const TRACE_FIELDS: ReadonlySet<string> = new Set(['traceparent', 'tracestate'])
+const TRACE_FIELDS: readonly string[] = ['traceparent', 'tracestate']
+
+// The methods the HTTP semantic conventions name; any other is recorded as `_OTHER` (span name
+// `HTTP`), so a client cannot make span names without end.
+const KNOWN_METHODS: ReadonlySet<string> = new Set([
+  'CONNECT',
+  'DELETE',
+  'GET',
+  'HEAD',
+  'OPTIONS',
+  'PATCH',
+  'POST',
+  'PUT',
+  'TRACE',
+])
+
+// The longest `user_agent.original` kept: the client chooses it, the exporter sends it per span.
+const MAX_USER_AGENT = 512
+// The longest `http.request.method_original` kept.
+const MAX_METHOD = 64
 
 const environGetter: TextMapGetter<Environ> = {
   keys: () => ['traceparent', 'tracestate'],
@@ -95,7 +114,6 @@ export interface ServerTrace {
 export function startServerTrace(environ: Environ, trust: TraceTrust): ServerTrace | undefined {
   const tracer = activeTracer()
   if (tracer === undefined || api === undefined) return undefined
-  const method = environ.REQUEST_METHOD
   const outer = api.context.active()
   const outerSpan = api.trace.getSpan(outer)
   let parent = outer
@@ -109,7 +127,7 @@ export function startServerTrace(environ: Environ, trust: TraceTrust): ServerTra
     }
   }
   const span = tracer.startSpan(
-    method,
+    spanName(environ.REQUEST_METHOD),
     {
       kind: outerSpan === undefined ? api.SpanKind.SERVER : api.SpanKind.INTERNAL,
       attributes: serverAttributes(environ),
@@ -190,21 +208,20 @@ export function startClientTrace(
   if (tracer === undefined || api === undefined) return undefined
   const parent = contexts.get(environ) ?? api.context.active()
   const attributes: Attributes = {
-    'http.request.method': method,
+    ...methodAttributes(method),
     'server.address': url.hostname.replace(/^\[|\]$/g, ''),
     'server.port': portOf(url),
     // Without the query, which may carry secrets.
     'url.full': `${url.origin}${url.pathname}`,
   }
   if (resendCount > 0) attributes['http.request.resend_count'] = resendCount
-  const span = tracer.startSpan(method, { kind: api.SpanKind.CLIENT, attributes }, parent)
+  const span = tracer.startSpan(spanName(method), { kind: api.SpanKind.CLIENT, attributes }, parent)
   const context = api.trace.setSpan(parent, span)
-  let sent = headers
-  if (api.isSpanContextValid(span.spanContext())) {
-    // The client's own trace fields never reach the upstream beside ours.
-    sent = headers.filter(([name]) => !TRACE_FIELDS.has(name.toLowerCase()))
-    api.propagation.inject(context, sent, headerSetter)
-  }
+  // The client's own propagation fields (trace context, and baggage or B3 with a propagator that
+  // writes them) never reach the upstream: only what this request's context holds is injected.
+  const fields = new Set([...TRACE_FIELDS, ...api.propagation.fields()])
+  const sent = headers.filter(([name]) => !fields.has(name.toLowerCase()))
+  api.propagation.inject(context, sent, headerSetter)
   const otel = api
   let ended = false
   return {
@@ -260,17 +277,18 @@ export function recordTraceEvent(name: string, attributes: Attributes, environ?:
  */
 export function traceIdOf(environ?: Environ): string | undefined {
   if (api === undefined) return undefined
-  const context =
-    (environ === undefined ? undefined : contexts.get(environ)) ?? api.context.active()
-  const spanContext = api.trace.getSpanContext(context)
-  return spanContext !== undefined && api.isSpanContextValid(spanContext)
-    ? spanContext.traceId
-    : undefined
+  const own = environ === undefined ? undefined : contexts.get(environ)
+  const span = api.trace.getSpan(own ?? api.context.active())
+  // Without the request, only a span still in progress: an ended one is a request that is over,
+  // whose async context later work (a spawned backend's output, say) still runs in.
+  if (span === undefined || (own === undefined && !span.isRecording())) return undefined
+  const spanContext = span.spanContext()
+  return api.isSpanContextValid(spanContext) ? spanContext.traceId : undefined
 }
 
 function serverAttributes(environ: Environ): Attributes {
   const attributes: Attributes = {
-    'http.request.method': environ.REQUEST_METHOD,
+    ...methodAttributes(environ.REQUEST_METHOD),
     'url.scheme': stringOf(environ['wsgi.url_scheme']) ?? 'http',
     // Without the query string, which may carry secrets.
     'url.path': `${environ.SCRIPT_NAME}${environ.PATH_INFO}` || '/',
@@ -283,8 +301,22 @@ function serverAttributes(environ: Environ): Attributes {
   const client = stringOf(environ.REMOTE_ADDR)
   if (client !== undefined) attributes['client.address'] = client
   const agent = stringOf(environ.HTTP_USER_AGENT)
-  if (agent !== undefined) attributes['user_agent.original'] = agent
+  if (agent !== undefined) attributes['user_agent.original'] = agent.slice(0, MAX_USER_AGENT)
   return attributes
+}
+
+// `GET` → `GET`; a method the conventions do not name → `HTTP`.
+function spanName(method: string): string {
+  return KNOWN_METHODS.has(method) ? method : 'HTTP'
+}
+
+function methodAttributes(method: string): Attributes {
+  return KNOWN_METHODS.has(method)
+    ? { 'http.request.method': method }
+    : {
+        'http.request.method': '_OTHER',
+        'http.request.method_original': method.slice(0, MAX_METHOD),
+      }
 }
 
 function failSpan(span: Span, error: unknown): void {

@@ -89,7 +89,9 @@ export function tunnel(
   }
 
   socket.once('close', () => {
-    if (settle()) upstream.destroy()
+    if (!settle()) return
+    settings.onAnswer?.(new WsgiProxyError('CLIENT_ABORTED', 'the client closed the connection'))
+    upstream.destroy()
   })
   upstream.once('socket', (connection: Socket) => {
     connection.once(secure ? 'secureConnect' : 'connect', () => clearTimeout(connectTimer))
@@ -136,15 +138,13 @@ function openUpstream(
   try {
     return (target.url.protocol === 'https:' ? httpsRequest : httpRequest)(requestOptions(target))
   } catch (error) {
-    void writeAnswer(
-      socket,
-      errorResponse(
-        new WsgiProxyError('INVALID_UPSTREAM', 'the upgrade request could not be sent', {
-          cause: error,
-        }),
-        settings.exposeErrors,
-      ),
+    const refused = new WsgiProxyError(
+      'INVALID_UPSTREAM',
+      'the upgrade request could not be sent',
+      { cause: error },
     )
+    settings.onAnswer?.(refused)
+    void writeAnswer(socket, errorResponse(refused, settings.exposeErrors))
     return undefined
   }
 }

@@ -1,6 +1,7 @@
 import { createServer } from 'node:http'
 import type { IncomingHttpHeaders, IncomingMessage } from 'node:http'
-import type { AddressInfo } from 'node:net'
+import { createServer as createNetServer } from 'node:net'
+import type { AddressInfo, Socket } from 'node:net'
 import { context, propagation, SpanKind, SpanStatusCode, trace } from '@opentelemetry/api'
 import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks'
 import { W3CTraceContextPropagator } from '@opentelemetry/core'
@@ -351,6 +352,39 @@ describe('tracing through serve', () => {
       'http.response.status_code': 502,
       'error.type': '502',
     })
+  })
+
+  it('ends the spans of an upgrade whose client left before the upstream answered', async () => {
+    // An upstream that takes the connection and the request, and never answers.
+    const held: Socket[] = []
+    let request = ''
+    const silent = createNetServer((socket) => {
+      held.push(socket)
+      socket.setEncoding('latin1')
+      socket.on('data', (text: string) => (request += text))
+    })
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve))
+    cleanups.push(
+      () =>
+        new Promise<void>((resolve) => {
+          for (const socket of held) socket.destroy()
+          silent.close(() => resolve())
+        }),
+    )
+    const upstreamPort = (silent.address() as AddressInfo).port
+    const front = await serveApp(proxyApp({ href: `http://127.0.0.1:${upstreamPort}/` }))
+    const ws = new WebSocket(`ws://127.0.0.1:${front.port}/`)
+    ws.on('error', () => {})
+    await waitFor(() => request.includes('\r\n\r\n'), { message: 'the upgrade request upstream' })
+    ws.terminate()
+    const spans = await spansWhere(2)
+    for (const span of spans) {
+      expect(span.attributes['error.type']).toBe('CLIENT_ABORTED')
+      expect(span.attributes['http.response.status_code']).toBeUndefined()
+    }
+    expect(spans.map((span) => span.kind).toSorted()).toEqual(
+      [SpanKind.SERVER, SpanKind.CLIENT].toSorted(),
+    )
   })
 
   describe('trustTraceparent', () => {

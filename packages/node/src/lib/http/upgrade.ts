@@ -300,6 +300,12 @@ async function handleUpgrade(
       trace === undefined
         ? undefined
         : (answer) => {
+            // The client left before the upstream answered: no status to record.
+            if (typeof answer !== 'number' && answer.code === 'CLIENT_ABORTED') {
+              client?.end(answer)
+              trace.end(answer)
+              return
+            }
             const status = typeof answer === 'number' ? answer : answer.status
             client?.respond(status)
             client?.end(typeof answer === 'number' ? undefined : answer)

@@ -1,13 +1,15 @@
+import { createServer } from 'node:net'
+import type { AddressInfo, Socket } from 'node:net'
 import type { ReplayStore, SigningKey, WsgiProxyError } from '@wsgiproxy/core'
 import { createSigner, createVerifier, proxyMiddleware } from '@wsgiproxy/core'
 import { signRequest } from '@wsgiproxy/core/protocol'
-import { startRedis } from '@wsgiproxy/test-kit/redis'
+import { redisCommand, startRedis } from '@wsgiproxy/test-kit/redis'
 import type { RedisServer } from '@wsgiproxy/test-kit/redis'
 import { createClient, createCluster } from 'redis'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import type { Served } from '../http/serve.ts'
 import { serve } from '../http/serve.ts'
-import { RedisReplayStore } from './redis-replay-store.ts'
+import { RedisReplayStore, toClusterOptions } from './redis-replay-store.ts'
 import type { RedisReplayStoreWarning } from './redis-replay-store.ts'
 
 const KEY: SigningKey = { id: 'k-redis', secret: new Uint8Array(32).fill(7) }
@@ -158,9 +160,20 @@ describe('RedisReplayStore', () => {
       ],
       [{ url: 'http://127.0.0.1:6379' }, /url: expected a redis:\/\/ or rediss:\/\/ URL/],
       [{ url: 'redis://' }, /url: expected a redis:\/\//],
+      [{ url: 'redis://:%E0@a:1' }, /url: expected a redis:\/\//],
+      // The message never repeats a password.
+      [{ url: 'redis://user:s3cret@a:1 x' }, /\(got "redis:\/\/user:\*\*\*@a:1 x"\)/],
       [{ client: { set() {} } }, /client: expected a node-redis client or cluster/],
       [{ cluster: { rootNodes: [] } }, /cluster.rootNodes: expected at least one/],
       [{ cluster: ['redis://a:1'] }, /cluster: expected \{ rootNodes/],
+      [
+        { cluster: { rootNodes: ['redis://a:1', 'rediss://b:2'] } },
+        /cluster.rootNodes: expected the same scheme, user and password in every URL/,
+      ],
+      [
+        { cluster: { rootNodes: ['redis://:one@a:1', 'redis://:two@b:2'] } },
+        /cluster.rootNodes: expected the same scheme, user and password/,
+      ],
       [{ url: 'redis://a:1', timeout: 0 }, /timeout: expected whole milliseconds from 1/],
       [{ url: 'redis://a:1', timeout: 1.5 }, /timeout: expected whole milliseconds/],
       [
@@ -185,6 +198,12 @@ describe('RedisReplayStore', () => {
         ),
       })),
     )
+  })
+
+  it('never puts a password in an options error', () => {
+    const error = construct({ cluster: { rootNodes: ['redis://:hunter2@a:1', 'redis://b:2'] } })
+    expect(error).toBeInstanceOf(Error)
+    expect((error as Error).message).not.toContain('hunter2')
   })
 
   it('refuses a ttl that is not a positive number', async () => {
@@ -214,17 +233,31 @@ describe('RedisReplayStore', () => {
     expect(await viaClient.checkAndSet('k\u0000e', 60_000)).toBe('fresh')
   })
 
-  it('answers unavailable within the timeout when Redis was never reachable', async () => {
+  it('passes the user, password and TLS of the root nodes on to the nodes a cluster discovers', () => {
+    const reconnectStrategy = expect.any(Function) as unknown
+    expect(toClusterOptions(['rediss://app:s%40me@a:7000', 'rediss://app:s%40me@b:7000'])).toEqual({
+      rootNodes: [{ url: 'rediss://app:s%40me@a:7000' }, { url: 'rediss://app:s%40me@b:7000' }],
+      defaults: {
+        disableOfflineQueue: true,
+        username: 'app',
+        password: 's@me',
+        socket: { tls: true, reconnectStrategy },
+      },
+    })
+    expect(toClusterOptions(['redis://a:7000'])).toEqual({
+      rootNodes: [{ url: 'redis://a:7000' }],
+      defaults: { disableOfflineQueue: true, socket: { reconnectStrategy } },
+    })
+  })
+
+  it('answers unavailable at once when Redis was never reachable, then recovers', async () => {
     const redis = await ownRedis()
     await redis.stop()
     const warnings: RedisReplayStoreWarning[] = []
-    const s = store({ url: redis.url, timeout: 200, onWarning: (w) => void warnings.push(w) })
-    const started = performance.now()
-    expect(await s.checkAndSet(unique(), 60_000)).toBe('unavailable')
-    const elapsed = performance.now() - started
-    expect(elapsed).toBeGreaterThanOrEqual(190)
-    // Measured 201-202 ms on a 2-core machine; the bound leaves room for a loaded one.
-    expect(elapsed).toBeLessThan(1_000)
+    // A timeout far beyond the test's own (5 s): a check that waited for it would fail the test.
+    const s = store({ url: redis.url, timeout: 60_000, onWarning: (w) => void warnings.push(w) })
+    // The refused connection is the answer to the first check; later ones do not wait either.
+    for (let i = 0; i < 5; i++) expect(await s.checkAndSet(unique(), 60_000)).toBe('unavailable')
     await expect(s.connect()).rejects.toMatchObject({ code: 'REPLAY_STORE_UNAVAILABLE' })
     expect(warnings).toHaveLength(1)
     expect(warnings[0]?.message).toContain(`Redis at redis://127.0.0.1:${redis.port}`)
@@ -235,6 +268,40 @@ describe('RedisReplayStore', () => {
       'REPLAY_STORE_UNAVAILABLE',
       'REPLAY_STORE_RECOVERED',
     ])
+  })
+
+  it('answers fresh at once when Redis was never reachable and onUnavailable is accept', async () => {
+    const redis = await ownRedis()
+    await redis.stop()
+    const s = store({
+      url: redis.url,
+      timeout: 60_000,
+      onUnavailable: 'accept',
+      onWarning: () => {},
+    })
+    for (let i = 0; i < 5; i++) expect(await s.checkAndSet(unique(), 60_000)).toBe('fresh')
+  })
+
+  it('waits for a silent Redis on the first check only, up to the timeout', async () => {
+    // Accepts connections and never answers: the handshake never ends, the client never gets ready.
+    const sockets: Socket[] = []
+    const silent = createServer((socket) => void sockets.push(socket))
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve))
+    cleanups.push(async () => {
+      for (const socket of sockets) socket.destroy()
+      await new Promise((resolve) => silent.close(resolve))
+    })
+    const timeout = 1_000
+    const { port } = silent.address() as AddressInfo
+    const s = store({ url: `redis://127.0.0.1:${port}`, timeout, onWarning: () => {} })
+    const started = performance.now()
+    expect(await s.checkAndSet(unique(), 60_000)).toBe('unavailable')
+    expect(performance.now() - started).toBeGreaterThanOrEqual(timeout - 10)
+    // The first attempt took the whole timeout: later checks fail at once instead of waiting too.
+    const late = new Promise((resolve) => setTimeout(() => resolve('waited'), timeout))
+    for (let i = 0; i < 3; i++) {
+      expect(await Promise.race([s.checkAndSet(unique(), 60_000), late])).toBe('unavailable')
+    }
   })
 
   it('counts a Redis that stops answering as unavailable after the timeout', async () => {
@@ -253,6 +320,44 @@ describe('RedisReplayStore', () => {
     expect(elapsed).toBeLessThan(1_500)
     process.kill(redis.pid, 'SIGCONT')
     await until(async () => (await s.checkAndSet(unique(), 60_000)) === 'fresh', 5_000, 'recovery')
+  })
+
+  it.each(['url', 'cluster'] as const)(
+    'closes (%s) while Redis is frozen with a check in flight',
+    async (where) => {
+      const redis = await ownRedis({ cluster: where === 'cluster' })
+      const timeout = 300
+      const s = new RedisReplayStore({
+        ...(where === 'url' ? { url: redis.url } : { cluster: { rootNodes: [redis.url] } }),
+        timeout,
+        onWarning: () => {},
+      })
+      cleanups.push(() => s.close())
+      expect(await s.checkAndSet(unique(), 60_000)).toBe('fresh')
+      process.kill(redis.pid, 'SIGSTOP')
+      cleanups.push(async () => process.kill(redis.pid, 'SIGCONT'))
+      // A SET that timed out stays in node-redis's reply queue, and one more is in flight.
+      expect(await s.checkAndSet(unique(), 60_000)).toBe('unavailable')
+      const inFlight = s.checkAndSet(unique(), 60_000)
+      // Ten times the timeout: room for a loaded machine, far below "until Redis answers".
+      const bound = new Promise((resolve) => setTimeout(() => resolve('pending'), timeout * 10))
+      expect(await Promise.race([s.close().then(() => 'closed'), bound])).toBe('closed')
+      expect(await inFlight).toBe('unavailable')
+    },
+    // A one-node cluster takes about 2 s to start.
+    15_000,
+  )
+
+  it('gives the password of the root node URL to the nodes a Redis Cluster discovers', async () => {
+    const node = await ownRedis({ cluster: true })
+    await redisCommand(node.port, 'CONFIG', 'SET', 'requirepass', 's@me pass')
+    const url = `redis://default:${encodeURIComponent('s@me pass')}@127.0.0.1:${node.port}`
+    const warnings: RedisReplayStoreWarning[] = []
+    const s = store({ cluster: { rootNodes: [url] }, onWarning: (w) => void warnings.push(w) })
+    const key = unique()
+    expect(await s.checkAndSet(key, 60_000)).toBe('fresh')
+    expect(await s.checkAndSet(key, 60_000)).toBe('replay')
+    expect(warnings).toEqual([])
   })
 })
 

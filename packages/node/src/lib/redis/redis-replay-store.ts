@@ -6,6 +6,7 @@ import { WsgiProxyError } from '@wsgiproxy/core'
 import type { ReplayCheck, ReplayStore } from '@wsgiproxy/core'
 import { parseOptions } from '@wsgiproxy/core/adapter'
 import { createClient, createCluster } from 'redis'
+import type { RedisClusterOptions } from 'redis'
 import * as z from 'zod'
 import { callback, milliseconds, optionsObject } from '../http/_options.ts'
 
@@ -48,20 +49,24 @@ export interface RedisReplayStoreOptions {
   /**
    * A node-redis client or cluster you own (`createClient()`, `createCluster()`), for settings
    * the other two options do not cover. The store connects it on first use if it was never
-   * opened, never closes it and adds no listener to it: give it an `error` listener, or a
-   * dropped connection crashes the process. Prefer `disableOfflineQueue: true` on it.
+   * opened, never closes it and adds no lasting listener to it (only one for the first connection
+   * attempt): give it an `error` listener, or a dropped connection crashes the process. Prefer
+   * `disableOfflineQueue: true` on it.
    */
   client?: RedisReplayClient
   /**
    * A Redis Cluster, found through these nodes (`redis://` or `rediss://` URLs; a few are enough,
-   * the rest is discovered). The store creates the cluster client and closes it in `close()`.
+   * the rest is discovered). All of them use the same scheme, user and password, which the store
+   * passes on to the nodes it discovers. The store creates the cluster client and closes it in
+   * `close()`.
    */
   cluster?: { rootNodes: string[] }
   /** Put before every key, so the nonces have their own key space. Default `'wsgiproxy:nonce:'`. */
   prefix?: string
   /**
    * The longest a check may take, in milliseconds, connecting included; a slower one counts as a
-   * failure (see `onUnavailable`). Default 500.
+   * failure (see `onUnavailable`). Also how long `close()` waits for replies still pending.
+   * Default 500.
    */
   timeout?: number
   /**
@@ -91,9 +96,14 @@ const redisUrl = z.custom<string>(
   (value) => typeof value === 'string' && /^rediss?:\/\/[^/?#\s]+/.test(value) && isUrl(value),
   {
     error: (issue) =>
-      `expected a redis:// or rediss:// URL such as "redis://127.0.0.1:6379" (got ${JSON.stringify(issue.input)})`,
+      `expected a redis:// or rediss:// URL such as "redis://127.0.0.1:6379" (got ${JSON.stringify(withoutPassword(issue.input))})`,
   },
 )
+
+// A URL as it may be shown in a message: a password in it replaced by `***`.
+function withoutPassword(value: unknown): unknown {
+  return typeof value === 'string' ? value.replace(/(\/\/[^/@\s]*?:)[^/\s]*@/, '$1***@') : value
+}
 
 const redisReplayStoreOptions = optionsObject({
   url: redisUrl.optional(),
@@ -119,6 +129,17 @@ const redisReplayStoreOptions = optionsObject({
       },
       { error: 'expected { rootNodes: ["redis://host:port", ...] }' },
     )
+    .superRefine(({ rootNodes }, context) => {
+      // node-redis builds the clients of discovered nodes from one set of options.
+      const [first = '', ...others] = rootNodes.map(sharedParts)
+      if (others.every((parts) => parts === first)) return
+      context.addIssue({
+        code: 'custom',
+        path: ['rootNodes'],
+        message:
+          'expected the same scheme, user and password in every URL (the nodes the cluster discovers get them)',
+      })
+    })
     .optional(),
   prefix: z
     .string({ error: (issue) => `expected a string (got ${typeof issue.input})` })
@@ -149,10 +170,11 @@ const redisReplayStoreOptions = optionsObject({
  * check is one atomic command, `SET <prefix><key> 1 NX PX <ttlMs>`: `OK` is `fresh`, nil is
  * `replay`, and Redis expires the key when the signature could no longer be accepted anyway.
  *
- * - Connects on first use (or {@link RedisReplayStore.connect}); a client it creates fails
- *   commands at once while disconnected (`disableOfflineQueue`) and reconnects in the background
- *   (50 ms doubling, at most 1 s apart). Its `error` events are handled: a dropped connection
- *   never crashes the process.
+ * - Connects on first use (or {@link RedisReplayStore.connect}). Only the first attempt is
+ *   waited for (within `timeout`); once it failed, and after a dropped connection, a client it
+ *   creates fails commands at once while disconnected (`disableOfflineQueue`) and reconnects in
+ *   the background (50 ms doubling, at most 1 s apart). Its `error` events are handled: a dropped
+ *   connection never crashes the process.
  * - A check that fails or takes longer than `timeout` answers per `onUnavailable`: `unavailable`
  *   (503 `replay_store_unavailable` from the verifier) or `fresh`. Either way `onWarning` hears
  *   once when an outage starts and once when it ends.
@@ -173,6 +195,9 @@ export class RedisReplayStore implements ReplayStore {
   readonly #warn: (warning: RedisReplayStoreWarning) => void
   readonly #commands: ReturnType<RedisReplayClient['withCommandOptions']>
   #connecting: Promise<void> | undefined
+  // What checks wait for: the first connection attempt, until it succeeds or fails.
+  #firstAttempt: Promise<void> | undefined
+  #firstAttemptOver = false
   #outage = false
   #closed = false
 
@@ -279,16 +304,30 @@ export class RedisReplayStore implements ReplayStore {
   }
 
   /**
-   * Closes the client the store created (pending checks finish first); a client given as
-   * `client` is left open. Later checks fail (per `onUnavailable`). Idempotent.
+   * Closes the client the store created, waiting up to `timeout` for pending replies before it
+   * drops the connection; a client given as `client` is left open. Later checks fail (per
+   * `onUnavailable`). Idempotent.
    */
   async close(): Promise<void> {
     if (this.#closed) return
     this.#closed = true
     if (!this.#owned) return
-    const client = this.#client as unknown as { close(): Promise<void>; destroy(): void }
-    if (this.#client.isReady) await client.close().catch(() => client.destroy())
-    else if (this.#client.isOpen) client.destroy()
+    const client = this.#client as unknown as Closable
+    if (!this.#client.isReady) {
+      if (this.#client.isOpen) client.destroy()
+      return
+    }
+    // node-redis's close() waits for every pending reply, a SET that timed out included
+    // (`rejectInFlight` ends the check, not the wait for its reply): a frozen Redis would hold it
+    // until it answers. A cluster's close() forgets its node clients before waiting for them, so
+    // its destroy() would no longer reach them: they are destroyed one by one.
+    const nodes = nodeClients(client)
+    try {
+      await within(client.close(), this.#timeout, 'closing')
+    } catch {
+      client.destroy()
+      for (const node of nodes) node.destroy()
+    }
   }
 
   /** The same as {@link RedisReplayStore.close}, for `await using`. */
@@ -296,21 +335,53 @@ export class RedisReplayStore implements ReplayStore {
     await this.close()
   }
 
-  // The SET within the timeout, connecting first when needed (the connection counts in it).
+  // The SET within the timeout, waiting for the first connection attempt when it is still on (the
+  // connection counts in the timeout). Otherwise a client that is not connected fails the SET at
+  // once (`disableOfflineQueue`): node-redis keeps `connect()` pending while it retries, and
+  // waiting for it would make every check take the whole timeout while Redis is away.
   async #set(key: string, ttlMs: number): Promise<unknown> {
     const options = { condition: 'NX', expiration: { type: 'PX', value: ttlMs } } as const
-    const connecting = this.#connect()
-    if (connecting === undefined) return this.#commands.set(key, '1', options)
+    const attempt = this.#waitFor()
+    if (attempt === undefined) return this.#commands.set(key, '1', options)
     const started = performance.now()
-    await within(connecting, this.#timeout, 'connecting')
+    try {
+      await within(attempt, this.#timeout, 'connecting')
+    } catch (error) {
+      // Too slow counts as failed: later checks do not wait for this attempt either.
+      this.#firstAttemptOver = true
+      throw error
+    }
     const left = Math.max(1, Math.ceil(this.#timeout - (performance.now() - started)))
     return this.#client
       .withCommandOptions({ timeout: left, rejectInFlight: true })
       .set(key, '1', options)
   }
 
-  // Starts connecting when the client was never opened; the pending connection, or undefined
-  // when there is nothing to wait for (connected, or reconnecting: commands then fail at once).
+  // What a check waits for: the first connection attempt while it is on, else nothing. The
+  // attempt ends with `connect()` or, as a failure, with the first `error` event (a refused
+  // connection, which node-redis then retries with `connect()` still pending).
+  #waitFor(): Promise<void> | undefined {
+    const connecting = this.#connect()
+    if (connecting === undefined || this.#firstAttemptOver) return undefined
+    if (this.#firstAttempt === undefined) {
+      const events = this.#client as unknown as Partial<Emitter>
+      let onError: ((error: unknown) => void) | undefined
+      const failed = new Promise<never>((_, reject) => {
+        onError = reject
+      })
+      events.once?.('error', onError as (error: unknown) => void)
+      const attempt = Promise.race([connecting, failed]).finally(() => {
+        this.#firstAttemptOver = true
+        events.off?.('error', onError as (error: unknown) => void)
+      })
+      attempt.catch(() => {})
+      this.#firstAttempt = attempt
+    }
+    return this.#firstAttempt
+  }
+
+  // Starts connecting when the client is not open; the pending connection, or undefined when
+  // there is nothing to wait for (connected, or reconnecting: commands then fail at once).
   #connect(): Promise<void> | undefined {
     if (this.#closed) throw new WsgiProxyError('REPLAY_STORE_UNAVAILABLE', 'the store is closed')
     if (this.#client.isReady) return undefined
@@ -351,6 +422,27 @@ interface Emitter {
   off(event: 'error', listener: (error: unknown) => void): unknown
 }
 
+// What `close()` uses of a node-redis client or cluster (`masters` and `replicas`: a cluster's).
+interface Closable {
+  close(): Promise<void>
+  destroy(): void
+  readonly masters?: ReadonlyArray<ClusterNode>
+  readonly replicas?: ReadonlyArray<ClusterNode>
+}
+
+interface ClusterNode {
+  client?: { destroy(): void } | undefined
+  pubSub?: { client: { destroy(): void } } | undefined
+}
+
+// The connections of a cluster's nodes (none for a client).
+function nodeClients(client: Closable): Array<{ destroy(): void }> {
+  return [...(client.masters ?? []), ...(client.replicas ?? [])].flatMap((node) => [
+    ...(node.client === undefined ? [] : [node.client]),
+    ...(node.pubSub === undefined ? [] : [node.pubSub.client]),
+  ])
+}
+
 function newClient(url: string): RedisReplayClient {
   return createClient({
     url,
@@ -360,10 +452,40 @@ function newClient(url: string): RedisReplayClient {
 }
 
 function newCluster(cluster: { rootNodes: string[] } | undefined): RedisReplayClient {
-  return createCluster({
-    rootNodes: (cluster?.rootNodes ?? []).map((url) => ({ url })),
-    defaults: { disableOfflineQueue: true, socket: { reconnectStrategy } },
-  }) as unknown as RedisReplayClient
+  return createCluster(toClusterOptions(cluster?.rootNodes ?? [])) as unknown as RedisReplayClient
+}
+
+/**
+ * The `createCluster()` options of the store's own cluster client. node-redis builds the clients
+ * of the nodes it discovers from `defaults` alone, so the user, password and TLS (`rediss:`) of
+ * the root node URLs go there too (the options check that every URL has the same).
+ *
+ * Internal: exported for the tests, not from `@wsgiproxy/node/redis`.
+ *
+ * @param rootNodes - `redis://` or `rediss://` URLs
+ * @returns the options
+ */
+export function toClusterOptions(rootNodes: readonly string[]): RedisClusterOptions {
+  const first = rootNodes[0] === undefined ? undefined : new URL(rootNodes[0])
+  const username = decodeURIComponent(first?.username ?? '')
+  const password = decodeURIComponent(first?.password ?? '')
+  return {
+    rootNodes: rootNodes.map((url) => ({ url })),
+    defaults: {
+      disableOfflineQueue: true,
+      ...(username === '' ? {} : { username }),
+      ...(password === '' ? {} : { password }),
+      socket:
+        first?.protocol === 'rediss:' ? { tls: true, reconnectStrategy } : { reconnectStrategy },
+    },
+  }
+}
+
+// What every root node of a cluster must share: scheme, user and password.
+function sharedParts(url: string): string {
+  if (!isUrl(url)) return url
+  const { protocol, username, password } = new URL(url)
+  return JSON.stringify([protocol, username, password])
 }
 
 function reconnectStrategy(retries: number): number {
@@ -395,7 +517,11 @@ function redact(url: string): string {
 
 function isUrl(value: string): boolean {
   try {
-    return new URL(value).host !== ''
+    const url = new URL(value)
+    // node-redis decodes them; a malformed escape would throw there.
+    decodeURIComponent(url.username)
+    decodeURIComponent(url.password)
+    return url.host !== ''
   } catch {
     return false
   }
