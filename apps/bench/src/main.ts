@@ -4,6 +4,7 @@ import { mkdirSync, writeFileSync } from 'node:fs'
 import { cpus, release, type } from 'node:os'
 import { dirname, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
+import { parseCheckouts, serversOfCheckouts, useCheckouts } from './lib/checkouts.ts'
 import { detectH2load } from './lib/h2load.ts'
 import { detectLoadTool, loadToolVersion } from './lib/load.ts'
 import type { LoadTool } from './lib/load.ts'
@@ -59,6 +60,8 @@ const USAGE = `usage: node dist/main.js [--quick | --smoke] [options]
                        no SDK against one that cannot import it (processes of its own)
   --load wrk|autocannon  load generator (default wrk when installed)
   --out FILE           where to write the JSON results
+  --checkouts A=DIR,B=DIR  other built checkouts of this repository: a server id ending in @A is
+                       that server as DIR builds it (pnpm bench:compare sets this)
 `
 
 function fail(message: string): never {
@@ -81,6 +84,7 @@ const { values } = parseArgs({
     workloads: { type: 'string' },
     load: { type: 'string' },
     out: { type: 'string' },
+    checkouts: { type: 'string' },
     help: { type: 'boolean', default: false },
   },
   strict: true,
@@ -122,6 +126,15 @@ const load: LoadTool =
       ? values.load
       : fail(`--load must be wrk or autocannon (got "${values.load}")`)
 
+let checkouts: ReturnType<typeof parseCheckouts> = []
+try {
+  checkouts = values.checkouts === undefined ? [] : parseCheckouts(values.checkouts)
+} catch (error) {
+  fail((error as Error).message)
+}
+useCheckouts(checkouts)
+// This checkout's servers, and each of them as every other checkout builds it.
+const KNOWN_SERVERS = [...ALL_SERVERS, ...serversOfCheckouts(ALL_SERVERS, checkouts)]
 const allServers = ALL_SERVERS.map((s) => s.id)
 // Quick runs leave out the two variants that only explain the others (global fetch, Pool.request).
 const quickServers = allServers.filter(
@@ -130,7 +143,7 @@ const quickServers = allServers.filter(
 const serverIds = list(
   'servers',
   values.servers,
-  allServers,
+  KNOWN_SERVERS.map((s) => s.id),
   mode === 'quick' ? quickServers : allServers,
 )
 // The tracing-off workload runs its own processes after the others (lib/tracing-cost.ts).
@@ -159,7 +172,7 @@ const workloadIds = askedWorkloads.filter((id) => !h2Skipped.includes(id))
 const selectedWorkloads = WORKLOADS.filter((w) => workloadIds.includes(w.id))
 // Only servers that measure one of the workloads run: the pool's run the pool workloads only, the
 // https-* and h2-* servers those of their front only.
-const selectedServers = ALL_SERVERS.filter(
+const selectedServers = KNOWN_SERVERS.filter(
   (s) => serverIds.includes(s.id) && selectedWorkloads.some((w) => measures(s, w)),
 )
 if (selectedServers.length === 0 && !tracing) {

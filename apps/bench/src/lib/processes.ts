@@ -6,6 +6,7 @@ import { execFileSync } from 'node:child_process'
 import { readFileSync, writeFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { toCertificateEnv } from './certificate.ts'
+import { serveOneOf } from './checkouts.ts'
 import type { BenchCertificate } from './certificate.ts'
 
 /** A server running in a child process. */
@@ -31,7 +32,9 @@ export function startServerProcess(
   certificate?: BenchCertificate,
   env: Readonly<Record<string, string>> = {},
 ): Promise<ServerProcess> {
-  const args = [SERVE_ONE, id, ...upstreams.map((upstream) => upstream.href)]
+  // `<id>@<checkout>`: the server as another checkout built it (`pnpm bench:compare`).
+  const served = serveOneOf(id, SERVE_ONE)
+  const args = [served.script, served.id, ...upstreams.map((upstream) => upstream.href)]
   const child = spawn(process.execPath, args, {
     stdio: ['pipe', 'pipe', 'inherit'],
     env: {
