@@ -1,11 +1,51 @@
 import { WsgiProxyError } from './errors.ts'
 
+/** What a {@link DirectBody} tells the one who handed it over as a stream, as it happens. */
+export interface BodyWatch {
+  /** A chunk came from the source. */
+  chunk(): void
+  /** The source was paused (the reader is behind: not a stall) or resumed. */
+  paused(paused: boolean): void
+  /**
+   * The body ended: `undefined` when complete, else the source's error. Returns the error the
+   * stream fails with (the error mapped), ignored when complete.
+   */
+  end(error: unknown): unknown
+  /** The reader cancelled the stream (the client went away). */
+  cancelled(): void
+}
+
+/**
+ * A response body that can also be handed over as a web ReadableStream without a hop per chunk
+ * through an async iterator (the fetch path's direct route: `undiciTransport()`'s bodies, and
+ * the forwarding step's wrapper around them). Read one way or the other, once.
+ */
+export interface DirectBody extends AsyncIterable<Uint8Array> {
+  /**
+   * The body as a ReadableStream whose chunks are queued as they come (up to a high-water mark,
+   * the source paused beyond it), with `watch` told of each step.
+   */
+  readableStream(watch?: BodyWatch): ReadableStream<Uint8Array>
+}
+
+/**
+ * Whether a body is a {@link DirectBody}.
+ *
+ * @param body - a response body
+ * @returns `true` when it has `readableStream()`
+ */
+export function isDirectBody(body: AsyncIterable<Uint8Array>): body is DirectBody {
+  return typeof (body as Partial<DirectBody>).readableStream === 'function'
+}
+
 /**
  * A web ReadableStream over an async iterable, pulled on demand (backpressure) and cancelled by
- * calling the iterator's `return()`. A ReadableStream is passed through as it is.
+ * calling the iterator's `return()`. A ReadableStream is passed through as it is, and a
+ * {@link DirectBody} gives its own.
  */
 export function toReadableStream(body: AsyncIterable<Uint8Array>): ReadableStream<Uint8Array> {
   if (body instanceof ReadableStream) return body as ReadableStream<Uint8Array>
+  if (isDirectBody(body)) return body.readableStream()
   let iterator: AsyncIterator<Uint8Array> | undefined
   return new ReadableStream<Uint8Array>(
     {

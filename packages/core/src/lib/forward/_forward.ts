@@ -6,7 +6,8 @@ import {
 } from './cancellation.ts'
 import { WsgiProxyError } from '../errors.ts'
 import { stripHopByHop } from './_hop-by-hop.ts'
-import { discardBody, onBodyEnd } from '../streams.ts'
+import { discardBody, isDirectBody, onBodyEnd } from '../streams.ts'
+import type { DirectBody } from '../streams.ts'
 import { errorResponse } from '../problem.ts'
 import { noteAttempt } from '../log.ts'
 import { toUpstreamError } from './upstream-error.ts'
@@ -177,7 +178,9 @@ function toProxyError(error: unknown, cancel: Cancellation, url: URL): WsgiProxy
 /**
  * Wraps the upstream body: a body-idle timer per chunk, errors mapped to `WsgiProxyError`, and an
  * early `return()` (the client went away) that aborts the upstream request at once, even while a
- * read is pending (an async generator would wait for that read to settle first).
+ * read is pending (an async generator would wait for that read to settle first). A
+ * {@link DirectBody} stays one: handed over as a stream, it is watched through its hooks, with
+ * one idle timer per body instead of one per chunk.
  */
 function watchBody(
   body: AsyncIterable<Uint8Array>,
@@ -195,7 +198,34 @@ function watchBody(
     done = true
     start = release()
   }
-  return {
+  const stalled = (): WsgiProxyError =>
+    new WsgiProxyError(
+      'UPSTREAM_BODY_TIMEOUT',
+      `the response body from ${url.origin} stalled for ${bodyTimeout} ms`,
+    )
+  // The body failed: mapped, the upstream request aborted, the attempt noted and the hook told.
+  const failed = (error: unknown): WsgiProxyError => {
+    finish()
+    const problem = controller.aborted
+      ? toProxyError(error, controller, url)
+      : new WsgiProxyError('UPSTREAM_RESET', `the response body from ${url.origin} failed`, {
+          cause: error,
+        })
+    controller.abort(problem)
+    noteAttempt(problem, url.origin, start)
+    try {
+      void Promise.resolve(settings.onError(problem, environ)).catch(() => {})
+    } catch {
+      // the hook's failure must not replace the body error
+    }
+    return problem
+  }
+  const cancelled = (): void => {
+    if (done) return
+    finish()
+    controller.abort(new WsgiProxyError('CLIENT_ABORTED', 'the client stopped reading'))
+  }
+  const watched: AsyncIterable<Uint8Array> = {
     [Symbol.asyncIterator]: () => ({
       async next(): Promise<IteratorResult<Uint8Array>> {
         if (done) return { done: true, value: undefined }
@@ -203,41 +233,20 @@ function watchBody(
         const timer =
           bodyTimeout === false
             ? undefined
-            : setTimeout(() => {
-                controller.abort(
-                  new WsgiProxyError(
-                    'UPSTREAM_BODY_TIMEOUT',
-                    `the response body from ${url.origin} stalled for ${bodyTimeout} ms`,
-                  ),
-                )
-              }, bodyTimeout)
+            : setTimeout(() => controller.abort(stalled()), bodyTimeout)
         try {
           const result = await iterator.next()
           if (result.done) finish()
           return result
         } catch (error) {
-          finish()
-          const problem = controller.aborted
-            ? toProxyError(error, controller, url)
-            : new WsgiProxyError('UPSTREAM_RESET', `the response body from ${url.origin} failed`, {
-                cause: error,
-              })
-          controller.abort(problem)
-          noteAttempt(problem, url.origin, start)
-          try {
-            void Promise.resolve(settings.onError(problem, environ)).catch(() => {})
-          } catch {
-            // the hook's failure must not replace the body error
-          }
-          throw problem
+          throw failed(error)
         } finally {
           clearTimeout(timer)
         }
       },
       async return(): Promise<IteratorResult<Uint8Array>> {
         if (!done) {
-          finish()
-          controller.abort(new WsgiProxyError('CLIENT_ABORTED', 'the client stopped reading'))
+          cancelled()
           // Not awaited: a source with a read pending settles that read before `return()`.
           if (iterator === undefined) void discardBody(body)
           else void Promise.resolve(iterator.return?.()).catch(() => {})
@@ -246,4 +255,45 @@ function watchBody(
       },
     }),
   }
+  if (!isDirectBody(body)) return watched
+  const direct: DirectBody = Object.assign(watched, {
+    readableStream: (): ReadableStream<Uint8Array> => {
+      // One timer per body: when it fires, the time since the last chunk decides, and a source
+      // paused because the reader is behind is not stalled.
+      let last = performance.now()
+      let paused = false
+      let timer: ReturnType<typeof setTimeout> | undefined
+      const check = (): void => {
+        if (done || bodyTimeout === false) return
+        const idle = performance.now() - last
+        if (paused || idle < bodyTimeout)
+          timer = setTimeout(check, paused ? bodyTimeout : bodyTimeout - idle)
+        else controller.abort(stalled())
+      }
+      if (bodyTimeout !== false) timer = setTimeout(check, bodyTimeout)
+      return body.readableStream({
+        chunk: () => {
+          last = performance.now()
+        },
+        paused: (now) => {
+          paused = now
+          last = performance.now()
+        },
+        end: (error) => {
+          clearTimeout(timer)
+          if (done) return error
+          if (error === undefined) {
+            finish()
+            return undefined
+          }
+          return failed(error)
+        },
+        cancelled: () => {
+          clearTimeout(timer)
+          cancelled()
+        },
+      })
+    },
+  })
+  return direct
 }

@@ -14,6 +14,7 @@ import { mayRetry, toUpstreamError } from '../forward/upstream-error.ts'
 import { parseOptions } from '../options.ts'
 import { callback, optionsObject, wholeNumber } from '../schemas.ts'
 import type { AppResponse, OutboundRequest, Transport } from '../types.ts'
+import type { BodyWatch, DirectBody } from '../streams.ts'
 import {
   createTlsConnector,
   refusalBehind,
@@ -268,7 +269,7 @@ type Pending = {
  * AsyncResource, headers read once. The body is an async iterable over a small queue; undici is
  * paused while the queue holds `BODY_HIGH_WATER_MARK` bytes and resumed as they are read.
  */
-class ResponseHandler implements Dispatcher.DispatchHandler, AsyncIterable<Uint8Array> {
+class ResponseHandler implements Dispatcher.DispatchHandler, DirectBody {
   settled = false
   #method: string
   #requestBody: unknown
@@ -284,6 +285,10 @@ class ResponseHandler implements Dispatcher.DispatchHandler, AsyncIterable<Uint8
   #error: unknown = undefined
   #pending: Pending | undefined
   #iterated = false
+  // Set when the body is read as a ReadableStream (the fetch path's direct route): chunks go
+  // straight into its queue, and `#watch` is told of each step.
+  #stream: ReadableStreamDefaultController<Uint8Array> | undefined
+  #watch: BodyWatch | undefined
   #data = false
   #trailers: Array<[string, string]> = []
   #readTrailers = (): Array<[string, string]> => this.#trailers
@@ -347,6 +352,15 @@ class ResponseHandler implements Dispatcher.DispatchHandler, AsyncIterable<Uint8
   onData(chunk: Buffer): boolean {
     if (this.#ended) return true
     this.#data = true
+    const stream = this.#stream
+    if (stream !== undefined) {
+      this.#watch?.chunk()
+      stream.enqueue(chunk)
+      if ((stream.desiredSize ?? 1) > 0) return true
+      this.#paused = true
+      this.#watch?.paused(true)
+      return false
+    }
     const pending = this.#pending
     if (pending !== undefined && this.#queued === 0) {
       this.#pending = undefined
@@ -386,6 +400,13 @@ class ResponseHandler implements Dispatcher.DispatchHandler, AsyncIterable<Uint8
     this.#ended = true
     this.#error = error
     this.#cancel.delete(this.#onAbort)
+    const stream = this.#stream
+    if (stream !== undefined) {
+      const failure = this.#watch === undefined ? error : this.#watch.end(error)
+      if (error === undefined) stream.close()
+      else stream.error(failure)
+      return
+    }
     const pending = this.#pending
     if (pending === undefined || this.#queued > 0) return
     this.#pending = undefined
@@ -397,6 +418,45 @@ class ResponseHandler implements Dispatcher.DispatchHandler, AsyncIterable<Uint8
     const abort = this.#abort
     this.#abort = undefined
     if (abort !== undefined) abort(reason)
+  }
+
+  readableStream(watch?: BodyWatch): ReadableStream<Uint8Array> {
+    if (this.#iterated) throw new TypeError('the response body can be read only once')
+    this.#iterated = true
+    this.#watch = watch
+    return new ReadableStream<Uint8Array>(
+      {
+        start: (controller) => {
+          this.#stream = controller
+          // What came before the stream was asked for (nothing, as a rule: it is asked for as
+          // the response is answered).
+          for (const chunk of this.#queue) controller.enqueue(chunk)
+          this.#queue = []
+          this.#queued = 0
+          if (this.#ended) {
+            const failure = watch === undefined ? this.#error : watch.end(this.#error)
+            if (this.#error === undefined) controller.close()
+            else controller.error(failure)
+          }
+        },
+        pull: () => {
+          if (!this.#paused) return
+          this.#paused = false
+          this.#watch?.paused(false)
+          this.#resume?.()
+        },
+        cancel: () => {
+          if (this.#ended) return
+          this.#ended = true
+          this.#cancel.delete(this.#onAbort)
+          this.#watch?.cancelled()
+          this.#abortRequest(
+            new WsgiProxyError('CLIENT_ABORTED', 'the response body was abandoned'),
+          )
+        },
+      },
+      { highWaterMark: BODY_HIGH_WATER_MARK, size: (chunk) => chunk.byteLength },
+    )
   }
 
   [Symbol.asyncIterator](): AsyncIterator<Uint8Array> {
