@@ -26,6 +26,12 @@ export interface DirectBody extends AsyncIterable<Uint8Array> {
    * the source paused beyond it), with `watch` told of each step.
    */
   readableStream(watch?: BodyWatch): ReadableStream<Uint8Array>
+  /**
+   * The whole body as one chunk when all of it has already come (a small response read in one
+   * go, say) and nothing has read it yet, else `undefined` and the body is unchanged: a Fetch
+   * `Response` over bytes is written with its head in one go.
+   */
+  takeIfComplete?(): Uint8Array | undefined
 }
 
 /**

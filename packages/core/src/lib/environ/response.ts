@@ -1,4 +1,4 @@
-import { discardBody, toReadableStream } from '../streams.ts'
+import { discardBody, isDirectBody, toReadableStream } from '../streams.ts'
 import { problemResponse } from '../problem.ts'
 import type { AppResponse } from '../types.ts'
 
@@ -42,10 +42,10 @@ export function toResponse(response: AppResponse): Response {
       problemResponse(502, 'the upstream sent an invalid header line', 'UPSTREAM_INVALID_RESPONSE'),
     )
   }
-  let stream: ReadableStream<Uint8Array> | null = null
+  let stream: BodyInit | null = null
   if (body !== null) {
     if (NULL_BODY_STATUS.has(status)) void discardBody(body)
-    else stream = toReadableStream(body)
+    else stream = bodyInit(body)
   }
   const init: ResponseInit = response.statusText
     ? { status, headers, statusText: response.statusText }
@@ -101,4 +101,11 @@ export function fromResponse(response: Response): AppResponse {
   }
   if (response.statusText) result.statusText = response.statusText
   return result
+}
+
+// A body that has all come already goes as bytes (written with the head in one go); any other as
+// a stream.
+function bodyInit(body: AsyncIterable<Uint8Array>): BodyInit {
+  const whole = isDirectBody(body) ? body.takeIfComplete?.() : undefined
+  return whole === undefined ? toReadableStream(body) : (whole as Uint8Array<ArrayBuffer>)
 }

@@ -294,6 +294,12 @@ function watchBody(
         },
       })
     },
+    takeIfComplete: (): Uint8Array | undefined => {
+      if (done) return undefined
+      const bytes = body.takeIfComplete?.()
+      if (bytes !== undefined) finish()
+      return bytes
+    },
   })
   return direct
 }

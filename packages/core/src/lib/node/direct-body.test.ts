@@ -7,6 +7,7 @@ import { closeAll, startUpstream } from '@wsgiproxy/test-kit/servers'
 import type { AppResponse, Environ, EnvironApp, WsgiProxyError } from '../../index.ts'
 import { exactProxy, toEnviron, toResponse } from '../../index.ts'
 import { isDirectBody } from '../streams.ts'
+import type { DirectBody } from '../streams.ts'
 import type { UndiciTransport } from './undici-transport.ts'
 import { undiciTransport } from './undici-transport.ts'
 
@@ -111,6 +112,30 @@ describe('the direct route of undiciTransport bodies to a Fetch Response', () =>
     const body = toResponse(await app(environFor(upstream.port))).body as ReadableStream<Uint8Array>
     await expect(readAll(body)).rejects.toMatchObject({ code: 'UPSTREAM_RESET' })
     expect(errors.map((error) => error.code)).toEqual(['UPSTREAM_RESET'])
+  })
+
+  it('gives a body that has all come as one chunk, and leaves one still coming a stream', async () => {
+    const small = await startUpstream((_req, res) => {
+      res.writeHead(200, { 'content-length': '5' })
+      res.end('whole')
+    })
+    const { app, errors } = proxy()
+    const complete = await app(environFor(small.port))
+    const body = complete.body as DirectBody
+    // undici delivers the 5 bytes and their end with the head, or soon after.
+    await expect.poll(() => body.takeIfComplete?.()).toBeDefined()
+    expect(() => body.readableStream()).toThrow('can be read only once')
+
+    const progress = { written: 0 }
+    const coming = await startUpstream((_req, res) => writeBlocks(res, 8 * 1024 * 1024, progress))
+    const partial = (await app(environFor(coming.port))).body as DirectBody
+    expect(partial.takeIfComplete?.()).toBeUndefined()
+    expect(
+      await readAll(
+        toResponse({ status: 200, headers: [], body: partial }).body as ReadableStream<Uint8Array>,
+      ),
+    ).toBe(8 * 1024 * 1024)
+    expect(errors).toEqual([])
   })
 
   it('closes the upstream response when the reader cancels, and reports no failure', async () => {

@@ -420,6 +420,15 @@ class ResponseHandler implements Dispatcher.DispatchHandler, DirectBody {
     if (abort !== undefined) abort(reason)
   }
 
+  takeIfComplete(): Uint8Array | undefined {
+    if (this.#iterated || !this.#ended || this.#error !== undefined) return undefined
+    this.#iterated = true
+    const queue = this.#queue
+    this.#queue = []
+    this.#queued = 0
+    return queue.length === 1 ? (queue[0] as Uint8Array) : Buffer.concat(queue)
+  }
+
   readableStream(watch?: BodyWatch): ReadableStream<Uint8Array> {
     if (this.#iterated) throw new TypeError('the response body can be read only once')
     this.#iterated = true
