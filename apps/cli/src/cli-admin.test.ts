@@ -453,8 +453,8 @@ describe('serve --workers 2 with admin.listen', () => {
     const workers = workersOf(cli.pid)
     expect(workers).toHaveLength(2)
 
-    // 40 requests, each on a connection of its own, 8 at a time: the cluster deals connections
-    // to the workers in turn, so each worker counts about half of them.
+    // 40 requests, each on a connection of its own, 8 at a time: each worker counts the ones it
+    // accepted.
     const total = 40
     for (let sent = 0; sent < total; sent += 8) {
       const answers = await Promise.all(

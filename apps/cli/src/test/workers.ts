@@ -1,6 +1,6 @@
 // Helpers of the `serve --workers` and reload tests: config files, the backend fixture, keep-alive
 // load that counts every failure, and what /proc says about the main process.
-import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs'
 import { Agent, get } from 'node:http'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -40,10 +40,17 @@ export async function textUpstream(text: string): Promise<string> {
   return `http://127.0.0.1:${(await startCountingUpstream(text)).port}`
 }
 
-/** One GET on a keep-alive agent: the status and body, or the connection error. */
-export function getOnce(url: string, agent: Agent): Promise<{ status: number; body: string }> {
+/**
+ * One GET on a keep-alive agent: the status and body, or the connection error (`no answer in
+ * N s` when the connection stays silent for `timeoutMs`).
+ */
+export function getOnce(
+  url: string,
+  agent: Agent,
+  timeoutMs = 20_000,
+): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
-    const request = get(url, { agent, timeout: 20_000 }, (response) => {
+    const request = get(url, { agent, timeout: timeoutMs }, (response) => {
       let body = ''
       response.setEncoding('utf8')
       response.on('data', (chunk: string) => {
@@ -53,7 +60,7 @@ export function getOnce(url: string, agent: Agent): Promise<{ status: number; bo
       response.on('error', reject)
     })
     request.on('error', reject)
-    request.on('timeout', () => request.destroy(new Error('no answer in 20 s')))
+    request.on('timeout', () => request.destroy(new Error(`no answer in ${timeoutMs / 1000} s`)))
   })
 }
 
@@ -67,7 +74,10 @@ export interface Load {
 }
 
 export function load(url: string, concurrency: number): Load {
-  const agent = new Agent({ keepAlive: true, maxSockets: concurrency })
+  // With a timeout of its own the Agent also honours the server's `Keep-Alive: timeout=5` hint
+  // (it drops a free socket a second before), so a request never goes out on a socket the server
+  // is closing for idleness; without one, free sockets never time out.
+  const agent = new Agent({ keepAlive: true, maxSockets: concurrency, timeout: 20_000 })
   const state = { running: true }
   let ok = 0
   const failures: Array<{ at: number; what: string }> = []
@@ -104,6 +114,36 @@ export function workersOf(pid: number): number[] {
   return childrenOf(pid).filter((child) => {
     try {
       return readFileSync(`/proc/${child}/cmdline`, 'utf8').includes('main.js')
+    } catch {
+      return false
+    }
+  })
+}
+
+/**
+ * Which of `pids` holds an established TCP connection on local port `port` (from /proc: the
+ * socket's inode in /proc/net/tcp, then the process with a descriptor on it).
+ */
+export function holderOf(port: number, pids: readonly number[]): number | undefined {
+  const hexPort = port.toString(16).toUpperCase().padStart(4, '0')
+  const inodes = new Set(
+    readFileSync('/proc/net/tcp', 'utf8')
+      .split('\n')
+      .slice(1)
+      .map((line) => line.trim().split(/\s+/))
+      // local_address is ADDR:PORT in hex; state 01 is ESTABLISHED; field 9 the inode.
+      .filter((fields) => fields[1]?.endsWith(`:${hexPort}`) === true && fields[3] === '01')
+      .map((fields) => `socket:[${fields[9]}]`),
+  )
+  return pids.find((pid) => {
+    try {
+      return readdirSync(`/proc/${pid}/fd`).some((fd) => {
+        try {
+          return inodes.has(readlinkSync(`/proc/${pid}/fd/${fd}`))
+        } catch {
+          return false
+        }
+      })
     } catch {
       return false
     }

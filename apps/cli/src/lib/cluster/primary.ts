@@ -84,6 +84,16 @@ export async function runPrimary(
   // The admin endpoints' view of the workers, once the first generation listens.
   let clusterAdmin: ClusterAdmin | undefined
 
+  // The workers accept from the shared socket themselves (SCHED_NONE), unless
+  // NODE_CLUSTER_SCHED_POLICY says otherwise. With node's round robin (its default but on
+  // Windows) this process accepts and passes each connection to a worker, keeping its copy until
+  // the worker says it took it: one passed to a worker that has just died (or dies before it
+  // answers) is never closed, and its client waits for ever
+  // (https://github.com/nodejs/node-v0.x-archive/issues/7006). Set before the first fork, which
+  // freezes it.
+  if (process.env['NODE_CLUSTER_SCHED_POLICY'] === undefined) {
+    cluster.schedulingPolicy = cluster.SCHED_NONE
+  }
   cluster.setupPrimary({ args: ['serve'], silent: false })
   // Port 0: pick the port here, so that every worker, a replacement of the last one included,
   // listens on the same one (the cluster would give a worker that finds no other a new one).
