@@ -4,6 +4,7 @@ import type { Socket } from 'node:net'
 import { PassThrough } from 'node:stream'
 import { describe, expect, it, vi } from 'vitest'
 import type { AppResponse } from '@wsgiproxy/core'
+import type { DirectBody } from '@wsgiproxy/core/adapter'
 import { ClientState } from './_client-state.ts'
 import { writeResponse } from './_response-writer.ts'
 import type { ResponseSink } from './_response-writer.ts'
@@ -359,6 +360,34 @@ describe('writeResponse', () => {
     const headers: Array<[string, string]> = [['content-length', '5']]
     await writeResponse('GET', res, response(200, body(text).body, headers), new ClientState())
     expect(res.strictContentLength).toBe(true)
+    expect(res.destroyed).toBe(true)
+    expect(res.writableFinished).toBe(false)
+  })
+
+  it('writes a body that has all come in one write, without reading it, and cuts it when longer than its Content-Length', async () => {
+    // A direct body (undiciTransport's) that has all come: taken whole, never iterated.
+    const whole = (text: string): DirectBody => ({
+      [Symbol.asyncIterator]: () => {
+        throw new Error('read as a whole, not iterated')
+      },
+      readableStream: () => {
+        throw new Error('not a stream here')
+      },
+      takeIfComplete: () => encoder.encode(text),
+    })
+    const sink = new FakeSink()
+    await writeResponse('GET', sink, response(200, whole('all of it')), new ClientState())
+    expect(sink.written).toEqual(['all of it'])
+    expect(sink.ended).toBe(true)
+
+    const { res } = nodeResponse()
+    const headers: Array<[string, string]> = [['content-length', '5']]
+    await writeResponse(
+      'GET',
+      res,
+      response(200, whole('hello, world'), headers),
+      new ClientState(),
+    )
     expect(res.destroyed).toBe(true)
     expect(res.writableFinished).toBe(false)
   })

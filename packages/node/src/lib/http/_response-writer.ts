@@ -2,7 +2,12 @@ import { STATUS_CODES, validateHeaderName, validateHeaderValue } from 'node:http
 import { constants as http2Constants } from 'node:http2'
 import type { Http2Stream } from 'node:http2'
 import { problemResponse } from '@wsgiproxy/core'
-import { HTTP2_CONNECTION_FIELDS, isAppResponse, readTrailers } from '@wsgiproxy/core/adapter'
+import {
+  HTTP2_CONNECTION_FIELDS,
+  isAppResponse,
+  isDirectBody,
+  readTrailers,
+} from '@wsgiproxy/core/adapter'
 import type { AppResponse } from '@wsgiproxy/core'
 import { noop, release } from './_node-util.ts'
 
@@ -156,6 +161,19 @@ async function writeBody(
   body: AsyncIterable<Uint8Array>,
   client: ResponseClient,
 ): Promise<boolean> {
+  // A body that has all come already (a small response, as a rule) is written at once, with the
+  // head: no read to wait for.
+  const whole = isDirectBody(body) ? body.takeIfComplete?.() : undefined
+  if (whole !== undefined) {
+    try {
+      if (whole.byteLength > 0) res.write(whole)
+      return true
+    } catch {
+      // Longer than its Content-Length (strictContentLength): cut, never a clean end.
+      cut(res)
+      return false
+    }
+  }
   // One wake-up callback, re-pointed at each pending read: racing every read against one
   // long-lived promise would keep a reaction per chunk alive until the response ends.
   const iterator = body[Symbol.asyncIterator]()
