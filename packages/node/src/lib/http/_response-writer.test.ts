@@ -101,6 +101,19 @@ function nodeResponse(method = 'GET'): {
   return { res, wire: () => wire, head: () => wire.slice(0, wire.indexOf('\r\n\r\n')) }
 }
 
+/** A direct body (undiciTransport's) that has all come: taken whole, never iterated. */
+function whole(text: string): DirectBody {
+  return {
+    [Symbol.asyncIterator]: () => {
+      throw new Error('read as a whole, not iterated')
+    },
+    readableStream: () => {
+      throw new Error('not a stream here')
+    },
+    takeIfComplete: () => encoder.encode(text),
+  }
+}
+
 const tick = (): Promise<void> => new Promise((resolve) => setImmediate(resolve))
 
 describe('writeResponse', () => {
@@ -365,16 +378,6 @@ describe('writeResponse', () => {
   })
 
   it('writes a body that has all come in one write, without reading it, and cuts it when longer than its Content-Length', async () => {
-    // A direct body (undiciTransport's) that has all come: taken whole, never iterated.
-    const whole = (text: string): DirectBody => ({
-      [Symbol.asyncIterator]: () => {
-        throw new Error('read as a whole, not iterated')
-      },
-      readableStream: () => {
-        throw new Error('not a stream here')
-      },
-      takeIfComplete: () => encoder.encode(text),
-    })
     const sink = new FakeSink()
     await writeResponse('GET', sink, response(200, whole('all of it')), new ClientState())
     expect(sink.written).toEqual(['all of it'])
