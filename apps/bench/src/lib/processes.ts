@@ -58,12 +58,13 @@ export function startServerProcess(
       child.off('exit', onExit)
       child.stdout?.removeAllListeners('data')
       child.stdout?.resume()
-      resolve({ id, pid: child.pid ?? -1, port: Number(match[1]), stop: () => stop(child) })
+      resolve({ id, pid: child.pid ?? -1, port: Number(match[1]), stop: () => stopChild(child) })
     })
   })
 }
 
-function stop(child: ChildProcess): Promise<void> {
+/** Sends SIGTERM to a child and waits for its exit (SIGKILL after 3 s). */
+export function stopChild(child: ChildProcess): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve()
   return new Promise((resolve) => {
     const kill = setTimeout(() => child.kill('SIGKILL'), 3_000)

@@ -6,10 +6,15 @@
 // a second one without the API, gives the ratio two identical processes show on this machine: a
 // cost smaller than that is not measurable here.
 import { spawn } from 'node:child_process'
-import type { ChildProcess } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { runLoad } from './load.ts'
-import { cpuMicros, peakRssBytes, resetPeakRss, startServerProcess } from './processes.ts'
+import {
+  cpuMicros,
+  peakRssBytes,
+  resetPeakRss,
+  startServerProcess,
+  stopChild,
+} from './processes.ts'
 import type { ServerProcess } from './processes.ts'
 import { summarize } from './report.ts'
 import type { CellSummary, Sample } from './report.ts'
@@ -115,21 +120,9 @@ export function startTracingProcess(
         pid: child.pid ?? -1,
         port: Number(ready[1]),
         api,
-        stop: () => stop(child),
+        stop: () => stopChild(child),
       })
     })
-  })
-}
-
-function stop(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve()
-  return new Promise((resolve) => {
-    const kill = setTimeout(() => child.kill('SIGKILL'), 3_000)
-    child.once('exit', () => {
-      clearTimeout(kill)
-      resolve()
-    })
-    child.kill('SIGTERM')
   })
 }
 

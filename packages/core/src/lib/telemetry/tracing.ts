@@ -138,24 +138,8 @@ export function startServerTrace(environ: Environ, trust: TraceTrust): ServerTra
   const context = api.trace.setSpan(parent, span)
   contexts.set(environ, context)
   const otel = api
-  let ended = false
-  return {
-    run: (fn) => otel.context.with(context, fn),
-    respond: (status) => {
-      span.setAttribute('http.response.status_code', status)
-      // Semantic conventions: a server span fails on 5xx only (a 4xx is the client's).
-      if (status >= 500) {
-        span.setAttribute('error.type', String(status))
-        span.setStatus({ code: otel.SpanStatusCode.ERROR })
-      }
-    },
-    end: (error) => {
-      if (ended) return
-      ended = true
-      if (error !== undefined) failSpan(span, error)
-      span.end()
-    },
-  }
+  // Semantic conventions: a server span fails on 5xx only (a 4xx is the client's).
+  return { run: (fn) => otel.context.with(context, fn), ...spanEnds(span, 500) }
 }
 
 /**
@@ -222,16 +206,22 @@ export function startClientTrace(
   const fields = new Set([...TRACE_FIELDS, ...api.propagation.fields()])
   const sent = headers.filter(([name]) => !fields.has(name.toLowerCase()))
   api.propagation.inject(context, sent, headerSetter)
-  const otel = api
+  // Semantic conventions: a client span fails on 4xx and 5xx.
+  return { headers: sent, ...spanEnds(span, 400) }
+}
+
+// `respond` and `end` of a span that fails from status `failsFrom` on; `end` only once.
+function spanEnds(
+  span: Span,
+  failsFrom: number,
+): { respond(status: number): void; end(error?: unknown): void } {
   let ended = false
   return {
-    headers: sent,
     respond: (status) => {
       span.setAttribute('http.response.status_code', status)
-      // Semantic conventions: a client span fails on 4xx and 5xx.
-      if (status >= 400) {
+      if (status >= failsFrom) {
         span.setAttribute('error.type', String(status))
-        span.setStatus({ code: otel.SpanStatusCode.ERROR })
+        span.setStatus({ code: (api as Api).SpanStatusCode.ERROR })
       }
     },
     end: (error) => {
