@@ -108,3 +108,10 @@ export function peakRssBytes(pid: number): number {
   const match = /^VmHWM:\s+(\d+) kB/m.exec(status)
   return match === null ? Number.NaN : Number(match[1]) * 1024
 }
+
+/** The resident set size of a process in bytes now (`VmRSS` in /proc/<pid>/status). */
+export function rssBytes(pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8')
+  const match = /^VmRSS:\s+(\d+) kB/m.exec(status)
+  return match === null ? Number.NaN : Number(match[1]) * 1024
+}

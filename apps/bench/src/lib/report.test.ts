@@ -49,30 +49,38 @@ describe('median and summaries', () => {
 })
 
 describe('targets', () => {
-  it('checks each ratio of the issue against its bound, in both directions', () => {
+  it('checks each target of the issue against its bound, in both directions', () => {
     const summaries = summarizeCells([
       cell('wsgiproxy-node', 'get-1k-32', [130, 125, 135]),
       cell('http-proxy', 'get-1k-32', [100, 100, 100]),
       cell('wsgiproxy-node', 'get-1k-128', [120]),
       cell('http-proxy', 'get-1k-128', [100]),
-      cell('wsgiproxy-node', 'download', [95], { peakRssMB: 130 }),
-      cell('undici-stream', 'download', [100]),
-      cell('wsgiproxy-fetch', 'get-1k-32', [160]),
+      { ...cell('wsgiproxy-node', 'download', [95], { peakRssMB: 130 }), restRssMB: 58 },
+      cell('http-proxy', 'download', [100], { peakRssMB: 110 }),
+      cell('wsgiproxy-fetch', 'get-1k-32', [260]),
       cell('hono-proxy', 'get-1k-32', [100]),
+      cell('wsgiproxy-fetch', 'get-1k-128', [240], { peakRssMB: 151 }),
+      cell('hono-proxy', 'get-1k-128', [100]),
+      cell('wsgiproxy-fetch', 'download', [100]),
+      cell('hono-proxy', 'download', [100]),
     ])
     const byName = Object.fromEntries(checkTargets(summaries).map((t) => [t.description, t]))
     expect(byName['node path / http-proxy, get-1k-32']).toMatchObject({ value: 1.3, met: true })
     expect(byName['node path / http-proxy, get-1k-128']).toMatchObject({ value: 1.2, met: false })
-    expect(byName['node path / undici-stream, download MiB/s']).toMatchObject({ met: true })
-    expect(byName['node path peak RSS, download (MB)']).toMatchObject({ value: 130, met: false })
+    expect(byName['node path peak RSS, download (MB, http-proxy + 15)']).toMatchObject({
+      value: 130,
+      bound: 125,
+      met: false,
+    })
+    expect(byName['node path RSS at rest (MB)']).toMatchObject({ value: 58, met: true })
     expect(byName['node path p99 / http-proxy p99, get-1k-32']).toMatchObject({
       value: 1,
       met: true,
     })
-    expect(byName['fetch path / hono proxy helper, get-1k-32']).toMatchObject({
-      value: 1.6,
-      met: true,
-    })
+    expect(byName['fetch path / hono-proxy, get-1k-32']).toMatchObject({ value: 2.6, met: true })
+    expect(byName['fetch path / hono-proxy, get-1k-128']).toMatchObject({ value: 2.4, met: false })
+    expect(byName['fetch path / hono-proxy, download MiB/s']).toMatchObject({ value: 1, met: true })
+    expect(byName['fetch path peak RSS, get-1k-128 (MB)']).toMatchObject({ value: 151, met: false })
     // Nothing measured, nothing claimed.
     expect(byName['node path / http-proxy, echo-64k']).toBeUndefined()
   })
@@ -82,7 +90,7 @@ describe('renderMarkdown', () => {
   it('prints one row per server with the median and range, ratios and the targets', () => {
     const workloads: Workload[] = [{ id: 'get-1k-32', label: 'GET 1 KiB, 32 conns', kind: 'load' }]
     const summaries = summarizeCells([
-      cell('wsgiproxy-node', 'get-1k-32', [150, 140, 160]),
+      { ...cell('wsgiproxy-node', 'get-1k-32', [150, 140, 160]), restRssMB: 61 },
       cell('http-proxy', 'get-1k-32', [100, 90, 110], { errors: 2 }),
     ])
     const markdown = renderMarkdown({
@@ -97,6 +105,7 @@ describe('renderMarkdown', () => {
       targets: checkTargets(summaries),
     })
     expect(markdown).toContain('| ours | 150 (140–160) |')
+    expect(markdown).toContain('| ours | 61 | 80 |')
     expect(markdown).toContain('| http-proxy | 100 (90–110) ⚠ 6 errors |')
     expect(markdown).toContain('| http-proxy | 1.50 |')
     expect(markdown).toContain('- met: node path / http-proxy, get-1k-32 = 1.50 (≥ 1.25)')

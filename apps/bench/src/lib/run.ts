@@ -9,7 +9,7 @@ import { request as httpsRequest } from 'node:https'
 import { createBenchCertificate } from './certificate.ts'
 import type { BenchCertificate } from './certificate.ts'
 import { runH2load } from './h2load.ts'
-import { cpuMicros, peakRssBytes, resetPeakRss, startServerProcess } from './processes.ts'
+import { cpuMicros, peakRssBytes, resetPeakRss, rssBytes, startServerProcess } from './processes.ts'
 import type { ServerProcess } from './processes.ts'
 import { REDIS_ENV, startBenchRedis } from './redis.ts'
 import type { BenchRedis } from './redis.ts'
@@ -347,7 +347,7 @@ export function rotate<T>(items: readonly T[], by: number): T[] {
 
 /**
  * Runs the benchmark: the upstream (three when a pool workload runs) and each server in their
- * own processes, verified, then every workload measured for every server that {@link measures}
+ * own processes, verified (their RSS at rest read then), then every workload measured for every server that {@link measures}
  * it in each round, the server order rotated between rounds and workloads. Servers that measure
  * none of the workloads are not started. When a workload speaks TLS, one self-signed certificate
  * is made for the run and given to every server process; when a server needs Redis, one
@@ -384,6 +384,7 @@ export async function runBenchmark(
     // Servers that are not a pool's use the first.
     const upstreamUrls = upstreams.map(({ port }) => new URL(`http://127.0.0.1:${port}/`))
     const servers: ServerProcess[] = []
+    const rest = new Map<string, number>()
     for (const { id, front } of wanted) {
       const server = await startServerProcess(id, upstreamUrls, certificate, env)
       processes.push(server)
@@ -394,6 +395,7 @@ export async function runBenchmark(
           cause: error,
         })
       }
+      rest.set(id, rssBytes(server.pid) / 1e6)
       servers.push(server)
     }
     log(
@@ -404,8 +406,14 @@ export async function runBenchmark(
     const warmed = new Set<string>()
     for (const s of servers) {
       for (const w of workloads) {
-        if (measured(s.id, w))
-          cells.set(`${s.id} ${w.id}`, { server: s.id, workload: w.id, samples: [] })
+        if (!measured(s.id, w)) continue
+        const restRssMB = rest.get(s.id)
+        cells.set(`${s.id} ${w.id}`, {
+          server: s.id,
+          workload: w.id,
+          samples: [],
+          ...(restRssMB === undefined ? {} : { restRssMB }),
+        })
       }
     }
     for (let rep = 0; rep < settings.reps; rep++) {

@@ -5,10 +5,11 @@ import { X509Certificate } from 'node:crypto'
 import { isIP } from 'node:net'
 import type { ConnectionOptions, TLSSocket } from 'node:tls'
 import { createSecureContext } from 'node:tls'
-import { buildConnector } from 'undici'
+import type { buildConnector as BuildConnector } from 'undici'
 import * as z from 'zod'
 import { WsgiProxyError } from '../errors.ts'
 import { flag, optionsObject } from '../schemas.ts'
+import { buildConnector } from './_undici-parts.ts'
 import type { UndiciTransportTls } from './undici-transport.ts'
 
 type Pem = string | Buffer
@@ -151,9 +152,9 @@ export function refusalBehind(error: unknown): unknown {
  * @returns the connector, for the Agent's `connect`
  */
 export function createTlsConnector(
-  options: buildConnector.BuildOptions,
+  options: BuildConnector.BuildOptions,
   clientCertificate: boolean,
-): buildConnector.connector {
+): BuildConnector.connector {
   const connect = buildConnector(options)
   return (target, callback) => {
     connect(target, (...result) => {

@@ -4,7 +4,6 @@
 import { STATUS_CODES } from 'node:http'
 import type { Readable } from 'node:stream'
 import type { buildConnector, Dispatcher } from 'undici'
-import { Agent } from 'undici'
 import * as z from 'zod'
 import { WsgiProxyError } from '../errors.ts'
 import type { CancelHook } from '../forward/cancellation.ts'
@@ -21,6 +20,7 @@ import {
   toConnectOptions,
   UPSTREAM_TLS,
 } from './_upstream-tls.ts'
+import { Agent } from './_undici-parts.ts'
 
 /**
  * TLS to `https://` upstreams: which certificates to trust, the client certificate to show (mutual
