@@ -385,4 +385,9 @@ export const SERVERS: readonly ServerInfo[] = [
       )
     },
   },
+  {
+    id: 'raw-copy',
+    label: 'byte copy, no HTTP objects (issue 20 experiment, bench only)',
+    start: async ([upstream]) => (await import('./raw-copy.ts')).startRawCopy(upstream),
+  },
 ]
