@@ -390,4 +390,10 @@ export const SERVERS: readonly ServerInfo[] = [
     label: 'byte copy, no HTTP objects (issue 20 experiment, bench only)',
     start: async ([upstream]) => (await import('./raw-copy.ts')).startRawCopy(upstream),
   },
+  {
+    id: 'raw-copy-llhttp',
+    label: "byte copy with node:http's parser (llhttp) (issue 20 experiment, bench only)",
+    start: async ([upstream]) =>
+      (await import('./raw-copy-llhttp.ts')).startRawCopyLlhttp(upstream),
+  },
 ]
