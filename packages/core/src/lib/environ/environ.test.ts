@@ -48,6 +48,27 @@ function manyHeaders(count: number): Array<[string, string]> {
 }
 
 describe('toEnviron', () => {
+  it('does not ask a GET or HEAD request for its body, which some servers build on demand', () => {
+    // @hono/node-server makes a whole undici Request the first time `body` is read; a GET or
+    // HEAD Request has none by the Fetch standard, so the environ does not ask.
+    const reads: string[] = []
+    const watched = (method: string, body?: string): Request => {
+      const request = new Request('http://front.test/p', { method, ...(body ? { body } : {}) })
+      const real = request.body
+      Object.defineProperty(request, 'body', {
+        get: () => {
+          reads.push(method)
+          return real
+        },
+      })
+      return request
+    }
+    expect(toEnviron(watched('GET'))['wsgi.input']).toBeNull()
+    expect(toEnviron(watched('HEAD'))['wsgi.input']).toBeNull()
+    expect(toEnviron(watched('POST', 'x'))['wsgi.input']).not.toBeNull()
+    expect(reads).toEqual(['POST'])
+  })
+
   it('maps method, path, query, server and scheme', () => {
     const env = toEnviron(new Request('https://example.com:8443/a/b?x=1&y', { method: 'DELETE' }))
     expect(env).toMatchObject({

@@ -88,6 +88,8 @@ export function parseToEnvironOptions(
   return options === undefined ? {} : parseOptions(toEnvironOptions, options, what)
 }
 
+const hasNoBody = (method: string): boolean => method === 'GET' || method === 'HEAD'
+
 /** {@link toEnviron} with options already validated (the per-request path of adapters). */
 export function buildEnviron(request: Request, opts: ToEnvironOptions): Environ {
   const parts: EnvironParts = {
@@ -95,7 +97,10 @@ export function buildEnviron(request: Request, opts: ToEnvironOptions): Environ 
     target: request.url,
     headers: request.headers,
     scheme: request.url.startsWith('https:') ? 'https' : 'http',
-    input: request.body,
+    // A GET or HEAD `Request` never has a body (the Fetch standard refuses one). Not asking for it
+    // matters on servers whose `Request` is made on demand: `@hono/node-server` builds a whole
+    // undici `Request` (headers converted, a signal followed) the first time `body` is read.
+    input: hasNoBody(request.method) ? null : request.body,
     signal: opts.signal ?? request.signal,
   }
   if (opts.remoteAddr !== undefined) parts.remoteAddr = opts.remoteAddr
