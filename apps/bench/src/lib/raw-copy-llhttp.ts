@@ -8,7 +8,8 @@
 // connection (pipelined requests wait, buffered), no upgrades, no timeouts, no 1xx responses.
 import { createRequire } from 'node:module'
 import { connect, createServer } from 'node:net'
-import type { AddressInfo, Socket } from 'node:net'
+import type { Socket } from 'node:net'
+import { DROPPED, listenRaw } from './raw-copy.ts'
 import type { RunningServer } from './servers.ts'
 
 // The parser node:http uses; `_http_common` is Node's own module for its HTTP parts.
@@ -34,21 +35,6 @@ const { HTTPParser, methods } = createRequire(import.meta.url)('_http_common') a
 }
 
 const MAX_HEADER_BYTES = 16 * 1024
-const DROPPED = new Set([
-  'connection',
-  'keep-alive',
-  'proxy-connection',
-  'proxy-authenticate',
-  'proxy-authorization',
-  'te',
-  'trailer',
-  'transfer-encoding',
-  'upgrade',
-  'host',
-  'x-forwarded-for',
-  'x-forwarded-proto',
-  'x-forwarded-host',
-])
 
 // The kept header lines of llhttp's flat [name, value, name, value, ...] list, and what framing
 // and host they name.
@@ -315,18 +301,5 @@ export function startRawCopyLlhttp(upstream: URL): Promise<RunningServer> {
     }
   })
 
-  return new Promise((resolve, reject) => {
-    server.once('error', reject)
-    server.listen(0, '127.0.0.1', () => {
-      resolve({
-        port: (server.address() as AddressInfo).port,
-        close: () =>
-          new Promise<void>((closed) => {
-            for (const { socket } of idle) socket.destroy()
-            for (const socket of clients) socket.destroy()
-            server.close(() => closed())
-          }),
-      })
-    })
-  })
+  return listenRaw(server, () => [...idle.map(({ socket }) => socket), ...clients])
 }

@@ -7,23 +7,15 @@
 // Its head parsing is a few string splits, not a hardened parser: it shows what the design could
 // gain on this machine, and is not a proxy to put in front of anything.
 import { connect, createServer } from 'node:net'
-import type { AddressInfo, Socket } from 'node:net'
+import type { AddressInfo, Server, Socket } from 'node:net'
+import { HOP_BY_HOP } from './servers.ts'
 import type { RunningServer } from './servers.ts'
 
 const HEAD_END = Buffer.from('\r\n\r\n')
 const MAX_HEAD_BYTES = 16 * 1024
-// Connection-specific fields (RFC 9110 §7.6.1) and the ones this proxy writes itself.
-const DROPPED = new Set([
-  'connection',
-  'keep-alive',
-  'proxy-connection',
-  'proxy-authenticate',
-  'proxy-authorization',
-  'te',
-  'trailer',
-  'transfer-encoding',
-  'upgrade',
-  'host',
+/** Connection-specific fields (RFC 9110 §7.6.1) and the ones the byte copies write themselves. */
+export const DROPPED: ReadonlySet<string> = new Set([
+  ...HOP_BY_HOP,
   'x-forwarded-for',
   'x-forwarded-proto',
   'x-forwarded-host',
@@ -238,6 +230,14 @@ export function startRawCopy(upstream: URL): Promise<RunningServer> {
       if (already !== undefined) sendBody(already)
     }
   })
+  return listenRaw(server, () => [...idle, ...clients])
+}
+
+/**
+ * Listens on a free port of 127.0.0.1; closing destroys the sockets `open` lists (idle upstream
+ * connections and clients) so the server's close does not wait for keep-alive.
+ */
+export function listenRaw(server: Server, open: () => Iterable<Socket>): Promise<RunningServer> {
   return new Promise((resolve, reject) => {
     server.once('error', reject)
     server.listen(0, '127.0.0.1', () => {
@@ -245,7 +245,7 @@ export function startRawCopy(upstream: URL): Promise<RunningServer> {
         port: (server.address() as AddressInfo).port,
         close: () =>
           new Promise<void>((closed) => {
-            for (const socket of [...idle, ...clients]) socket.destroy()
+            for (const socket of open()) socket.destroy()
             server.close(() => closed())
           }),
       })

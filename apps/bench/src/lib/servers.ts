@@ -158,8 +158,8 @@ export async function honoListen(
   })
 }
 
-// RFC 9110 §7.6.1: connection-specific fields a hand-written proxy must not forward.
-const HOP_BY_HOP = new Set([
+/** RFC 9110 §7.6.1: connection-specific fields a hand-written proxy must not forward. */
+export const HOP_BY_HOP: ReadonlySet<string> = new Set([
   'connection',
   'keep-alive',
   'proxy-connection',
