@@ -26,14 +26,16 @@ interface Front {
   close(): Promise<void>
 }
 
-type PathName = 'node' | 'hono-fetch' | 'hono-undici'
+type PathName = 'node' | 'copy' | 'hono-fetch' | 'hono-undici'
 
 /** Starts the proxy front of one path, forwarding to `href`. */
 async function startFront(path: PathName, href: string): Promise<Front> {
   const options = { href, timeouts: TIMEOUTS, onError: (): void => {} } satisfies ProxyAppOptions
-  if (path === 'node') {
+  if (path === 'node' || path === 'copy') {
     const transport = undiciTransport()
-    const served = await serve(createProxyApp({ ...options, transport }))
+    const served = await serve(createProxyApp({ ...options, transport }), {
+      byteCopy: path === 'copy',
+    })
     return {
       origin: served.url,
       close: async () => {
@@ -196,7 +198,7 @@ async function waitFor(check: () => boolean, ms = 3_000): Promise<boolean> {
   return true
 }
 
-const PATHS: PathName[] = ['node', 'hono-fetch', 'hono-undici']
+const PATHS: PathName[] = ['node', 'copy', 'hono-fetch', 'hono-undici']
 const ROUNDS = scale(20, 2)
 
 describe.each(PATHS)('upstream faults, %s path', (path) => {

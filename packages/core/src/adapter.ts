@@ -44,7 +44,7 @@ export {
 export type { UpstreamCancel } from './lib/forward/upstream-error.ts'
 export { mayRetry, toUpstreamError } from './lib/forward/upstream-error.ts'
 export { mayTryElsewhere, neverReached, TrackedBody } from './lib/pool/retry-rules.ts'
-export { HTTP2_CONNECTION_FIELDS } from './lib/forward/_hop-by-hop.ts'
+export { HTTP2_CONNECTION_FIELDS, stripHopByHop } from './lib/forward/_hop-by-hop.ts'
 export type { ClientTrace, ServerTrace, TraceTrust } from './lib/telemetry/tracing.ts'
 export {
   recordTraceEvent,

@@ -7,6 +7,8 @@ export type {
   AppResponse,
   Environ,
   EnvironApp,
+  CopyableApp,
+  CopyTarget,
   ErrorHook,
   OutboundRequest,
   ProxyErrorHook,

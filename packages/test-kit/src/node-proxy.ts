@@ -1,6 +1,6 @@
 // Test support (not built): the Node fast path as an exact proxy to one upstream, in cleartext,
 // over HTTPS and over HTTP/2 (TLS, ALPN h2).
-import type { ExactProxyOptions } from '@wsgiproxy/core'
+import type { CopyableApp, Environ, ExactProxyOptions } from '@wsgiproxy/core'
 import { exactProxy } from '@wsgiproxy/core'
 import type { ServeOptions } from '@wsgiproxy/node'
 import type { ProxyFront } from './forwarding-suite.ts'
@@ -65,25 +65,39 @@ export async function startNodeHttp2ExactProxy(
   return { ...front, ca: tls.ca }
 }
 
+/**
+ * {@link startNodeExactProxy} with the bodies copied between the sockets (`serve({ byteCopy: true })`).
+ *
+ * @param port - the upstream's port on 127.0.0.1
+ * @param options - the exact proxy's options
+ * @returns the running front
+ */
+export async function startNodeByteCopyExactProxy(
+  port: number,
+  options: ExactProxyOptions = {},
+): Promise<Running> {
+  return startServed(port, options, { byteCopy: true })
+}
+
 async function startServed(
   port: number,
   options: ExactProxyOptions,
-  serveOptions: Pick<ServeOptions, 'tls' | 'http2'>,
+  serveOptions: Pick<ServeOptions, 'tls' | 'http2' | 'byteCopy'>,
 ): Promise<Running> {
   const transport = undiciTransport()
   const proxy = exactProxy({ allow: ['127.0.0.1'], ...options, transport })
-  const served = await serve(
-    (environ) =>
-      proxy({
-        ...environ,
-        // The exact proxy keeps the front's scheme; the upstream is cleartext behind a TLS front.
-        'wsgi.url_scheme': 'http',
-        SERVER_NAME: '127.0.0.1',
-        SERVER_PORT: String(port),
-        HTTP_HOST: `127.0.0.1:${port}`,
-      }),
-    serveOptions,
-  )
+  const toUpstream = (environ: Environ): Environ => ({
+    ...environ,
+    // The exact proxy keeps the front's scheme; the upstream is cleartext behind a TLS front.
+    'wsgi.url_scheme': 'http',
+    SERVER_NAME: '127.0.0.1',
+    SERVER_PORT: String(port),
+    HTTP_HOST: `127.0.0.1:${port}`,
+  })
+  const app: CopyableApp = Object.assign((environ: Environ) => proxy(toUpstream(environ)), {
+    prepareCopy: (environ: Environ) => proxy.prepareCopy(toUpstream(environ)),
+  })
+  const served = await serve(app, serveOptions)
   const scheme = serveOptions.tls === undefined ? 'http' : 'https'
   return register({
     port: served.port,

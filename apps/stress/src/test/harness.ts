@@ -17,13 +17,14 @@ import { Hono } from 'hono'
 import { Pool } from 'undici'
 
 /**
- * The two ways of running the proxy: `node` = `serve` + `createProxyApp` + `undiciTransport`;
+ * The ways of running the proxy: `node` = `serve` + `createProxyApp` + `undiciTransport`;
+ * `copy` = the same with the bodies copied between the sockets (`serve({ byteCopy: true })`);
  * `hono` = a Hono app with `proxy()` (its default fetch transport) on `@hono/node-server`.
  */
-export type PathName = 'node' | 'hono'
+export type PathName = 'node' | 'copy' | 'hono'
 
-/** Both paths, for `describe.each`. */
-export const PATHS: readonly PathName[] = ['node', 'hono']
+/** Every path, for `describe.each`. */
+export const PATHS: readonly PathName[] = ['node', 'copy', 'hono']
 
 interface Closable {
   close(): Promise<void>
@@ -127,11 +128,12 @@ export async function startFront(
     timeouts: options.timeouts ?? DEFAULT_TIMEOUTS,
     ...(options.signer === undefined ? {} : { signer: options.signer }),
   }
-  if (path === 'node') {
+  if (path === 'node' || path === 'copy') {
     const transport = undiciTransport()
     const served = await serve(createProxyApp({ ...proxyOptions, transport }), {
       ...(options.headersTimeout === undefined ? {} : { headersTimeout: options.headersTimeout }),
       closeTimeout: 1_000,
+      byteCopy: path === 'copy',
     })
     return track({
       port: served.port,

@@ -110,6 +110,44 @@ export interface UpgradableApp extends EnvironApp {
   prepareUpgrade(environ: Environ): Promise<UpgradeTarget | AppResponse>
 }
 
+/**
+ * A request whose body goes upstream as the client sends it, byte for byte: what a server that
+ * copies bytes between the two sockets (`serve({ byteCopy: true })` of `@wsgiproxy/node`) needs
+ * from the app. The app sees the head only; the server frames and copies the bodies both ways.
+ */
+export interface CopyTarget {
+  /** Where to connect (scheme, host, port) and the request target (path and query). */
+  url: URL
+  /** The request method. */
+  method: string
+  /**
+   * Header lines to send, `host` included; no framing (`Content-Length`, `Transfer-Encoding`),
+   * which the server writes from the client's request.
+   */
+  headers: Array<[string, string]>
+  /** How long the upstream may take to answer (connecting included), in ms; `false`: no limit. */
+  headersTimeout: number | false
+  /** How long the response body may stall between two chunks, in ms; `false`: no limit. */
+  bodyTimeout: number | false
+  /**
+   * Maps the response's header lines (hop-by-hop fields already removed) before they go to the
+   * client, as the app maps any response (`createProxyApp` rewrites `Location` here).
+   */
+  answerHeaders: (headers: Array<[string, string]>) => Array<[string, string]>
+  /** The response to send for a failure before the upstream answered (the app's error hook). */
+  fail: (error: WsgiProxyError) => Promise<AppResponse>
+}
+
+/** An {@link EnvironApp} that can also prepare a request from its head alone. */
+export interface CopyableApp extends EnvironApp {
+  /**
+   * The request to send upstream with its body copied as it comes (`wsgi.input` is a stand-in
+   * there, never read), a response to answer instead (a 400, say), or `undefined` when this
+   * request must go through the app whole (tracing is on, or a signer must digest its body).
+   */
+  prepareCopy(environ: Environ): Promise<CopyTarget | AppResponse | undefined>
+}
+
 /** One request as a {@link Transport} sends it. */
 export interface OutboundRequest {
   /** Where to connect (scheme, host, port) and the request target (path and query). */

@@ -18,7 +18,8 @@ import type { Checked, TargetGuard } from './_target-check.ts'
 import { checkTarget } from './_target-check.ts'
 import { appendVia, processPseudonym, viaNames } from './_via.ts'
 import { errorResponse, problemResponse } from '../problem.ts'
-import type { AppResponse, Environ, EnvironApp } from '../types.ts'
+import type { AppResponse, CopyableApp, CopyTarget, Environ } from '../types.ts'
+import { tracingOn } from '../telemetry/tracing.ts'
 
 /** Options of {@link exactProxy}; the {@link ForwardOptions} plus the SSRF and loop guards. */
 export interface ExactProxyOptions extends ForwardOptions {
@@ -143,7 +144,7 @@ const exactProxyOptions = forwardOptionsSchema({
  * target, for the log.
  *
  * @param options - allow list, resolver, loop guard, transport, timeouts, error handling
- * @returns the environ app
+ * @returns the environ app, with `prepareCopy` for `serve({ byteCopy: true })`
  * @throws WsgiProxyError `INVALID_OPTIONS` naming each bad option (an allow entry, for one)
  * @example
  * // forward everything to the server the Host header names, if it is one of ours
@@ -153,7 +154,7 @@ const exactProxyOptions = forwardOptionsSchema({
  *   resolve: resolveHost,
  * })
  */
-export function exactProxy(options?: ExactProxyOptions): EnvironApp {
+export function exactProxy(options?: ExactProxyOptions): CopyableApp {
   const opts = parseOptions<ExactProxyOptions>(exactProxyOptions, options, 'exactProxy')
   const settings = forwardSettings(opts)
   const allow = compileAllowList(opts.allow ?? DEFAULT_ALLOW)
@@ -165,8 +166,13 @@ export function exactProxy(options?: ExactProxyOptions): EnvironApp {
     isSelf: opts.isSelf,
   }
   const skipVia = pseudonym === undefined ? undefined : (name: string): boolean => name === 'via'
-  // Sends a request whose target passed the guards (to `checked`, an address, when given).
-  const send = (environ: Environ, url: URL, authority: string, checked: Checked) => {
+  // The request for a target that passed the guards (to `checked`, an address, when given).
+  const outbound = (
+    environ: Environ,
+    url: URL,
+    authority: string,
+    checked: Checked,
+  ): Outbound | Promise<AppResponse> => {
     if (checked instanceof WsgiProxyError) return refuseTarget(checked, environ, settings)
     const host = environ.HTTP_HOST
     const headers = forwardedRequestHeaders(
@@ -179,10 +185,10 @@ export function exactProxy(options?: ExactProxyOptions): EnvironApp {
     }
     // Connect to the address checked, not to a name a second lookup could answer differently.
     if (checked !== undefined) url.hostname = checked.includes(':') ? `[${checked}]` : checked
-    const method = environ.REQUEST_METHOD
-    return forward({ url, method, headers, body: environ['wsgi.input'] }, environ, settings)
+    return { url, method: environ.REQUEST_METHOD, headers }
   }
-  return (environ) => {
+  // The request to send, or the answer instead; synchronous unless a name is looked up.
+  const prepare = (environ: Environ): Outbound | Promise<Outbound | AppResponse> => {
     const scheme = environ['wsgi.url_scheme'] as unknown
     if (scheme !== 'http' && scheme !== 'https') {
       const error = new WsgiProxyError(
@@ -209,26 +215,44 @@ export function exactProxy(options?: ExactProxyOptions): EnvironApp {
       )
       return failure(error, environ, settings)
     }
-    // Synchronous unless a name is looked up: the request is sent within this call otherwise.
     const checked = checkTarget(url, guard)
     return checked instanceof Promise
-      ? checked.then((result) => send(environ, url, authority, result))
-      : send(environ, url, authority, checked)
+      ? checked.then<Outbound | AppResponse>((result) => outbound(environ, url, authority, result))
+      : outbound(environ, url, authority, checked)
   }
+  const send = (environ: Environ, prepared: Outbound | AppResponse): Promise<AppResponse> =>
+    'url' in prepared
+      ? forward({ ...prepared, body: environ['wsgi.input'] }, environ, settings)
+      : Promise.resolve(prepared)
+  const app = (environ: Environ): Promise<AppResponse> => {
+    const prepared = prepare(environ)
+    return prepared instanceof Promise
+      ? prepared.then((result) => send(environ, result))
+      : send(environ, prepared)
+  }
+  const prepareCopy = async (environ: Environ): Promise<CopyTarget | AppResponse | undefined> => {
+    if (tracingOn()) return undefined // a span per request needs the request to go through the app
+    const prepared = await prepare(environ)
+    if (!('url' in prepared)) return prepared
+    return {
+      ...prepared,
+      headers: prepared.headers.filter(([name]) => name !== 'content-length'),
+      headersTimeout: settings.headersTimeout,
+      bodyTimeout: settings.bodyTimeout,
+      answerHeaders: (lines) => lines,
+      fail: (error) => failure(error, environ, settings),
+    }
+  }
+  return Object.assign(app, { prepareCopy })
 }
 
-/**
- * Validates an allow list as {@link exactProxy}'s `allow` option reads it, and returns its
- * checks.
- *
- * @param entries - host names, addresses, ranges and presets, each optionally with ports
- * @returns the list's checks
- * @throws WsgiProxyError `INVALID_OPTIONS` naming the first bad entry and the forms accepted
- * @example
- * const list = parseAllowList(['10.0.0.0/8:8080', 'public:443'])
- * list.allowsAddress('::ffff:10.1.2.3', 8080) // true
- * list.allowsAddress('127.0.0.1', 8080) // false
- */
+/** The request `exactProxy` sends, without its body. */
+interface Outbound {
+  url: URL
+  method: string
+  headers: Array<[string, string]>
+}
+
 export function parseAllowList(entries: readonly string[]): AllowList {
   const parsed = parseOptions<readonly string[]>(
     z.array(allowEntry, { error: 'expected an array of strings' }),

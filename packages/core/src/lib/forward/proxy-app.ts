@@ -13,7 +13,15 @@ import { upgradeProtocols } from './_upgrade-header.ts'
 import { fn, parseOptions } from '../options.ts'
 import { trimTrailingSlashes } from '../_text.ts'
 import { isProtocolHeader } from '../protocol/protocol.ts'
-import type { AppResponse, Environ, UpgradableApp, UpgradeTarget } from '../types.ts'
+import type {
+  AppResponse,
+  CopyableApp,
+  CopyTarget,
+  Environ,
+  UpgradableApp,
+  UpgradeTarget,
+} from '../types.ts'
+import { tracingOn } from '../telemetry/tracing.ts'
 import type { Signer } from '../signing/signer.ts'
 import { MAX_COVERED_COMPONENTS } from '../signing/profile.ts'
 import type { PoolOptions, UpstreamTarget } from '../pool/options.ts'
@@ -295,7 +303,25 @@ export function createProxyApp(options: ProxyAppOptions | string | URL): ProxyAp
       if (upgrade instanceof WsgiProxyError) return failure(upgrade, environ, settings)
       return prepareUpgradeTo(environ, upgrade, route)
     }
-    return Object.assign(app, { prepareUpgrade, pool: undefined })
+    const { signer } = opts
+    const prepareCopy = async (environ: Environ): Promise<CopyTarget | AppResponse | undefined> => {
+      // A span per request, or a digest of the body, needs the request to go through the app.
+      if (tracingOn() || (signer !== undefined && environ['wsgi.input'] !== null)) return undefined
+      const prepared = await prepareRequest(environ, undefined, route.prepare)
+      if ('response' in prepared) return prepared.response
+      const { url, method, headers, scriptName } = prepared
+      return {
+        url,
+        method,
+        headers: headers.filter(([name]) => name !== 'content-length'),
+        headersTimeout: settings.headersTimeout,
+        bodyTimeout: settings.bodyTimeout,
+        answerHeaders: (lines) =>
+          route.respond({ status: 200, headers: lines, body: null }, scriptName).headers,
+        fail: (error) => failure(error, environ, settings),
+      }
+    }
+    return Object.assign(app, { prepareUpgrade, prepareCopy, pool: undefined })
   }
 
   const members = targets.map((target) => new PoolTarget(target.href, target.name, target.weight))
@@ -334,8 +360,14 @@ function upgradeOf(environ: Environ): string | WsgiProxyError {
     : new WsgiProxyError('BAD_REQUEST', upgrade.problem, { expose: true })
 }
 
-/** The app {@link createProxyApp} returns: an `UpgradableApp`, with its pool when it has one. */
+/**
+ * The app {@link createProxyApp} returns: an `UpgradableApp`, with its pool when it has one; with
+ * one href and no pool options also a `CopyableApp` (`prepareCopy`), which
+ * `serve({ byteCopy: true })` of `@wsgiproxy/node` needs.
+ */
 export interface ProxyApp extends UpgradableApp {
+  /** Present with one href and no pool options; see {@link CopyableApp}. */
+  readonly prepareCopy?: CopyableApp['prepareCopy']
   /**
    * The pool of targets, for `status()` and its `ejected` / `restored` events, and `close()` to
    * stop its health checks; `undefined` for one href without pool options.

@@ -75,6 +75,11 @@ const headerSetter: TextMapSetter<Array<[string, string]>> = {
   },
 }
 
+/** Whether an OpenTelemetry SDK is registered, so requests get spans. */
+export function tracingOn(): boolean {
+  return activeTracer() !== undefined
+}
+
 // The tracer when an SDK is registered, else `undefined`: one comparison per request.
 function activeTracer(): Tracer | undefined {
   if (api === undefined) return undefined

@@ -10,6 +10,7 @@ import { serve } from './serve.ts'
 import { undiciTransport } from '@wsgiproxy/core/undici'
 import type { FrontTls } from '@wsgiproxy/test-kit/node-proxy'
 import {
+  startNodeByteCopyExactProxy,
   startNodeExactProxy,
   startNodeHttp2ExactProxy,
   startNodeHttpsExactProxy,
@@ -33,6 +34,7 @@ const tls: FrontTls = {
 }
 
 describeForwarding('node listener, undiciTransport', startNodeExactProxy)
+describeForwarding('node byte copy (serve byteCopy)', startNodeByteCopyExactProxy)
 describeForwarding(
   'node listener over HTTPS, undiciTransport',
   (port, options) => startNodeHttpsExactProxy(port, options, tls),

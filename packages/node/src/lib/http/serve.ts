@@ -6,15 +6,17 @@ import { createSecureServer, createServer as createH2cServer } from 'node:http2'
 import type { Http2SecureServer, Http2Server } from 'node:http2'
 import type { SecureContext } from 'node:tls'
 import { Server as NetServer } from 'node:net'
-import type { AddressInfo } from 'node:net'
+import type { AddressInfo, Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import * as z from 'zod'
-import type { EnvironApp } from '@wsgiproxy/core'
+import type { CopyableApp, EnvironApp } from '@wsgiproxy/core'
 import { WsgiProxyError } from '@wsgiproxy/core'
 import { parseOptions } from '@wsgiproxy/core/adapter'
 import { NODE_LISTENER_FIELDS, toNodeListener } from './node-listener.ts'
 import type { NodeListenerOptions } from './node-listener.ts'
-import { milliseconds, optionsObject, refuseBothNames, wholeNumber } from './_options.ts'
+import { flag, milliseconds, optionsObject, refuseBothNames, wholeNumber } from './_options.ts'
+import { createByteCopyFront } from './_byte-copy.ts'
+import type { ByteCopyFront } from './_byte-copy.ts'
 import { toNodeUpgradeListener, UPGRADE_FIELDS } from './upgrade.ts'
 import { trackConnections } from './_connections.ts'
 import type { ServeTls } from './_tls.ts'
@@ -106,6 +108,16 @@ export interface ServeOptions extends NodeListenerOptions {
    * removed in 0.3.
    */
   requestTimeout?: number
+  /**
+   * Copy request and response bodies between the client's and the upstream's sockets, with no
+   * `IncomingMessage`/`ServerResponse`/undici objects in between: the app prepares the upstream
+   * request from the head alone (`prepareCopy`, which `createProxyApp` with one href and no pool
+   * options has). Cleartext HTTP/1.1 only (no `tls`, no `http2`). A request this path does not
+   * take (Upgrade or CONNECT, `Expect`, HTTP/1.0, a WSGIProxy 0.1 front, tracing on, a signer
+   * digesting a body, an https upstream) is served by node:http from then on, on the same
+   * connection. docs/performance.md has what it gains. Default `false`.
+   */
+  byteCopy?: boolean
 }
 
 /**
@@ -175,7 +187,15 @@ const serveOptions = optionsObject({
   clientRequestTimeout: milliseconds(0).optional(),
   headersTimeout: milliseconds(0).optional(),
   requestTimeout: milliseconds(0).optional(),
+  byteCopy: flag().optional(),
 }).superRefine((options, context) => {
+  if (options.byteCopy === true && (options.tls !== undefined || options.http2 !== undefined)) {
+    context.addIssue({
+      code: 'custom',
+      path: ['byteCopy'],
+      message: 'is for cleartext HTTP/1.1: leave tls and http2 off, or byteCopy',
+    })
+  }
   if (options.http2 === true && options.tls === undefined) {
     context.addIssue({
       code: 'custom',
@@ -258,6 +278,7 @@ export async function serve(
   const { port = 0, hostname = '127.0.0.1', closeTimeout = 10_000 } = opts
   const tls = opts.tls === undefined ? undefined : new TlsContexts(opts.tls, 'serve.tls')
   const { server, upgraded } = createNodeServer(app, opts, tls)
+  const copy = opts.byteCopy === true ? byteCopyFront(app, opts, server as Server) : undefined
   const connections = trackConnections(server, (opts.http2 ?? false) !== false)
   let closing: Promise<void> | undefined
   let draining = false
@@ -288,6 +309,7 @@ export async function serve(
     closing ??= new Promise<void>((resolve) => {
       const timer = setTimeout(() => {
         connections.closeAll()
+        copy?.closeAll()
         for (const socket of upgraded) socket.destroy()
       }, closeTimeout)
       server.close(() => {
@@ -295,15 +317,18 @@ export async function serve(
         resolve()
       })
       connections.closeIdle()
+      copy?.closeIdle()
     })
     return closing
   }
   const drain = (): Promise<void> => {
     if (closing !== undefined) return closing
     draining = true
+    copy?.drain()
     closing = new Promise<void>((resolve) => {
       const timer = setTimeout(() => {
         connections.closeAll()
+        copy?.closeAll()
         for (const socket of upgraded) socket.destroy()
       }, closeTimeout)
       // net.Server's close: stops accepting without node:http's closing of idle connections.
@@ -362,6 +387,7 @@ function createNodeServer(
     clientRequestTimeout: _clientRequestTimeout,
     headersTimeout: _headersTimeout,
     requestTimeout: _requestTimeout,
+    byteCopy: _byteCopy,
     ...listenerOptions
   } = options
   const { headers, request } = clientTimeouts(options)
@@ -417,6 +443,37 @@ function createNodeServer(
     onUpgrade(req, socket, head)
   })
   return { server, upgraded }
+}
+
+// The byte-copying front in front of node:http: it takes every new connection and hands one to
+// node:http's own connection listener when a request needs it.
+function byteCopyFront(app: EnvironApp, options: ServeOptions, server: Server): ByteCopyFront {
+  if (typeof (app as Partial<CopyableApp>).prepareCopy !== 'function') {
+    throw new WsgiProxyError(
+      'INVALID_OPTIONS',
+      'invalid options: serve.byteCopy needs an app that prepares a request from its head ' +
+        '(prepareCopy): createProxyApp with one href and no pool options',
+      { expose: true },
+    )
+  }
+  const nodeListeners = server.listeners('connection') as Array<(socket: Socket) => void>
+  server.removeAllListeners('connection')
+  const front = createByteCopyFront({
+    app: app as CopyableApp,
+    handOff: (socket) => {
+      for (const listener of nodeListeners) listener.call(server, socket)
+    },
+    environOptions: Object.freeze({
+      ...(options.scriptName === undefined ? {} : { scriptName: options.scriptName }),
+      ...(options.maxHeaders === undefined ? {} : { maxHeaders: options.maxHeaders }),
+    }),
+    headersTimeout: clientTimeouts(options).headers,
+    keepAliveTimeout: KEEP_ALIVE_MS,
+    exposeErrors: options.exposeErrors ?? false,
+    onError: options.onError,
+  })
+  server.on('connection', (socket: Socket) => front.accept(socket))
+  return front
 }
 
 type ClientTimeoutName =

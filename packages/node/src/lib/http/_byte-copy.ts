@@ -1,0 +1,858 @@
+// `serve({ byteCopy: true })`: HTTP/1.1 on cleartext connections with no `IncomingMessage`,
+// `ServerResponse` or undici objects in between. llhttp (Node's own parser, strict) reads the
+// client's request head; the app prepares the upstream request from the head alone
+// (`prepareCopy`); the request body goes upstream as llhttp hands it over (Content-Length bodies as
+// they are, chunked ones framed again), and the response comes back the same way, its head mapped
+// as the app maps any response. One exchange at a time per client connection: a pipelined request
+// waits, parsed no further than its head, until the one before it has finished both ways.
+//
+// What this path does not do is left to node:http, whole: a request that needs something else
+// (an Upgrade or CONNECT, `Expect`, HTTP/1.0, a WSGIProxy 0.1 front, tracing, a signer that must
+// digest the body, an https upstream) hands the connection over to the node:http server at that
+// request's head, with the head written again as llhttp read it and every byte after it.
+import { connect } from 'node:net'
+import type { Socket } from 'node:net'
+import { errorResponse, logErrors, WsgiProxyError } from '@wsgiproxy/core'
+import type {
+  AppResponse,
+  CopyableApp,
+  CopyTarget,
+  Environ,
+  ErrorHook,
+  ToEnvironOptions,
+} from '@wsgiproxy/core'
+import {
+  asWsgiProxyError,
+  environFromParts,
+  readTrailers,
+  stripHopByHop,
+  toUpstreamError,
+} from '@wsgiproxy/core/adapter'
+import { llhttp, PAUSE, SKIP_BODY } from './_llhttp.ts'
+import type { Parser, ParseError } from './_llhttp.ts'
+import { headerLines, noop, TOKEN } from './_node-util.ts'
+import { writeAnswer } from './_upgrade-client.ts'
+
+/** What the byte-copying front needs from `serve`. */
+export interface ByteCopySettings {
+  app: CopyableApp
+  /** Gives a connection to the node:http server (its bytes unread, or put back). */
+  handOff: (socket: Socket) => void
+  environOptions: ToEnvironOptions
+  /** node:http's `headersTimeout`: from a request's first byte to its whole head; 0 for none. */
+  headersTimeout: number
+  /** How long a connection may sit idle between requests. */
+  keepAliveTimeout: number
+  exposeErrors: boolean
+  onError: ErrorHook | undefined
+}
+
+/** The connections of one server's byte-copying front. */
+export interface ByteCopyFront {
+  /** Takes a new client connection. */
+  accept(socket: Socket): void
+  /** Closes the connections between requests now, the others once their exchange finished. */
+  closeIdle(): void
+  /** Answers every further response with `Connection: close`; idle connections time out. */
+  drain(): void
+  /** Destroys every connection. */
+  closeAll(): void
+}
+
+// llhttp's limit on a head, as node:http's default (`--max-http-header-size`).
+const MAX_HEADER_BYTES = 16 * 1024
+// How long an upstream connection is kept between requests (undici's default keep-alive).
+const UPSTREAM_IDLE_MS = 4_000
+// A header value that must not be written to a socket.
+const BAD_VALUE = /[\0\r\n]/
+
+/** `wsgi.input` of a request whose body is copied: the app sees the head only. */
+const COPIED_BODY: AsyncIterable<Uint8Array> = {
+  [Symbol.asyncIterator]() {
+    throw new WsgiProxyError(
+      'APP_ERROR',
+      'the byte-copying front copies this body upstream; the app cannot read it',
+    )
+  },
+}
+
+/** A request head as llhttp read it. */
+interface Head {
+  method: string
+  url: string
+  major: number
+  minor: number
+  /** Header lines, flat: name, value, name, value, ... */
+  flat: string[]
+  upgrade: boolean
+  keepAlive: boolean
+}
+
+/** An upstream connection with its response parser. */
+interface Upstream {
+  socket: Socket
+  parser: Parser
+  key: string
+  /** The exchange it serves, or `undefined` while idle. */
+  onData: ((chunk: Buffer) => void) | undefined
+  onEnd: ((error: Error | undefined) => void) | undefined
+  /** The socket's error, if it failed. */
+  error: Error | undefined
+}
+
+/**
+ * Starts a byte-copying front for `serve`.
+ *
+ * @param settings - the app, the hand-over to node:http, limits and timeouts
+ * @returns the front, to accept connections and close them
+ */
+export function createByteCopyFront(settings: ByteCopySettings): ByteCopyFront {
+  const { HTTPParser, methods } = llhttp()
+  const onError = settings.onError ?? logErrors()
+  const idle = new Map<string, Upstream[]>()
+  const connections = new Set<ClientConnection>()
+  let draining = false
+  let closing = false
+
+  async function fail(error: unknown, environ: Environ | undefined): Promise<AppResponse> {
+    try {
+      return (
+        (await onError(asWsgiProxyError(error), environ)) ??
+        errorResponse(error, settings.exposeErrors)
+      )
+    } catch {
+      return errorResponse(new WsgiProxyError('APP_ERROR', 'the error hook failed'))
+    }
+  }
+
+  function takeUpstream(url: URL): { upstream: Upstream; reused: boolean } {
+    const key = url.host
+    const reused = idle.get(key)?.pop()
+    if (reused !== undefined) {
+      reused.socket.setTimeout(0)
+      return { upstream: reused, reused: true }
+    }
+    const socket = connect({
+      host: url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname,
+      port: Number(url.port || 80),
+      noDelay: true,
+    })
+    const parser = new HTTPParser()
+    parser.initialize(HTTPParser.RESPONSE, {}, MAX_HEADER_BYTES, 0)
+    const upstream: Upstream = {
+      socket,
+      parser,
+      key,
+      onData: undefined,
+      onEnd: undefined,
+      error: undefined,
+    }
+    socket.on('data', (chunk: Buffer) => {
+      if (upstream.onData !== undefined) upstream.onData(chunk)
+      else socket.destroy() // bytes nobody asked for
+    })
+    socket.on('error', (error: Error) => {
+      upstream.error = error
+    })
+    socket.on('timeout', () => socket.destroy())
+    socket.once('close', () => {
+      const list = idle.get(key)
+      const at = list?.indexOf(upstream) ?? -1
+      if (at >= 0) list?.splice(at, 1)
+      upstream.onEnd?.(upstream.error)
+      parser.close()
+    })
+    return { upstream, reused: false }
+  }
+
+  function releaseUpstream(upstream: Upstream): void {
+    upstream.onData = undefined
+    upstream.onEnd = undefined
+    if (closing || upstream.socket.destroyed) {
+      upstream.socket.destroy()
+      return
+    }
+    upstream.socket.setTimeout(UPSTREAM_IDLE_MS)
+    upstream.socket.resume()
+    const list = idle.get(upstream.key)
+    if (list === undefined) idle.set(upstream.key, [upstream])
+    else list.push(upstream)
+  }
+
+  class ClientConnection {
+    readonly socket: Socket
+    readonly parser: Parser
+    /** Reading a head, waiting for the next one, or running an exchange. */
+    state: 'head' | 'idle' | 'exchange' | 'gone' = 'head'
+    /** The head llhttp stopped at, during `feed`. */
+    captured: Head | undefined
+    partialFlat: string[] = []
+    partialUrl = ''
+    /** Bytes after a held head, not parsed yet. */
+    held: Buffer | undefined
+    /** Where the request body being parsed goes. */
+    body: RequestBody | undefined
+    timer: NodeJS.Timeout | undefined
+    readonly pausedFor = new Set<string>()
+    readonly onData = (chunk: Buffer): void => this.receive(chunk)
+    readonly onEnd = (): void => {
+      this.socket.destroy()
+    }
+
+    constructor(socket: Socket) {
+      this.socket = socket
+      const parser = new HTTPParser()
+      parser.initialize(HTTPParser.REQUEST, {}, MAX_HEADER_BYTES, 0)
+      this.parser = parser
+      parser[HTTPParser.kOnHeaders] = (flat: string[], url: string): void => {
+        if (this.body !== undefined) this.body.trailers.push(...flat)
+        else {
+          this.partialFlat.push(...flat)
+          this.partialUrl += url
+        }
+      }
+      parser[HTTPParser.kOnHeadersComplete] = (
+        major: number,
+        minor: number,
+        flat: string[] | undefined,
+        method: number,
+        url: string | undefined,
+        _status: unknown,
+        _message: unknown,
+        upgrade: boolean,
+        keepAlive: boolean,
+      ): number => {
+        this.captured = {
+          method: methods[method] ?? 'GET',
+          url: url ?? this.partialUrl,
+          major,
+          minor,
+          flat: flat ?? this.partialFlat,
+          upgrade,
+          keepAlive,
+        }
+        this.partialFlat = []
+        this.partialUrl = ''
+        return PAUSE
+      }
+      parser[HTTPParser.kOnBody] = (chunk: Buffer): void => this.body?.chunk(chunk)
+      parser[HTTPParser.kOnMessageComplete] = (): void => {
+        const body = this.body
+        this.body = undefined
+        body?.end()
+      }
+      socket.on('data', this.onData)
+      socket.on('error', noop)
+      socket.once('close', () => this.gone())
+      // node:http servers accept half-open connections and abort the requests of a client that
+      // ended its side (unless `httpAllowHalfOpen`): the same here.
+      socket.once('end', this.onEnd)
+      this.startTimer('head')
+    }
+
+    startTimer(kind: 'head' | 'idle'): void {
+      clearTimeout(this.timer)
+      const ms = kind === 'head' ? settings.headersTimeout : settings.keepAliveTimeout
+      if (ms <= 0) return
+      this.timer = setTimeout(() => {
+        if (kind === 'head') this.refuse(408, 'Request Timeout')
+        else this.socket.destroy()
+      }, ms)
+    }
+
+    pause(reason: string): void {
+      this.pausedFor.add(reason)
+      this.socket.pause()
+    }
+
+    resume(reason: string): void {
+      this.pausedFor.delete(reason)
+      if (this.pausedFor.size === 0 && this.state !== 'gone') this.socket.resume()
+    }
+
+    receive(chunk: Buffer): void {
+      if (this.state === 'gone') return
+      if (this.held !== undefined) {
+        // Paused sockets may still hand over what they had read.
+        this.held = Buffer.concat([this.held, chunk])
+        return
+      }
+      if (this.state === 'idle') {
+        this.state = 'head'
+        this.startTimer('head')
+      }
+      this.feed(chunk)
+    }
+
+    feed(chunk: Buffer): void {
+      const result = this.parser.execute(chunk)
+      const head = this.captured
+      if (head === undefined) {
+        if (typeof result !== 'number') this.broken(result)
+        return
+      }
+      this.captured = undefined
+      if (typeof result !== 'number' && result.code !== 'HPE_PAUSED') {
+        this.broken(result)
+        return
+      }
+      this.held = chunk.subarray(typeof result === 'number' ? result : result.bytesParsed)
+      this.pause('held')
+      if (this.state !== 'exchange') this.begin(head)
+      else this.next = head
+    }
+
+    /** The head held while an exchange runs. */
+    next: Head | undefined
+
+    /** A request llhttp refused: 431 for a head too large, else 400, then the connection closes. */
+    broken(error: ParseError): void {
+      const exchange = this.exchange
+      if (exchange !== undefined) {
+        if (exchange.answered) {
+          exchange.abort()
+          return
+        }
+        exchange.done = true
+        clearTimeout(exchange.timer)
+        exchange.dropUpstream()
+      }
+      if (error.code === 'HPE_HEADER_OVERFLOW') this.refuse(431, 'Request Header Fields Too Large')
+      else this.refuse(400, 'Bad Request')
+    }
+
+    refuse(status: number, reason: string): void {
+      this.state = 'gone'
+      clearTimeout(this.timer)
+      this.socket.end(
+        `HTTP/1.1 ${status} ${reason}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n`,
+      )
+      this.socket.destroySoon()
+    }
+
+    exchange: Exchange | undefined
+
+    begin(head: Head): void {
+      clearTimeout(this.timer)
+      this.state = 'exchange'
+      if (needsNodeHttp(head)) {
+        this.handOff(head)
+        return
+      }
+      void this.prepare(head)
+    }
+
+    async prepare(head: Head): Promise<void> {
+      const chunked = isChunked(head.flat)
+      const length = chunked ? undefined : headerValue(head.flat, 'content-length')
+      const hasBody = chunked || (length !== undefined && length !== '0')
+      let environ: Environ | undefined
+      let prepared: CopyTarget | AppResponse | undefined
+      try {
+        environ = environFromParts(
+          {
+            method: head.method,
+            target: head.url,
+            headers: headerLines(head.flat),
+            scheme: 'http',
+            input: hasBody ? COPIED_BODY : null,
+            ...(this.socket.remoteAddress === undefined
+              ? {}
+              : { remoteAddr: this.socket.remoteAddress }),
+          },
+          settings.environOptions,
+        )
+        prepared = await settings.app.prepareCopy(environ)
+      } catch (error) {
+        prepared = await fail(error, environ)
+      }
+      if (this.state === 'gone') return
+      if (prepared === undefined || ('url' in prepared && prepared.url.protocol !== 'http:')) {
+        this.handOff(head)
+      } else if (!('url' in prepared)) this.answer(prepared)
+      else {
+        const exchange = new Exchange(this, head, prepared, chunked, length)
+        this.exchange = exchange
+        exchange.start()
+      }
+    }
+
+    /** An answer of the app's or of a failure, then the connection closes. */
+    answer(response: AppResponse): void {
+      this.state = 'gone'
+      this.socket.off('data', this.onData)
+      void writeAnswer(this.socket, response)
+    }
+
+    /** The exchange has finished both ways. */
+    finished(close: boolean): void {
+      this.exchange = undefined
+      if (this.state === 'gone') return
+      if (close || closing) {
+        this.state = 'gone'
+        this.socket.end()
+        return
+      }
+      const head = this.next
+      this.next = undefined
+      if (head !== undefined) {
+        this.begin(head)
+        return
+      }
+      const held = this.held
+      this.held = undefined
+      this.state = 'idle'
+      this.startTimer('idle')
+      this.resume('held')
+      if (held !== undefined && held.length > 0) this.receive(held)
+    }
+
+    /** Gives the connection to node:http at `head`, which it reads again. */
+    handOff(head: Head): void {
+      this.state = 'gone'
+      clearTimeout(this.timer)
+      connections.delete(this)
+      this.socket.off('data', this.onData)
+      this.socket.off('end', this.onEnd)
+      this.socket.removeListener('error', noop)
+      this.parser.close()
+      let text = `${head.method} ${head.url} HTTP/${head.major}.${head.minor}\r\n`
+      for (let i = 0; i + 1 < head.flat.length; i += 2) {
+        text += `${head.flat[i]}: ${head.flat[i + 1]}\r\n`
+      }
+      const rest = this.held ?? Buffer.alloc(0)
+      this.held = undefined
+      this.socket.unshift(Buffer.concat([Buffer.from(`${text}\r\n`, 'latin1'), rest]))
+      settings.handOff(this.socket)
+      this.socket.resume()
+    }
+
+    gone(): void {
+      if (this.state !== 'gone' || connections.has(this)) {
+        this.state = 'gone'
+        connections.delete(this)
+        clearTimeout(this.timer)
+        this.exchange?.abort()
+        this.parser.close()
+      }
+    }
+
+    isIdle(): boolean {
+      return this.state === 'idle' || (this.state === 'head' && this.held === undefined)
+    }
+  }
+
+  /** One request and its response, copied. */
+  class Exchange {
+    readonly client: ClientConnection
+    readonly head: Head
+    readonly target: CopyTarget
+    readonly chunked: boolean
+    readonly length: string | undefined
+    upstream: Upstream | undefined
+    reused = false
+    requestDone = false
+    responseDone = false
+    /** The response head went to the client. */
+    answered = false
+    /** Bytes came from the upstream. */
+    heard = false
+    closeAfter = false
+    responseChunked = false
+    upstreamKeepAlive = false
+    interim = false
+    trailers: string[] = []
+    timer: NodeJS.Timeout | undefined
+    done = false
+
+    constructor(
+      client: ClientConnection,
+      head: Head,
+      target: CopyTarget,
+      chunked: boolean,
+      length: string | undefined,
+    ) {
+      this.client = client
+      this.head = head
+      this.target = target
+      this.chunked = chunked
+      this.length = length
+    }
+
+    /** The request head to send upstream, or `undefined` for a header no socket may carry. */
+    requestHead(): string | undefined {
+      const { target } = this
+      let text = `${target.method} ${target.url.pathname}${target.url.search} HTTP/1.1\r\n`
+      for (const [name, value] of target.headers) {
+        if (!TOKEN.test(name) || BAD_VALUE.test(value)) return undefined
+        text += `${name}: ${value}\r\n`
+      }
+      if (this.chunked) text += 'transfer-encoding: chunked\r\n'
+      else if (this.length !== undefined) text += `content-length: ${this.length}\r\n`
+      return `${text}\r\n`
+    }
+
+    start(): void {
+      const { target } = this
+      const text = this.requestHead()
+      if (text === undefined) {
+        void this.failed(
+          new WsgiProxyError('INVALID_UPSTREAM', 'the app gave a header line Node refuses'),
+        )
+        return
+      }
+      const { upstream, reused } = takeUpstream(target.url)
+      this.upstream = upstream
+      this.reused = reused
+      this.bind(upstream)
+      this.watchHeaders()
+      upstream.socket.write(text, 'latin1')
+      this.client.body = new RequestBody(this)
+      // The bytes after the head: the body, and maybe the next request.
+      const held = this.client.held
+      this.client.held = undefined
+      this.client.parser.resume()
+      this.client.resume('held')
+      if (this.client.state !== 'gone') this.client.feed(held ?? Buffer.alloc(0))
+    }
+
+    watchHeaders(): void {
+      const ms = this.target.headersTimeout
+      if (ms === false) return
+      this.timer = setTimeout(() => {
+        void this.failed(
+          new WsgiProxyError(
+            'UPSTREAM_HEADERS_TIMEOUT',
+            `no response headers from ${this.target.url.origin} within ${ms} ms`,
+          ),
+        )
+      }, ms)
+    }
+
+    bind(upstream: Upstream): void {
+      const { parser } = upstream
+      parser[HTTPParser.kOnHeaders] = (flat: string[]): void => {
+        this.trailers.push(...flat)
+      }
+      parser[HTTPParser.kOnHeadersComplete] = (
+        _major: number,
+        _minor: number,
+        flat: string[],
+        _method: unknown,
+        _url: unknown,
+        status: number,
+        reason: string,
+        _upgrade: boolean,
+        keepAlive: boolean,
+      ): number => this.respond(flat, status, reason, keepAlive)
+      parser[HTTPParser.kOnBody] = (chunk: Buffer): void => this.responseChunk(chunk)
+      parser[HTTPParser.kOnMessageComplete] = (): void => this.responseEnd()
+      upstream.onData = (chunk: Buffer): void => {
+        this.heard = true
+        const result = parser.execute(chunk)
+        if (typeof result !== 'number') {
+          void this.failed(
+            new WsgiProxyError(
+              'UPSTREAM_RESET',
+              `the response from ${this.target.url.origin} is not valid HTTP/1.1 (${result.code})`,
+            ),
+          )
+        }
+      }
+      upstream.onEnd = (error): void => {
+        // A response framed by the connection's end ends here.
+        if (!this.responseDone && this.answered) parser.finish()
+        if (this.responseDone || this.done) return
+        if (this.reused && !this.heard && !this.bodySent && this.client.state !== 'gone') {
+          // A kept connection the upstream closed meanwhile: once more on a new one.
+          this.retry()
+          return
+        }
+        void this.failed(
+          error === undefined
+            ? new WsgiProxyError(
+                'UPSTREAM_RESET',
+                `${this.target.url.origin} closed the connection before the response ended`,
+              )
+            : toUpstreamError(error, this.target.url),
+        )
+      }
+    }
+
+    /** Whether any request body byte went upstream (then it cannot be sent again). */
+    bodySent = false
+
+    retry(): void {
+      clearTimeout(this.timer)
+      const { upstream } = takeUpstream(this.target.url)
+      this.upstream = upstream
+      this.reused = false
+      this.bind(upstream)
+      this.watchHeaders()
+      upstream.socket.write(this.requestHead() ?? '', 'latin1')
+      if (this.chunked && this.requestDone) upstream.socket.write('0\r\n\r\n', 'latin1')
+    }
+
+    respond(flat: string[], status: number, reason: string, keepAlive: boolean): number {
+      if (status < 200) {
+        if (status === 101) {
+          void this.failed(
+            new WsgiProxyError(
+              'UPSTREAM_RESET',
+              `${this.target.url.origin} switched protocols on a request without Upgrade`,
+            ),
+          )
+          return 0
+        }
+        this.interim = true // 1xx: not passed on (as undici does on the other path)
+        return 0
+      }
+      clearTimeout(this.timer)
+      this.timer = undefined
+      this.answered = true
+      this.upstreamKeepAlive = keepAlive
+      const noBody = this.head.method === 'HEAD' || status === 204 || status === 304
+      const framed = isChunked(flat) || headerValue(flat, 'content-length') === undefined
+      this.responseChunked = !noBody && framed
+      let lines = ''
+      for (const [name, value] of this.target.answerHeaders(
+        stripHopByHop(headerLines(flat), 'response'),
+      )) {
+        if (!TOKEN.test(name) || BAD_VALUE.test(value)) continue
+        if (this.responseChunked && name.length === 14 && name.toLowerCase() === 'content-length')
+          continue
+        lines += `${name}: ${value}\r\n`
+      }
+      if (this.responseChunked) lines += 'transfer-encoding: chunked\r\n'
+      this.closeAfter = !this.head.keepAlive || draining || closing
+      if (this.closeAfter) lines += 'connection: close\r\n'
+      this.client.socket.write(`HTTP/1.1 ${status} ${reason}\r\n${lines}\r\n`, 'latin1')
+      this.watchBody()
+      return this.head.method === 'HEAD' ? SKIP_BODY : 0
+    }
+
+    watchBody(): void {
+      const ms = this.target.bodyTimeout
+      if (ms === false) return
+      this.timer = setTimeout(() => {
+        this.target
+          .fail(
+            new WsgiProxyError(
+              'UPSTREAM_BODY_TIMEOUT',
+              `the response body from ${this.target.url.origin} stalled for ${ms} ms`,
+            ),
+          )
+          .catch(noop)
+        this.abort()
+      }, ms)
+    }
+
+    responseChunk(chunk: Buffer): void {
+      this.timer?.refresh()
+      const socket = this.client.socket
+      let flushed: boolean
+      if (this.responseChunked) {
+        socket.cork()
+        socket.write(`${chunk.length.toString(16)}\r\n`, 'latin1')
+        socket.write(chunk)
+        flushed = socket.write('\r\n', 'latin1')
+        socket.uncork()
+      } else flushed = socket.write(chunk)
+      const upstream = this.upstream
+      if (!flushed && upstream !== undefined) {
+        upstream.socket.pause()
+        whenWritable(socket, () => upstream.socket.resume())
+      }
+    }
+
+    responseEnd(): void {
+      if (this.interim) {
+        this.interim = false
+        this.trailers = []
+        return
+      }
+      clearTimeout(this.timer)
+      this.timer = undefined
+      if (this.responseChunked) {
+        this.client.socket.write(lastChunk(this.trailers), 'latin1')
+      }
+      this.responseDone = true
+      this.settle()
+    }
+
+    /** The request body's end came (or there was none). */
+    requestEnd(): void {
+      this.requestDone = true
+      this.settle()
+    }
+
+    settle(): void {
+      if (!this.responseDone || !this.requestDone || this.done) return
+      this.done = true
+      const upstream = this.upstream
+      if (upstream !== undefined) {
+        if (this.upstreamKeepAlive) releaseUpstream(upstream)
+        else {
+          upstream.onData = undefined
+          upstream.onEnd = undefined
+          upstream.socket.destroy()
+        }
+      }
+      this.client.finished(this.closeAfter)
+    }
+
+    /** A failure before the response head: the app's answer; after it: the client is cut off. */
+    async failed(error: WsgiProxyError): Promise<void> {
+      if (this.done) return
+      this.done = true
+      clearTimeout(this.timer)
+      this.dropUpstream()
+      if (this.answered) {
+        this.client.socket.destroy()
+        return
+      }
+      const response = await this.target.fail(error)
+      this.client.body = undefined
+      if (this.client.state !== 'gone') this.client.answer(response)
+    }
+
+    /** Both connections are cut: the client left, or a timeout. */
+    abort(): void {
+      if (this.done) return
+      this.done = true
+      clearTimeout(this.timer)
+      this.dropUpstream()
+      this.client.socket.destroy()
+    }
+
+    dropUpstream(): void {
+      const upstream = this.upstream
+      if (upstream === undefined) return
+      upstream.onData = undefined
+      upstream.onEnd = undefined
+      upstream.socket.destroy()
+    }
+  }
+
+  /** Where the request body llhttp parses goes: upstream, framed as it came. */
+  class RequestBody {
+    readonly exchange: Exchange
+    readonly trailers: string[] = []
+
+    constructor(exchange: Exchange) {
+      this.exchange = exchange
+    }
+
+    chunk(chunk: Buffer): void {
+      const { exchange } = this
+      const upstream = exchange.upstream
+      // After an early response the upstream may have closed: the rest is read and dropped.
+      if (upstream === undefined || exchange.done || upstream.socket.destroyed) return
+      exchange.bodySent = true
+      const socket = upstream.socket
+      let flushed: boolean
+      if (exchange.chunked) {
+        socket.cork()
+        socket.write(`${chunk.length.toString(16)}\r\n`, 'latin1')
+        socket.write(chunk)
+        flushed = socket.write('\r\n', 'latin1')
+        socket.uncork()
+      } else flushed = socket.write(chunk)
+      if (!flushed) {
+        const client = exchange.client
+        client.pause('upstream')
+        whenWritable(socket, () => client.resume('upstream'))
+      }
+    }
+
+    end(): void {
+      const { exchange } = this
+      const upstream = exchange.upstream
+      if (exchange.chunked && upstream !== undefined && !exchange.done) {
+        if (!upstream.socket.destroyed) upstream.socket.write(lastChunk(this.trailers), 'latin1')
+      }
+      exchange.requestEnd()
+    }
+  }
+
+  return {
+    accept(socket) {
+      socket.setNoDelay(true)
+      const connection = new ClientConnection(socket)
+      connections.add(connection)
+    },
+    closeIdle() {
+      closing = true
+      for (const connection of connections) {
+        if (connection.isIdle()) connection.socket.destroy()
+      }
+      for (const list of idle.values()) for (const upstream of list) upstream.socket.destroy()
+      idle.clear()
+    },
+    drain() {
+      draining = true
+    },
+    closeAll() {
+      closing = true
+      for (const connection of connections) connection.socket.destroy()
+      for (const list of idle.values()) for (const upstream of list) upstream.socket.destroy()
+      idle.clear()
+    },
+  }
+}
+
+/** Whether node:http must take the request: what the byte-copying front does not do. */
+function needsNodeHttp(head: Head): boolean {
+  if (head.upgrade || head.major !== 1 || head.minor !== 1) return true
+  for (let i = 0; i < head.flat.length; i += 2) {
+    const name = (head.flat[i] as string).toLowerCase()
+    if (name === 'expect') return true
+    if (name === 'x-wsgiproxy-version' && head.flat[i + 1] === '0.1') return true
+  }
+  return false
+}
+
+function headerValue(flat: readonly string[], lower: string): string | undefined {
+  for (let i = 0; i + 1 < flat.length; i += 2) {
+    const name = flat[i] as string
+    if (name.length === lower.length && name.toLowerCase() === lower) return flat[i + 1]
+  }
+  return undefined
+}
+
+// llhttp (strict) accepts Transfer-Encoding only with chunked last, and never beside
+// Content-Length, so its presence means a chunked body.
+function isChunked(flat: readonly string[]): boolean {
+  return headerValue(flat, 'transfer-encoding') !== undefined
+}
+
+/** Calls `then` once the socket drained its buffer, or closed (then nothing will drain). */
+function whenWritable(socket: Socket, then: () => void): void {
+  const done = (): void => {
+    socket.off('drain', done)
+    socket.off('close', done)
+    then()
+  }
+  socket.once('drain', done)
+  socket.once('close', done)
+}
+
+/**
+ * The last chunk of a chunked body with its trailer section: the fields a trailer may carry, as
+ * the other writers keep them (`readTrailers`).
+ */
+function lastChunk(flat: readonly string[]): string {
+  let text = '0\r\n'
+  if (flat.length > 0) {
+    const lines = readTrailers({
+      status: 200,
+      headers: [],
+      body: null,
+      trailers: () => headerLines([...flat]),
+    })
+    for (const [name, value] of lines) {
+      if (TOKEN.test(name) && !BAD_VALUE.test(value)) text += `${name}: ${value}\r\n`
+    }
+  }
+  return `${text}\r\n`
+}
