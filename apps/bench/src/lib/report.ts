@@ -163,51 +163,33 @@ function check(
 }
 
 /** The server ids the targets refer to. */
-export const OURS = { node: 'wsgiproxy-node', fetch: 'wsgiproxy-fetch' } as const
+export const OURS = {
+  node: 'wsgiproxy-node',
+  nodeCopy: 'wsgiproxy-node-copy',
+  fetch: 'wsgiproxy-fetch',
+} as const
 
 /**
  * Checks the targets of issue 20 (performance, round two) that the measured servers and
- * workloads allow: the node listener against http-proxy (throughput, p99, memory on the download
- * and at rest), the fetch path against hono's proxy helper (throughput, download, memory under
+ * workloads allow: the node path against http-proxy (throughput, p99, memory on the download
+ * and at rest), as the node listener and as `serve({ byteCopy: true })`, the fetch path against hono's proxy helper (throughput, download, memory under
  * 128 connections).
  */
 export function checkTargets(summaries: Summaries): TargetCheck[] {
   const checks: TargetCheck[] = []
-  const { node, fetch } = OURS
-  const peer = 'http-proxy'
+  const { fetch } = OURS
   const hono = 'hono-proxy'
   const at = (server: string, workload: string): CellSummary | undefined =>
     summaries[server]?.[workload]
   const both = (a: string, b: string, w: string): boolean =>
     at(a, w) !== undefined && at(b, w) !== undefined
-  for (const [w, bound] of [
-    ['get-1k-32', 1.25],
-    ['get-1k-128', 1.25],
-    ['echo-64k', 1.1],
+  for (const [node, name] of [
+    [OURS.node, 'node path'],
+    [OURS.nodeCopy, 'node byteCopy'],
   ] as const) {
-    if (both(node, peer, w)) {
-      checks.push(
-        check(`node path / ${peer}, ${w}`, rateRatio(summaries, node, peer, w), bound, 'min'),
-      )
-    }
-  }
-  for (const w of ['get-1k-32', 'get-1k-128', 'echo-64k']) {
-    const ours = at(node, w)?.p99Ms
-    const theirs = at(peer, w)?.p99Ms
-    if (ours !== undefined && theirs !== undefined) {
-      checks.push(check(`node path p99 / ${peer} p99, ${w}`, ours / theirs, 1.0, 'max'))
-    }
+    checks.push(...nodeTargets(summaries, node, name))
   }
   const dl = 'download'
-  const theirPeak = at(peer, dl)?.peakRssMB
-  const ourPeak = at(node, dl)?.peakRssMB
-  if (ourPeak !== undefined && theirPeak !== undefined) {
-    checks.push(
-      check(`node path peak RSS, ${dl} (MB, ${peer} + 15)`, ourPeak, theirPeak + 15, 'max'),
-    )
-  }
-  const rest = restRss(summaries, node)
-  if (rest !== undefined) checks.push(check('node path RSS at rest (MB)', rest, 60, 'max'))
   for (const w of ['get-1k-32', 'get-1k-128']) {
     if (both(fetch, hono, w)) {
       checks.push(
@@ -223,6 +205,43 @@ export function checkTargets(summaries: Summaries): TargetCheck[] {
   const busy = at(fetch, 'get-1k-128')?.peakRssMB
   if (busy !== undefined)
     checks.push(check('fetch path peak RSS, get-1k-128 (MB)', busy, 150, 'max'))
+  return checks
+}
+
+// The node path's targets (issue 20) for one server measured as the node path.
+function nodeTargets(summaries: Summaries, node: string, name: string): TargetCheck[] {
+  const checks: TargetCheck[] = []
+  const peer = 'http-proxy'
+  const at = (server: string, workload: string): CellSummary | undefined =>
+    summaries[server]?.[workload]
+  const both = (a: string, b: string, w: string): boolean =>
+    at(a, w) !== undefined && at(b, w) !== undefined
+  for (const [w, bound] of [
+    ['get-1k-32', 1.25],
+    ['get-1k-128', 1.25],
+    ['echo-64k', 1.1],
+  ] as const) {
+    if (both(node, peer, w)) {
+      checks.push(
+        check(`${name} / ${peer}, ${w}`, rateRatio(summaries, node, peer, w), bound, 'min'),
+      )
+    }
+  }
+  for (const w of ['get-1k-32', 'get-1k-128', 'echo-64k']) {
+    const ours = at(node, w)?.p99Ms
+    const theirs = at(peer, w)?.p99Ms
+    if (ours !== undefined && theirs !== undefined) {
+      checks.push(check(`${name} p99 / ${peer} p99, ${w}`, ours / theirs, 1.0, 'max'))
+    }
+  }
+  const dl = 'download'
+  const theirPeak = at(peer, dl)?.peakRssMB
+  const ourPeak = at(node, dl)?.peakRssMB
+  if (ourPeak !== undefined && theirPeak !== undefined) {
+    checks.push(check(`${name} peak RSS, ${dl} (MB, ${peer} + 15)`, ourPeak, theirPeak + 15, 'max'))
+  }
+  const rest = restRss(summaries, node)
+  if (rest !== undefined) checks.push(check(`${name} RSS at rest (MB)`, rest, 60, 'max'))
   return checks
 }
 

@@ -205,6 +205,8 @@ export interface FrontOptions {
   tls?: BenchCertificate
   /** With `tls`: HTTP/2 by ALPN, HTTP/1.1 on the same port. Default `false`. */
   http2?: boolean
+  /** `serve({ byteCopy: true })`: the bodies copied between the sockets. Default `false`. */
+  byteCopy?: boolean
 }
 
 /**
@@ -222,6 +224,7 @@ export async function startNodeListener(
   return serve(app, {
     ...(front.tls === undefined ? {} : { tls: { key: front.tls.key, cert: front.tls.cert } }),
     ...(front.http2 === undefined ? {} : { http2: front.http2 }),
+    ...(front.byteCopy === true ? { byteCopy: true } : {}),
   })
 }
 
@@ -300,6 +303,11 @@ export const SERVERS: readonly ServerInfo[] = [
     id: 'wsgiproxy-node',
     label: 'wsgiproxy node listener + undici',
     start: ([upstream]) => startNodeListener({ href: upstream }),
+  },
+  {
+    id: 'wsgiproxy-node-copy',
+    label: 'wsgiproxy node, serve({ byteCopy: true })',
+    start: ([upstream]) => startNodeListener({ href: upstream }, { byteCopy: true }),
   },
   {
     id: 'wsgiproxy-fetch',

@@ -41,6 +41,8 @@ export interface ByteCopySettings {
   environOptions: ToEnvironOptions
   /** node:http's `headersTimeout`: from a request's first byte to its whole head; 0 for none. */
   headersTimeout: number
+  /** node:http's `requestTimeout`: from a request's first byte to its whole body; 0 for none. */
+  requestTimeout: number
   /** How long a connection may sit idle between requests. */
   keepAliveTimeout: number
   exposeErrors: boolean
@@ -63,6 +65,10 @@ export interface ByteCopyFront {
 const MAX_HEADER_BYTES = 16 * 1024
 // How long an upstream connection is kept between requests (undici's default keep-alive).
 const UPSTREAM_IDLE_MS = 4_000
+// The methods a request may be sent again with when a kept upstream connection turned out closed
+// before any answer (RFC 9110 §9.2.2 allows PUT and DELETE too; undici sends those again, but a
+// proxy does not know whether the upstream acted on them).
+const SAFE_METHODS: ReadonlySet<string> = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE'])
 // A header value that must not be written to a socket.
 const BAD_VALUE = /[\0\r\n]/
 
@@ -78,7 +84,8 @@ const COPIED_BODY: AsyncIterable<Uint8Array> = {
 
 /** A request head as llhttp read it. */
 interface Head {
-  method: string
+  /** The method; `undefined` for one llhttp numbers but node:http does not name. */
+  method: string | undefined
   url: string
   major: number
   minor: number
@@ -98,6 +105,8 @@ interface Upstream {
   onEnd: ((error: Error | undefined) => void) | undefined
   /** The socket's error, if it failed. */
   error: Error | undefined
+  /** It sent bytes past the end of its response: never reused. */
+  poisoned: boolean
 }
 
 /**
@@ -146,6 +155,7 @@ export function createByteCopyFront(settings: ByteCopySettings): ByteCopyFront {
       onData: undefined,
       onEnd: undefined,
       error: undefined,
+      poisoned: false,
     }
     socket.on('data', (chunk: Buffer) => {
       if (upstream.onData !== undefined) upstream.onData(chunk)
@@ -193,6 +203,8 @@ export function createByteCopyFront(settings: ByteCopySettings): ByteCopyFront {
     /** Where the request body being parsed goes. */
     body: RequestBody | undefined
     timer: NodeJS.Timeout | undefined
+    /** Runs from a request's first byte to the end of its body (`requestTimeout`). */
+    requestTimer: NodeJS.Timeout | undefined
     readonly pausedFor = new Set<string>()
     readonly onData = (chunk: Buffer): void => this.receive(chunk)
     readonly onEnd = (): void => {
@@ -223,7 +235,7 @@ export function createByteCopyFront(settings: ByteCopySettings): ByteCopyFront {
         keepAlive: boolean,
       ): number => {
         this.captured = {
-          method: methods[method] ?? 'GET',
+          method: methods[method],
           url: url ?? this.partialUrl,
           major,
           minor,
@@ -248,6 +260,28 @@ export function createByteCopyFront(settings: ByteCopySettings): ByteCopyFront {
       // ended its side (unless `httpAllowHalfOpen`): the same here.
       socket.once('end', this.onEnd)
       this.startTimer('head')
+      this.startRequestClock()
+    }
+
+    startRequestClock(): void {
+      clearTimeout(this.requestTimer)
+      const ms = settings.requestTimeout
+      if (ms <= 0) return
+      this.requestTimer = setTimeout(() => {
+        const exchange = this.exchange
+        if (exchange?.answered === true) {
+          exchange.abort()
+          return
+        }
+        exchange?.drop()
+        this.refuse(408, 'Request Timeout')
+      }, ms)
+    }
+
+    /** The request's body has come whole. */
+    requestComplete(): void {
+      clearTimeout(this.requestTimer)
+      this.requestTimer = undefined
     }
 
     startTimer(kind: 'head' | 'idle'): void {
@@ -280,8 +314,12 @@ export function createByteCopyFront(settings: ByteCopySettings): ByteCopyFront {
       if (this.state === 'idle') {
         this.state = 'head'
         this.startTimer('head')
+        this.startRequestClock()
       }
+      const upstream = this.exchange?.upstream?.socket
+      upstream?.cork()
       this.feed(chunk)
+      upstream?.uncork()
     }
 
     feed(chunk: Buffer): void {
@@ -296,6 +334,8 @@ export function createByteCopyFront(settings: ByteCopySettings): ByteCopyFront {
         this.broken(result)
         return
       }
+      // The exchange that just ended (inside `execute`) may have closed the connection.
+      if (this.state === 'gone') return
       this.held = chunk.subarray(typeof result === 'number' ? result : result.bytesParsed)
       this.pause('held')
       if (this.state !== 'exchange') this.begin(head)
@@ -313,9 +353,7 @@ export function createByteCopyFront(settings: ByteCopySettings): ByteCopyFront {
           exchange.abort()
           return
         }
-        exchange.done = true
-        clearTimeout(exchange.timer)
-        exchange.dropUpstream()
+        exchange.drop()
       }
       if (error.code === 'HPE_HEADER_OVERFLOW') this.refuse(431, 'Request Header Fields Too Large')
       else this.refuse(400, 'Bad Request')
@@ -324,6 +362,7 @@ export function createByteCopyFront(settings: ByteCopySettings): ByteCopyFront {
     refuse(status: number, reason: string): void {
       this.state = 'gone'
       clearTimeout(this.timer)
+      clearTimeout(this.requestTimer)
       this.socket.end(
         `HTTP/1.1 ${status} ${reason}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n`,
       )
@@ -335,14 +374,19 @@ export function createByteCopyFront(settings: ByteCopySettings): ByteCopyFront {
     begin(head: Head): void {
       clearTimeout(this.timer)
       this.state = 'exchange'
+      const method = head.method
+      if (method === undefined) {
+        this.refuse(400, 'Bad Request')
+        return
+      }
       if (needsNodeHttp(head)) {
         this.handOff(head)
         return
       }
-      void this.prepare(head)
+      void this.prepare(head, method)
     }
 
-    async prepare(head: Head): Promise<void> {
+    async prepare(head: Head, method: string): Promise<void> {
       const chunked = isChunked(head.flat)
       const length = chunked ? undefined : headerValue(head.flat, 'content-length')
       const hasBody = chunked || (length !== undefined && length !== '0')
@@ -351,7 +395,7 @@ export function createByteCopyFront(settings: ByteCopySettings): ByteCopyFront {
       try {
         environ = environFromParts(
           {
-            method: head.method,
+            method,
             target: head.url,
             headers: headerLines(head.flat),
             scheme: 'http',
@@ -380,6 +424,8 @@ export function createByteCopyFront(settings: ByteCopySettings): ByteCopyFront {
     /** An answer of the app's or of a failure, then the connection closes. */
     answer(response: AppResponse): void {
       this.state = 'gone'
+      clearTimeout(this.timer)
+      clearTimeout(this.requestTimer)
       this.socket.off('data', this.onData)
       void writeAnswer(this.socket, response)
     }
@@ -390,12 +436,16 @@ export function createByteCopyFront(settings: ByteCopySettings): ByteCopyFront {
       if (this.state === 'gone') return
       if (close || closing) {
         this.state = 'gone'
+        clearTimeout(this.requestTimer)
+        // The socket accepts half-open connections: it closes once the answer is out.
         this.socket.end()
+        this.socket.destroySoon()
         return
       }
       const head = this.next
       this.next = undefined
       if (head !== undefined) {
+        this.startRequestClock()
         this.begin(head)
         return
       }
@@ -411,6 +461,7 @@ export function createByteCopyFront(settings: ByteCopySettings): ByteCopyFront {
     handOff(head: Head): void {
       this.state = 'gone'
       clearTimeout(this.timer)
+      clearTimeout(this.requestTimer)
       connections.delete(this)
       this.socket.off('data', this.onData)
       this.socket.off('end', this.onEnd)
@@ -432,6 +483,7 @@ export function createByteCopyFront(settings: ByteCopySettings): ByteCopyFront {
         this.state = 'gone'
         connections.delete(this)
         clearTimeout(this.timer)
+        clearTimeout(this.requestTimer)
         this.exchange?.abort()
         this.parser.close()
       }
@@ -461,9 +513,16 @@ export function createByteCopyFront(settings: ByteCopySettings): ByteCopyFront {
     responseChunked = false
     upstreamKeepAlive = false
     interim = false
+    /** The response's head fields llhttp handed over before the head ended (32 or more). */
+    partial: string[] = []
+    /** Whether the head of the message being parsed has ended: later fields are trailers. */
+    headEnded = false
     trailers: string[] = []
     timer: NodeJS.Timeout | undefined
     done = false
+    /** Inside the upstream parser's `execute`: settling waits until it returned. */
+    executing = false
+    settleLater = false
 
     constructor(
       client: ClientConnection,
@@ -506,6 +565,8 @@ export function createByteCopyFront(settings: ByteCopySettings): ByteCopyFront {
       this.reused = reused
       this.bind(upstream)
       this.watchHeaders()
+      // The head and the body bytes that came with it leave in one write.
+      upstream.socket.cork()
       upstream.socket.write(text, 'latin1')
       this.client.body = new RequestBody(this)
       // The bytes after the head: the body, and maybe the next request.
@@ -514,6 +575,7 @@ export function createByteCopyFront(settings: ByteCopySettings): ByteCopyFront {
       this.client.parser.resume()
       this.client.resume('held')
       if (this.client.state !== 'gone') this.client.feed(held ?? Buffer.alloc(0))
+      upstream.socket.uncork()
     }
 
     watchHeaders(): void {
@@ -531,39 +593,78 @@ export function createByteCopyFront(settings: ByteCopySettings): ByteCopyFront {
 
     bind(upstream: Upstream): void {
       const { parser } = upstream
+      // Anything the upstream sends after its (final) response is not this client's: the
+      // connection is dropped instead of going back to the pool, and nothing of it is passed on.
+      parser[HTTPParser.kOnMessageBegin] = (): void => {
+        if (this.responseDone) upstream.poisoned = true
+      }
       parser[HTTPParser.kOnHeaders] = (flat: string[]): void => {
-        this.trailers.push(...flat)
+        if (this.headEnded) this.trailers.push(...flat)
+        else this.partial.push(...flat)
       }
       parser[HTTPParser.kOnHeadersComplete] = (
         _major: number,
         _minor: number,
-        flat: string[],
+        flat: string[] | undefined,
         _method: unknown,
         _url: unknown,
         status: number,
         reason: string,
         _upgrade: boolean,
         keepAlive: boolean,
-      ): number => this.respond(flat, status, reason, keepAlive)
-      parser[HTTPParser.kOnBody] = (chunk: Buffer): void => this.responseChunk(chunk)
-      parser[HTTPParser.kOnMessageComplete] = (): void => this.responseEnd()
+      ): number => {
+        const lines = flat ?? this.partial
+        this.partial = []
+        this.headEnded = true
+        if (this.responseDone || this.done) {
+          upstream.poisoned = true
+          return 0
+        }
+        return this.respond(lines, status, reason, keepAlive)
+      }
+      parser[HTTPParser.kOnBody] = (chunk: Buffer): void => {
+        if (this.answered && !this.responseDone && !this.done) this.responseChunk(chunk)
+      }
+      parser[HTTPParser.kOnMessageComplete] = (): void => {
+        this.headEnded = false
+        if (!this.responseDone) this.responseEnd()
+      }
       upstream.onData = (chunk: Buffer): void => {
         this.heard = true
+        // What one read carries (a head, body bytes, a last chunk) leaves in one write.
+        const client = this.client.socket
+        client.cork()
+        this.executing = true
         const result = parser.execute(chunk)
+        this.executing = false
+        client.uncork()
         if (typeof result !== 'number') {
-          void this.failed(
-            new WsgiProxyError(
-              'UPSTREAM_RESET',
-              `the response from ${this.target.url.origin} is not valid HTTP/1.1 (${result.code})`,
-            ),
-          )
+          if (this.responseDone) upstream.poisoned = true
+          else {
+            void this.failed(
+              new WsgiProxyError(
+                'UPSTREAM_RESET',
+                `the response from ${this.target.url.origin} is not valid HTTP/1.1 (${result.code})`,
+              ),
+            )
+          }
+        }
+        if (this.settleLater) {
+          this.settleLater = false
+          this.settle()
         }
       }
       upstream.onEnd = (error): void => {
         // A response framed by the connection's end ends here.
         if (!this.responseDone && this.answered) parser.finish()
         if (this.responseDone || this.done) return
-        if (this.reused && !this.heard && !this.bodySent && this.client.state !== 'gone') {
+        if (
+          this.reused &&
+          !this.heard &&
+          !this.bodySent &&
+          SAFE_METHODS.has(this.target.method) &&
+          this.client.state !== 'gone'
+        ) {
           // A kept connection the upstream closed meanwhile: once more on a new one.
           this.retry()
           return
@@ -595,14 +696,16 @@ export function createByteCopyFront(settings: ByteCopySettings): ByteCopyFront {
 
     respond(flat: string[], status: number, reason: string, keepAlive: boolean): number {
       if (status < 200) {
-        if (status === 101) {
+        if (status < 100 || status === 101) {
           void this.failed(
             new WsgiProxyError(
               'UPSTREAM_RESET',
-              `${this.target.url.origin} switched protocols on a request without Upgrade`,
+              status === 101
+                ? `${this.target.url.origin} switched protocols on a request without Upgrade`
+                : `${this.target.url.origin} answered status ${status}`,
             ),
           )
-          return 0
+          return SKIP_BODY
         }
         this.interim = true // 1xx: not passed on (as undici does on the other path)
         return 0
@@ -666,6 +769,7 @@ export function createByteCopyFront(settings: ByteCopySettings): ByteCopyFront {
     }
 
     responseEnd(): void {
+      if (this.done) return
       if (this.interim) {
         this.interim = false
         this.trailers = []
@@ -683,15 +787,22 @@ export function createByteCopyFront(settings: ByteCopySettings): ByteCopyFront {
     /** The request body's end came (or there was none). */
     requestEnd(): void {
       this.requestDone = true
+      this.client.requestComplete()
       this.settle()
     }
 
     settle(): void {
       if (!this.responseDone || !this.requestDone || this.done) return
+      if (this.executing) {
+        // What follows the response in the same read decides whether the connection is kept.
+        this.settleLater = true
+        return
+      }
       this.done = true
+      this.client.requestComplete()
       const upstream = this.upstream
       if (upstream !== undefined) {
-        if (this.upstreamKeepAlive) releaseUpstream(upstream)
+        if (this.upstreamKeepAlive && !upstream.poisoned) releaseUpstream(upstream)
         else {
           upstream.onData = undefined
           upstream.onEnd = undefined
@@ -723,6 +834,13 @@ export function createByteCopyFront(settings: ByteCopySettings): ByteCopyFront {
       clearTimeout(this.timer)
       this.dropUpstream()
       this.client.socket.destroy()
+    }
+
+    /** Ends the exchange before its response: the upstream connection is closed. */
+    drop(): void {
+      this.done = true
+      clearTimeout(this.timer)
+      this.dropUpstream()
     }
 
     dropUpstream(): void {

@@ -1,6 +1,7 @@
 // Node's own HTTP/1.1 parser (llhttp, through the `HTTPParser` of `node:_http_common`, the module
 // node:http parses with), for the byte-copying front: loaded on first use, its shape checked, so a
 // runtime without it gets a clear error instead of a crash on the first request.
+import { METHODS } from 'node:http'
 import { createRequire } from 'node:module'
 import { WsgiProxyError } from '@wsgiproxy/core'
 
@@ -25,6 +26,7 @@ export interface ParserClass {
   new (): Parser
   REQUEST: number
   RESPONSE: number
+  kOnMessageBegin: number
   kOnHeaders: number
   kOnHeadersComplete: number
   kOnBody: number
@@ -36,7 +38,14 @@ export const PAUSE = 21
 /** What `kOnHeadersComplete` returns for a response without a body (a HEAD's). */
 export const SKIP_BODY = 1
 
-let loaded: { HTTPParser: ParserClass; methods: readonly string[] } | undefined
+let loaded: Llhttp | undefined
+
+/** The parser class, and the request method names by the numbers llhttp gives them. */
+export interface Llhttp {
+  HTTPParser: ParserClass
+  /** `methods[n]` is the method llhttp numbers `n`; `undefined` for one it does not take. */
+  methods: readonly (string | undefined)[]
+}
 
 /**
  * Node's HTTP/1.1 parser and its method names by number.
@@ -44,19 +53,19 @@ let loaded: { HTTPParser: ParserClass; methods: readonly string[] } | undefined
  * @returns the parser class and the method table
  * @throws WsgiProxyError `INVALID_OPTIONS` on a runtime without `node:_http_common`'s parser
  */
-export function llhttp(): { HTTPParser: ParserClass; methods: readonly string[] } {
+export function llhttp(): Llhttp {
   if (loaded !== undefined) return loaded
-  let module: { HTTPParser?: unknown; methods?: unknown } | undefined
+  let module: { HTTPParser?: unknown } | undefined
   try {
     module = createRequire(import.meta.url)('_http_common') as typeof module
   } catch {
     module = undefined
   }
   const parser = module?.HTTPParser
-  const methods = module?.methods
   const slots = [
     'REQUEST',
     'RESPONSE',
+    'kOnMessageBegin',
     'kOnHeaders',
     'kOnHeadersComplete',
     'kOnBody',
@@ -67,7 +76,8 @@ export function llhttp(): { HTTPParser: ParserClass; methods: readonly string[] 
     typeof parser === 'function' &&
     slots.every((slot) => typeof candidate?.[slot] === 'number') &&
     typeof candidate?.prototype?.resume === 'function'
-  if (!shaped || !Array.isArray(methods)) {
+  const methods = shaped ? methodNumbers(parser as ParserClass) : []
+  if (!shaped || methods[1] !== 'GET') {
     throw new WsgiProxyError(
       'INVALID_OPTIONS',
       "invalid options: serve.byteCopy needs Node's HTTP parser (node:_http_common's HTTPParser), " +
@@ -75,6 +85,32 @@ export function llhttp(): { HTTPParser: ParserClass; methods: readonly string[] 
       { expose: true },
     )
   }
-  loaded = { HTTPParser: parser as ParserClass, methods: methods as string[] }
+  loaded = { HTTPParser: parser as ParserClass, methods }
   return loaded
+}
+
+// The number llhttp gives each method node:http knows, learnt from the parser itself: the list
+// `_http_common` exports is not indexed by those numbers past the first ones (QUERY, say).
+function methodNumbers(HTTPParser: ParserClass): Array<string | undefined> {
+  const table: Array<string | undefined> = []
+  const parser = new HTTPParser()
+  let number = -1
+  parser[HTTPParser.kOnHeadersComplete] = (
+    _major: number,
+    _minor: number,
+    _headers: unknown,
+    method: number,
+  ): number => {
+    number = method
+    return 0
+  }
+  for (const name of METHODS) {
+    parser.initialize(HTTPParser.REQUEST, {}, 1024, 0)
+    number = -1
+    const target = name === 'CONNECT' ? 'h:1' : '/'
+    const parsed = parser.execute(Buffer.from(`${name} ${target} HTTP/1.1\r\nHost: h\r\n\r\n`))
+    if (typeof parsed === 'number' && number >= 0) table[number] = name
+  }
+  parser.close()
+  return table
 }

@@ -115,7 +115,9 @@ export interface ServeOptions extends NodeListenerOptions {
    * options has). Cleartext HTTP/1.1 only (no `tls`, no `http2`). A request this path does not
    * take (Upgrade or CONNECT, `Expect`, HTTP/1.0, a WSGIProxy 0.1 front, tracing on, a signer
    * digesting a body, an https upstream) is served by node:http from then on, on the same
-   * connection. docs/performance.md has what it gains. Default `false`.
+   * connection. The client timeouts and `maxHeaders` hold as on node:http; 1xx interim answers
+   * are not passed on; a request's trailer fields are (the node listener drops them).
+   * docs/performance.md has what it gains. Default `false`.
    */
   byteCopy?: boolean
 }
@@ -468,6 +470,7 @@ function byteCopyFront(app: EnvironApp, options: ServeOptions, server: Server): 
       ...(options.maxHeaders === undefined ? {} : { maxHeaders: options.maxHeaders }),
     }),
     headersTimeout: clientTimeouts(options).headers,
+    requestTimeout: clientTimeouts(options).request,
     keepAliveTimeout: KEEP_ALIVE_MS,
     exposeErrors: options.exposeErrors ?? false,
     onError: options.onError,
