@@ -95,14 +95,24 @@ interface Head {
   keepAlive: boolean
 }
 
+/** What an upstream connection's parser and socket report to: the exchange it serves. */
+interface UpstreamUser {
+  readonly responseDone: boolean
+  fields(flat: string[]): void
+  headEnd(flat: string[] | undefined, status: number, reason: string, keepAlive: boolean): number
+  bodyChunk(chunk: Buffer): void
+  messageEnd(): void
+  upstreamData(chunk: Buffer): void
+  upstreamEnded(error: Error | undefined): void
+}
+
 /** An upstream connection with its response parser. */
 interface Upstream {
   socket: Socket
   parser: Parser
   key: string
   /** The exchange it serves, or `undefined` while idle. */
-  onData: ((chunk: Buffer) => void) | undefined
-  onEnd: ((error: Error | undefined) => void) | undefined
+  exchange: UpstreamUser | undefined
   /** The socket's error, if it failed. */
   error: Error | undefined
   /** It sent bytes past the end of its response: never reused. */
@@ -152,13 +162,40 @@ export function createByteCopyFront(settings: ByteCopySettings): ByteCopyFront {
       socket,
       parser,
       key,
-      onData: undefined,
-      onEnd: undefined,
+      exchange: undefined,
       error: undefined,
       poisoned: false,
     }
+    // The parser's callbacks are set once: they go to the exchange the connection serves.
+    // Anything the upstream sends past its (final) response is not a client's: the connection is
+    // dropped instead of going back to the pool, and nothing of it is passed on.
+    parser[HTTPParser.kOnMessageBegin] = (): void => {
+      if (upstream.exchange === undefined || upstream.exchange.responseDone)
+        upstream.poisoned = true
+    }
+    parser[HTTPParser.kOnHeaders] = (flat: string[]): void => upstream.exchange?.fields(flat)
+    parser[HTTPParser.kOnHeadersComplete] = (
+      _major: number,
+      _minor: number,
+      flat: string[] | undefined,
+      _method: unknown,
+      _url: unknown,
+      status: number,
+      reason: string,
+      _upgrade: boolean,
+      keepAlive: boolean,
+    ): number => {
+      const exchange = upstream.exchange
+      if (exchange === undefined) {
+        upstream.poisoned = true
+        return 0
+      }
+      return exchange.headEnd(flat, status, reason, keepAlive)
+    }
+    parser[HTTPParser.kOnBody] = (chunk: Buffer): void => upstream.exchange?.bodyChunk(chunk)
+    parser[HTTPParser.kOnMessageComplete] = (): void => upstream.exchange?.messageEnd()
     socket.on('data', (chunk: Buffer) => {
-      if (upstream.onData !== undefined) upstream.onData(chunk)
+      if (upstream.exchange !== undefined) upstream.exchange.upstreamData(chunk)
       else socket.destroy() // bytes nobody asked for
     })
     socket.on('error', (error: Error) => {
@@ -169,15 +206,14 @@ export function createByteCopyFront(settings: ByteCopySettings): ByteCopyFront {
       const list = idle.get(key)
       const at = list?.indexOf(upstream) ?? -1
       if (at >= 0) list?.splice(at, 1)
-      upstream.onEnd?.(upstream.error)
+      upstream.exchange?.upstreamEnded(upstream.error)
       parser.close()
     })
     return { upstream, reused: false }
   }
 
   function releaseUpstream(upstream: Upstream): void {
-    upstream.onData = undefined
-    upstream.onEnd = undefined
+    upstream.exchange = undefined
     if (closing || upstream.socket.destroyed) {
       upstream.socket.destroy()
       return
@@ -202,9 +238,22 @@ export function createByteCopyFront(settings: ByteCopySettings): ByteCopyFront {
     held: Buffer | undefined
     /** Where the request body being parsed goes. */
     body: RequestBody | undefined
-    timer: NodeJS.Timeout | undefined
-    /** Runs from a request's first byte to the end of its body (`requestTimeout`). */
-    requestTimer: NodeJS.Timeout | undefined
+    /** From a request's first byte to its whole head (`headersTimeout`): 408. */
+    readonly headDeadline = new Deadline(() => this.refuse(408, 'Request Timeout'))
+    /** Between requests (the keep-alive timeout): the connection closes. */
+    readonly idleDeadline = new Deadline(() => this.socket.destroy())
+    /** From a request's first byte to the end of its body (`requestTimeout`). */
+    readonly requestDeadline = new Deadline(() => {
+      const exchange = this.exchange
+      if (exchange?.answered === true) {
+        exchange.abort()
+        return
+      }
+      exchange?.drop()
+      this.refuse(408, 'Request Timeout')
+    })
+    /** The upstream's headers timeout, then its body timeout, for the exchange running. */
+    readonly upstreamDeadline = new Deadline(() => this.exchange?.timedOut())
     readonly pausedFor = new Set<string>()
     readonly onData = (chunk: Buffer): void => this.receive(chunk)
     readonly onEnd = (): void => {
@@ -259,39 +308,27 @@ export function createByteCopyFront(settings: ByteCopySettings): ByteCopyFront {
       // node:http servers accept half-open connections and abort the requests of a client that
       // ended its side (unless `httpAllowHalfOpen`): the same here.
       socket.once('end', this.onEnd)
-      this.startTimer('head')
-      this.startRequestClock()
+      this.startRequest()
     }
 
-    startRequestClock(): void {
-      clearTimeout(this.requestTimer)
-      const ms = settings.requestTimeout
-      if (ms <= 0) return
-      this.requestTimer = setTimeout(() => {
-        const exchange = this.exchange
-        if (exchange?.answered === true) {
-          exchange.abort()
-          return
-        }
-        exchange?.drop()
-        this.refuse(408, 'Request Timeout')
-      }, ms)
+    /** A request's first byte came: its head and its whole request are timed. */
+    startRequest(): void {
+      this.idleDeadline.disarm()
+      this.headDeadline.arm(settings.headersTimeout)
+      this.requestDeadline.arm(settings.requestTimeout)
     }
 
     /** The request's body has come whole. */
     requestComplete(): void {
-      clearTimeout(this.requestTimer)
-      this.requestTimer = undefined
+      this.requestDeadline.disarm()
     }
 
-    startTimer(kind: 'head' | 'idle'): void {
-      clearTimeout(this.timer)
-      const ms = kind === 'head' ? settings.headersTimeout : settings.keepAliveTimeout
-      if (ms <= 0) return
-      this.timer = setTimeout(() => {
-        if (kind === 'head') this.refuse(408, 'Request Timeout')
-        else this.socket.destroy()
-      }, ms)
+    /** Every timer stops: the connection is gone or handed over. */
+    stopTimers(): void {
+      this.headDeadline.close()
+      this.idleDeadline.close()
+      this.requestDeadline.close()
+      this.upstreamDeadline.close()
     }
 
     pause(reason: string): void {
@@ -313,8 +350,7 @@ export function createByteCopyFront(settings: ByteCopySettings): ByteCopyFront {
       }
       if (this.state === 'idle') {
         this.state = 'head'
-        this.startTimer('head')
-        this.startRequestClock()
+        this.startRequest()
       }
       const upstream = this.exchange?.upstream?.socket
       upstream?.cork()
@@ -361,8 +397,7 @@ export function createByteCopyFront(settings: ByteCopySettings): ByteCopyFront {
 
     refuse(status: number, reason: string): void {
       this.state = 'gone'
-      clearTimeout(this.timer)
-      clearTimeout(this.requestTimer)
+      this.stopTimers()
       this.socket.end(
         `HTTP/1.1 ${status} ${reason}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n`,
       )
@@ -372,7 +407,7 @@ export function createByteCopyFront(settings: ByteCopySettings): ByteCopyFront {
     exchange: Exchange | undefined
 
     begin(head: Head): void {
-      clearTimeout(this.timer)
+      this.headDeadline.disarm()
       this.state = 'exchange'
       const method = head.method
       if (method === undefined) {
@@ -424,8 +459,7 @@ export function createByteCopyFront(settings: ByteCopySettings): ByteCopyFront {
     /** An answer of the app's or of a failure, then the connection closes. */
     answer(response: AppResponse): void {
       this.state = 'gone'
-      clearTimeout(this.timer)
-      clearTimeout(this.requestTimer)
+      this.stopTimers()
       this.socket.off('data', this.onData)
       void writeAnswer(this.socket, response)
     }
@@ -436,7 +470,7 @@ export function createByteCopyFront(settings: ByteCopySettings): ByteCopyFront {
       if (this.state === 'gone') return
       if (close || closing) {
         this.state = 'gone'
-        clearTimeout(this.requestTimer)
+        this.stopTimers()
         // The socket accepts half-open connections: it closes once the answer is out.
         this.socket.end()
         this.socket.destroySoon()
@@ -445,14 +479,14 @@ export function createByteCopyFront(settings: ByteCopySettings): ByteCopyFront {
       const head = this.next
       this.next = undefined
       if (head !== undefined) {
-        this.startRequestClock()
+        this.requestDeadline.arm(settings.requestTimeout)
         this.begin(head)
         return
       }
       const held = this.held
       this.held = undefined
       this.state = 'idle'
-      this.startTimer('idle')
+      this.idleDeadline.arm(settings.keepAliveTimeout)
       this.resume('held')
       if (held !== undefined && held.length > 0) this.receive(held)
     }
@@ -460,8 +494,7 @@ export function createByteCopyFront(settings: ByteCopySettings): ByteCopyFront {
     /** Gives the connection to node:http at `head`, which it reads again. */
     handOff(head: Head): void {
       this.state = 'gone'
-      clearTimeout(this.timer)
-      clearTimeout(this.requestTimer)
+      this.stopTimers()
       connections.delete(this)
       this.socket.off('data', this.onData)
       this.socket.off('end', this.onEnd)
@@ -482,8 +515,7 @@ export function createByteCopyFront(settings: ByteCopySettings): ByteCopyFront {
       if (this.state !== 'gone' || connections.has(this)) {
         this.state = 'gone'
         connections.delete(this)
-        clearTimeout(this.timer)
-        clearTimeout(this.requestTimer)
+        this.stopTimers()
         this.exchange?.abort()
         this.parser.close()
       }
@@ -518,7 +550,6 @@ export function createByteCopyFront(settings: ByteCopySettings): ByteCopyFront {
     /** Whether the head of the message being parsed has ended: later fields are trailers. */
     headEnded = false
     trailers: string[] = []
-    timer: NodeJS.Timeout | undefined
     done = false
     /** Inside the upstream parser's `execute`: settling waits until it returned. */
     executing = false
@@ -579,112 +610,125 @@ export function createByteCopyFront(settings: ByteCopySettings): ByteCopyFront {
     }
 
     watchHeaders(): void {
-      const ms = this.target.headersTimeout
-      if (ms === false) return
-      this.timer = setTimeout(() => {
+      this.client.upstreamDeadline.arm(this.target.headersTimeout)
+    }
+
+    /** The upstream's headers timeout or body timeout passed. */
+    timedOut(): void {
+      if (this.done) return
+      const ms = this.answered ? this.target.bodyTimeout : this.target.headersTimeout
+      if (!this.answered) {
         void this.failed(
           new WsgiProxyError(
             'UPSTREAM_HEADERS_TIMEOUT',
-            `no response headers from ${this.target.url.origin} within ${ms} ms`,
+            `no response headers from ${this.target.url.origin} within ${String(ms)} ms`,
           ),
         )
-      }, ms)
+        return
+      }
+      this.target
+        .fail(
+          new WsgiProxyError(
+            'UPSTREAM_BODY_TIMEOUT',
+            `the response body from ${this.target.url.origin} stalled for ${String(ms)} ms`,
+          ),
+        )
+        .catch(noop)
+      this.abort()
     }
 
     bind(upstream: Upstream): void {
-      const { parser } = upstream
-      // Anything the upstream sends after its (final) response is not this client's: the
-      // connection is dropped instead of going back to the pool, and nothing of it is passed on.
-      parser[HTTPParser.kOnMessageBegin] = (): void => {
+      upstream.exchange = this
+    }
+
+    /** Head fields llhttp handed over early (32 or more), or trailer fields. */
+    fields(flat: string[]): void {
+      if (this.headEnded) this.trailers.push(...flat)
+      else this.partial.push(...flat)
+    }
+
+    headEnd(
+      flat: string[] | undefined,
+      status: number,
+      reason: string,
+      keepAlive: boolean,
+    ): number {
+      const lines = flat ?? this.partial
+      this.partial = []
+      this.headEnded = true
+      if (this.responseDone || this.done) {
+        if (this.upstream !== undefined) this.upstream.poisoned = true
+        return 0
+      }
+      return this.respond(lines, status, reason, keepAlive)
+    }
+
+    bodyChunk(chunk: Buffer): void {
+      if (this.answered && !this.responseDone && !this.done) this.responseChunk(chunk)
+    }
+
+    messageEnd(): void {
+      this.headEnded = false
+      if (!this.responseDone) this.responseEnd()
+    }
+
+    upstreamData(chunk: Buffer): void {
+      const upstream = this.upstream
+      if (upstream === undefined) return
+      this.heard = true
+      // What one read carries (a head, body bytes, a last chunk) leaves in one write.
+      const client = this.client.socket
+      client.cork()
+      this.executing = true
+      const result = upstream.parser.execute(chunk)
+      this.executing = false
+      client.uncork()
+      if (typeof result !== 'number') {
         if (this.responseDone) upstream.poisoned = true
-      }
-      parser[HTTPParser.kOnHeaders] = (flat: string[]): void => {
-        if (this.headEnded) this.trailers.push(...flat)
-        else this.partial.push(...flat)
-      }
-      parser[HTTPParser.kOnHeadersComplete] = (
-        _major: number,
-        _minor: number,
-        flat: string[] | undefined,
-        _method: unknown,
-        _url: unknown,
-        status: number,
-        reason: string,
-        _upgrade: boolean,
-        keepAlive: boolean,
-      ): number => {
-        const lines = flat ?? this.partial
-        this.partial = []
-        this.headEnded = true
-        if (this.responseDone || this.done) {
-          upstream.poisoned = true
-          return 0
+        else {
+          void this.failed(
+            new WsgiProxyError(
+              'UPSTREAM_RESET',
+              `the response from ${this.target.url.origin} is not valid HTTP/1.1 (${result.code})`,
+            ),
+          )
         }
-        return this.respond(lines, status, reason, keepAlive)
       }
-      parser[HTTPParser.kOnBody] = (chunk: Buffer): void => {
-        if (this.answered && !this.responseDone && !this.done) this.responseChunk(chunk)
+      if (this.settleLater) {
+        this.settleLater = false
+        this.settle()
       }
-      parser[HTTPParser.kOnMessageComplete] = (): void => {
-        this.headEnded = false
-        if (!this.responseDone) this.responseEnd()
+    }
+
+    upstreamEnded(error: Error | undefined): void {
+      // A response framed by the connection's end ends here.
+      if (!this.responseDone && this.answered) this.upstream?.parser.finish()
+      if (this.responseDone || this.done) return
+      if (
+        this.reused &&
+        !this.heard &&
+        !this.bodySent &&
+        SAFE_METHODS.has(this.target.method) &&
+        this.client.state !== 'gone'
+      ) {
+        // A kept connection the upstream closed meanwhile: once more on a new one.
+        this.retry()
+        return
       }
-      upstream.onData = (chunk: Buffer): void => {
-        this.heard = true
-        // What one read carries (a head, body bytes, a last chunk) leaves in one write.
-        const client = this.client.socket
-        client.cork()
-        this.executing = true
-        const result = parser.execute(chunk)
-        this.executing = false
-        client.uncork()
-        if (typeof result !== 'number') {
-          if (this.responseDone) upstream.poisoned = true
-          else {
-            void this.failed(
-              new WsgiProxyError(
-                'UPSTREAM_RESET',
-                `the response from ${this.target.url.origin} is not valid HTTP/1.1 (${result.code})`,
-              ),
+      void this.failed(
+        error === undefined
+          ? new WsgiProxyError(
+              'UPSTREAM_RESET',
+              `${this.target.url.origin} closed the connection before the response ended`,
             )
-          }
-        }
-        if (this.settleLater) {
-          this.settleLater = false
-          this.settle()
-        }
-      }
-      upstream.onEnd = (error): void => {
-        // A response framed by the connection's end ends here.
-        if (!this.responseDone && this.answered) parser.finish()
-        if (this.responseDone || this.done) return
-        if (
-          this.reused &&
-          !this.heard &&
-          !this.bodySent &&
-          SAFE_METHODS.has(this.target.method) &&
-          this.client.state !== 'gone'
-        ) {
-          // A kept connection the upstream closed meanwhile: once more on a new one.
-          this.retry()
-          return
-        }
-        void this.failed(
-          error === undefined
-            ? new WsgiProxyError(
-                'UPSTREAM_RESET',
-                `${this.target.url.origin} closed the connection before the response ended`,
-              )
-            : toUpstreamError(error, this.target.url),
-        )
-      }
+          : toUpstreamError(error, this.target.url),
+      )
     }
 
     /** Whether any request body byte went upstream (then it cannot be sent again). */
     bodySent = false
 
     retry(): void {
-      clearTimeout(this.timer)
       const { upstream } = takeUpstream(this.target.url)
       this.upstream = upstream
       this.reused = false
@@ -710,8 +754,6 @@ export function createByteCopyFront(settings: ByteCopySettings): ByteCopyFront {
         this.interim = true // 1xx: not passed on (as undici does on the other path)
         return 0
       }
-      clearTimeout(this.timer)
-      this.timer = undefined
       this.answered = true
       this.upstreamKeepAlive = keepAlive
       const noBody = this.head.method === 'HEAD' || status === 204 || status === 304
@@ -730,28 +772,13 @@ export function createByteCopyFront(settings: ByteCopySettings): ByteCopyFront {
       this.closeAfter = !this.head.keepAlive || draining || closing
       if (this.closeAfter) lines += 'connection: close\r\n'
       this.client.socket.write(`HTTP/1.1 ${status} ${reason}\r\n${lines}\r\n`, 'latin1')
-      this.watchBody()
+      // From here the timer is the body timeout, pushed back by every chunk.
+      this.client.upstreamDeadline.arm(this.target.bodyTimeout)
       return this.head.method === 'HEAD' ? SKIP_BODY : 0
     }
 
-    watchBody(): void {
-      const ms = this.target.bodyTimeout
-      if (ms === false) return
-      this.timer = setTimeout(() => {
-        this.target
-          .fail(
-            new WsgiProxyError(
-              'UPSTREAM_BODY_TIMEOUT',
-              `the response body from ${this.target.url.origin} stalled for ${ms} ms`,
-            ),
-          )
-          .catch(noop)
-        this.abort()
-      }, ms)
-    }
-
     responseChunk(chunk: Buffer): void {
-      this.timer?.refresh()
+      this.client.upstreamDeadline.touch()
       const socket = this.client.socket
       let flushed: boolean
       if (this.responseChunked) {
@@ -775,8 +802,7 @@ export function createByteCopyFront(settings: ByteCopySettings): ByteCopyFront {
         this.trailers = []
         return
       }
-      clearTimeout(this.timer)
-      this.timer = undefined
+      this.client.upstreamDeadline.disarm()
       if (this.responseChunked) {
         this.client.socket.write(lastChunk(this.trailers), 'latin1')
       }
@@ -804,8 +830,7 @@ export function createByteCopyFront(settings: ByteCopySettings): ByteCopyFront {
       if (upstream !== undefined) {
         if (this.upstreamKeepAlive && !upstream.poisoned) releaseUpstream(upstream)
         else {
-          upstream.onData = undefined
-          upstream.onEnd = undefined
+          upstream.exchange = undefined
           upstream.socket.destroy()
         }
       }
@@ -816,7 +841,7 @@ export function createByteCopyFront(settings: ByteCopySettings): ByteCopyFront {
     async failed(error: WsgiProxyError): Promise<void> {
       if (this.done) return
       this.done = true
-      clearTimeout(this.timer)
+      this.client.upstreamDeadline.disarm()
       this.dropUpstream()
       if (this.answered) {
         this.client.socket.destroy()
@@ -831,7 +856,7 @@ export function createByteCopyFront(settings: ByteCopySettings): ByteCopyFront {
     abort(): void {
       if (this.done) return
       this.done = true
-      clearTimeout(this.timer)
+      this.client.upstreamDeadline.disarm()
       this.dropUpstream()
       this.client.socket.destroy()
     }
@@ -839,15 +864,14 @@ export function createByteCopyFront(settings: ByteCopySettings): ByteCopyFront {
     /** Ends the exchange before its response: the upstream connection is closed. */
     drop(): void {
       this.done = true
-      clearTimeout(this.timer)
+      this.client.upstreamDeadline.disarm()
       this.dropUpstream()
     }
 
     dropUpstream(): void {
       const upstream = this.upstream
       if (upstream === undefined) return
-      upstream.onData = undefined
-      upstream.onEnd = undefined
+      upstream.exchange = undefined
       upstream.socket.destroy()
     }
   }
@@ -916,6 +940,56 @@ export function createByteCopyFront(settings: ByteCopySettings): ByteCopyFront {
       for (const list of idle.values()) for (const upstream of list) upstream.socket.destroy()
       idle.clear()
     },
+  }
+}
+
+/**
+ * A timer made once and armed again for each use (`refresh`), instead of a new one per request:
+ * a connection's head, idle, request and upstream deadlines.
+ */
+class Deadline {
+  #timer: NodeJS.Timeout | undefined
+  #ms = 0
+  #armed = false
+  readonly #fire: () => void
+
+  constructor(fire: () => void) {
+    this.#fire = fire
+  }
+
+  /** Calls `fire` in `ms` unless disarmed first; `false` or ≤ 0: never. */
+  arm(ms: number | false): void {
+    if (ms === false || ms <= 0) {
+      this.#armed = false
+      return
+    }
+    this.#armed = true
+    if (this.#timer !== undefined && this.#ms === ms) {
+      this.#timer.refresh()
+      return
+    }
+    clearTimeout(this.#timer)
+    this.#ms = ms
+    this.#timer = setTimeout(() => {
+      if (!this.#armed) return
+      this.#armed = false
+      this.#fire()
+    }, ms)
+  }
+
+  /** Starts the armed deadline over (activity). */
+  touch(): void {
+    if (this.#armed) this.#timer?.refresh()
+  }
+
+  disarm(): void {
+    this.#armed = false
+  }
+
+  close(): void {
+    this.#armed = false
+    clearTimeout(this.#timer)
+    this.#timer = undefined
   }
 }
 
