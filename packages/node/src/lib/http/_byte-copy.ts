@@ -10,6 +10,8 @@
 // (an Upgrade or CONNECT, `Expect`, HTTP/1.0, a WSGIProxy 0.1 front, tracing, a signer that must
 // digest the body, an https upstream) hands the connection over to the node:http server at that
 // request's head, with the head written again as llhttp read it and every byte after it.
+import { maxHeaderSize, STATUS_CODES } from 'node:http'
+import type { Server } from 'node:http'
 import { connect } from 'node:net'
 import type { Socket } from 'node:net'
 import { errorResponse, logErrors, WsgiProxyError } from '@wsgiproxy/core'
@@ -30,8 +32,8 @@ import {
 } from '@wsgiproxy/core/adapter'
 import { llhttp, PAUSE, SKIP_BODY } from './_llhttp.ts'
 import type { Parser, ParseError } from './_llhttp.ts'
-import { headerLines, noop, TOKEN } from './_node-util.ts'
-import { writeAnswer } from './_upgrade-client.ts'
+import { headerLines, noop, release, TOKEN } from './_node-util.ts'
+import { closeAfterAnswer, HOP_BY_HOP } from './_upgrade-client.ts'
 
 /** What the byte-copying front needs from `serve`. */
 export interface ByteCopySettings {
@@ -39,12 +41,13 @@ export interface ByteCopySettings {
   /** Gives a connection to the node:http server (its bytes unread, or put back). */
   handOff: (socket: Socket) => void
   environOptions: ToEnvironOptions
-  /** node:http's `headersTimeout`: from a request's first byte to its whole head; 0 for none. */
-  headersTimeout: number
-  /** node:http's `requestTimeout`: from a request's first byte to its whole body; 0 for none. */
-  requestTimeout: number
-  /** How long a connection may sit idle between requests. */
-  keepAliveTimeout: number
+  /**
+   * The node:http server's client timeouts, read when used, so a change to the server's own
+   * properties holds here too: `headersTimeout` (from a request's first byte to its whole head),
+   * `requestTimeout` (to its whole body) and `keepAliveTimeout` (idle between requests); 0 for
+   * none.
+   */
+  timeouts: Pick<Server, 'headersTimeout' | 'requestTimeout' | 'keepAliveTimeout'>
   exposeErrors: boolean
   onError: ErrorHook | undefined
 }
@@ -61,8 +64,6 @@ export interface ByteCopyFront {
   closeAll(): void
 }
 
-// llhttp's limit on a head, as node:http's default (`--max-http-header-size`).
-const MAX_HEADER_BYTES = 16 * 1024
 // How long an upstream connection is kept between requests (undici's default keep-alive).
 const UPSTREAM_IDLE_MS = 4_000
 // The methods a request may be sent again with when a kept upstream connection turned out closed
@@ -157,7 +158,7 @@ export function createByteCopyFront(settings: ByteCopySettings): ByteCopyFront {
       noDelay: true,
     })
     const parser = new HTTPParser()
-    parser.initialize(HTTPParser.RESPONSE, {}, MAX_HEADER_BYTES, 0)
+    parser.initialize(HTTPParser.RESPONSE, {}, maxHeaderSize, 0)
     const upstream: Upstream = {
       socket,
       parser,
@@ -263,7 +264,7 @@ export function createByteCopyFront(settings: ByteCopySettings): ByteCopyFront {
     constructor(socket: Socket) {
       this.socket = socket
       const parser = new HTTPParser()
-      parser.initialize(HTTPParser.REQUEST, {}, MAX_HEADER_BYTES, 0)
+      parser.initialize(HTTPParser.REQUEST, {}, maxHeaderSize, 0)
       this.parser = parser
       parser[HTTPParser.kOnHeaders] = (flat: string[], url: string): void => {
         if (this.body !== undefined) this.body.trailers.push(...flat)
@@ -314,8 +315,8 @@ export function createByteCopyFront(settings: ByteCopySettings): ByteCopyFront {
     /** A request's first byte came: its head and its whole request are timed. */
     startRequest(): void {
       this.idleDeadline.disarm()
-      this.headDeadline.arm(settings.headersTimeout)
-      this.requestDeadline.arm(settings.requestTimeout)
+      this.headDeadline.arm(settings.timeouts.headersTimeout)
+      this.requestDeadline.arm(settings.timeouts.requestTimeout)
     }
 
     /** The request's body has come whole. */
@@ -448,7 +449,7 @@ export function createByteCopyFront(settings: ByteCopySettings): ByteCopyFront {
       if (this.state === 'gone') return
       if (prepared === undefined || ('url' in prepared && prepared.url.protocol !== 'http:')) {
         this.handOff(head)
-      } else if (!('url' in prepared)) this.answer(prepared)
+      } else if (!('url' in prepared)) this.answer(prepared, method)
       else {
         const exchange = new Exchange(this, head, prepared, chunked, length)
         this.exchange = exchange
@@ -457,11 +458,11 @@ export function createByteCopyFront(settings: ByteCopySettings): ByteCopyFront {
     }
 
     /** An answer of the app's or of a failure, then the connection closes. */
-    answer(response: AppResponse): void {
+    answer(response: AppResponse, method: string): void {
       this.state = 'gone'
       this.stopTimers()
       this.socket.off('data', this.onData)
-      void writeAnswer(this.socket, response)
+      void writeAppAnswer(this.socket, method, response)
     }
 
     /** The exchange has finished both ways. */
@@ -479,14 +480,14 @@ export function createByteCopyFront(settings: ByteCopySettings): ByteCopyFront {
       const head = this.next
       this.next = undefined
       if (head !== undefined) {
-        this.requestDeadline.arm(settings.requestTimeout)
+        this.requestDeadline.arm(settings.timeouts.requestTimeout)
         this.begin(head)
         return
       }
       const held = this.held
       this.held = undefined
       this.state = 'idle'
-      this.idleDeadline.arm(settings.keepAliveTimeout)
+      this.idleDeadline.arm(settings.timeouts.keepAliveTimeout)
       this.resume('held')
       if (held !== undefined && held.length > 0) this.receive(held)
     }
@@ -545,6 +546,8 @@ export function createByteCopyFront(settings: ByteCopySettings): ByteCopyFront {
     responseChunked = false
     upstreamKeepAlive = false
     interim = false
+    /** Waiting for the client to drain (the upstream is paused meanwhile). */
+    waitingForClient = false
     /** The response's head fields llhttp handed over before the head ended (32 or more). */
     partial: string[] = []
     /** Whether the head of the message being parsed has ended: later fields are trailers. */
@@ -688,7 +691,7 @@ export function createByteCopyFront(settings: ByteCopySettings): ByteCopyFront {
         else {
           void this.failed(
             new WsgiProxyError(
-              'UPSTREAM_RESET',
+              'UPSTREAM_INVALID_RESPONSE',
               `the response from ${this.target.url.origin} is not valid HTTP/1.1 (${result.code})`,
             ),
           )
@@ -789,9 +792,13 @@ export function createByteCopyFront(settings: ByteCopySettings): ByteCopyFront {
         socket.uncork()
       } else flushed = socket.write(chunk)
       const upstream = this.upstream
-      if (!flushed && upstream !== undefined) {
+      if (!flushed && upstream !== undefined && !this.waitingForClient) {
+        this.waitingForClient = true
         upstream.socket.pause()
-        whenWritable(socket, () => upstream.socket.resume())
+        whenWritable(socket, () => {
+          this.waitingForClient = false
+          upstream.socket.resume()
+        })
       }
     }
 
@@ -849,7 +856,7 @@ export function createByteCopyFront(settings: ByteCopySettings): ByteCopyFront {
       }
       const response = await this.target.fail(error)
       this.client.body = undefined
-      if (this.client.state !== 'gone') this.client.answer(response)
+      if (this.client.state !== 'gone') this.client.answer(response, this.head.method ?? 'GET')
     }
 
     /** Both connections are cut: the client left, or a timeout. */
@@ -880,6 +887,8 @@ export function createByteCopyFront(settings: ByteCopySettings): ByteCopyFront {
   class RequestBody {
     readonly exchange: Exchange
     readonly trailers: string[] = []
+    /** Waiting for the upstream to drain (the client is paused meanwhile). */
+    waiting = false
 
     constructor(exchange: Exchange) {
       this.exchange = exchange
@@ -900,18 +909,24 @@ export function createByteCopyFront(settings: ByteCopySettings): ByteCopyFront {
         flushed = socket.write('\r\n', 'latin1')
         socket.uncork()
       } else flushed = socket.write(chunk)
-      if (!flushed) {
+      if (!flushed && !this.waiting) {
+        this.waiting = true
         const client = exchange.client
         client.pause('upstream')
-        whenWritable(socket, () => client.resume('upstream'))
+        whenWritable(socket, () => {
+          this.waiting = false
+          client.resume('upstream')
+        })
       }
     }
 
     end(): void {
       const { exchange } = this
       const upstream = exchange.upstream
+      // A request's trailer fields are dropped, as the node listener drops them: the app never
+      // saw them, so none of its header rules (protocol headers, spoofable ones) could apply.
       if (exchange.chunked && upstream !== undefined && !exchange.done) {
-        if (!upstream.socket.destroyed) upstream.socket.write(lastChunk(this.trailers), 'latin1')
+        if (!upstream.socket.destroyed) upstream.socket.write('0\r\n\r\n', 'latin1')
       }
       exchange.requestEnd()
     }
@@ -1016,6 +1031,73 @@ function headerValue(flat: readonly string[], lower: string): string | undefined
 // Content-Length, so its presence means a chunked body.
 function isChunked(flat: readonly string[]): boolean {
   return headerValue(flat, 'transfer-encoding') !== undefined
+}
+
+/**
+ * Writes an answer of the app's (a problem, a failure before the upstream answered) as the node
+ * listener would: the status line with `statusText`, a `Date`, no body to HEAD or with 204/304,
+ * the body streamed chunked with backpressure; then the connection closes (the request's body,
+ * if any, was not read to its end).
+ *
+ * @param socket - the client's socket
+ * @param method - the request's method
+ * @param answer - the app's response
+ */
+async function writeAppAnswer(socket: Socket, method: string, answer: AppResponse): Promise<void> {
+  const body = answer.body as unknown
+  const response =
+    body === null || (typeof body === 'object' && Symbol.asyncIterator in body)
+      ? answer
+      : errorResponse(new WsgiProxyError('APP_ERROR', 'the app answered a body it cannot stream'))
+  const status =
+    Number.isInteger(response.status) && response.status >= 200 && response.status <= 999
+      ? response.status
+      : 502
+  const given = response.statusText
+  const reason =
+    typeof given === 'string' && given !== '' && !BAD_VALUE.test(given)
+      ? given
+      : (STATUS_CODES[status] ?? '')
+  const noBody = method === 'HEAD' || status === 204 || status === 304
+  let lines = `date: ${new Date().toUTCString()}\r\n`
+  for (const line of response.headers as unknown[]) {
+    if (!Array.isArray(line)) continue
+    const [name, value] = line as unknown[]
+    if (typeof name !== 'string' || typeof value !== 'string') continue
+    const lower = name.toLowerCase()
+    if (HOP_BY_HOP.has(lower) || (lower === 'content-length' && !noBody)) continue
+    if (!TOKEN.test(name) || BAD_VALUE.test(value)) continue
+    lines += `${name}: ${value}\r\n`
+  }
+  const streamed = !noBody && response.body !== null
+  if (streamed) lines += 'transfer-encoding: chunked\r\n'
+  else if (!noBody) lines += 'content-length: 0\r\n'
+  if (socket.destroyed) {
+    release(response.body)
+    return
+  }
+  socket.write(`HTTP/1.1 ${status} ${reason}\r\n${lines}connection: close\r\n\r\n`, 'latin1')
+  if (!streamed || response.body === null) release(response.body)
+  else {
+    try {
+      for await (const chunk of response.body) {
+        if (socket.destroyed) break
+        if (chunk.byteLength === 0) continue
+        socket.cork()
+        socket.write(`${chunk.byteLength.toString(16)}\r\n`, 'latin1')
+        socket.write(chunk)
+        const flushed = socket.write('\r\n', 'latin1')
+        socket.uncork()
+        if (!flushed) await new Promise<void>((resolve) => whenWritable(socket, resolve))
+      }
+      socket.write('0\r\n\r\n', 'latin1')
+    } catch {
+      // A body that fails mid-stream cuts the connection: the client never sees a clean end.
+      socket.destroy()
+      return
+    }
+  }
+  closeAfterAnswer(socket)
 }
 
 /** Calls `then` once the socket drained its buffer, or closed (then nothing will drain). */

@@ -115,9 +115,12 @@ export interface ServeOptions extends NodeListenerOptions {
    * options has). Cleartext HTTP/1.1 only (no `tls`, no `http2`). A request this path does not
    * take (Upgrade or CONNECT, `Expect`, HTTP/1.0, a WSGIProxy 0.1 front, tracing on, a signer
    * digesting a body, an https upstream) is served by node:http from then on, on the same
-   * connection. The client timeouts and `maxHeaders` hold as on node:http; 1xx interim answers
-   * are not passed on; a request's trailer fields are (the node listener drops them).
-   * docs/performance.md has what it gains. Default `false`.
+   * connection. The client timeouts (the server's own `headersTimeout`, `requestTimeout`,
+   * `keepAliveTimeout`) and `maxHeaders` hold as on node:http; 1xx interim answers and a
+   * request's trailer fields are not passed on, as on the node listener; an answer of the app's
+   * own (a 400, a 502) closes the connection after it. The server's `request` and `clientError`
+   * events are not emitted for requests it copies. docs/performance.md has what it gains.
+   * Default `false`.
    */
   byteCopy?: boolean
 }
@@ -469,9 +472,8 @@ function byteCopyFront(app: EnvironApp, options: ServeOptions, server: Server): 
       ...(options.scriptName === undefined ? {} : { scriptName: options.scriptName }),
       ...(options.maxHeaders === undefined ? {} : { maxHeaders: options.maxHeaders }),
     }),
-    headersTimeout: clientTimeouts(options).headers,
-    requestTimeout: clientTimeouts(options).request,
-    keepAliveTimeout: KEEP_ALIVE_MS,
+    // The server's own: node:http set them from the options, and a change to them holds here too.
+    timeouts: server,
     exposeErrors: options.exposeErrors ?? false,
     onError: options.onError,
   })
