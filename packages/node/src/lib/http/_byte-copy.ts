@@ -66,6 +66,10 @@ export interface ByteCopyFront {
 
 // How long an upstream connection is kept between requests (undici's default keep-alive).
 const UPSTREAM_IDLE_MS = 4_000
+// The bytes kept behind a request head that waits (for its app, or for the exchange before it)
+// before the client's socket stops reading: pausing and resuming the socket costs two system
+// calls, so it is kept for what a client sends ahead, not done on every request.
+const HOLD_BYTES = 64 * 1024
 // The methods a request may be sent again with when a kept upstream connection turned out closed
 // before any answer (RFC 9110 §9.2.2 allows PUT and DELETE too; undici sends those again, but a
 // proxy does not know whether the upstream acted on them).
@@ -118,6 +122,8 @@ interface Upstream {
   error: Error | undefined
   /** It sent bytes past the end of its response: never reused. */
   poisoned: boolean
+  /** Closes it after it sat in the pool for `UPSTREAM_IDLE_MS`. */
+  idle: Deadline
 }
 
 /**
@@ -149,7 +155,7 @@ export function createByteCopyFront(settings: ByteCopySettings): ByteCopyFront {
     const key = url.host
     const reused = idle.get(key)?.pop()
     if (reused !== undefined) {
-      reused.socket.setTimeout(0)
+      reused.idle.disarm()
       return { upstream: reused, reused: true }
     }
     const socket = connect({
@@ -166,6 +172,7 @@ export function createByteCopyFront(settings: ByteCopySettings): ByteCopyFront {
       exchange: undefined,
       error: undefined,
       poisoned: false,
+      idle: new Deadline(() => socket.destroy()),
     }
     // The parser's callbacks are set once: they go to the exchange the connection serves.
     // Anything the upstream sends past its (final) response is not a client's: the connection is
@@ -202,11 +209,11 @@ export function createByteCopyFront(settings: ByteCopySettings): ByteCopyFront {
     socket.on('error', (error: Error) => {
       upstream.error = error
     })
-    socket.on('timeout', () => socket.destroy())
     socket.once('close', () => {
       const list = idle.get(key)
       const at = list?.indexOf(upstream) ?? -1
       if (at >= 0) list?.splice(at, 1)
+      upstream.idle.close()
       upstream.exchange?.upstreamEnded(upstream.error)
       parser.close()
     })
@@ -219,7 +226,7 @@ export function createByteCopyFront(settings: ByteCopySettings): ByteCopyFront {
       upstream.socket.destroy()
       return
     }
-    upstream.socket.setTimeout(UPSTREAM_IDLE_MS)
+    upstream.idle.arm(UPSTREAM_IDLE_MS)
     upstream.socket.resume()
     const list = idle.get(upstream.key)
     if (list === undefined) idle.set(upstream.key, [upstream])
@@ -338,15 +345,17 @@ export function createByteCopyFront(settings: ByteCopySettings): ByteCopyFront {
     }
 
     resume(reason: string): void {
-      this.pausedFor.delete(reason)
+      // Not paused for it: nothing to do (no resume, which would wait a tick to read again).
+      if (!this.pausedFor.delete(reason)) return
       if (this.pausedFor.size === 0 && this.state !== 'gone') this.socket.resume()
     }
 
     receive(chunk: Buffer): void {
       if (this.state === 'gone') return
       if (this.held !== undefined) {
-        // Paused sockets may still hand over what they had read.
+        // Behind a held head: kept, up to a limit, then the socket stops reading.
         this.held = Buffer.concat([this.held, chunk])
+        if (this.held.length >= HOLD_BYTES) this.pause('held')
         return
       }
       if (this.state === 'idle') {
@@ -357,6 +366,21 @@ export function createByteCopyFront(settings: ByteCopySettings): ByteCopyFront {
       upstream?.cork()
       this.feed(chunk)
       upstream?.uncork()
+      if (upstream !== undefined) this.holdForUpstream(upstream)
+    }
+
+    /** Waiting for the upstream's socket to drain: the client's is not read meanwhile. */
+    waitingForUpstream = false
+
+    /** Backpressure: the client waits while the upstream's socket has more than it can take. */
+    holdForUpstream(upstream: Socket): void {
+      if (!upstream.writableNeedDrain || this.waitingForUpstream || upstream.destroyed) return
+      this.waitingForUpstream = true
+      this.pause('upstream')
+      whenWritable(upstream, () => {
+        this.waitingForUpstream = false
+        this.resume('upstream')
+      })
     }
 
     feed(chunk: Buffer): void {
@@ -374,7 +398,7 @@ export function createByteCopyFront(settings: ByteCopySettings): ByteCopyFront {
       // The exchange that just ended (inside `execute`) may have closed the connection.
       if (this.state === 'gone') return
       this.held = chunk.subarray(typeof result === 'number' ? result : result.bytesParsed)
-      this.pause('held')
+      if (this.held.length >= HOLD_BYTES) this.pause('held')
       if (this.state !== 'exchange') this.begin(head)
       else this.next = head
     }
@@ -610,6 +634,7 @@ export function createByteCopyFront(settings: ByteCopySettings): ByteCopyFront {
       this.client.resume('held')
       if (this.client.state !== 'gone') this.client.feed(held ?? Buffer.alloc(0))
       upstream.socket.uncork()
+      this.client.holdForUpstream(upstream.socket)
     }
 
     watchHeaders(): void {
@@ -686,6 +711,15 @@ export function createByteCopyFront(settings: ByteCopySettings): ByteCopyFront {
       const result = upstream.parser.execute(chunk)
       this.executing = false
       client.uncork()
+      // Backpressure: the upstream waits while the client's socket has more than it can take.
+      if (client.writableNeedDrain && !this.waitingForClient && !this.done) {
+        this.waitingForClient = true
+        upstream.socket.pause()
+        whenWritable(client, () => {
+          this.waitingForClient = false
+          upstream.socket.resume()
+        })
+      }
       if (typeof result !== 'number') {
         if (this.responseDone) upstream.poisoned = true
         else {
@@ -782,24 +816,14 @@ export function createByteCopyFront(settings: ByteCopySettings): ByteCopyFront {
 
     responseChunk(chunk: Buffer): void {
       this.client.upstreamDeadline.touch()
+      // The client's socket is corked around the read (`upstreamData`), which then checks
+      // whether it must drain: `write`'s answer inside a cork says nothing about the socket.
       const socket = this.client.socket
-      let flushed: boolean
       if (this.responseChunked) {
-        socket.cork()
         socket.write(`${chunk.length.toString(16)}\r\n`, 'latin1')
         socket.write(chunk)
-        flushed = socket.write('\r\n', 'latin1')
-        socket.uncork()
-      } else flushed = socket.write(chunk)
-      const upstream = this.upstream
-      if (!flushed && upstream !== undefined && !this.waitingForClient) {
-        this.waitingForClient = true
-        upstream.socket.pause()
-        whenWritable(socket, () => {
-          this.waitingForClient = false
-          upstream.socket.resume()
-        })
-      }
+        socket.write('\r\n', 'latin1')
+      } else socket.write(chunk)
     }
 
     responseEnd(): void {
@@ -887,8 +911,6 @@ export function createByteCopyFront(settings: ByteCopySettings): ByteCopyFront {
   class RequestBody {
     readonly exchange: Exchange
     readonly trailers: string[] = []
-    /** Waiting for the upstream to drain (the client is paused meanwhile). */
-    waiting = false
 
     constructor(exchange: Exchange) {
       this.exchange = exchange
@@ -900,24 +922,13 @@ export function createByteCopyFront(settings: ByteCopySettings): ByteCopyFront {
       // After an early response the upstream may have closed: the rest is read and dropped.
       if (upstream === undefined || exchange.done || upstream.socket.destroyed) return
       exchange.bodySent = true
+      // Corked around the read (`receive`), which then checks whether it must drain.
       const socket = upstream.socket
-      let flushed: boolean
       if (exchange.chunked) {
-        socket.cork()
         socket.write(`${chunk.length.toString(16)}\r\n`, 'latin1')
         socket.write(chunk)
-        flushed = socket.write('\r\n', 'latin1')
-        socket.uncork()
-      } else flushed = socket.write(chunk)
-      if (!flushed && !this.waiting) {
-        this.waiting = true
-        const client = exchange.client
-        client.pause('upstream')
-        whenWritable(socket, () => {
-          this.waiting = false
-          client.resume('upstream')
-        })
-      }
+        socket.write('\r\n', 'latin1')
+      } else socket.write(chunk)
     }
 
     end(): void {
@@ -1086,9 +1097,11 @@ async function writeAppAnswer(socket: Socket, method: string, answer: AppRespons
         socket.cork()
         socket.write(`${chunk.byteLength.toString(16)}\r\n`, 'latin1')
         socket.write(chunk)
-        const flushed = socket.write('\r\n', 'latin1')
+        socket.write('\r\n', 'latin1')
         socket.uncork()
-        if (!flushed) await new Promise<void>((resolve) => whenWritable(socket, resolve))
+        if (socket.writableNeedDrain) {
+          await new Promise<void>((resolve) => whenWritable(socket, resolve))
+        }
       }
       socket.write('0\r\n\r\n', 'latin1')
     } catch {
