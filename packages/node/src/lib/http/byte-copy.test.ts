@@ -7,10 +7,9 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import { connect, createServer as createNetServer } from 'node:net'
 import type { AddressInfo, Server as NetServer, Socket } from 'node:net'
 import { afterEach, describe, expect, it } from 'vitest'
-import type { AppResponse, EnvironApp } from '@wsgiproxy/core'
+import type { AppResponse, EnvironApp, ProxyAppOptions } from '@wsgiproxy/core'
 import { createProxyApp, WsgiProxyError } from '@wsgiproxy/core'
 import { closeAll, register, startUpstream } from '@wsgiproxy/test-kit/servers'
-import type { Running } from '@wsgiproxy/test-kit/servers'
 import { undiciTransport } from '@wsgiproxy/core/undici'
 import { llhttp } from './_llhttp.ts'
 import { serve } from './serve.ts'
@@ -18,28 +17,14 @@ import type { Served, ServeOptions } from './serve.ts'
 
 afterEach(closeAll)
 
-/** A byte-copying front for `createProxyApp({ href })`, closed after the case. */
-async function front(href: string, options: ServeOptions = {}): Promise<Running> {
+/** A byte-copying front for `createProxyApp(proxy)` with its own transport, closed after the case. */
+async function copyFront(
+  proxy: Omit<ProxyAppOptions, 'transport'>,
+  options: ServeOptions = {},
+): Promise<Served> {
   const transport = undiciTransport()
-  const served = await serve(createProxyApp({ href, transport, onError: () => {} }), {
+  const served = await serve(createProxyApp({ onError: () => {}, ...proxy, transport }), {
     ...options,
-    byteCopy: true,
-    closeTimeout: 1_000,
-  })
-  return register({
-    port: served.port,
-    origin: served.url,
-    close: async () => {
-      await served.close()
-      await transport.close()
-    },
-  })
-}
-
-/** {@link front}'s server itself, for `drain()` and its connection count. */
-async function serveCopy(href: string): Promise<Served> {
-  const transport = undiciTransport()
-  const served = await serve(createProxyApp({ href, transport, onError: () => {} }), {
     byteCopy: true,
     closeTimeout: 1_000,
   })
@@ -52,6 +37,11 @@ async function serveCopy(href: string): Promise<Served> {
     },
   })
   return served
+}
+
+/** {@link copyFront} for `href`, errors not logged. */
+function front(href: string, options: ServeOptions = {}): Promise<Served> {
+  return copyFront({ href }, options)
 }
 
 /** A raw HTTP/1.1 client on one connection: writes bytes, reads until `done` says so. */
@@ -522,7 +512,7 @@ describe('serve({ byteCopy: true })', () => {
 
   it('closes a connection whose client asked for close, whether or not the client closes its side', async () => {
     const upstream = await hashingUpstream()
-    const served = await serveCopy(upstream.href)
+    const served = await front(upstream.href)
     const socket = connect({ port: served.port, host: '127.0.0.1', allowHalfOpen: true })
     socket.on('error', () => {})
     socket.resume()
@@ -562,7 +552,7 @@ describe('serve({ byteCopy: true })', () => {
       for await (const chunk of req) void chunk
       if (req.url !== '/early') res.end('late')
     })
-    const served = await serveCopy(upstream.origin)
+    const served = await front(upstream.origin)
     const client = rawClient(served.port)
     client.socket.write('POST /early HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n')
     await early
@@ -577,29 +567,16 @@ describe('serve({ byteCopy: true })', () => {
 
   it("writes the app's own answers as the node listener does: no body to HEAD, statusText, any size", async () => {
     const big = 'x'.repeat(100_000)
-    const transport = undiciTransport()
-    const served = await serve(
-      createProxyApp({
-        href: 'http://127.0.0.1:1/',
-        transport,
-        onError: (): AppResponse => ({
-          status: 599,
-          statusText: 'Custom',
-          headers: [['content-type', 'text/plain']],
-          body: (async function* () {
-            yield new TextEncoder().encode(big)
-          })(),
-        }),
+    const served = await copyFront({
+      href: 'http://127.0.0.1:1/',
+      onError: (): AppResponse => ({
+        status: 599,
+        statusText: 'Custom',
+        headers: [['content-type', 'text/plain']],
+        body: (async function* () {
+          yield new TextEncoder().encode(big)
+        })(),
       }),
-      { byteCopy: true, closeTimeout: 1_000 },
-    )
-    register({
-      port: served.port,
-      origin: served.url,
-      close: async () => {
-        await served.close()
-        await transport.close()
-      },
     })
     const head = rawClient(served.port)
     head.socket.write('HEAD /x HTTP/1.1\r\nHost: a\r\n\r\n')
@@ -617,22 +594,9 @@ describe('serve({ byteCopy: true })', () => {
   it('names an upstream answer that is not HTTP/1.1 as the node listener does', async () => {
     const codes: string[] = []
     const upstream = await rawUpstream(() => 'NOT HTTP AT ALL\r\n\r\n')
-    const transport = undiciTransport()
-    const served = await serve(
-      createProxyApp({
-        href: upstream.href,
-        transport,
-        onError: (error) => void codes.push(error.code),
-      }),
-      { byteCopy: true, closeTimeout: 1_000 },
-    )
-    register({
-      port: served.port,
-      origin: served.url,
-      close: async () => {
-        await served.close()
-        await transport.close()
-      },
+    const served = await copyFront({
+      href: upstream.href,
+      onError: (error) => void codes.push(error.code),
     })
     const client = rawClient(served.port)
     client.socket.write('GET / HTTP/1.1\r\nHost: a\r\n\r\n')
@@ -675,7 +639,7 @@ describe('serve({ byteCopy: true })', () => {
 
   it("follows the server's keepAliveTimeout set after serve()", async () => {
     const upstream = await hashingUpstream()
-    const served = await serveCopy(upstream.href)
+    const served = await front(upstream.href)
     served.server.keepAliveTimeout = 200
     const client = rawClient(served.port)
     client.socket.write('GET / HTTP/1.1\r\nHost: a\r\n\r\n')
