@@ -1,7 +1,7 @@
 // Node only: loaded through the `node` condition of `#default-transport` (core's default transport
 // on Node) and the `@wsgiproxy/core/undici` entry (which `@wsgiproxy/node` re-exports). The rest
 // of core stays on Web globals; this folder is the one place that may use Node and undici.
-import { STATUS_CODES } from 'node:http'
+import { IncomingMessage, STATUS_CODES } from 'node:http'
 import type { Readable } from 'node:stream'
 import type { buildConnector, Dispatcher } from 'undici'
 import * as z from 'zod'
@@ -383,9 +383,12 @@ class ResponseHandler implements Dispatcher.DispatchHandler, DirectBody {
     if (!this.settled) {
       this.settled = true
       this.#cancel.delete(this.#onAbort)
-      // As undici's own request(): a request body that will not be sent is destroyed.
+      // As undici's own request(): a request body that will not be sent is destroyed; but not a
+      // server's incoming request (the node listener's `wsgi.input`), whose destroy() would close
+      // the client's connection before the answer to this failure reaches it. node:http discards
+      // what is left of it once the answer is sent.
       const body = this.#requestBody as { destroy?: (error?: Error) => void } | null
-      if (typeof body?.destroy === 'function') {
+      if (typeof body?.destroy === 'function' && !(body instanceof IncomingMessage)) {
         ;(body as { on?: (event: string, fn: () => void) => void }).on?.('error', () => {})
         body.destroy(error)
       }

@@ -5,7 +5,7 @@ import { createProxyApp, createSigner, createVerifier, proxyMiddleware } from '@
 import { afterEach, describe, expect, it } from 'vitest'
 import { describeForwarding } from '@wsgiproxy/test-kit/forwarding-suite'
 import type { Running } from '@wsgiproxy/test-kit/servers'
-import { closeAll, echoEnviron, register, send } from '@wsgiproxy/test-kit/servers'
+import { closeAll, echoEnviron, freePort, register, send } from '@wsgiproxy/test-kit/servers'
 import { serve } from './serve.ts'
 import { undiciTransport } from '@wsgiproxy/core/undici'
 import type { FrontTls } from '@wsgiproxy/test-kit/node-proxy'
@@ -93,4 +93,31 @@ describe('signed forwarding on the Node path', () => {
     const direct = await send(backend.origin, { path: '/myapp/x' })
     expect(direct.status).toBe(401)
   })
+})
+
+describe('a request body when the upstream cannot be reached', () => {
+  afterEach(closeAll)
+
+  it.each([false, true])(
+    'answers 502 to a POST with its body whole (byteCopy %s)',
+    async (byteCopy) => {
+      const port = await freePort()
+      const transport = undiciTransport()
+      const served = await serve(
+        createProxyApp({ href: `http://127.0.0.1:${port}/`, transport, onError: () => {} }),
+        { byteCopy },
+      )
+      register({
+        port: served.port,
+        origin: served.url,
+        close: async () => {
+          await served.close()
+          await transport.close()
+        },
+      })
+      const res = await send(served.url, { method: 'POST', body: Buffer.from('abc') })
+      expect(res.status).toBe(502)
+      expect(JSON.parse(res.body.toString())).toMatchObject({ status: 502 })
+    },
+  )
 })
