@@ -33,7 +33,7 @@ import {
 import { llhttp, PAUSE, SKIP_BODY } from './_llhttp.ts'
 import type { Parser, ParseError } from './_llhttp.ts'
 import { headerLines, noop, release, TOKEN } from './_node-util.ts'
-import { closeAfterAnswer, HOP_BY_HOP } from './_upgrade-client.ts'
+import { answerHeaderText, closeAfterAnswer } from './_upgrade-client.ts'
 
 /** What the byte-copying front needs from `serve`. */
 export interface ByteCopySettings {
@@ -274,8 +274,8 @@ export function createByteCopyFront(settings: ByteCopySettings): ByteCopyFront {
       parser.initialize(HTTPParser.REQUEST, {}, maxHeaderSize, 0)
       this.parser = parser
       parser[HTTPParser.kOnHeaders] = (flat: string[], url: string): void => {
-        if (this.body !== undefined) this.body.trailers.push(...flat)
-        else {
+        // Fields after a body are its trailer, which is dropped (RequestBody.end).
+        if (this.body === undefined) {
           this.partialFlat.push(...flat)
           this.partialUrl += url
         }
@@ -818,12 +818,7 @@ export function createByteCopyFront(settings: ByteCopySettings): ByteCopyFront {
       this.client.upstreamDeadline.touch()
       // The client's socket is corked around the read (`upstreamData`), which then checks
       // whether it must drain: `write`'s answer inside a cork says nothing about the socket.
-      const socket = this.client.socket
-      if (this.responseChunked) {
-        socket.write(`${chunk.length.toString(16)}\r\n`, 'latin1')
-        socket.write(chunk)
-        socket.write('\r\n', 'latin1')
-      } else socket.write(chunk)
+      writeChunk(this.client.socket, chunk, this.responseChunked)
     }
 
     responseEnd(): void {
@@ -856,7 +851,6 @@ export function createByteCopyFront(settings: ByteCopySettings): ByteCopyFront {
         return
       }
       this.done = true
-      this.client.requestComplete()
       const upstream = this.upstream
       if (upstream !== undefined) {
         if (this.upstreamKeepAlive && !upstream.poisoned) releaseUpstream(upstream)
@@ -910,7 +904,6 @@ export function createByteCopyFront(settings: ByteCopySettings): ByteCopyFront {
   /** Where the request body llhttp parses goes: upstream, framed as it came. */
   class RequestBody {
     readonly exchange: Exchange
-    readonly trailers: string[] = []
 
     constructor(exchange: Exchange) {
       this.exchange = exchange
@@ -923,12 +916,7 @@ export function createByteCopyFront(settings: ByteCopySettings): ByteCopyFront {
       if (upstream === undefined || exchange.done || upstream.socket.destroyed) return
       exchange.bodySent = true
       // Corked around the read (`receive`), which then checks whether it must drain.
-      const socket = upstream.socket
-      if (exchange.chunked) {
-        socket.write(`${chunk.length.toString(16)}\r\n`, 'latin1')
-        socket.write(chunk)
-        socket.write('\r\n', 'latin1')
-      } else socket.write(chunk)
+      writeChunk(upstream.socket, chunk, exchange.chunked)
     }
 
     end(): void {
@@ -1070,16 +1058,7 @@ async function writeAppAnswer(socket: Socket, method: string, answer: AppRespons
       ? given
       : (STATUS_CODES[status] ?? '')
   const noBody = method === 'HEAD' || status === 204 || status === 304
-  let lines = `date: ${new Date().toUTCString()}\r\n`
-  for (const line of response.headers as unknown[]) {
-    if (!Array.isArray(line)) continue
-    const [name, value] = line as unknown[]
-    if (typeof name !== 'string' || typeof value !== 'string') continue
-    const lower = name.toLowerCase()
-    if (HOP_BY_HOP.has(lower) || (lower === 'content-length' && !noBody)) continue
-    if (!TOKEN.test(name) || BAD_VALUE.test(value)) continue
-    lines += `${name}: ${value}\r\n`
-  }
+  let lines = `date: ${new Date().toUTCString()}\r\n${answerHeaderText(response.headers, noBody)}`
   const streamed = !noBody && response.body !== null
   if (streamed) lines += 'transfer-encoding: chunked\r\n'
   else if (!noBody) lines += 'content-length: 0\r\n'
@@ -1095,9 +1074,7 @@ async function writeAppAnswer(socket: Socket, method: string, answer: AppRespons
         if (socket.destroyed) break
         if (chunk.byteLength === 0) continue
         socket.cork()
-        socket.write(`${chunk.byteLength.toString(16)}\r\n`, 'latin1')
-        socket.write(chunk)
-        socket.write('\r\n', 'latin1')
+        writeChunk(socket, chunk, true)
         socket.uncork()
         if (socket.writableNeedDrain) {
           await new Promise<void>((resolve) => whenWritable(socket, resolve))
@@ -1111,6 +1088,15 @@ async function writeAppAnswer(socket: Socket, method: string, answer: AppRespons
     }
   }
   closeAfterAnswer(socket)
+}
+
+/** Writes body bytes as they are, or as one chunk of chunked framing (RFC 9112 §7.1). */
+function writeChunk(socket: Socket, chunk: Uint8Array, chunked: boolean): void {
+  if (chunked) {
+    socket.write(`${chunk.byteLength.toString(16)}\r\n`, 'latin1')
+    socket.write(chunk)
+    socket.write('\r\n', 'latin1')
+  } else socket.write(chunk)
 }
 
 /** Calls `then` once the socket drained its buffer, or closed (then nothing will drain). */

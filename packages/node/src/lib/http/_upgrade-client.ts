@@ -121,6 +121,28 @@ function writeFixedLine(status: number, headers: string, length: number): string
 }
 
 /**
+ * An answer's header lines as text for a socket: hop-by-hop fields, lines that are not a valid
+ * name and value, and `Content-Length` unless `keepLength` (the writer frames the body) left out.
+ *
+ * @param headers - the app's header lines, unchecked
+ * @param keepLength - keep `Content-Length` (an answer without a body, to HEAD say)
+ * @returns `name: value\r\n` per line kept
+ */
+export function answerHeaderText(headers: unknown, keepLength: boolean): string {
+  let lines = ''
+  for (const line of headers as unknown[]) {
+    if (!Array.isArray(line)) continue
+    const [name, value] = line as unknown[]
+    if (typeof name !== 'string' || typeof value !== 'string') continue
+    const lower = name.toLowerCase()
+    if (HOP_BY_HOP.has(lower) || (lower === 'content-length' && !keepLength)) continue
+    if (!TOKEN.test(name) || /[\0\r\n]/.test(value)) continue
+    lines += `${name}: ${value}\r\n`
+  }
+  return lines
+}
+
+/**
  * Writes an answer given instead of the upgrade (a problem, the app's own answer) with
  * `Connection: close`, its body read up to 64 KiB, then closes the connection.
  *
@@ -133,16 +155,7 @@ export async function writeAnswer(socket: Duplex, response: AppResponse): Promis
     Number.isInteger(response.status) && response.status >= 200 && response.status <= 999
       ? response.status
       : 502
-  let lines = ''
-  for (const line of response.headers as unknown[]) {
-    if (!Array.isArray(line)) continue
-    const [name, value] = line as unknown[]
-    if (typeof name !== 'string' || typeof value !== 'string') continue
-    const lower = name.toLowerCase()
-    if (HOP_BY_HOP.has(lower) || lower === 'content-length') continue
-    if (!TOKEN.test(name) || /[\0\r\n]/.test(value)) continue
-    lines += `${name}: ${value}\r\n`
-  }
+  const lines = answerHeaderText(response.headers, false)
   const chunks: Uint8Array[] = []
   let size = 0
   if (response.body !== null) {
