@@ -70,6 +70,11 @@ const UPSTREAM_IDLE_MS = 4_000
 // before the client's socket stops reading: pausing and resuming the socket costs two system
 // calls, so it is kept for what a client sends ahead, not done on every request.
 const HOLD_BYTES = 64 * 1024
+// What an upstream connection reads at once (Node's own read size). Its connection reads into one
+// such buffer over and over: a body copied without a new allocation for every read, where
+// allocating and freeing 64 KiB per read made the allocator hand pages back to the system and
+// fault them in again, which doubled the CPU time of a large download in some processes.
+const READ_BYTES = 64 * 1024
 // The methods a request may be sent again with when a kept upstream connection turned out closed
 // before any answer (RFC 9110 §9.2.2 allows PUT and DELETE too; undici sends those again, but a
 // proxy does not know whether the upstream acted on them).
@@ -124,6 +129,24 @@ interface Upstream {
   poisoned: boolean
   /** Closes it after it sat in the pool for `UPSTREAM_IDLE_MS`. */
   idle: Deadline
+  /** What the socket reads into. */
+  reads: ReadBuffer
+}
+
+/** What an upstream socket reads into (`onread`), used again for every read while nothing holds it. */
+class ReadBuffer {
+  buffer = Buffer.allocUnsafeSlow(READ_BYTES)
+  /** A write to the client may still hold bytes of `buffer`: the next read gets a new one. */
+  lent = false
+
+  /** The buffer for the next read. */
+  next(): Buffer {
+    if (this.lent) {
+      this.lent = false
+      this.buffer = Buffer.allocUnsafeSlow(READ_BYTES)
+    }
+    return this.buffer
+  }
 }
 
 /**
@@ -158,10 +181,21 @@ export function createByteCopyFront(settings: ByteCopySettings): ByteCopyFront {
       reused.idle.disarm()
       return { upstream: reused, reused: true }
     }
+    const reads = new ReadBuffer()
     const socket = connect({
       host: url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname,
       port: Number(url.port || 80),
       noDelay: true,
+      onread: {
+        buffer: () => reads.next(),
+        callback: (length: number, buffer: Uint8Array): boolean => {
+          const chunk = buffer as Buffer
+          if (upstream.exchange === undefined)
+            socket.destroy() // bytes nobody asked for
+          else upstream.exchange.upstreamData(chunk.subarray(0, length))
+          return true
+        },
+      },
     })
     const parser = new HTTPParser()
     parser.initialize(HTTPParser.RESPONSE, {}, maxHeaderSize, 0)
@@ -173,6 +207,7 @@ export function createByteCopyFront(settings: ByteCopySettings): ByteCopyFront {
       error: undefined,
       poisoned: false,
       idle: new Deadline(() => socket.destroy()),
+      reads,
     }
     // The parser's callbacks are set once: they go to the exchange the connection serves.
     // Anything the upstream sends past its (final) response is not a client's: the connection is
@@ -202,10 +237,6 @@ export function createByteCopyFront(settings: ByteCopySettings): ByteCopyFront {
     }
     parser[HTTPParser.kOnBody] = (chunk: Buffer): void => upstream.exchange?.bodyChunk(chunk)
     parser[HTTPParser.kOnMessageComplete] = (): void => upstream.exchange?.messageEnd()
-    socket.on('data', (chunk: Buffer) => {
-      if (upstream.exchange !== undefined) upstream.exchange.upstreamData(chunk)
-      else socket.destroy() // bytes nobody asked for
-    })
     socket.on('error', (error: Error) => {
       upstream.error = error
     })
@@ -374,7 +405,7 @@ export function createByteCopyFront(settings: ByteCopySettings): ByteCopyFront {
 
     /** Backpressure: the client waits while the upstream's socket has more than it can take. */
     holdForUpstream(upstream: Socket): void {
-      if (!upstream.writableNeedDrain || this.waitingForUpstream || upstream.destroyed) return
+      if (!backedUp(upstream) || this.waitingForUpstream || upstream.destroyed) return
       this.waitingForUpstream = true
       this.pause('upstream')
       whenWritable(upstream, () => {
@@ -707,12 +738,23 @@ export function createByteCopyFront(settings: ByteCopySettings): ByteCopyFront {
       // What one read carries (a head, body bytes, a last chunk) leaves in one write.
       const client = this.client.socket
       client.cork()
-      this.executing = true
-      const result = upstream.parser.execute(chunk)
-      this.executing = false
+      let result: number | ParseError = 0
+      if (this.bodyLeft > 0) this.passBody(chunk)
+      else {
+        this.executing = true
+        result = upstream.parser.execute(chunk)
+        this.executing = false
+        if (typeof result !== 'number' && result.code === 'HPE_PAUSED' && this.bodyLeft > 0) {
+          // Paused after a head with a Content-Length body: the rest of the read is body.
+          this.passBody(chunk.subarray(result.bytesParsed))
+          result = 0
+        }
+      }
       client.uncork()
+      // Bytes of the read buffer may wait in the client's socket: the next read gets a new one.
+      if (client.writableLength > 0) upstream.reads.lent = true
       // Backpressure: the upstream waits while the client's socket has more than it can take.
-      if (client.writableNeedDrain && !this.waitingForClient && !this.done) {
+      if (backedUp(client) && !this.waitingForClient && !this.done) {
         this.waitingForClient = true
         upstream.socket.pause()
         whenWritable(client, () => {
@@ -739,7 +781,7 @@ export function createByteCopyFront(settings: ByteCopySettings): ByteCopyFront {
 
     upstreamEnded(error: Error | undefined): void {
       // A response framed by the connection's end ends here.
-      if (!this.responseDone && this.answered) this.upstream?.parser.finish()
+      if (!this.responseDone && this.answered && this.bodyLeft === 0) this.upstream?.parser.finish()
       if (this.responseDone || this.done) return
       if (
         this.reused &&
@@ -811,7 +853,33 @@ export function createByteCopyFront(settings: ByteCopySettings): ByteCopyFront {
       this.client.socket.write(`HTTP/1.1 ${status} ${reason}\r\n${lines}\r\n`, 'latin1')
       // From here the timer is the body timeout, pushed back by every chunk.
       this.client.upstreamDeadline.arm(this.target.bodyTimeout)
-      return this.head.method === 'HEAD' ? SKIP_BODY : 0
+      if (this.head.method === 'HEAD') return SKIP_BODY
+      if (noBody || framed) return 0
+      // A Content-Length body is passed on as it is read, without llhttp (which copies every
+      // piece of a body into a new buffer): the parser stops after the head and starts over
+      // once the body's bytes are counted (`passBody`).
+      const length = Number(headerValue(flat, 'content-length'))
+      if (!(length > 0 && length <= Number.MAX_SAFE_INTEGER)) return 0
+      this.bodyLeft = length
+      return PAUSE
+    }
+
+    /** Bytes of a Content-Length response body still to pass on without the parser. */
+    bodyLeft = 0
+
+    /** Passes on bytes of a Content-Length response body; what lies past its end is not. */
+    passBody(chunk: Buffer): void {
+      const upstream = this.upstream
+      if (upstream === undefined || this.done) return
+      const take = Math.min(chunk.length, this.bodyLeft)
+      if (take > 0) this.responseChunk(take === chunk.length ? chunk : chunk.subarray(0, take))
+      this.bodyLeft -= take
+      if (this.bodyLeft > 0) return
+      // The body ended: the parser reads the next response on this connection from its start,
+      // and bytes past this one (no request asked for them) keep the connection from the pool.
+      upstream.parser.initialize(HTTPParser.RESPONSE, {}, maxHeaderSize, 0)
+      if (take < chunk.length) upstream.poisoned = true
+      this.messageEnd()
     }
 
     responseChunk(chunk: Buffer): void {
@@ -1076,7 +1144,7 @@ async function writeAppAnswer(socket: Socket, method: string, answer: AppRespons
         socket.cork()
         writeChunk(socket, chunk, true)
         socket.uncork()
-        if (socket.writableNeedDrain) {
+        if (backedUp(socket)) {
           await new Promise<void>((resolve) => whenWritable(socket, resolve))
         }
       }
@@ -1097,6 +1165,16 @@ function writeChunk(socket: Socket, chunk: Uint8Array, chunked: boolean): void {
     socket.write(chunk)
     socket.write('\r\n', 'latin1')
   } else socket.write(chunk)
+}
+
+/**
+ * Whether a socket holds more than its high-water mark unwritten, so that a reader feeding it
+ * must wait for 'drain'. Read after the corked writes: `writableNeedDrain` alone stays true until
+ * the next tick even when the kernel took every byte at once on uncork (the 'drain' event is
+ * deferred), which paused and resumed the other socket on every chunk of a large body.
+ */
+function backedUp(socket: Socket): boolean {
+  return socket.writableNeedDrain && socket.writableLength >= socket.writableHighWaterMark
 }
 
 /** Calls `then` once the socket drained its buffer, or closed (then nothing will drain). */

@@ -2,7 +2,8 @@
 // framing both ways, trailers, limits, timeouts, stale upstream connections, early answers,
 // backpressure) and what it hands to node:http mid-connection (Upgrade, HTTP/1.0, Expect).
 // The forwarding suite (node-forwarding.test.ts) and the stress suite run on it as well.
-import { createHash } from 'node:crypto'
+import { createHash, randomBytes } from 'node:crypto'
+import { request } from 'node:http'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { connect, createServer as createNetServer } from 'node:net'
 import type { AddressInfo, Server as NetServer, Socket } from 'node:net'
@@ -432,6 +433,61 @@ describe('serve({ byteCopy: true })', () => {
     for (const release of stalled) release()
     const text = await writer.until((t) => t.endsWith(String(64 * MiB)))
     expect(text).toMatch(/^HTTP\/1\.1 200 /)
+  })
+
+  it('copies a Content-Length body byte for byte to a client that stops reading now and then', async () => {
+    // Random bytes in small pieces (small reads at the front), to a client that stops reading
+    // until every socket between is full, four times: the front reads the upstream into a buffer
+    // it uses again, so bytes still waiting in the client's socket when the sockets fill must
+    // never be overwritten by the next read.
+    const MiB = 1024 * 1024
+    const body = randomBytes(48 * MiB)
+    let waiting = false
+    const upstream = await startUpstream(async (_req, res) => {
+      res.writeHead(200, { 'content-length': String(body.length) })
+      let at = 0
+      while (at < body.length && !res.destroyed) {
+        const piece = body.subarray(at, at + 1 + Math.floor(Math.random() * 8 * 1024))
+        at += piece.length
+        if (res.write(piece)) await new Promise((resolve) => setImmediate(resolve))
+        else {
+          waiting = true
+          await new Promise((resolve) => res.once('drain', resolve))
+          waiting = false
+        }
+      }
+      res.end()
+    })
+    const proxy = await front(upstream.origin)
+    const response = await new Promise<IncomingMessage>((resolve, reject) =>
+      request(proxy.url, resolve).on('error', reject).end(),
+    )
+    const hash = createHash('sha256')
+    let bytes = 0
+    let next = 0
+    for await (const chunk of response) {
+      hash.update(chunk as Buffer)
+      bytes += (chunk as Buffer).length
+      if (bytes >= next && next <= 24 * MiB) {
+        next += 8 * MiB
+        await expect.poll(() => waiting, { timeout: 20_000 }).toBe(true)
+      }
+    }
+    expect(bytes).toBe(body.length)
+    expect(hash.digest('hex')).toBe(createHash('sha256').update(body).digest('hex'))
+  })
+
+  it('cuts the client off when the upstream closes before its Content-Length body ended', async () => {
+    const upstream = await rawUpstream((_request, socket) => {
+      socket.end('HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc', 'latin1')
+      return undefined
+    })
+    const proxy = await front(upstream.href)
+    const client = rawClient(proxy.port)
+    client.socket.write('GET / HTTP/1.1\r\nHost: a\r\n\r\n')
+    await client.closed
+    // The head as the upstream sent it, then the 3 bytes that came, then the end: never 100.
+    expect(client.text()).toMatch(/^HTTP\/1\.1 200 OK\r\nContent-Length: 100\r\n\r\nabc$/)
   })
 
   it('passes a response with 32 or more header fields (llhttp hands them over early)', async () => {
