@@ -414,7 +414,24 @@ export function createByteCopyFront(settings: ByteCopySettings): ByteCopyFront {
       })
     }
 
+    /** Bytes of a Content-Length request body still to pass on without the parser. */
+    bodyLeft = 0
+
     feed(chunk: Buffer): void {
+      if (this.bodyLeft > 0) {
+        // A Content-Length body goes on as it is read, without llhttp (which copies every piece
+        // of a body into a new buffer); the parser starts over at the request after it.
+        const take = Math.min(chunk.length, this.bodyLeft)
+        this.bodyLeft -= take
+        this.body?.chunk(take === chunk.length ? chunk : chunk.subarray(0, take))
+        if (this.bodyLeft > 0) return
+        this.parser.initialize(HTTPParser.REQUEST, {}, maxHeaderSize, 0)
+        const body = this.body
+        this.body = undefined
+        body?.end()
+        if (take === chunk.length || this.state === 'gone') return
+        chunk = chunk.subarray(take)
+      }
       const result = this.parser.execute(chunk)
       const head = this.captured
       if (head === undefined) {
@@ -430,8 +447,13 @@ export function createByteCopyFront(settings: ByteCopySettings): ByteCopyFront {
       if (this.state === 'gone') return
       this.held = chunk.subarray(typeof result === 'number' ? result : result.bytesParsed)
       if (this.held.length >= HOLD_BYTES) this.pause('held')
-      if (this.state !== 'exchange') this.begin(head)
-      else this.next = head
+      if (this.state === 'exchange') this.next = head
+      else {
+        // A head that came in the same read as the end of a body answered early: the exchange
+        // before it ended inside `execute`, and its idle time starts no timer of its own.
+        if (this.state === 'idle') this.startRequest()
+        this.begin(head)
+      }
     }
 
     /** The head held while an exchange runs. */
@@ -661,6 +683,8 @@ export function createByteCopyFront(settings: ByteCopySettings): ByteCopyFront {
       // The bytes after the head: the body, and maybe the next request.
       const held = this.client.held
       this.client.held = undefined
+      const length = this.chunked ? 0 : Number(this.length ?? 0)
+      if (length > 0 && length <= Number.MAX_SAFE_INTEGER) this.client.bodyLeft = length
       this.client.parser.resume()
       this.client.resume('held')
       if (this.client.state !== 'gone') this.client.feed(held ?? Buffer.alloc(0))

@@ -492,6 +492,32 @@ describe('serve({ byteCopy: true })', () => {
     expect(client.text()).toMatch(/^HTTP\/1\.1 200 OK\r\nContent-Length: 100\r\n\r\nabc$/)
   })
 
+  it('times a request that came in the same read as the end of an early-answered body as its own', async () => {
+    // The upstream answers the POST from its head; the rest of the POST's body and the next
+    // request then come in one read, after that exchange has ended. The next request must not be
+    // cut off by the keep-alive timeout of the idle time before it.
+    let slow: Socket | undefined
+    const upstream = await rawUpstream((request, socket) => {
+      if (request.includes('GET /slow ')) {
+        slow = socket
+        return undefined
+      }
+      return 'HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nearly'
+    })
+    const proxy = await front(upstream.href)
+    proxy.server.keepAliveTimeout = 300
+    const client = rawClient(proxy.port)
+    client.socket.write('POST /early HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n')
+    await client.until((t) => t.endsWith('early'))
+    client.socket.write('0123456789GET /slow HTTP/1.1\r\nHost: a\r\n\r\n')
+    await expect.poll(() => slow !== undefined, { timeout: 10_000 }).toBe(true)
+    // Longer than the keep-alive timeout (300 ms), well inside the request timeout (300 s).
+    await new Promise((resolve) => setTimeout(resolve, 900))
+    slow?.write('HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nslow', 'latin1')
+    const text = await client.until((t) => t.endsWith('slow'))
+    expect(count(text, 'HTTP/1.1 200 OK')).toBe(2)
+  })
+
   it('passes a response with 32 or more header fields (llhttp hands them over early)', async () => {
     const fields = Array.from({ length: 40 }, (_, i) => `X-H${i}: v${i}\r\n`).join('')
     const upstream = await rawUpstream(
