@@ -6,7 +6,7 @@ import { dirname, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import { parseCheckouts, serversOfCheckouts, useCheckouts } from './lib/checkouts.ts'
 import { detectH2load } from './lib/h2load.ts'
-import { detectLoadTool, loadToolVersion } from './lib/load.ts'
+import { detectLoadTool, loadToolVersion, pickDownloadClient } from './lib/load.ts'
 import type { LoadTool } from './lib/load.ts'
 import { renderPoolMarkdown } from './lib/pool-report.ts'
 import { POOL_SERVERS } from './lib/pool-servers.ts'
@@ -197,6 +197,7 @@ const settings: RunSettings = {
     positive('download-mib', values['download-mib'], defaults.mib) * 1048576,
   ),
   ...(mode === 'smoke' ? { amount: 200 } : {}),
+  downloadClient: pickDownloadClient(),
 }
 
 const started = new Date()
@@ -241,7 +242,7 @@ const context = [
         `skipped: ${h2Skipped.join(', ')} (h2load is not installed: apt-get install -y nghttp2-client)`,
       ]
     : []),
-  `mode: ${mode}; ${settings.reps} round(s) of ${settings.amount === undefined ? `${settings.duration} s` : `${settings.amount} requests`} per load after ${settings.warmup} s warm-up, order rotated each round; download: ${mib} MiB once per round`,
+  `mode: ${mode}; ${settings.reps} round(s) of ${settings.amount === undefined ? `${settings.duration} s` : `${settings.amount} requests`} per load after ${settings.warmup} s warm-up, order rotated each round; download: ${mib} MiB once per round, read by ${settings.downloadClient === 'curl' ? 'curl' : 'a node:http client in the benchmark process'}`,
 ]
 const workloads = selectedWorkloads.map((w) =>
   w.kind === 'download' ? { ...w, label: `${mib} MiB download` } : w,

@@ -14,7 +14,7 @@ import type { ServerProcess } from './processes.ts'
 import { REDIS_ENV, startBenchRedis } from './redis.ts'
 import type { BenchRedis } from './redis.ts'
 import { download, runLoad } from './load.ts'
-import type { LoadResult, LoadTool } from './load.ts'
+import type { DownloadClient, LoadResult, LoadTool } from './load.ts'
 import type { Cell, Sample, Workload } from './report.ts'
 import { REQUEST_COUNT_PATH, SMALL_BODY_BYTES } from './servers.ts'
 import type { Front, ServerInfo } from './servers.ts'
@@ -124,6 +124,8 @@ export interface RunSettings {
   amount?: number
   /** Bytes of the download workload. */
   downloadBytes: number
+  /** What reads the download (default: this process's `node:http` client). */
+  downloadClient?: DownloadClient
 }
 
 /** Progress lines go here (stderr by default). */
@@ -311,7 +313,7 @@ async function measureDownload(server: ServerProcess, settings: RunSettings): Pr
   resetPeakRss(server.pid)
   const cpuBefore = cpuMicros(server.pid)
   const url = `http://127.0.0.1:${server.port}/download/${settings.downloadBytes}`
-  const result = await download(url)
+  const result = await download(url, settings.downloadClient)
   const cpu = cpuMicros(server.pid) - cpuBefore
   const complete = result.status === 200 && result.bytes === settings.downloadBytes
   return {
