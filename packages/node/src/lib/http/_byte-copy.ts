@@ -335,6 +335,14 @@ export function createByteCopyFront(settings: ByteCopySettings): ByteCopyFront {
         this.partialUrl = ''
         return PAUSE
       }
+      parser[HTTPParser.kOnMessageBegin] = (): void => {
+        // The first byte of a request after one that ended inside the same read (a body the
+        // upstream answered early): its head and request are timed from here, not the idle gap.
+        if (this.state === 'idle') {
+          this.state = 'head'
+          this.startRequest()
+        }
+      }
       parser[HTTPParser.kOnBody] = (chunk: Buffer): void => this.body?.chunk(chunk)
       parser[HTTPParser.kOnMessageComplete] = (): void => {
         const body = this.body
@@ -423,7 +431,9 @@ export function createByteCopyFront(settings: ByteCopySettings): ByteCopyFront {
         // of a body into a new buffer); the parser starts over at the request after it.
         const take = Math.min(chunk.length, this.bodyLeft)
         this.bodyLeft -= take
-        this.body?.chunk(take === chunk.length ? chunk : chunk.subarray(0, take))
+        // Nothing to pass on after a head that ended its read: an empty piece would count as
+        // body sent, and keep a GET with a body from being sent again on a stale connection.
+        if (take > 0) this.body?.chunk(take === chunk.length ? chunk : chunk.subarray(0, take))
         if (this.bodyLeft > 0) return
         this.parser.initialize(HTTPParser.REQUEST, {}, maxHeaderSize, 0)
         const body = this.body
@@ -447,13 +457,8 @@ export function createByteCopyFront(settings: ByteCopySettings): ByteCopyFront {
       if (this.state === 'gone') return
       this.held = chunk.subarray(typeof result === 'number' ? result : result.bytesParsed)
       if (this.held.length >= HOLD_BYTES) this.pause('held')
-      if (this.state === 'exchange') this.next = head
-      else {
-        // A head that came in the same read as the end of a body answered early: the exchange
-        // before it ended inside `execute`, and its idle time starts no timer of its own.
-        if (this.state === 'idle') this.startRequest()
-        this.begin(head)
-      }
+      if (this.state !== 'exchange') this.begin(head)
+      else this.next = head
     }
 
     /** The head held while an exchange runs. */
@@ -783,7 +788,9 @@ export function createByteCopyFront(settings: ByteCopySettings): ByteCopyFront {
         upstream.socket.pause()
         whenWritable(client, () => {
           this.waitingForClient = false
-          upstream.socket.resume()
+          // By now the connection may serve another exchange, paused for its own client, or sit
+          // in the pool (resumed there): only this exchange's pause is undone here.
+          if (upstream.exchange === this) upstream.socket.resume()
         })
       }
       if (typeof result !== 'number') {

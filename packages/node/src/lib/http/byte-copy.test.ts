@@ -518,6 +518,114 @@ describe('serve({ byteCopy: true })', () => {
     expect(count(text, 'HTTP/1.1 200 OK')).toBe(2)
   })
 
+  it('times a request whose head only begins in the read that ends an early-answered body', async () => {
+    const upstream = await rawUpstream((request) =>
+      request.includes('GET /next ')
+        ? 'HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nnext'
+        : 'HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nearly',
+    )
+    const proxy = await front(upstream.href)
+    proxy.server.keepAliveTimeout = 300
+    const client = rawClient(proxy.port)
+    client.socket.write('POST /early HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n')
+    await client.until((t) => t.endsWith('early'))
+    // The end of the body and the first bytes of the next head in one read, the rest of the head
+    // later than the keep-alive timeout (300 ms), well inside the headers timeout (60 s).
+    client.socket.write('0123456789GET /next HTTP/1.1\r\nHo')
+    await new Promise((resolve) => setTimeout(resolve, 900))
+    client.socket.write('st: a\r\n\r\n')
+    const text = await client.until((t) => t.endsWith('next'))
+    expect(count(text, 'HTTP/1.1 200 OK')).toBe(2)
+  })
+
+  it('sends a GET with a body again when its head ended a read and the kept connection was closed', async () => {
+    const served = new WeakMap<Socket, number>()
+    const upstream = await rawUpstream((_request, socket) => {
+      const n = (served.get(socket) ?? 0) + 1
+      served.set(socket, n)
+      if (n > 1) {
+        socket.destroy() // a kept connection the upstream closed meanwhile
+        return undefined
+      }
+      return 'HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok'
+    })
+    const proxy = await front(upstream.href)
+    const client = rawClient(proxy.port)
+    client.socket.write('GET /first HTTP/1.1\r\nHost: a\r\n\r\n')
+    await client.until((t) => t.endsWith('\r\n\r\nok'))
+    // The head alone: the exchange starts with no body byte read, finds the kept connection
+    // closed and sends the head again on a new one (the third request the upstream sees); the
+    // body follows.
+    client.socket.write('GET /search HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n')
+    await expect.poll(() => upstream.requests.length, { timeout: 10_000 }).toBe(3)
+    client.socket.write('hello')
+    const text = await client.until((t) => count(t, 'HTTP/1.1 ') === 2 && t.endsWith('ok'))
+    expect(
+      text
+        .split('HTTP/1.1 ')
+        .slice(1)
+        .map((answer) => answer.slice(0, 3)),
+    ).toEqual(['200', '200'])
+  })
+
+  it('never resumes an upstream connection that the next exchange holds back for its client', async () => {
+    // Client A does not read; its chunked answer ends in a read that leaves A's socket over its
+    // high-water mark, so A's exchange waits for A to drain while the connection goes back to the
+    // pool. Client B takes it and does not read either: when A drains, B's upstream must stay
+    // held back.
+    const MiB = 1024 * 1024
+    let written = 0
+    let waiting = false
+    let send: ((piece: Buffer) => boolean) | undefined
+    let finish: ((last: Buffer) => void) | undefined
+    const upstream = await startUpstream(async (req, res) => {
+      if (req.url === '/a') {
+        res.writeHead(200, { 'content-type': 'text/plain' }) // chunked
+        send = (piece) => res.write(piece)
+        await new Promise<void>((resolve) => {
+          finish = (last) => {
+            res.end(last)
+            resolve()
+          }
+        })
+        return
+      }
+      res.writeHead(200, { 'content-length': String(64 * MiB) })
+      const block = Buffer.alloc(MiB, 0x62)
+      while (written < 64 * MiB && !res.destroyed) {
+        written += block.length
+        if (!res.write(block)) {
+          waiting = true
+          await new Promise((resolve) => res.once('drain', resolve))
+          waiting = false
+        }
+      }
+      res.end()
+    })
+    const proxy = await front(upstream.origin)
+    const fronts: Socket[] = []
+    proxy.server.on('connection', (socket: Socket) => fronts.push(socket))
+    const a = rawClient(proxy.port)
+    a.socket.pause()
+    a.socket.write('GET /a HTTP/1.1\r\nHost: a\r\n\r\n')
+    await expect.poll(() => send !== undefined && fronts.length === 1).toBe(true)
+    const toA = fronts[0] as Socket
+    // Small pieces until the sockets to A are full: bytes wait in A's socket, under its mark.
+    while (toA.writableLength === 0) {
+      send?.(Buffer.alloc(4 * 1024, 0x61))
+      await new Promise((resolve) => setTimeout(resolve, 1))
+    }
+    expect(toA.writableLength).toBeLessThan(toA.writableHighWaterMark)
+    finish?.(Buffer.alloc(60 * 1024, 0x61))
+    const b = rawClient(proxy.port)
+    b.socket.pause()
+    b.socket.write('GET /b HTTP/1.1\r\nHost: a\r\n\r\n')
+    expect(await heldFor(300, () => waiting && written < 32 * MiB)).toBe(true)
+    a.socket.resume()
+    await a.until((t) => t.endsWith('0\r\n\r\n'))
+    expect(await heldFor(500, () => waiting && written < 32 * MiB)).toBe(true)
+  }, 60_000)
+
   it('passes a response with 32 or more header fields (llhttp hands them over early)', async () => {
     const fields = Array.from({ length: 40 }, (_, i) => `X-H${i}: v${i}\r\n`).join('')
     const upstream = await rawUpstream(
