@@ -90,6 +90,18 @@ function rawClient(port: number): RawClient {
   }
 }
 
+/**
+ * A client whose POST the upstream answered (`early`) from its head alone, its 10 body bytes not
+ * sent yet, on a front whose keep-alive timeout is 300 ms.
+ */
+async function answeredEarly(proxy: Served): Promise<RawClient> {
+  proxy.server.keepAliveTimeout = 300
+  const client = rawClient(proxy.port)
+  client.socket.write('POST /early HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n')
+  await client.until((t) => t.endsWith('early'))
+  return client
+}
+
 const count = (text: string, part: string): number => text.split(part).length - 1
 
 /**
@@ -165,6 +177,25 @@ async function hashingUpstream(): Promise<{ href: string; seen: string[] }> {
     res.end(line)
   })
   return { href: upstream.origin, seen }
+}
+
+/** Answers a 64 MiB Content-Length body with backpressure, noting how far it got and whether it waits. */
+async function writeBig(
+  res: ServerResponse,
+  progress: { written: number; waiting: boolean },
+): Promise<void> {
+  const MiB = 1024 * 1024
+  res.writeHead(200, { 'content-length': String(64 * MiB) })
+  const block = Buffer.alloc(MiB, 0x62)
+  while (progress.written < 64 * MiB && !res.destroyed) {
+    progress.written += block.length
+    if (!res.write(block)) {
+      progress.waiting = true
+      await new Promise((resolve) => res.once('drain', resolve))
+      progress.waiting = false
+    }
+  }
+  res.end()
 }
 
 const noContent: EnvironApp = (): AppResponse => ({ status: 204, headers: [], body: null })
@@ -387,8 +418,7 @@ describe('serve({ byteCopy: true })', () => {
 
   it('holds a response back while the client does not read, and an upload while the upstream does not', async () => {
     const MiB = 1024 * 1024
-    let written = 0
-    let waiting = false
+    const progress = { written: 0, waiting: false }
     const stalled: Array<() => void> = []
     const upstream = await startUpstream(async (req, res) => {
       if (req.url === '/upload') {
@@ -399,17 +429,7 @@ describe('serve({ byteCopy: true })', () => {
         res.end(String(bytes))
         return
       }
-      res.writeHead(200, { 'content-length': String(64 * MiB) })
-      const block = Buffer.alloc(MiB, 0x62)
-      while (written < 64 * MiB && !res.destroyed) {
-        written += block.length
-        if (!res.write(block)) {
-          waiting = true
-          await new Promise((resolve) => res.once('drain', resolve))
-          waiting = false
-        }
-      }
-      res.end()
+      await writeBig(res, progress)
     })
     const proxy = await front(upstream.origin)
 
@@ -418,7 +438,7 @@ describe('serve({ byteCopy: true })', () => {
     const reader = rawClient(proxy.port)
     reader.socket.pause()
     reader.socket.write('GET /big HTTP/1.1\r\nHost: a\r\n\r\n')
-    expect(await heldFor(500, () => waiting && written < 32 * MiB)).toBe(true)
+    expect(await heldFor(500, () => progress.waiting && progress.written < 32 * MiB)).toBe(true)
     let received = 0
     reader.socket.removeAllListeners('data')
     reader.socket.on('data', (chunk: Buffer | string) => (received += chunk.length))
@@ -505,10 +525,7 @@ describe('serve({ byteCopy: true })', () => {
       return 'HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nearly'
     })
     const proxy = await front(upstream.href)
-    proxy.server.keepAliveTimeout = 300
-    const client = rawClient(proxy.port)
-    client.socket.write('POST /early HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n')
-    await client.until((t) => t.endsWith('early'))
+    const client = await answeredEarly(proxy)
     client.socket.write('0123456789GET /slow HTTP/1.1\r\nHost: a\r\n\r\n')
     await expect.poll(() => slow !== undefined, { timeout: 10_000 }).toBe(true)
     // Longer than the keep-alive timeout (300 ms), well inside the request timeout (300 s).
@@ -525,10 +542,7 @@ describe('serve({ byteCopy: true })', () => {
         : 'HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nearly',
     )
     const proxy = await front(upstream.href)
-    proxy.server.keepAliveTimeout = 300
-    const client = rawClient(proxy.port)
-    client.socket.write('POST /early HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n')
-    await client.until((t) => t.endsWith('early'))
+    const client = await answeredEarly(proxy)
     // The end of the body and the first bytes of the next head in one read, the rest of the head
     // later than the keep-alive timeout (300 ms), well inside the headers timeout (60 s).
     client.socket.write('0123456789GET /next HTTP/1.1\r\nHo')
@@ -574,8 +588,7 @@ describe('serve({ byteCopy: true })', () => {
     // pool. Client B takes it and does not read either: when A drains, B's upstream must stay
     // held back.
     const MiB = 1024 * 1024
-    let written = 0
-    let waiting = false
+    const progress = { written: 0, waiting: false }
     let send: ((piece: Buffer) => boolean) | undefined
     let finish: ((last: Buffer) => void) | undefined
     const upstream = await startUpstream(async (req, res) => {
@@ -590,17 +603,7 @@ describe('serve({ byteCopy: true })', () => {
         })
         return
       }
-      res.writeHead(200, { 'content-length': String(64 * MiB) })
-      const block = Buffer.alloc(MiB, 0x62)
-      while (written < 64 * MiB && !res.destroyed) {
-        written += block.length
-        if (!res.write(block)) {
-          waiting = true
-          await new Promise((resolve) => res.once('drain', resolve))
-          waiting = false
-        }
-      }
-      res.end()
+      await writeBig(res, progress)
     })
     const proxy = await front(upstream.origin)
     const fronts: Socket[] = []
@@ -620,10 +623,10 @@ describe('serve({ byteCopy: true })', () => {
     const b = rawClient(proxy.port)
     b.socket.pause()
     b.socket.write('GET /b HTTP/1.1\r\nHost: a\r\n\r\n')
-    expect(await heldFor(300, () => waiting && written < 32 * MiB)).toBe(true)
+    expect(await heldFor(300, () => progress.waiting && progress.written < 32 * MiB)).toBe(true)
     a.socket.resume()
     await a.until((t) => t.endsWith('0\r\n\r\n'))
-    expect(await heldFor(500, () => waiting && written < 32 * MiB)).toBe(true)
+    expect(await heldFor(500, () => progress.waiting && progress.written < 32 * MiB)).toBe(true)
   }, 60_000)
 
   it('passes a response with 32 or more header fields (llhttp hands them over early)', async () => {
