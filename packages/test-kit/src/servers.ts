@@ -26,6 +26,24 @@ export function register(handle: Running): Running {
   return handle
 }
 
+/**
+ * Registers a front started with `serve()` so `closeAll` closes it, then what it owns (its
+ * transport, say), in that order.
+ */
+export function registerServed(
+  served: { port: number; url: string; close(): Promise<void> },
+  ...owned: Array<{ close(): Promise<void> }>
+): Running {
+  return register({
+    port: served.port,
+    origin: served.url,
+    close: async () => {
+      await served.close()
+      for (const part of owned) await part.close()
+    },
+  })
+}
+
 /** Closes every server the helpers started (call in afterEach). */
 export async function closeAll(): Promise<void> {
   const all = [...running]

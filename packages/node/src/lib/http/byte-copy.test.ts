@@ -10,7 +10,7 @@ import type { AddressInfo, Server as NetServer, Socket } from 'node:net'
 import { afterEach, describe, expect, it } from 'vitest'
 import type { AppResponse, EnvironApp, ProxyAppOptions } from '@wsgiproxy/core'
 import { createProxyApp, WsgiProxyError } from '@wsgiproxy/core'
-import { closeAll, register, startUpstream } from '@wsgiproxy/test-kit/servers'
+import { closeAll, register, registerServed, startUpstream } from '@wsgiproxy/test-kit/servers'
 import { undiciTransport } from '@wsgiproxy/core/undici'
 import { llhttp } from './_llhttp.ts'
 import { serve } from './serve.ts'
@@ -29,14 +29,7 @@ async function copyFront(
     byteCopy: true,
     closeTimeout: 1_000,
   })
-  register({
-    port: served.port,
-    origin: served.url,
-    close: async () => {
-      await served.close()
-      await transport.close()
-    },
-  })
+  registerServed(served, transport)
   return served
 }
 

@@ -5,7 +5,14 @@ import { createProxyApp, createSigner, createVerifier, proxyMiddleware } from '@
 import { afterEach, describe, expect, it } from 'vitest'
 import { describeForwarding } from '@wsgiproxy/test-kit/forwarding-suite'
 import type { Running } from '@wsgiproxy/test-kit/servers'
-import { closeAll, echoEnviron, freePort, register, send } from '@wsgiproxy/test-kit/servers'
+import {
+  closeAll,
+  echoEnviron,
+  freePort,
+  register,
+  registerServed,
+  send,
+} from '@wsgiproxy/test-kit/servers'
 import { serve } from './serve.ts'
 import { undiciTransport } from '@wsgiproxy/core/undici'
 import type { FrontTls } from '@wsgiproxy/test-kit/node-proxy'
@@ -68,14 +75,7 @@ describe('signed forwarding on the Node path', () => {
     const front = await serve((environ) => proxy({ ...environ, REMOTE_USER: 'alice' }), {
       scriptName: '/front',
     })
-    register({
-      port: front.port,
-      origin: front.url,
-      close: async () => {
-        await front.close()
-        await transport.close()
-      },
-    })
+    registerServed(front, transport)
     const res = await send(`http://127.0.0.1:${front.port}`, {
       path: '/front/a%2Fb/%C3%A9?q=1',
       localAddress: '127.0.0.2',
@@ -107,14 +107,7 @@ describe('a request body when the upstream cannot be reached', () => {
         createProxyApp({ href: `http://127.0.0.1:${port}/`, transport, onError: () => {} }),
         { byteCopy },
       )
-      register({
-        port: served.port,
-        origin: served.url,
-        close: async () => {
-          await served.close()
-          await transport.close()
-        },
-      })
+      registerServed(served, transport)
       const res = await send(served.url, { method: 'POST', body: Buffer.from('abc') })
       expect(res.status).toBe(502)
       expect(JSON.parse(res.body.toString())).toMatchObject({ status: 502 })
